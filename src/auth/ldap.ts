@@ -1,0 +1,126 @@
+/**
+ * LDAP directory (ldapts): service bind → search the user (uid escaped per RFC 4515 §3) →
+ * bind as the user's DN with the password → read group names (cn).
+ */
+import { readFileSync } from "node:fs";
+import { Client, Filter, InvalidCredentialsError } from "ldapts";
+
+export interface LdapConfig {
+  readonly url: string;
+  readonly bindDn: string;
+  /** The service account's password (read from its secret file; never logged). */
+  readonly bindPassword: string;
+  readonly userBase: string;
+  /** Filter with `{uid}`; the value is escaped before substitution. */
+  readonly userFilter: string;
+  readonly groupBase?: string | undefined;
+  /** Filter with `{uid}` and/or `{dn}`; both escaped. */
+  readonly groupFilter: string;
+  readonly caFile?: string | undefined;
+  readonly startTls: boolean;
+  /** Per-operation and connect timeout, ms. */
+  readonly timeoutMs: number;
+}
+
+/** What the directory says about a uid + password. */
+export type DirectoryVerdict =
+  | { readonly kind: "ok"; readonly uid: string; readonly dn: string; readonly groups: readonly string[] }
+  | { readonly kind: "invalid" };
+
+/** The directory could not be asked (down, timeout, TLS failure, service bind refused). */
+export class DirectoryUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "DirectoryUnavailableError";
+  }
+}
+
+export interface Directory {
+  /**
+   * Checks a password. Never throws for a wrong password or unknown user (both → `invalid`).
+   * @throws DirectoryUnavailableError when the directory cannot answer.
+   */
+  verifyPassword(uid: string, password: string): Promise<DirectoryVerdict>;
+  /** Looks up a user's groups without a password (used after publickey logins). */
+  lookup(uid: string): Promise<DirectoryVerdict>;
+}
+
+/** Substitutes `{name}` placeholders with RFC 4515-escaped values. */
+export function fillFilter(template: string, values: Readonly<Record<string, string>>): string {
+  return template.replace(/\{(\w+)\}/g, (whole, name: string) => {
+    const v = values[name];
+    return v === undefined ? whole : Filter.escape(v);
+  });
+}
+
+function firstString(v: unknown): string | undefined {
+  if (typeof v === "string") return v;
+  if (Array.isArray(v) && typeof v[0] === "string") return v[0];
+  if (Buffer.isBuffer(v)) return v.toString("utf8");
+  return undefined;
+}
+
+/** Creates an LDAP directory client. Each call opens its own connections (no shared state between logins). */
+export function createLdapDirectory(cfg: LdapConfig): Directory {
+  const tlsOptions = cfg.caFile ? { ca: [readFileSync(cfg.caFile)] } : undefined;
+  const newClient = (): Client =>
+    new Client({ url: cfg.url, timeout: cfg.timeoutMs, connectTimeout: cfg.timeoutMs, tlsOptions, strictDN: false });
+
+  const withService = async <T>(fn: (c: Client) => Promise<T>): Promise<T> => {
+    const client = newClient();
+    try {
+      if (cfg.startTls) await client.startTLS(tlsOptions ?? {});
+      await client.bind(cfg.bindDn, cfg.bindPassword);
+      return await fn(client);
+    } catch (err) {
+      throw new DirectoryUnavailableError(`LDAP ${cfg.url}: ${(err as Error).message}`, { cause: err });
+    } finally {
+      await client.unbind().catch(() => undefined);
+    }
+  };
+
+  const find = (uid: string) =>
+    withService(async (c) => {
+      const { searchEntries } = await c.search(cfg.userBase, {
+        scope: "sub",
+        filter: fillFilter(cfg.userFilter, { uid }),
+        attributes: ["dn"],
+        sizeLimit: 2,
+      });
+      if (searchEntries.length !== 1) return undefined;
+      const dn = (searchEntries[0] as { dn: string }).dn;
+      let groups: string[] = [];
+      if (cfg.groupBase) {
+        const res = await c.search(cfg.groupBase, {
+          scope: "sub",
+          filter: fillFilter(cfg.groupFilter, { uid, dn }),
+          attributes: ["cn"],
+        });
+        groups = res.searchEntries.map((e) => firstString(e.cn)).filter((g): g is string => g !== undefined);
+      }
+      return { dn, groups };
+    });
+
+  return {
+    async verifyPassword(uid, password) {
+      const found = await find(uid);
+      // An empty password would be an anonymous bind (RFC 4513 §5.1.2) and "succeed": refuse it here.
+      if (!found || password.length === 0) return { kind: "invalid" };
+      const client = newClient();
+      try {
+        if (cfg.startTls) await client.startTLS(tlsOptions ?? {});
+        await client.bind(found.dn, password);
+        return { kind: "ok", uid, dn: found.dn, groups: found.groups };
+      } catch (err) {
+        if (err instanceof InvalidCredentialsError) return { kind: "invalid" };
+        throw new DirectoryUnavailableError(`LDAP ${cfg.url}: user bind failed: ${(err as Error).message}`, { cause: err });
+      } finally {
+        await client.unbind().catch(() => undefined);
+      }
+    },
+    async lookup(uid) {
+      const found = await find(uid);
+      return found ? { kind: "ok", uid, dn: found.dn, groups: found.groups } : { kind: "invalid" };
+    },
+  };
+}

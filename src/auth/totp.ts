@@ -1,0 +1,159 @@
+/**
+ * TOTP (RFC 6238, otplib) with secrets kept in the gateway's state DB, encrypted at rest with
+ * AES-256-GCM under a key file the gateway creates (mode 0600). A time step, once used, is never
+ * accepted again for the same uid (RFC 6238 §5.2).
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { generateSecret, generateURI, generateSync, verify } from "otplib";
+
+export interface TotpSettings {
+  readonly issuer: string;
+  readonly digits: 6 | 7 | 8;
+  /** Time step, ms. */
+  readonly periodMs: number;
+  /** Steps accepted either side of now. */
+  readonly window: number;
+}
+
+/** Thrown for an unusable secret (e.g. shorter than 128 bits, not base32). */
+export class TotpSecretError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TotpSecretError";
+  }
+}
+
+export interface TotpStore {
+  /** Stores (replacing) a base32 secret for `uid`. */
+  setSecret(uid: string, base32: string): void;
+  hasSecret(uid: string): boolean;
+  /** Forgets the secret; returns whether one existed. */
+  reset(uid: string): boolean;
+  /**
+   * Checks a code and, if valid, consumes its time step atomically.
+   * @param nowMs the current time, ms since epoch (injectable clock).
+   */
+  verifyCode(uid: string, code: string, nowMs: number): Promise<boolean>;
+  close(): void;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS totp (
+  uid TEXT PRIMARY KEY,
+  nonce BLOB NOT NULL,
+  ciphertext BLOB NOT NULL,
+  tag BLOB NOT NULL,
+  last_step INTEGER,
+  created_at TEXT NOT NULL
+);`;
+
+/** Loads the 32-byte at-rest key from `state_dir/totp.key`, creating it (0600) on first use. */
+export function loadOrCreateKey(stateDir: string): Buffer {
+  const file = join(stateDir, "totp.key");
+  if (!existsSync(file)) {
+    mkdirSync(stateDir, { recursive: true, mode: 0o750 });
+    writeFileSync(file, randomBytes(32), { mode: 0o600, flag: "wx" });
+  }
+  const key = readFileSync(file);
+  if (key.length !== 32) throw new TotpSecretError(`${file} must hold exactly 32 bytes; delete it only if no secrets are enrolled`);
+  return key;
+}
+
+/** Validates a base32 secret: at least 16 bytes (128 bits, RFC 4226 §4 R6). Returns it normalised. */
+export function normaliseSecret(base32: string): string {
+  const s = base32.replace(/[\s-]/g, "").replace(/=+$/, "").toUpperCase();
+  if (!/^[A-Z2-7]+$/.test(s)) throw new TotpSecretError("the secret must be base32 (letters A-Z and digits 2-7)");
+  if (Math.floor((s.length * 5) / 8) < 16) throw new TotpSecretError("the secret must be at least 128 bits (26 base32 characters)");
+  return s;
+}
+
+/** A new random 160-bit base32 secret. */
+export function newSecret(): string {
+  return generateSecret();
+}
+
+/** The `otpauth://totp/…` URI for authenticator apps. */
+export function otpauthUri(settings: TotpSettings, uid: string, secret: string): string {
+  return generateURI({
+    issuer: settings.issuer,
+    label: uid,
+    secret,
+    digits: settings.digits,
+    period: Math.round(settings.periodMs / 1000),
+  });
+}
+
+/** The code for `secret` at `nowMs` (used by the demo and tests, never by the login path). */
+export function currentCode(settings: TotpSettings, secret: string, nowMs: number): string {
+  return generateSync({
+    secret,
+    digits: settings.digits,
+    period: Math.round(settings.periodMs / 1000),
+    epoch: Math.floor(nowMs / 1000),
+  });
+}
+
+/** Opens the TOTP store in `stateDir/state.db`. */
+export function openTotpStore(stateDir: string, settings: TotpSettings): TotpStore {
+  const key = loadOrCreateKey(stateDir);
+  const db = new Database(join(stateDir, "state.db"));
+  db.pragma("journal_mode = WAL");
+  db.pragma("busy_timeout = 5000");
+  db.exec(SCHEMA);
+  const periodS = Math.round(settings.periodMs / 1000);
+
+  const encrypt = (uid: string, plain: string) => {
+    const nonce = randomBytes(12);
+    const c = createCipheriv("aes-256-gcm", key, nonce);
+    c.setAAD(Buffer.from(uid));
+    const ciphertext = Buffer.concat([c.update(plain, "utf8"), c.final()]);
+    return { nonce, ciphertext, tag: c.getAuthTag() };
+  };
+  const decrypt = (uid: string, row: { nonce: Buffer; ciphertext: Buffer; tag: Buffer }): string => {
+    const d = createDecipheriv("aes-256-gcm", key, row.nonce);
+    d.setAAD(Buffer.from(uid));
+    d.setAuthTag(row.tag);
+    return Buffer.concat([d.update(row.ciphertext), d.final()]).toString("utf8");
+  };
+
+  const getRow = db.prepare<[string], { nonce: Buffer; ciphertext: Buffer; tag: Buffer; last_step: number | null }>(
+    "SELECT nonce, ciphertext, tag, last_step FROM totp WHERE uid = ?",
+  );
+  const consume = db.prepare("UPDATE totp SET last_step = ? WHERE uid = ? AND (last_step IS NULL OR last_step < ?)");
+
+  return {
+    setSecret(uid, base32) {
+      const secret = normaliseSecret(base32);
+      const { nonce, ciphertext, tag } = encrypt(uid, secret);
+      db.prepare(
+        "INSERT INTO totp (uid, nonce, ciphertext, tag, last_step, created_at) VALUES (?, ?, ?, ?, NULL, ?) " +
+          "ON CONFLICT(uid) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, tag = excluded.tag, last_step = NULL, created_at = excluded.created_at",
+      ).run(uid, nonce, ciphertext, tag, new Date().toISOString());
+    },
+    hasSecret: (uid) => getRow.get(uid) !== undefined,
+    reset: (uid) => db.prepare("DELETE FROM totp WHERE uid = ?").run(uid).changes > 0,
+    async verifyCode(uid, code, nowMs) {
+      const row = getRow.get(uid);
+      if (!row || !new RegExp(`^\\d{${settings.digits}}$`).test(code)) return false;
+      const secret = decrypt(uid, row);
+      const result = await verify({
+        secret,
+        token: code,
+        digits: settings.digits,
+        period: periodS,
+        epoch: Math.floor(nowMs / 1000),
+        epochTolerance: settings.window * periodS,
+        ...(row.last_step !== null ? { afterTimeStep: row.last_step } : {}),
+      });
+      if (!result.valid) return false;
+      const step = Math.floor(Math.floor(nowMs / 1000) / periodS) + result.delta;
+      if (row.last_step !== null && step <= row.last_step) return false;
+      // Compare-and-set: two logins racing with the same code cannot both win.
+      return consume.run(step, uid, step).changes === 1;
+    },
+    close: () => db.close(),
+  };
+}

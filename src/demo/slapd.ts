@@ -1,0 +1,118 @@
+/**
+ * A throwaway OpenLDAP slapd on loopback (back_mdb, inetOrgPerson/posixGroup), for the demo and tests.
+ * Started in the foreground (`-d 0`) so its PID is ours; stopped by that PID.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { execa, type ResultPromise } from "execa";
+import { freePort, waitForPort } from "./ports.ts";
+
+export interface DemoUser {
+  readonly uid: string;
+  readonly password: string;
+  readonly givenName: string;
+  readonly sn: string;
+}
+
+export interface DemoGroup {
+  readonly cn: string;
+  readonly gid: number;
+  readonly members: readonly string[];
+}
+
+export interface SlapdOptions {
+  readonly dir: string;
+  readonly users: readonly DemoUser[];
+  readonly groups: readonly DemoGroup[];
+  /** Password of the service account cn=varco,ou=services,<suffix>. */
+  readonly servicePassword: string;
+  readonly suffix?: string;
+  readonly port?: number;
+}
+
+export interface Slapd {
+  readonly url: string;
+  readonly port: number;
+  readonly suffix: string;
+  readonly bindDn: string;
+  readonly pid: number;
+  /** Stops slapd by PID (SIGTERM, then SIGKILL after 5 s); resolves once it has exited. */
+  stop(): Promise<void>;
+}
+
+function ldif(o: SlapdOptions, suffix: string): string {
+  const dc = /^dc=([^,]+)/.exec(suffix)?.[1] ?? "example";
+  const parts = [
+    `dn: ${suffix}\nobjectClass: dcObject\nobjectClass: organization\ndc: ${dc}\no: ${dc}\n`,
+    `dn: ou=people,${suffix}\nobjectClass: organizationalUnit\nou: people\n`,
+    `dn: ou=groups,${suffix}\nobjectClass: organizationalUnit\nou: groups\n`,
+    `dn: ou=services,${suffix}\nobjectClass: organizationalUnit\nou: services\n`,
+    `dn: cn=varco,ou=services,${suffix}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: varco\nuserPassword: ${o.servicePassword}\n`,
+    ...o.users.map(
+      (u) =>
+        `dn: uid=${u.uid},ou=people,${suffix}\nobjectClass: inetOrgPerson\nuid: ${u.uid}\ncn: ${u.givenName} ${u.sn}\ngivenName: ${u.givenName}\nsn: ${u.sn}\nuserPassword: ${u.password}\n`,
+    ),
+    ...o.groups.map(
+      (g) =>
+        `dn: cn=${g.cn},ou=groups,${suffix}\nobjectClass: posixGroup\ncn: ${g.cn}\ngidNumber: ${g.gid}\n${g.members.map((m) => `memberUid: ${m}\n`).join("")}`,
+    ),
+  ];
+  return parts.join("\n");
+}
+
+function config(dir: string, suffix: string): string {
+  return `include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include /etc/ldap/schema/nis.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+pidfile ${join(dir, "slapd.pid")}
+argsfile ${join(dir, "slapd.args")}
+database mdb
+maxsize 16777216
+suffix "${suffix}"
+rootdn "cn=admin,${suffix}"
+directory ${join(dir, "data")}
+access to attrs=userPassword by anonymous auth by self read by * none
+access to * by users read by * none
+`;
+}
+
+/** Writes the config and LDIF, runs slapadd, starts slapd and waits until it accepts connections. */
+export async function startSlapd(o: SlapdOptions): Promise<Slapd> {
+  const suffix = o.suffix ?? "dc=example,dc=org";
+  mkdirSync(join(o.dir, "data"), { recursive: true, mode: 0o700 });
+  const conf = join(o.dir, "slapd.conf");
+  writeFileSync(conf, config(o.dir, suffix), { mode: 0o600 });
+  writeFileSync(join(o.dir, "base.ldif"), ldif(o, suffix), { mode: 0o600 });
+  await execa("slapadd", ["-f", conf, "-l", join(o.dir, "base.ldif")]);
+  const port = o.port ?? (await freePort());
+  const url = `ldap://127.0.0.1:${port}/`;
+  const child: ResultPromise = execa("slapd", ["-f", conf, "-h", url, "-d", "0"], { reject: false, stdio: "ignore" });
+  const pid = child.pid;
+  if (pid === undefined) throw new Error("slapd did not start (is the slapd package installed?)");
+  try {
+    await waitForPort(port);
+  } catch (err) {
+    child.kill("SIGKILL");
+    throw err;
+  }
+  return {
+    url: url.replace(/\/$/, ""),
+    port,
+    suffix,
+    bindDn: `cn=varco,ou=services,${suffix}`,
+    pid,
+    stop: () => stopChild(child),
+  };
+}
+
+/** SIGTERM a child, SIGKILL it after `graceMs`; resolves when it has exited. */
+export async function stopChild(child: ResultPromise, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null) return;
+  const t = setTimeout(() => child.kill("SIGKILL"), graceMs);
+  child.kill("SIGTERM");
+  await child.catch(() => undefined);
+  clearTimeout(t);
+}

@@ -1,0 +1,71 @@
+/**
+ * A throwaway OpenSSH sshd target on loopback, for the demo and tests: its own host key, PID file and
+ * authorized_keys in a temp folder, `StrictModes no`, internal-sftp. Runs in the foreground (`-D`).
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { userInfo } from "node:os";
+import { join } from "node:path";
+import { execa, type ResultPromise } from "execa";
+import { freePort, waitForPort } from "./ports.ts";
+import { stopChild } from "./slapd.ts";
+
+export interface SshdOptions {
+  readonly dir: string;
+  /** Public key lines allowed to log in (the gateway's egress key). */
+  readonly authorizedKeys: readonly string[];
+  readonly port?: number;
+}
+
+export interface Sshd {
+  readonly port: number;
+  /** The login name on this target: the user running the tests/demo (sshd without root can only log that user in). */
+  readonly user: string;
+  /** `ssh-ed25519 AAAA…` of this target's host key, for the policy's `host_key`. */
+  readonly hostKeyLine: string;
+  readonly pid: number;
+  readonly logFile: string;
+  stop(): Promise<void>;
+}
+
+/** Generates a host key, writes sshd_config and starts sshd; resolves once it accepts connections. */
+export async function startSshd(o: SshdOptions): Promise<Sshd> {
+  mkdirSync(o.dir, { recursive: true, mode: 0o700 });
+  if (process.getuid?.() === 0 && !existsSync("/run/sshd")) mkdirSync("/run/sshd", { mode: 0o755 });
+  const hostKey = join(o.dir, "ssh_host_ed25519_key");
+  if (!existsSync(hostKey)) await execa("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "varco-target", "-f", hostKey]);
+  writeFileSync(join(o.dir, "authorized_keys"), `${o.authorizedKeys.join("\n")}\n`, { mode: 0o600 });
+  const port = o.port ?? (await freePort());
+  const logFile = join(o.dir, "sshd.log");
+  const conf = join(o.dir, "sshd_config");
+  writeFileSync(
+    conf,
+    [
+      `Port ${port}`,
+      "ListenAddress 127.0.0.1",
+      `HostKey ${hostKey}`,
+      `PidFile ${join(o.dir, "sshd.pid")}`,
+      `AuthorizedKeysFile ${join(o.dir, "authorized_keys")}`,
+      "StrictModes no",
+      "UsePAM no",
+      "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no",
+      "PubkeyAuthentication yes",
+      "PermitRootLogin prohibit-password",
+      "AcceptEnv LANG LC_* TERM TZ VARCO_TEST_*",
+      "Subsystem sftp internal-sftp",
+      "LogLevel VERBOSE",
+      "",
+    ].join("\n"),
+    { mode: 0o600 },
+  );
+  const child: ResultPromise = execa("/usr/sbin/sshd", ["-D", "-f", conf, "-E", logFile], { reject: false, stdio: "ignore" });
+  if (child.pid === undefined) throw new Error("sshd did not start (is openssh-server installed?)");
+  try {
+    await waitForPort(port);
+  } catch (err) {
+    child.kill("SIGKILL");
+    throw new Error(`${(err as Error).message}; sshd log: ${existsSync(logFile) ? readFileSync(logFile, "utf8") : "(none)"}`);
+  }
+  const hostKeyLine = readFileSync(`${hostKey}.pub`, "utf8").trim().split(/\s+/).slice(0, 2).join(" ");
+  return { port, user: userInfo().username, hostKeyLine, pid: child.pid, logFile, stop: () => stopChild(child) };
+}

@@ -1,0 +1,140 @@
+/**
+ * Composition root: the only place that wires implementations together (policy → directory,
+ * TOTP store, audit store, keys → SSH gateway). The CLI calls into here.
+ */
+import { watch } from "node:fs";
+import { join } from "node:path";
+import { type AuditStore, openAuditStore } from "./audit/index.ts";
+import { createAuthenticator, createLdapDirectory, openTotpStore, type TotpSettings, type TotpStore } from "./auth/index.ts";
+import type { Logger } from "./obs/index.ts";
+import { type LoadedPolicy, loadPolicyFile, type Policy, PolicyError, readSecret } from "./policy/index.ts";
+import { createGateway, type Gateway, loadOrCreateKey } from "./ssh/index.ts";
+
+/** Thrown when the policy names something the gateway cannot do yet or cannot use. */
+export class StartupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "StartupError";
+  }
+}
+
+export function totpSettings(policy: Policy): TotpSettings {
+  const t = policy.auth.totp;
+  return { issuer: t.issuer, digits: t.digits, periodMs: t.period, window: t.window };
+}
+
+/** Where the state lives, resolved against the policy file. */
+export function statePaths(loaded: LoadedPolicy): { stateDir: string; auditDb: string } {
+  const stateDir = loaded.resolvePath(loaded.policy.gateway.state_dir);
+  return { stateDir, auditDb: join(stateDir, "audit.db") };
+}
+
+export function openTotpForPolicy(loaded: LoadedPolicy): TotpStore {
+  return openTotpStore(statePaths(loaded).stateDir, totpSettings(loaded.policy));
+}
+
+export function openAuditForPolicy(loaded: LoadedPolicy): AuditStore {
+  return openAuditStore(statePaths(loaded).auditDb);
+}
+
+function checkSupported(policy: Policy): void {
+  if (!policy.directory.ldap) throw new StartupError("directory.ldap is required (local_users alone are not supported yet)");
+  if (policy.directory.local_users.length > 0) throw new StartupError("directory.local_users is not supported yet; remove it");
+  for (const chain of policy.auth.chains) {
+    if (chain.join(",") !== "password,totp") {
+      throw new StartupError(`auth.chains: only [password, totp] is supported yet (got [${chain.join(", ")}])`);
+    }
+  }
+  if (policy.auth.totp.secrets !== "local") throw new StartupError("auth.totp.secrets: only 'local' is supported yet");
+}
+
+export interface RunningGateway {
+  readonly gateway: Gateway;
+  readonly ports: readonly number[];
+  /** Validates the policy file again and swaps it in; on error the old policy stays. */
+  reload(): LoadedPolicy | PolicyError;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the gateway for a policy file: keys (generated if missing), stores, directory, listeners.
+ * SIGHUP and changes of the file reload the policy atomically (new logins see it; sessions continue).
+ * @throws PolicyError, StartupError, SecretError, KeyFileError with actionable messages.
+ */
+export async function runGateway(policyFile: string, logger: Logger, opts: { watchFile?: boolean } = {}): Promise<RunningGateway> {
+  let loaded = loadPolicyFile(policyFile);
+  checkSupported(loaded.policy);
+  const p = loaded.policy;
+  const ldap = p.directory.ldap;
+  if (!ldap) throw new StartupError("directory.ldap is required");
+  const hostKeys = p.gateway.host_keys.map((k) => loadOrCreateKey(loaded.resolvePath(k), "varco-host"));
+  const egressKey = loadOrCreateKey(loaded.resolvePath(p.gateway.egress_key), "varco-egress");
+  const directory = createLdapDirectory({
+    url: ldap.url,
+    bindDn: ldap.bind_dn,
+    bindPassword: readSecret(
+      ldap.bind_password_file.startsWith("env:") ? ldap.bind_password_file : loaded.resolvePath(ldap.bind_password_file),
+      "directory.ldap.bind_password_file",
+    ),
+    userBase: ldap.user_base,
+    userFilter: ldap.user_filter,
+    groupBase: ldap.group_base,
+    groupFilter: ldap.group_filter,
+    caFile: ldap.tls.ca_file ? loaded.resolvePath(ldap.tls.ca_file) : undefined,
+    startTls: ldap.tls.starttls,
+    timeoutMs: ldap.timeout,
+  });
+  const totp = openTotpForPolicy(loaded);
+  const audit = openAuditForPolicy(loaded);
+  const interrupted = audit.closeInterrupted();
+  if (interrupted > 0) logger.warn({ interrupted }, "closed sessions left open by an earlier stop as interrupted");
+
+  const gateway = createGateway({
+    policy: () => loaded.policy,
+    hostKeys,
+    egressKey,
+    authenticator: createAuthenticator(directory, totp),
+    audit,
+    logger,
+    now: () => Date.now(),
+  });
+  const bound = await gateway.listen(p.gateway.listen);
+  logger.info({ listen: bound.map((b) => `${b.address}:${b.port}`), policy: loaded.file }, "gateway listening");
+
+  const reload = (): LoadedPolicy | PolicyError => {
+    try {
+      const next = loadPolicyFile(policyFile);
+      checkSupported(next.policy);
+      loaded = next;
+      logger.info({ policy: next.file }, "policy reloaded");
+      return next;
+    } catch (err) {
+      const e = err instanceof PolicyError ? err : new PolicyError([{ file: policyFile, line: 1, col: 1, message: (err as Error).message }]);
+      logger.error({ errors: e.issues.map((i) => `${i.file}:${i.line}:${i.col}: ${i.message}`) }, "policy reload refused; keeping the last good policy");
+      return e;
+    }
+  };
+  const onHup = () => void reload();
+  process.on("SIGHUP", onHup);
+  let debounce: NodeJS.Timeout | undefined;
+  const watcher = opts.watchFile
+    ? watch(loaded.file, () => {
+        clearTimeout(debounce);
+        debounce = setTimeout(reload, 200);
+      })
+    : undefined;
+
+  return {
+    gateway,
+    ports: bound.map((b) => b.port),
+    reload,
+    async stop() {
+      process.off("SIGHUP", onHup);
+      watcher?.close();
+      clearTimeout(debounce);
+      await gateway.close();
+      totp.close();
+      audit.close();
+    },
+  };
+}

@@ -1,0 +1,12 @@
+export { formatIssue, type LoadedPolicy, loadPolicyFile, parsePolicyText, PolicyError, type PolicyIssue } from "./load.ts";
+export {
+  type AuthMethod,
+  type Policy,
+  type PolicyRoute,
+  type PolicyTarget,
+  policyJsonSchema,
+  type RouteAllow,
+  SECRET_PATHS,
+} from "./schema.ts";
+export { readSecret, SecretError } from "./secrets.ts";
+export { parseDurationMs, parseSizeBytes } from "./units.ts";

@@ -1,0 +1,189 @@
+/**
+ * Loading the policy: YAML with source positions → zod validation → cross-reference checks.
+ * Every error carries `file:line:col` (1-based), so editors and CI can jump to it.
+ */
+import { readFileSync } from "node:fs";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { isMap, isScalar, LineCounter, type Node, parseDocument, isSeq } from "yaml";
+import type { z } from "zod";
+import { type Policy, policySchema } from "./schema.ts";
+
+/** One problem in a policy file; `line` and `col` are 1-based. */
+export interface PolicyIssue {
+  readonly file: string;
+  readonly line: number;
+  readonly col: number;
+  readonly message: string;
+}
+
+/** Thrown when a policy file cannot be read or is invalid. `issues` holds every problem found. */
+export class PolicyError extends Error {
+  readonly issues: readonly PolicyIssue[];
+  constructor(issues: readonly PolicyIssue[]) {
+    super(issues.map(formatIssue).join("\n"));
+    this.name = "PolicyError";
+    this.issues = issues;
+  }
+}
+
+/** `file:line:col: message`, the format of every policy error. */
+export function formatIssue(i: PolicyIssue): string {
+  return `${i.file}:${i.line}:${i.col}: ${i.message}`;
+}
+
+/** A validated policy plus where it came from. */
+export interface LoadedPolicy {
+  readonly policy: Policy;
+  /** Absolute path of the policy file. */
+  readonly file: string;
+  /** Resolves a path written in the policy against the policy file's folder. */
+  readonly resolvePath: (p: string) => string;
+}
+
+type Path = readonly PropertyKey[];
+
+/**
+ * Reads and validates a policy file.
+ * @throws PolicyError with every issue (YAML syntax, schema, cross-references), each as file:line:col.
+ */
+export function loadPolicyFile(file: string): LoadedPolicy {
+  const abs = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(abs, "utf8");
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw new PolicyError([{ file: abs, line: 1, col: 1, message: `cannot read the policy file (${reason})` }]);
+  }
+  return parsePolicyText(text, abs);
+}
+
+/**
+ * Validates policy text; `file` is used in messages and to resolve relative paths.
+ * @throws PolicyError
+ */
+export function parsePolicyText(text: string, file: string): LoadedPolicy {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const at = (offset: number, message: string): PolicyIssue => {
+    const pos = lineCounter.linePos(offset);
+    return { file, line: pos.line, col: pos.col, message };
+  };
+  if (doc.errors.length > 0) {
+    throw new PolicyError(doc.errors.map((e) => at(e.pos[0], `YAML: ${e.message.split("\n")[0]}`)));
+  }
+  const raw: unknown = doc.toJS();
+  const result = policySchema.safeParse(raw ?? {});
+  const issues: PolicyIssue[] = [];
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      issues.push(...zodIssueToPolicyIssues(issue, doc.contents, at));
+    }
+    throw new PolicyError(sortIssues(issues));
+  }
+  const policy = result.data;
+  for (const [path, message] of crossCheck(policy)) {
+    issues.push(at(offsetOf(doc.contents, path), message));
+  }
+  if (issues.length > 0) throw new PolicyError(sortIssues(issues));
+  const base = dirname(file);
+  return {
+    policy,
+    file,
+    resolvePath: (p: string) => (isAbsolute(p) ? p : resolve(base, p)),
+  };
+}
+
+function sortIssues(issues: PolicyIssue[]): PolicyIssue[] {
+  return issues.sort((a, b) => a.line - b.line || a.col - b.col);
+}
+
+function zodIssueToPolicyIssues(
+  issue: z.core.$ZodIssue,
+  root: Node | null,
+  at: (offset: number, message: string) => PolicyIssue,
+): PolicyIssue[] {
+  const path = issue.path;
+  const where = path.length > 0 ? `${path.join(".")}: ` : "";
+  if (issue.code === "unrecognized_keys") {
+    return issue.keys.map((key) =>
+      at(offsetOfKey(root, path, key), `${where}unknown key "${key}" (check the spelling; see \`varco policy schema\`)`),
+    );
+  }
+  if (issue.code === "invalid_type" && issue.input === undefined) {
+    const key = String(path[path.length - 1]);
+    return [at(offsetOf(root, path.slice(0, -1)), `missing required key "${key}" in ${path.slice(0, -1).join(".") || "the top level"}`)];
+  }
+  return [at(offsetOf(root, path), `${where}${issue.message}`)];
+}
+
+/** Offset of the node at `path`, or of its nearest existing ancestor. */
+function offsetOf(root: Node | null, path: Path): number {
+  let node: unknown = root;
+  let best = root?.range?.[0] ?? 0;
+  for (const key of path) {
+    const next = childOf(node, key);
+    if (next === undefined) break;
+    node = next.value ?? next.key;
+    const range = (next.value as Node | null)?.range ?? (next.key as Node | null)?.range;
+    if (range) best = range[0];
+  }
+  return best;
+}
+
+function offsetOfKey(root: Node | null, path: Path, key: string): number {
+  let node: unknown = root;
+  for (const k of path) {
+    const next = childOf(node, k);
+    if (next === undefined) return offsetOf(root, path);
+    node = next.value;
+  }
+  const pair = childOf(node, key);
+  const range = (pair?.key as Node | null)?.range;
+  return range ? range[0] : offsetOf(root, path);
+}
+
+function childOf(node: unknown, key: PropertyKey): { key: unknown; value: unknown } | undefined {
+  if (isMap(node)) {
+    for (const item of node.items) {
+      const k = isScalar(item.key) ? item.key.value : item.key;
+      if (String(k) === String(key)) return { key: item.key, value: item.value };
+    }
+    return undefined;
+  }
+  if (isSeq(node) && typeof key === "number") {
+    const item = node.items[key];
+    return item === undefined ? undefined : { key: item, value: item };
+  }
+  return undefined;
+}
+
+/** Checks that span several keys: route → target references, alias clashes. Returns (path, message) pairs. */
+function crossCheck(policy: Policy): Array<[Path, string]> {
+  const out: Array<[Path, string]> = [];
+  policy.routes.forEach((route, i) => {
+    if (!(route.target in policy.targets)) {
+      const known = Object.keys(policy.targets).join(", ") || "none";
+      out.push([["routes", i, "target"], `route "${route.alias}" names unknown target "${route.target}" (targets: ${known})`]);
+    }
+  });
+  const seen = new Map<string, number>();
+  policy.routes.forEach((route, i) => {
+    for (const who of [...route.users.map((u) => `user:${u}`), ...route.groups.map((g) => `group:${g}`)]) {
+      const key = `${who}/${route.alias}`;
+      const first = seen.get(key);
+      if (first !== undefined) {
+        out.push([["routes", i, "alias"], `alias "${route.alias}" is given to ${who} twice (also routes[${first}])`]);
+      } else {
+        seen.set(key, i);
+      }
+    }
+  });
+  if (!policy.directory.ldap && policy.directory.local_users.length === 0) {
+    out.push([["directory"], "directory needs ldap or local_users"]);
+  }
+  if (policy.auth.totp.secrets === "ldap" && !policy.auth.totp.ldap_attribute) {
+    out.push([["auth", "totp", "secrets"], "secrets: ldap needs auth.totp.ldap_attribute"]);
+  }
+  return out;
+}

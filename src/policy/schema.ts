@@ -1,0 +1,262 @@
+/**
+ * The policy file's schema (contract section 2), as zod definitions.
+ * Durations are converted to milliseconds and sizes to bytes during validation.
+ * Unknown keys are errors everywhere (`z.strictObject`).
+ */
+import { isIP } from "node:net";
+import { z } from "zod";
+import { parseDurationMs, parseSizeBytes } from "./units.ts";
+
+/** A duration string (`30s`, `15m`, `12h`) → milliseconds. */
+export const duration = z.string().transform((text, ctx) => {
+  const ms = parseDurationMs(text);
+  if (ms === undefined) {
+    ctx.addIssue({ code: "custom", message: `"${text}" is not a duration; use e.g. 30s, 15m, 12h, 7d` });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+/** A size string (`64MiB`) → bytes. */
+export const size = z.string().transform((text, ctx) => {
+  const bytes = parseSizeBytes(text);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: "custom", message: `"${text}" is not a size; use e.g. 512KiB, 64MiB, 1GiB` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+/** A plain IPv4/IPv6 address. */
+export const ipAddress = z.string().refine((s) => isIP(s) !== 0, { message: "not an IP address" });
+
+/** An address in CIDR notation, or a plain address (treated as /32 or /128). */
+export const cidr = z.string().refine(
+  (s) => {
+    const [addr, len, extra] = s.split("/");
+    if (extra !== undefined || addr === undefined) return false;
+    const family = isIP(addr);
+    if (family === 0) return false;
+    if (len === undefined) return true;
+    if (!/^\d{1,3}$/.test(len)) return false;
+    return Number(len) <= (family === 4 ? 32 : 128);
+  },
+  { message: "not an address or CIDR prefix (e.g. 10.10.0.0/16)" },
+);
+
+/** `host:port`, `[v6]:port`. */
+export const listenAddress = z.string().refine(
+  (s) => {
+    const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
+    if (!m) return false;
+    const port = Number(m[3]);
+    return port > 0 && port < 65536 && isIP(m[1] ?? m[2] ?? "") !== 0;
+  },
+  { message: 'not a "host:port" listen address (e.g. "0.0.0.0:22", "[::]:22")' },
+);
+
+/** A secret reference: a file path (relative to the policy) or `env:VAR`. Never the secret itself. */
+export const secretRef = z.string().min(1);
+
+const port = z.number().int().min(1).max(65535);
+
+const limits = z.strictObject({
+  max_sessions: z.number().int().positive().default(1000),
+  max_unauthenticated: z.number().int().positive().default(50),
+  max_unauthenticated_per_source: z.number().int().positive().default(10),
+  max_auth_attempts: z.number().int().positive().default(6),
+  login_grace: duration.default(30_000),
+  idle_timeout: duration.default(3_600_000),
+});
+
+const gateway = z.strictObject({
+  listen: z.array(listenAddress).min(1).default(["0.0.0.0:22"]),
+  host_keys: z.array(z.string().min(1)).min(1).default(["keys/ssh_host_ed25519_key"]),
+  egress_key: z.string().min(1).default("keys/egress_ed25519"),
+  banner: z.string().optional(),
+  state_dir: z.string().min(1).default("/var/lib/varco"),
+  limits: limits.prefault({}),
+  metrics_listen: listenAddress.optional(),
+  upstream_timeout: duration.default(10_000),
+});
+
+const ldap = z.strictObject({
+  url: z.string().regex(/^ldaps?:\/\/.+/, "must start with ldap:// or ldaps://"),
+  bind_dn: z.string().min(1),
+  bind_password_file: secretRef,
+  user_base: z.string().min(1),
+  user_filter: z
+    .string()
+    .refine((s) => s.includes("{uid}"), { message: "must contain the {uid} placeholder" })
+    .default("(&(objectClass=inetOrgPerson)(uid={uid}))"),
+  group_base: z.string().min(1).optional(),
+  group_filter: z.string().default("(&(objectClass=posixGroup)(memberUid={uid}))"),
+  tls: z
+    .strictObject({ ca_file: z.string().optional(), starttls: z.boolean().default(false) })
+    .prefault({}),
+  timeout: duration.default(5000),
+});
+
+const localUser = z.strictObject({
+  uid: z.string().min(1),
+  password_hash: z.string().min(1),
+  totp_secret_file: z.string().optional(),
+  groups: z.array(z.string()).default([]),
+});
+
+const directory = z.strictObject({
+  ldap: ldap.optional(),
+  local_users: z.array(localUser).default([]),
+});
+
+export const AUTH_METHODS = ["password", "totp", "publickey"] as const;
+export type AuthMethod = (typeof AUTH_METHODS)[number];
+
+const auth = z.strictObject({
+  chains: z
+    .array(z.array(z.enum(AUTH_METHODS)).min(1))
+    .min(1)
+    .default([["password", "totp"]]),
+  totp: z
+    .strictObject({
+      issuer: z.string().default("varco"),
+      digits: z.union([z.literal(6), z.literal(7), z.literal(8)]).default(6),
+      period: duration.default(30_000),
+      window: z.number().int().min(0).max(10).default(1),
+      secrets: z.enum(["local", "ldap"]).default("local"),
+      ldap_attribute: z.string().optional(),
+      enrol_on_first_login: z.boolean().default(false),
+    })
+    .prefault({}),
+  lockout: z
+    .strictObject({
+      max_failures: z.number().int().positive().default(5),
+      within: duration.default(900_000),
+      lock_for: duration.default(900_000),
+      max_failures_per_source: z.number().int().positive().default(30),
+    })
+    .prefault({}),
+});
+
+const target = z.strictObject({
+  host: z.string().min(1),
+  port: port.default(22),
+  user: z.string().min(1).optional(),
+  host_key: z
+    .string()
+    .regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*(\s.*)?$/, {
+      message: 'must be an OpenSSH public key line, e.g. "ssh-ed25519 AAAAC3Nza…" (see `varco keys scan`)',
+    }),
+});
+
+const allow = z
+  .strictObject({
+    shell: z.boolean().default(true),
+    exec: z.boolean().default(true),
+    sftp: z.boolean().default(true),
+    scp: z.boolean().default(true),
+    port_forwarding: z.boolean().default(false),
+    agent_forwarding: z.boolean().default(false),
+    x11: z.boolean().default(false),
+  })
+  .prefault({});
+
+const route = z
+  .strictObject({
+    users: z.array(z.string().min(1)).default([]),
+    groups: z.array(z.string().min(1)).default([]),
+    alias: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.-]*$/, {
+      message: "an alias is letters, digits, '.' and '-' (no '_', which separates uid and alias)",
+    }),
+    target: z.string().min(1),
+    allow,
+    record: z.boolean().default(true),
+    env: z.array(z.string()).default(["LANG", "LC_*", "TERM", "TZ"]),
+  })
+  .refine((r) => r.users.length + r.groups.length > 0, {
+    message: "a route needs at least one of users or groups",
+  });
+
+const portForward = z.strictObject({
+  name: z.string().min(1),
+  protocol: z.enum(["tcp", "udp"]).default("tcp"),
+  external_ip: ipAddress,
+  external_port: port,
+  internal_ip: ipAddress,
+  internal_port: port,
+  sources: z.array(cidr).default(["0.0.0.0/0"]),
+});
+
+const forwardAllow = z.strictObject({
+  name: z.string().min(1),
+  protocol: z.enum(["tcp", "udp"]).default("tcp"),
+  from: z.array(cidr).min(1),
+  to: z.array(cidr).min(1),
+  ports: z.array(port).min(1),
+});
+
+const bridge = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, { message: "an interface name of at most 15 characters" }),
+  ports: z.array(z.string().min(1)).default([]),
+  vlan: z.number().int().min(1).max(4094).optional(),
+  address: cidr.optional(),
+});
+
+const vip = z.strictObject({
+  instance: z.string().min(1),
+  interface: z.string().min(1),
+  virtual_router_id: z.number().int(),
+  priority: z.number().int().min(1).max(254).default(100),
+  state: z.enum(["MASTER", "BACKUP"]).optional(),
+  advert_interval: duration.default(1000),
+  addresses: z.array(cidr).min(1),
+  auth_pass_file: secretRef.optional(),
+  track_gateway_health: z.boolean().default(false),
+});
+
+const network = z.strictObject({
+  table: z.string().regex(/^[A-Za-z][A-Za-z0-9_]*$/).default("varco"),
+  public_interface: z.string().min(1),
+  public_ip: ipAddress,
+  private_networks: z.array(cidr).default([]),
+  masquerade: z.boolean().default(true),
+  port_forwards: z.array(portForward).default([]),
+  forward_allow: z.array(forwardAllow).default([]),
+  bridges: z.array(bridge).default([]),
+  vips: z.array(vip).default([]),
+});
+
+export const policySchema = z.strictObject({
+  version: z.literal(1),
+  gateway,
+  directory,
+  auth: auth.prefault({}),
+  targets: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/), target),
+  routes: z.array(route),
+  network: network.optional(),
+});
+
+/** A validated policy, with defaults filled, durations in ms and sizes in bytes. Paths are still as written. */
+export type Policy = z.output<typeof policySchema>;
+export type PolicyTarget = Policy["targets"][string];
+export type PolicyRoute = Policy["routes"][number];
+export type RouteAllow = PolicyRoute["allow"];
+
+/** The JSON Schema of the policy file, for editors' YAML language servers. */
+export function policyJsonSchema(): unknown {
+  return z.toJSONSchema(policySchema, { io: "input", unrepresentable: "any" });
+}
+
+/** Dotted paths of policy keys that name secrets: pino's `redact` uses the same list. */
+export const SECRET_PATHS = [
+  "directory.ldap.bind_password",
+  "password",
+  "code",
+  "secret",
+  "totpSecret",
+  "privateKey",
+  "*.password",
+  "*.code",
+  "*.secret",
+  "*.privateKey",
+] as const;

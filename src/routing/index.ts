@@ -1,0 +1,10 @@
+export {
+  aliasesFor,
+  type ApprovedTarget,
+  type AuthenticatedIdentity,
+  markAuthenticated,
+  parseAccount,
+  refusalMessage,
+  resolveRoute,
+  type RouteDecision,
+} from "./route.ts";

@@ -1,0 +1,44 @@
+/**
+ * Host keys and the egress key: loaded from disk, generated (ed25519, mode 0600) when missing.
+ */
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import ssh2 from "ssh2";
+
+const { utils } = ssh2;
+
+/** Thrown when a key file is unusable; the message names the file and the fix, never the key. */
+export class KeyFileError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "KeyFileError";
+  }
+}
+
+/**
+ * Returns the private key at `file`, generating an ed25519 pair (`file` and `file.pub`) if missing.
+ * @throws KeyFileError when the file is readable by group/others or does not parse.
+ */
+export function loadOrCreateKey(file: string, comment: string): Buffer {
+  if (!existsSync(file)) {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    const pair = utils.generateKeyPairSync("ed25519", { comment });
+    writeFileSync(file, pair.private, { mode: 0o600, flag: "wx" });
+    writeFileSync(`${file}.pub`, `${pair.public}\n`, { mode: 0o644 });
+  }
+  if ((statSync(file).mode & 0o077) !== 0) {
+    throw new KeyFileError(`${file} is readable by group or others; run: chmod 600 ${file}`);
+  }
+  const key = readFileSync(file);
+  const parsed = utils.parseKey(key);
+  if (parsed instanceof Error) throw new KeyFileError(`${file} is not a private key ssh2 can read: ${parsed.message}`);
+  return key;
+}
+
+/** The OpenSSH public key line (`ssh-ed25519 AAAA… comment`) for a private key. */
+export function publicKeyLine(privateKey: Buffer, comment = ""): string {
+  const parsed = utils.parseKey(privateKey);
+  if (parsed instanceof Error) throw new KeyFileError(parsed.message);
+  const key = Array.isArray(parsed) ? parsed[0] : parsed;
+  return `${key.type} ${key.getPublicSSH().toString("base64")}${comment ? ` ${comment}` : ""}`;
+}

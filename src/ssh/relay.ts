@@ -1,0 +1,120 @@
+/**
+ * Relaying one SSH session channel between downstream (user ↔ gateway) and upstream
+ * (gateway ↔ target), RFC 4254 §5–6. The channel proxy knows nothing about users or routes.
+ *
+ * Ordering towards the client (what scp, rsync and git rely on): every byte of stdout and stderr,
+ * then EOF, then `exit-status`/`exit-signal`, then CLOSE (RFC 4254 §5.3, §6.10).
+ * Backpressure both ways: a `write()` that returns false pauses the source until `drain`, so a
+ * fast sender never fills the gateway's memory; ssh2 stops adjusting the SSH window of a paused
+ * channel, which in turn stops the peer.
+ */
+import type { Readable, Writable } from "node:stream";
+import type { ClientChannel, ServerChannel } from "ssh2";
+
+/** How the upstream process ended, as sent by the target. */
+export type ExitInfo =
+  | { readonly kind: "status"; readonly code: number }
+  | { readonly kind: "signal"; readonly signal: string; readonly coreDumped: boolean; readonly message: string };
+
+/** Direction of relayed bytes: `up` = user → target, `down` = target → user. */
+export type Direction = "up" | "down";
+
+/** Called for every relayed chunk with its size in bytes. */
+export type ByteCounter = (direction: Direction, bytes: number) => void;
+
+/**
+ * Copies `from` into `to` with backpressure and counts bytes. Resolves once `from` has ended and
+ * every chunk written has been handed to `to`'s transport (its write callback ran). Does not end `to`.
+ */
+export function pump(from: Readable, to: Writable, count: (n: number) => void): Promise<void> {
+  return new Promise((resolve) => {
+    let pending = 0;
+    let ended = false;
+    let done = false;
+    const finish = () => {
+      if (!done && ended && pending === 0) {
+        done = true;
+        to.off("drain", onDrain);
+        resolve();
+      }
+    };
+    const onDrain = () => from.resume();
+    to.on("drain", onDrain);
+    from.on("data", (chunk: Buffer) => {
+      count(chunk.length);
+      pending += 1;
+      const ok = to.write(chunk, () => {
+        pending -= 1;
+        finish();
+      });
+      if (!ok) from.pause();
+    });
+    const onEnd = () => {
+      ended = true;
+      finish();
+    };
+    // Only "end" counts: it comes after every buffered chunk was read ("close" may come earlier).
+    from.once("end", onEnd);
+    // A destination that goes away will never call back: release the waiter.
+    to.once("close", () => {
+      pending = 0;
+      onEnd();
+    });
+  });
+}
+
+/** The ssh2 internals needed to send exit-status after EOF (ssh2's public `exit()` only works before EOF). */
+interface ServerChannelInternals {
+  readonly outgoing: { id: number; state: string };
+  readonly _client: {
+    _protocol: {
+      exitStatus(id: number, status: number): void;
+      exitSignal(id: number, name: string, coreDumped: boolean, msg: string): void;
+    };
+  };
+}
+
+/** Sends EOF, then the exit information, then CLOSE on a downstream channel. */
+export function finishDownstream(down: ServerChannel, exit: ExitInfo | undefined): void {
+  const ch = down as unknown as ServerChannelInternals;
+  const state = ch.outgoing.state;
+  if (state !== "open" && state !== "eof") return;
+  down.eof();
+  if (exit) {
+    const proto = ch._client._protocol;
+    if (exit.kind === "status") proto.exitStatus(ch.outgoing.id, exit.code);
+    else proto.exitSignal(ch.outgoing.id, exit.signal.replace(/^SIG/, ""), exit.coreDumped, exit.message);
+  }
+  down.close();
+}
+
+/**
+ * Relays data between a downstream session channel and an upstream channel until both are done.
+ * Resolves with the upstream's exit information (undefined if the target sent none).
+ */
+export function relaySession(down: ServerChannel, up: ClientChannel, count: ByteCounter): Promise<ExitInfo | undefined> {
+  let exit: ExitInfo | undefined;
+  up.on("exit", (code: number | null, signal?: string, dump?: boolean, desc?: string) => {
+    exit =
+      typeof code === "number"
+        ? { kind: "status", code }
+        : { kind: "signal", signal: signal ?? "KILL", coreDumped: Boolean(dump), message: desc ?? "" };
+  });
+
+  // user → target; EOF passes on once everything before it is written.
+  void pump(down, up, (n) => count("up", n)).then(() => {
+    if (up.writable) up.end();
+  });
+
+  const upClosed = new Promise<void>((resolve) => up.once("close", () => resolve()));
+  const outDone = pump(up, down, (n) => count("down", n));
+  const errDone = pump(up.stderr, down.stderr, (n) => count("down", n));
+
+  // The user closed the channel (or the connection went away): tear down the upstream side.
+  down.once("close", () => up.close());
+
+  return Promise.all([outDone, errDone, upClosed]).then(() => {
+    finishDownstream(down, exit);
+    return exit;
+  });
+}

@@ -1,0 +1,466 @@
+/**
+ * The downstream SSH server (ssh2 `Server`): authenticates users with their chain
+ * (keyboard-interactive RFC 4256, password with partial success RFC 4252 §5.1), routes them, opens
+ * the upstream with the gateway's egress key, and relays session channels (RFC 4254 §6) and, where
+ * a route allows it, direct-tcpip channels (RFC 4254 §7.2).
+ */
+import { randomUUID } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import ssh2, { type Client as UpstreamClient, type ClientChannel, type Connection, type PseudoTtyInfo, type Server as SshServer, type ServerChannel, type Session } from "ssh2";
+import type { AuditSink } from "../audit/index.ts";
+import type { Authenticator } from "../auth/index.ts";
+import type { Logger } from "../obs/index.ts";
+import type { Policy } from "../policy/index.ts";
+import {
+  type ApprovedTarget,
+  markAuthenticated,
+  parseAccount,
+  refusalMessage,
+  resolveRoute,
+  type RouteDecision,
+} from "../routing/index.ts";
+import { type ByteCounter, type ExitInfo, finishDownstream, pump, relaySession } from "./relay.ts";
+import { connectUpstream, HostKeyMismatchError, parseHostKeyLine } from "./upstream.ts";
+
+export const PASSWORD_PROMPT = "Password: ";
+export const CODE_PROMPT = "Verification code: ";
+export const HOST_KEY_CHANGED_MESSAGE = "varco: the target's host key changed, contact an administrator.\r\n";
+export const TARGET_UNREACHABLE_MESSAGE = "varco: the target is unreachable right now; try again later or contact an administrator.\r\n";
+
+/** Everything the gateway needs, injected by the composition root. */
+export interface GatewayDeps {
+  /** The policy in force; read at each new connection so a reload applies to new logins. */
+  readonly policy: () => Policy;
+  readonly hostKeys: readonly Buffer[];
+  readonly egressKey: Buffer;
+  readonly authenticator: Authenticator;
+  readonly audit: AuditSink;
+  readonly logger: Logger;
+  /** Clock, ms since epoch (injectable for tests of TOTP windows and timeouts). */
+  readonly now: () => number;
+}
+
+export interface Gateway {
+  /** Starts listening; resolves with the bound addresses. */
+  listen(addresses: readonly string[]): Promise<AddressInfo[]>;
+  /** Stops accepting and ends every connection. */
+  close(): Promise<void>;
+  /** Live counts, for health and metrics. */
+  stats(): { connections: number; unauthenticated: number; sessions: number };
+}
+
+function splitHostPort(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(s);
+  if (!m) throw new Error(`not a host:port: ${s}`);
+  return { host: (m[1] ?? m[2]) as string, port: Number(m[3]) };
+}
+
+function envAllowed(patterns: readonly string[], key: string): boolean {
+  return patterns.some((p) => (p.endsWith("*") ? key.startsWith(p.slice(0, -1)) : p === key));
+}
+
+/** Which `allow` flag an exec command needs: legacy scp runs `scp -t`/`scp -f`. */
+function execPermission(command: string): "scp" | "exec" {
+  return /^\s*scp(\s|$)/.test(command) ? "scp" : "exec";
+}
+
+/** Writes `text` to the channel's stderr, then EOF, exit-status `code`, CLOSE. */
+function refuseOnChannel(ch: ServerChannel, text: string, code = 1): void {
+  ch.stderr.write(text, () => finishDownstream(ch, { kind: "status", code }));
+}
+
+/** Creates the gateway. Call `listen()` to start. */
+export function createGateway(deps: GatewayDeps): Gateway {
+  const servers: SshServer[] = [];
+  const connections = new Set<Connection>();
+  let unauthenticated = 0;
+  const unauthBySource = new Map<string, number>();
+  let sessions = 0;
+
+  const onConnection = (client: Connection, info: { ip: string }) => {
+    const policy = deps.policy();
+    const limits = policy.gateway.limits;
+    const source = info.ip;
+    const connId = randomUUID();
+    const log = deps.logger.child({ conn: connId, source });
+    connections.add(client);
+
+    let authed = false;
+    const perSource = (unauthBySource.get(source) ?? 0) + 1;
+    unauthenticated += 1;
+    unauthBySource.set(source, perSource);
+    const leaveUnauth = () => {
+      if (authed) return;
+      authed = true;
+      unauthenticated -= 1;
+      const n = (unauthBySource.get(source) ?? 1) - 1;
+      if (n <= 0) unauthBySource.delete(source);
+      else unauthBySource.set(source, n);
+    };
+    if (unauthenticated > limits.max_unauthenticated || perSource > limits.max_unauthenticated_per_source) {
+      log.warn({ unauthenticated, perSource }, "too many unauthenticated connections; dropping");
+      leaveUnauth();
+      client.end();
+      connections.delete(client);
+      return;
+    }
+    const grace = setTimeout(() => {
+      log.info("login_grace expired; closing");
+      client.end();
+    }, limits.login_grace);
+    grace.unref();
+
+    // Auth state is bound to one user name; a different name starts over (no factor carries across users).
+    let authUser: string | undefined;
+    let passwordGroups: readonly string[] | undefined;
+    let attempts = 0;
+    let decision: RouteDecision | undefined;
+    let username = "";
+    let uid = "";
+    let sessionStarted = false;
+    let upstream: Promise<UpstreamClient> | undefined;
+    let upstreamClient: UpstreamClient | undefined;
+    let lastExit: number | null = null;
+    let lastActivity = deps.now();
+    const counters = { up: 0, down: 0 };
+    const openChannels = new Set<ServerChannel | ClientChannel>();
+
+    const refuseAuth = (ctx: { reject: (m?: never[], p?: boolean) => void }, methods: string[], reason: string) => {
+      attempts += 1;
+      deps.audit.append({ type: "login_refused", sessionId: connId, uid, account: username, source, result: reason });
+      log.info({ account: username, reason, attempts }, "login refused");
+      if (attempts >= limits.max_auth_attempts) {
+        client.end();
+        return;
+      }
+      ctx.reject(methods as never[]);
+    };
+
+    const complete = (factors: string[]) => {
+      const identity = markAuthenticated(uid, passwordGroups ?? [], factors);
+      const { alias } = parseAccount(username);
+      decision = resolveRoute(deps.policy(), identity, alias);
+      deps.audit.append({
+        type: "login",
+        sessionId: connId,
+        uid,
+        account: username,
+        source,
+        result: "ok",
+        data: { factors },
+      });
+      log.info({ account: username, uid, factors }, "login ok");
+    };
+
+    client.on("authentication", (ctx) => {
+      if (authUser !== ctx.username) {
+        authUser = ctx.username;
+        passwordGroups = undefined;
+        username = ctx.username;
+        uid = parseAccount(username).uid;
+      }
+      const methods = passwordGroups ? ["keyboard-interactive"] : ["keyboard-interactive", "password"];
+      if (ctx.method === "password") {
+        if (passwordGroups) return refuseAuth(ctx, methods, "password_repeated");
+        void deps.authenticator.password(uid, ctx.password).then((v) => {
+          if (v.kind !== "ok") return refuseAuth(ctx, methods, v.kind === "invalid" ? "bad_password" : "directory_unavailable");
+          passwordGroups = v.groups;
+          log.info({ account: username }, "password ok; asking for the verification code");
+          ctx.reject(["keyboard-interactive"], true);
+        });
+        return;
+      }
+      if (ctx.method === "keyboard-interactive") {
+        const prompts = passwordGroups
+          ? [{ prompt: CODE_PROMPT, echo: false }]
+          : [
+              { prompt: PASSWORD_PROMPT, echo: false },
+              { prompt: CODE_PROMPT, echo: false },
+            ];
+        ctx.prompt(prompts, "", "", (answers) => {
+          void (async () => {
+            const code = (passwordGroups ? answers[0] : answers[1]) ?? "";
+            if (!passwordGroups) {
+              const v = await deps.authenticator.password(uid, answers[0] ?? "");
+              if (v.kind !== "ok") return refuseAuth(ctx, methods, v.kind === "invalid" ? "bad_password" : "directory_unavailable");
+              passwordGroups = v.groups;
+            }
+            const ok = await deps.authenticator.totp(uid, code.trim(), deps.now());
+            if (!ok) {
+              // The password stays verified for this user name: the next round asks only for a code.
+              return refuseAuth(ctx, ["keyboard-interactive"], "bad_code");
+            }
+            complete(["password", "totp"]);
+            ctx.accept();
+          })().catch((err: unknown) => {
+            log.error({ err }, "authentication error");
+            refuseAuth(ctx, methods, "internal_error");
+          });
+        });
+        return;
+      }
+      ctx.reject(methods as never[]);
+    });
+
+    client.on("ready", () => {
+      clearTimeout(grace);
+      leaveUnauth();
+      const current = decision;
+      if (!current) return client.end();
+      if (current.kind === "refused") {
+        deps.audit.append({
+          type: "route_refused",
+          sessionId: connId,
+          uid,
+          account: username,
+          source,
+          result: current.reason,
+          data: { allowed_aliases: current.aliases },
+        });
+        log.info({ account: username, reason: current.reason }, "route refused");
+        return;
+      }
+      if (sessions >= deps.policy().gateway.limits.max_sessions) {
+        log.warn("max_sessions reached; closing");
+        return client.end();
+      }
+      sessions += 1;
+      sessionStarted = true;
+      const a = current.approved;
+      deps.audit.startSession({ id: connId, uid, account: username, target: a.targetName, source });
+      upstream = openUpstream(a);
+      upstream.then(
+        (c) => {
+          upstreamClient = c;
+          c.on("close", () => client.end());
+        },
+        () => undefined,
+      );
+    });
+
+    const openUpstream = (a: ApprovedTarget): Promise<UpstreamClient> => {
+      const started = deps.now();
+      return connectUpstream({
+        name: a.targetName,
+        host: a.target.host,
+        port: a.target.port,
+        username: a.login,
+        privateKey: deps.egressKey,
+        hostKey: parseHostKeyLine(a.target.host_key),
+        timeoutMs: deps.policy().gateway.upstream_timeout,
+      }).then(
+        (c) => {
+          log.info({ target: a.targetName, ms: deps.now() - started }, "upstream connected");
+          return c;
+        },
+        (err: Error) => {
+          const mismatch = err instanceof HostKeyMismatchError;
+          deps.audit.append({
+            type: mismatch ? "host_key_mismatch" : "upstream_refused",
+            sessionId: connId,
+            uid,
+            account: username,
+            target: a.targetName,
+            source,
+            result: mismatch ? "host_key_mismatch" : "unreachable",
+            data: mismatch ? { presented: (err as HostKeyMismatchError).presented } : { error: err.message },
+          });
+          log.warn({ target: a.targetName, err: err.message }, mismatch ? "upstream host key mismatch" : "upstream failed");
+          throw err;
+        },
+      );
+    };
+
+    const upstreamFailureText = (err: unknown) => (err instanceof HostKeyMismatchError ? HOST_KEY_CHANGED_MESSAGE : TARGET_UNREACHABLE_MESSAGE);
+
+    client.on("session", (acceptSession) => {
+      const session: Session = acceptSession();
+      let pty: PseudoTtyInfo | undefined;
+      const env: Record<string, string> = {};
+      let upCh: ClientChannel | undefined;
+      const current = decision;
+      const route = current?.kind === "approved" ? current.approved.route : undefined;
+
+      session.on("pty", (accept, _reject, info) => {
+        pty = info;
+        accept?.();
+      });
+      session.on("env", (accept, reject, info) => {
+        if (route && envAllowed(route.env, info.key)) {
+          env[info.key] = info.val;
+          accept?.();
+        } else {
+          reject?.();
+        }
+      });
+      session.on("window-change", (accept, _reject, info) => {
+        if (upCh) upCh.setWindow(info.rows, info.cols, info.height, info.width);
+        else if (pty) pty = { ...pty, rows: info.rows, cols: info.cols, height: info.height, width: info.width };
+        accept?.();
+      });
+      session.on("signal", (accept, _reject, info) => {
+        upCh?.signal(info.name);
+        accept?.();
+      });
+      session.on("x11", (_accept, reject) => reject?.());
+      session.on("auth-agent", (_accept, reject) => reject?.());
+
+      const start = (kind: "shell" | "exec" | "subsystem", down: ServerChannel | undefined, arg: string) => {
+        if (!down) return;
+        openChannels.add(down);
+        down.once("close", () => openChannels.delete(down));
+        if (!current || current.kind === "refused") {
+          refuseOnChannel(down, refusalMessage(username, uid, current?.aliases ?? []));
+          return;
+        }
+        const a = current.approved;
+        const permission = kind === "shell" ? "shell" : kind === "exec" ? execPermission(arg) : arg === "sftp" ? "sftp" : undefined;
+        if (permission === undefined || !a.route.allow[permission]) {
+          const what = permission ?? `subsystem ${arg}`;
+          deps.audit.append({ type: "channel_refused", sessionId: connId, uid, target: a.targetName, result: "not_allowed", data: { kind, what } });
+          refuseOnChannel(down, `varco: ${what} is not allowed on ${username}.\r\n`);
+          return;
+        }
+        deps.audit.append({
+          type: kind,
+          sessionId: connId,
+          uid,
+          target: a.targetName,
+          data: kind === "exec" ? { command: arg, pty: Boolean(pty) } : kind === "subsystem" ? { name: arg } : { pty: Boolean(pty), term: pty?.term },
+        });
+        const ready = upstream ?? Promise.reject(new Error("no upstream"));
+        ready
+          .then(
+            (up) =>
+              new Promise<ClientChannel>((resolve, reject) => {
+                const ptyOpts = pty ? { rows: pty.rows, cols: pty.cols, height: pty.height, width: pty.width, term: pty.term, modes: pty.modes } : undefined;
+                const cb = (err: Error | undefined, ch: ClientChannel) => (err ? reject(err) : resolve(ch));
+                if (kind === "shell") up.shell(ptyOpts ?? false, { env }, cb);
+                else if (kind === "exec") up.exec(arg, { env, ...(ptyOpts ? { pty: ptyOpts } : {}) }, cb);
+                else up.subsys(arg, cb);
+              }),
+          )
+          .then(
+            (ch) => {
+              upCh = ch;
+              openChannels.add(ch);
+              const mine = { up: 0, down: 0 };
+              const count: ByteCounter = (dir, n) => {
+                mine[dir] += n;
+                counters[dir] += n;
+                lastActivity = deps.now();
+              };
+              return relaySession(down, ch, count).then((exit: ExitInfo | undefined) => {
+                openChannels.delete(ch);
+                if (exit?.kind === "status") lastExit = exit.code;
+                log.info({ kind, exit, up: mine.up, down: mine.down }, "channel closed");
+              });
+            },
+            (err: unknown) => {
+              const text = upstream ? upstreamFailureText(err) : TARGET_UNREACHABLE_MESSAGE;
+              if (!(err instanceof HostKeyMismatchError) && upstreamClient) {
+                log.warn({ err: (err as Error).message }, "upstream refused the channel");
+                refuseOnChannel(down, `varco: the target refused the ${kind} request.\r\n`);
+                return;
+              }
+              refuseOnChannel(down, text);
+            },
+          );
+      };
+
+      session.on("shell", (accept) => start("shell", accept(), ""));
+      session.on("exec", (accept, _reject, info) => start("exec", accept(), info.command));
+      session.on("subsystem", (accept, _reject, info) => start("subsystem", accept(), info.name));
+    });
+
+    client.on("tcpip", (accept, reject, info) => {
+      const current = decision;
+      if (current?.kind !== "approved" || !current.approved.route.allow.port_forwarding || !upstream) {
+        deps.audit.append({ type: "channel_refused", sessionId: connId, uid, result: "not_allowed", data: { kind: "direct-tcpip", host: info.destIP, port: info.destPort } });
+        return reject();
+      }
+      deps.audit.append({ type: "forward", sessionId: connId, uid, target: current.approved.targetName, data: { host: info.destIP, port: info.destPort } });
+      upstream
+        .then(
+          (up) =>
+            new Promise<ClientChannel>((resolve, rej) =>
+              up.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (err, ch) => (err ? rej(err) : resolve(ch))),
+            ),
+        )
+        .then(
+          (ch) => {
+            const down = accept();
+            const onUp = (n: number) => {
+              counters.up += n;
+            };
+            const onDown = (n: number) => {
+              counters.down += n;
+            };
+            void pump(down, ch, onUp).then(() => ch.end());
+            void pump(ch, down, onDown).then(() => down.end());
+            down.once("close", () => ch.close());
+            ch.once("close", () => down.close());
+          },
+          () => reject(),
+        );
+    });
+
+    client.on("request", (_accept, reject) => reject?.());
+    client.on("error", (err) => log.debug({ err: err.message }, "downstream error"));
+
+    const idleMs = limits.idle_timeout;
+    const idleTimer = setInterval(
+      () => {
+        if (authed && deps.now() - lastActivity > idleMs) {
+          log.info("idle_timeout; closing");
+          client.end();
+        }
+      },
+      Math.min(Math.max(idleMs / 10, 1000), 60_000),
+    );
+    idleTimer.unref();
+
+    client.on("close", () => {
+      clearTimeout(grace);
+      clearInterval(idleTimer);
+      leaveUnauth();
+      connections.delete(client);
+      upstream?.then((c) => c.end(), () => undefined);
+      if (sessionStarted) {
+        sessions -= 1;
+        let result = "ok";
+        if (!upstreamClient) result = "upstream_failed";
+        deps.audit.endSession(connId, { result, upBytes: counters.up, downBytes: counters.down, exitStatus: lastExit });
+        log.info({ up: counters.up, down: counters.down, exit: lastExit }, "session ended");
+      }
+    });
+  };
+
+  return {
+    async listen(addresses) {
+      const bound: AddressInfo[] = [];
+      for (const a of addresses) {
+        const { host, port } = splitHostPort(a);
+        const server = new ssh2.Server({ hostKeys: [...deps.hostKeys], ident: "varco" }, onConnection);
+        servers.push(server);
+        await new Promise<void>((resolve, reject) => {
+          server.once("error", reject);
+          server.listen(port, host, () => {
+            server.off("error", reject);
+            resolve();
+          });
+        });
+        bound.push(server.address() as AddressInfo);
+      }
+      return bound;
+    },
+    async close() {
+      const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      for (const c of connections) c.end();
+      // Bounded wait (5 s) for every connection's close handler (which writes the session_end row).
+      for (let i = 0; i < 100 && connections.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      await closed;
+    },
+    stats: () => ({ connections: connections.size, unauthenticated, sessions }),
+  };
+}
