@@ -249,14 +249,14 @@ export function policyJsonSchema(): unknown {
 
 /** Dotted paths of policy keys that name secrets: pino's `redact` uses the same list. */
 export const SECRET_PATHS = [
-  "directory.ldap.bind_password",
   "password",
-  "code",
+  "bindPassword",
+  "totp_code",
   "secret",
-  "totpSecret",
   "privateKey",
   "*.password",
-  "*.code",
+  "*.bindPassword",
+  "*.totp_code",
   "*.secret",
   "*.privateKey",
 ] as const;

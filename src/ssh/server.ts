@@ -353,7 +353,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
               return relaySession(down, ch, count).then((exit: ExitInfo | undefined) => {
                 openChannels.delete(ch);
                 if (exit?.kind === "status") lastExit = exit.code;
-                log.info({ kind, exit, up: mine.up, down: mine.down }, "channel closed");
+                log.info({ kind, exit_status: exit?.kind === "status" ? exit.code : null, exit_signal: exit?.kind === "signal" ? exit.signal : null, up: mine.up, down: mine.down }, "channel closed");
               });
             },
             (err: unknown) => {
@@ -431,7 +431,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         let result = "ok";
         if (!upstreamClient) result = "upstream_failed";
         deps.audit.endSession(connId, { result, upBytes: counters.up, downBytes: counters.down, exitStatus: lastExit });
-        log.info({ up: counters.up, down: counters.down, exit: lastExit }, "session ended");
+        log.info({ up: counters.up, down: counters.down, exit_status: lastExit }, "session ended");
       }
     });
   };

@@ -1,0 +1,187 @@
+/**
+ * Integration harness: a throwaway slapd, two OpenSSH sshd targets and the gateway (`varco serve`
+ * as a child process, its stdout/stderr captured) per test file; the real OpenSSH client driven
+ * through SSH_ASKPASS. Every daemon is stopped by PID and every temp folder removed in `stop()`.
+ */
+import { createWriteStream, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { execa, type ResultPromise } from "execa";
+import { currentCode } from "../../src/auth/index.ts";
+import { type DemoEnvironment, freePort, startDemoEnvironment, stopChild, waitForPort } from "../../src/demo/index.ts";
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+export const ASKPASS = join(ROOT, "test/helpers/askpass.sh");
+const BIN = join(ROOT, "bin/varco.mjs");
+const PERIOD_MS = 30_000;
+const TOTP = { issuer: "varco", digits: 6 as const, periodMs: PERIOD_MS, window: 1 };
+
+/** Routes for the test users (group `testers`) on top of the demo routes. */
+export const TEST_ROUTES = `
+  - groups: [testers]
+    alias: vm1
+    target: vm1-mario
+    allow: { port_forwarding: true }
+  - groups: [testers]
+    alias: vm2
+    target: vm2-anna
+  - groups: [testers]
+    alias: noexec
+    target: vm1-mario
+    allow: { exec: false, shell: false, sftp: false, scp: false }
+`;
+
+export interface SshResult {
+  readonly exitCode: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export interface Harness {
+  readonly env: DemoEnvironment;
+  readonly port: number;
+  readonly dir: string;
+  /** Everything the gateway process wrote to stdout and stderr so far. */
+  gatewayOutput(): string;
+  /** A TOTP code for `uid` that has not been used yet: the step now, else now+1 (both stay valid across a step boundary with window 1). */
+  nextCode(uid: string): string;
+  /** OpenSSH client options for this gateway (known_hosts pinned to the gateway's host key). */
+  sshOptions(extra?: readonly string[]): string[];
+  /** Environment for the askpass helper answering `password` and `code`. */
+  askpassEnv(password: string, code: string): NodeJS.ProcessEnv;
+  /** Runs `ssh account@gateway command…` with the given credentials (code defaults to nextCode). */
+  ssh(account: string, args: readonly string[], o?: { password?: string; code?: string; input?: string | Buffer; extra?: readonly string[] }): Promise<SshResult>;
+  /** Opens a ControlMaster login for `account`; returns the options that reuse it. */
+  master(account: string): Promise<string[]>;
+  /** Restarts the gateway process (same policy file). */
+  restartGateway(): Promise<void>;
+  /** Sends a signal to the gateway process. */
+  signalGateway(signal: NodeJS.Signals): void;
+  stop(): Promise<void>;
+}
+
+function password(env: DemoEnvironment, uid: string): string {
+  const u = env.users.find((x) => x.uid === uid);
+  if (!u) throw new Error(`no test user ${uid}`);
+  return u.password;
+}
+
+/** Starts the environment and the gateway. `extraUsers` get routes from TEST_ROUTES (group testers). */
+export async function startHarness(o: { extraUsers?: readonly string[]; extraRoutes?: string; templateEdit?: (t: string) => string } = {}): Promise<Harness> {
+  const dir = mkdtempSync(join(tmpdir(), "varco-test-"));
+  const port = await freePort();
+  const base = readFileSync(join(ROOT, "policies/demo.yaml"), "utf8") + (o.extraRoutes ?? TEST_ROUTES);
+  const template = o.templateEdit ? o.templateEdit(base) : base;
+  const env = await startDemoEnvironment({ dir, gatewayPort: port, extraUsers: o.extraUsers ?? [], template });
+  const logPath = join(dir, "gateway.out");
+  let output = "";
+  let child: ResultPromise | undefined;
+  const masters: string[][] = [];
+
+  const startGateway = async () => {
+    const out = createWriteStream(logPath, { flags: "a" });
+    child = execa("node", [BIN, "serve", "--policy", env.policyFile], { reject: false, all: true, env: { VARCO_LOG_LEVEL: "debug" } });
+    child.all?.on("data", (d: Buffer) => {
+      output += d.toString();
+      out.write(d);
+    });
+    await waitForPort(port, "127.0.0.1", 20_000);
+  };
+  await startGateway().catch(async (err) => {
+    await env.stop();
+    throw new Error(`gateway did not start: ${(err as Error).message}\n${output}`);
+  });
+
+  const hostPub = readFileSync(join(dir, "keys/ssh_host_ed25519_key.pub"), "utf8").trim().split(/\s+/).slice(0, 2).join(" ");
+  const knownHosts = join(dir, "known_hosts");
+  writeFileSync(knownHosts, `[127.0.0.1]:${port} ${hostPub}\n`);
+
+  const lastStep = new Map<string, number>();
+  const nextCode = (uid: string) => {
+    const secret = env.secrets.get(uid);
+    if (!secret) throw new Error(`no secret for ${uid}`);
+    const now = Math.floor(Date.now() / PERIOD_MS);
+    const step = Math.max((lastStep.get(uid) ?? now - 1) + 1, now);
+    if (step > now + 1) throw new Error(`test bug: ${uid} needs a 3rd code within one 30 s step; use another test user or a ControlMaster`);
+    lastStep.set(uid, step);
+    return currentCode(TOTP, secret, step * PERIOD_MS);
+  };
+  const sshOptions = (extra: readonly string[] = []) => [
+    "-F",
+    "/dev/null",
+    "-p",
+    String(port),
+    "-o",
+    `UserKnownHostsFile=${knownHosts}`,
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    "PubkeyAuthentication=no",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=20",
+    ...extra,
+  ];
+  const askpassEnv = (pw: string, code: string): NodeJS.ProcessEnv => ({
+    SSH_ASKPASS: ASKPASS,
+    SSH_ASKPASS_REQUIRE: "force",
+    DISPLAY: ":0",
+    VARCO_TEST_PASSWORD: pw,
+    VARCO_TEST_CODE: code,
+  });
+  const uidOf = (account: string) => account.slice(0, Math.max(account.lastIndexOf("_"), 0)) || account;
+
+  const ssh: Harness["ssh"] = async (account, args, opt = {}) => {
+    const uid = uidOf(account);
+    const r = await execa("ssh", [...sshOptions(opt.extra), `${account}@127.0.0.1`, ...args], {
+      reject: false,
+      env: askpassEnv(opt.password ?? password(env, uid), opt.code ?? nextCode(uid)),
+      ...(opt.input !== undefined ? { input: opt.input } : { stdin: "ignore" }),
+      timeout: 120_000,
+      stripFinalNewline: false,
+    });
+    return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+  };
+
+  const master: Harness["master"] = async (account) => {
+    const uid = uidOf(account);
+    const path = join(dir, `cm-${account}`);
+    const opts = ["-o", `ControlPath=${path}`];
+    const r = await execa("ssh", [...sshOptions([...opts, "-o", "ControlMaster=yes", "-o", "ControlPersist=300", "-f", "-N"]), `${account}@127.0.0.1`], {
+      reject: false,
+      env: askpassEnv(password(env, uid), nextCode(uid)),
+      stdin: "ignore",
+      timeout: 60_000,
+    });
+    if (r.exitCode !== 0) throw new Error(`ControlMaster login failed: ${r.stderr}`);
+    const reuse = [...sshOptions(opts), "-o", "ControlMaster=no"];
+    masters.push(reuse);
+    return reuse;
+  };
+
+  return {
+    env,
+    port,
+    dir,
+    gatewayOutput: () => output,
+    nextCode,
+    sshOptions,
+    askpassEnv,
+    ssh,
+    master,
+    async restartGateway() {
+      if (child) await stopChild(child);
+      await startGateway();
+    },
+    signalGateway(signal) {
+      child?.kill(signal);
+    },
+    async stop() {
+      for (const m of masters) await execa("ssh", [...m, "-O", "exit", "x@127.0.0.1"], { reject: false, timeout: 10_000 });
+      if (child) await stopChild(child);
+      await env.stop();
+    },
+  };
+}
