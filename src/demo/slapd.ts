@@ -38,6 +38,8 @@ export interface Slapd {
   readonly pid: number;
   /** Stops slapd by PID (SIGTERM, then SIGKILL after 5 s); resolves once it has exited. */
   stop(): Promise<void>;
+  /** Starts it again on the same port and database (after `stop()`). */
+  start(): Promise<void>;
 }
 
 function ldif(o: SlapdOptions, suffix: string): string {
@@ -89,22 +91,31 @@ export async function startSlapd(o: SlapdOptions): Promise<Slapd> {
   await execa("slapadd", ["-f", conf, "-l", join(o.dir, "base.ldif")]);
   const port = o.port ?? (await freePort());
   const url = `ldap://127.0.0.1:${port}/`;
-  const child: ResultPromise = execa("slapd", ["-f", conf, "-h", url, "-d", "0"], { reject: false, stdio: "ignore" });
-  const pid = child.pid;
-  if (pid === undefined) throw new Error("slapd did not start (is the slapd package installed?)");
-  try {
-    await waitForPort(port);
-  } catch (err) {
-    child.kill("SIGKILL");
-    throw err;
-  }
+  let child: ResultPromise | undefined;
+  const launch = async () => {
+    const c: ResultPromise = execa("slapd", ["-f", conf, "-h", url, "-d", "0"], { reject: false, stdio: "ignore" });
+    if (c.pid === undefined) throw new Error("slapd did not start (is the slapd package installed?)");
+    child = c;
+    try {
+      await waitForPort(port);
+    } catch (err) {
+      c.kill("SIGKILL");
+      throw err;
+    }
+  };
+  await launch();
   return {
     url: url.replace(/\/$/, ""),
     port,
     suffix,
     bindDn: `cn=varco,ou=services,${suffix}`,
-    pid,
-    stop: () => stopChild(child),
+    get pid() {
+      return child?.pid ?? -1;
+    },
+    stop: async () => {
+      if (child) await stopChild(child);
+    },
+    start: launch,
   };
 }
 

@@ -22,6 +22,7 @@ import {
 import { type ByteCounter, type ExitInfo, finishDownstream, pump, relaySession } from "./relay.ts";
 import { connectUpstream, HostKeyMismatchError, parseHostKeyLine } from "./upstream.ts";
 
+const ALL_METHODS = ["keyboard-interactive", "password"];
 export const PASSWORD_PROMPT = "Password: ";
 export const CODE_PROMPT = "Verification code: ";
 export const HOST_KEY_CHANGED_MESSAGE = "varco: the target's host key changed, contact an administrator.\r\n";
@@ -125,15 +126,18 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const counters = { up: 0, down: 0 };
     const openChannels = new Set<ServerChannel | ClientChannel>();
 
-    const refuseAuth = (ctx: { reject: (m?: never[], p?: boolean) => void }, methods: string[], reason: string) => {
+    // Every refusal looks the same to the client: the same methods, no partial success, and the
+    // verified password (if any) is forgotten, so the next round asks for both factors again.
+    const refuseAuth = (ctx: { reject: (m?: never[], p?: boolean) => void }, reason: string) => {
       attempts += 1;
+      passwordGroups = undefined;
       deps.audit.append({ type: "login_refused", sessionId: connId, uid, account: username, source, result: reason });
       log.info({ account: username, reason, attempts }, "login refused");
       if (attempts >= limits.max_auth_attempts) {
         client.end();
         return;
       }
-      ctx.reject(methods as never[]);
+      ctx.reject(ALL_METHODS as never[]);
     };
 
     const complete = (factors: string[]) => {
@@ -159,11 +163,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
         username = ctx.username;
         uid = parseAccount(username).uid;
       }
-      const methods = passwordGroups ? ["keyboard-interactive"] : ["keyboard-interactive", "password"];
       if (ctx.method === "password") {
-        if (passwordGroups) return refuseAuth(ctx, methods, "password_repeated");
+        if (passwordGroups) return refuseAuth(ctx, "password_repeated");
         void deps.authenticator.password(uid, ctx.password).then((v) => {
-          if (v.kind !== "ok") return refuseAuth(ctx, methods, v.kind === "invalid" ? "bad_password" : "directory_unavailable");
+          if (v.kind !== "ok") return refuseAuth(ctx, v.kind === "invalid" ? "bad_password" : "directory_unavailable");
           passwordGroups = v.groups;
           log.info({ account: username }, "password ok; asking for the verification code");
           ctx.reject(["keyboard-interactive"], true);
@@ -182,24 +185,21 @@ export function createGateway(deps: GatewayDeps): Gateway {
             const code = (passwordGroups ? answers[0] : answers[1]) ?? "";
             if (!passwordGroups) {
               const v = await deps.authenticator.password(uid, answers[0] ?? "");
-              if (v.kind !== "ok") return refuseAuth(ctx, methods, v.kind === "invalid" ? "bad_password" : "directory_unavailable");
+              if (v.kind !== "ok") return refuseAuth(ctx, v.kind === "invalid" ? "bad_password" : "directory_unavailable");
               passwordGroups = v.groups;
             }
             const ok = await deps.authenticator.totp(uid, code.trim(), deps.now());
-            if (!ok) {
-              // The password stays verified for this user name: the next round asks only for a code.
-              return refuseAuth(ctx, ["keyboard-interactive"], "bad_code");
-            }
+            if (!ok) return refuseAuth(ctx, "bad_code");
             complete(["password", "totp"]);
             ctx.accept();
           })().catch((err: unknown) => {
             log.error({ err }, "authentication error");
-            refuseAuth(ctx, methods, "internal_error");
+            refuseAuth(ctx, "internal_error");
           });
         });
         return;
       }
-      ctx.reject(methods as never[]);
+      ctx.reject((passwordGroups ? ["keyboard-interactive"] : ALL_METHODS) as never[]);
     });
 
     client.on("ready", () => {
