@@ -109,8 +109,12 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       logger.info({ policy: next.file }, "policy reloaded");
       return next;
     } catch (err) {
-      const e = err instanceof PolicyError ? err : new PolicyError([{ file: policyFile, line: 1, col: 1, message: (err as Error).message }]);
-      logger.error({ errors: e.issues.map((i) => `${i.file}:${i.line}:${i.col}: ${i.message}`) }, "policy reload refused; keeping the last good policy");
+      const e =
+        err instanceof PolicyError ? err : new PolicyError([{ file: policyFile, line: 1, col: 1, message: (err as Error).message }]);
+      logger.error(
+        { errors: e.issues.map((i) => `${i.file}:${i.line}:${i.col}: ${i.message}`) },
+        "policy reload refused; keeping the last good policy",
+      );
       return e;
     }
   };

@@ -258,12 +258,8 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
     });
   });
 
-  const startStmt = db.prepare(
-    "INSERT INTO sessions (id, started_at, uid, account, target, source) VALUES (?, ?, ?, ?, ?, ?)",
-  );
-  const endStmt = db.prepare(
-    "UPDATE sessions SET ended_at = ?, result = ?, up_bytes = ?, down_bytes = ?, exit_status = ? WHERE id = ?",
-  );
+  const startStmt = db.prepare("INSERT INTO sessions (id, started_at, uid, account, target, source) VALUES (?, ?, ?, ?, ?, ?)");
+  const endStmt = db.prepare("UPDATE sessions SET ended_at = ?, result = ?, up_bytes = ?, down_bytes = ?, exit_status = ? WHERE id = ?");
 
   return {
     append: (e) => append(e),

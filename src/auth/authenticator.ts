@@ -3,7 +3,7 @@
  * Each check answers a verdict; none tells the client which factor failed (the server sends one
  * generic refusal), but the verdict's `reason` goes to the log and audit for administrators.
  */
-import { DirectoryUnavailableError, type Directory } from "./ldap.ts";
+import { type Directory, DirectoryUnavailableError } from "./ldap.ts";
 import type { TotpStore } from "./totp.ts";
 
 export type PasswordVerdict =

@@ -1,5 +1,12 @@
 export { type Authenticator, createAuthenticator, type PasswordVerdict } from "./authenticator.ts";
-export { createLdapDirectory, type Directory, DirectoryUnavailableError, type DirectoryVerdict, fillFilter, type LdapConfig } from "./ldap.ts";
+export {
+  createLdapDirectory,
+  type Directory,
+  DirectoryUnavailableError,
+  type DirectoryVerdict,
+  fillFilter,
+  type LdapConfig,
+} from "./ldap.ts";
 export {
   currentCode,
   newSecret,

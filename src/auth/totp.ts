@@ -7,7 +7,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { generateSecret, generateURI, generateSync, verify } from "otplib";
+import { generateSecret, generateSync, generateURI, verify } from "otplib";
 
 export interface TotpSettings {
   readonly issuer: string;

@@ -7,7 +7,7 @@ import { type AuditSession, openAuditStore } from "../audit/index.ts";
 import { newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
 import { openAuditForPolicy, openTotpForPolicy, runGateway, statePaths, totpSettings } from "../main.ts";
 import { createLogger } from "../obs/index.ts";
-import { formatIssue, loadPolicyFile, parseDurationMs, PolicyError, policyJsonSchema } from "../policy/index.ts";
+import { formatIssue, loadPolicyFile, PolicyError, parseDurationMs, policyJsonSchema } from "../policy/index.ts";
 
 const DEFAULT_POLICY = "policies/gateway.yaml";
 
@@ -36,7 +36,14 @@ function loadOrExit(file: string) {
 
 function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd()).join("\n");
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i] ?? 0))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n");
 }
 
 function sessionRows(sessions: readonly AuditSession[]): string[][] {
@@ -93,7 +100,8 @@ export function buildCli(): Command {
       try {
         const loaded = loadPolicyFile(path);
         if (opts.json) console.log(JSON.stringify({ ok: true, file: loaded.file, issues: [] }));
-        else console.log(`${loaded.file}: ok (${Object.keys(loaded.policy.targets).length} targets, ${loaded.policy.routes.length} routes)`);
+        else
+          console.log(`${loaded.file}: ok (${Object.keys(loaded.policy.targets).length} targets, ${loaded.policy.routes.length} routes)`);
       } catch (err) {
         if (!(err instanceof PolicyError)) throw err;
         if (opts.json) {
@@ -129,8 +137,8 @@ export function buildCli(): Command {
         }
         console.log(`TOTP secret enrolled for ${uid}. Add it to an authenticator app:\n${uri}`);
         if (opts.qr) {
-          const { toString } = await import("qrcode");
-          console.log(await toString(uri, { type: "terminal", small: true }));
+          const qrcode = await import("qrcode");
+          console.log(await qrcode.toString(uri, { type: "terminal", small: true }));
         }
       } catch (err) {
         if (err instanceof TotpSecretError) throw new ExitError(`--secret: ${err.message}`, 1);

@@ -10,16 +10,24 @@ import { runGateway } from "../main.ts";
 import { createLogger } from "../obs/index.ts";
 import { startDemoEnvironment } from "./environment.ts";
 
-const REQUIRED: ReadonlyArray<{ file: string; pkg: string }> = [
+/** What the demo needs: a file each Debian package installs, and the package. */
+export const DEMO_PACKAGES: ReadonlyArray<{ file: string; pkg: string }> = [
   { file: "/usr/sbin/slapd", pkg: "slapd" },
   { file: "/usr/bin/ldapsearch", pkg: "ldap-utils" },
   { file: "/usr/sbin/sshd", pkg: "openssh-server" },
   { file: "/usr/bin/ssh", pkg: "openssh-client" },
 ];
 
+/** What the tests need on top: the clients they drive. */
+export const TEST_PACKAGES: ReadonlyArray<{ file: string; pkg: string }> = [
+  ...DEMO_PACKAGES,
+  { file: "/usr/bin/rsync", pkg: "rsync" },
+  { file: "/usr/bin/git", pkg: "git" },
+];
+
 /** Installs missing Debian packages when running as root; otherwise says what to install. */
-export async function ensurePackages(install: boolean): Promise<void> {
-  const missing = REQUIRED.filter((r) => !existsSync(r.file)).map((r) => r.pkg);
+export async function ensurePackages(install: boolean, required = DEMO_PACKAGES): Promise<void> {
+  const missing = required.filter((r) => !existsSync(r.file)).map((r) => r.pkg);
   if (missing.length === 0) return;
   if (!install || process.getuid?.() !== 0) {
     throw new Error(`missing Debian packages: ${missing.join(" ")}; install them with: apt-get install -y ${missing.join(" ")}`);
@@ -64,13 +72,19 @@ varco demo is running (gateway log: ${logFile}).
   Audit:   npx varco --policy ${env.policyFile} audit list
   Ctrl-C stops the gateway, slapd and the targets and removes ${dir}.
 `);
-  const tick = () => console.log(`${new Date().toISOString().slice(11, 19)}  codes now: mario.rossi ${code("mario.rossi")}   anna.bianchi ${code("anna.bianchi")}`);
+  const tick = () =>
+    console.log(
+      `${new Date().toISOString().slice(11, 19)}  codes now: mario.rossi ${code("mario.rossi")}   anna.bianchi ${code("anna.bianchi")}`,
+    );
   tick();
   const period = 30_000;
-  let timer = setTimeout(function again() {
-    tick();
-    timer = setTimeout(again, period - (Date.now() % period) + 50);
-  }, period - (Date.now() % period) + 50);
+  let timer = setTimeout(
+    function again() {
+      tick();
+      timer = setTimeout(again, period - (Date.now() % period) + 50);
+    },
+    period - (Date.now() % period) + 50,
+  );
   await new Promise<void>((done) => {
     process.once("SIGINT", () => done());
     process.once("SIGTERM", () => done());

@@ -1,5 +1,5 @@
 /** Loopback port helpers for the demo and the tests. */
-import { createServer, connect } from "node:net";
+import { connect, createServer } from "node:net";
 
 /** A currently free TCP port on 127.0.0.1 (the OS picks it). */
 export function freePort(): Promise<number> {

@@ -2,7 +2,7 @@
  * pino JSON logger. Secrets are redacted by key name (the list lives next to the policy schema),
  * and callers never pass passwords, codes or secrets in the first place.
  */
-import { pino, type Logger } from "pino";
+import { type Logger, pino } from "pino";
 import { SECRET_PATHS } from "../policy/index.ts";
 
 export type { Logger } from "pino";

@@ -1,4 +1,4 @@
-export { formatIssue, type LoadedPolicy, loadPolicyFile, parsePolicyText, PolicyError, type PolicyIssue } from "./load.ts";
+export { formatIssue, type LoadedPolicy, loadPolicyFile, PolicyError, type PolicyIssue, parsePolicyText } from "./load.ts";
 export {
   type AuthMethod,
   type Policy,

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
-import { isMap, isScalar, LineCounter, type Node, parseDocument, isSeq } from "yaml";
+import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 import type { z } from "zod";
 import { type Policy, policySchema } from "./schema.ts";
 

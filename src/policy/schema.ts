@@ -91,9 +91,7 @@ const ldap = z.strictObject({
     .default("(&(objectClass=inetOrgPerson)(uid={uid}))"),
   group_base: z.string().min(1).optional(),
   group_filter: z.string().default("(&(objectClass=posixGroup)(memberUid={uid}))"),
-  tls: z
-    .strictObject({ ca_file: z.string().optional(), starttls: z.boolean().default(false) })
-    .prefault({}),
+  tls: z.strictObject({ ca_file: z.string().optional(), starttls: z.boolean().default(false) }).prefault({}),
   timeout: duration.default(5000),
 });
 
@@ -142,11 +140,9 @@ const target = z.strictObject({
   host: z.string().min(1),
   port: port.default(22),
   user: z.string().min(1).optional(),
-  host_key: z
-    .string()
-    .regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*(\s.*)?$/, {
-      message: 'must be an OpenSSH public key line, e.g. "ssh-ed25519 AAAAC3Nza…" (see `varco keys scan`)',
-    }),
+  host_key: z.string().regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*(\s.*)?$/, {
+    message: 'must be an OpenSSH public key line, e.g. "ssh-ed25519 AAAAC3Nza…" (see `varco keys scan`)',
+  }),
 });
 
 const allow = z
@@ -215,7 +211,10 @@ const vip = z.strictObject({
 });
 
 const network = z.strictObject({
-  table: z.string().regex(/^[A-Za-z][A-Za-z0-9_]*$/).default("varco"),
+  table: z
+    .string()
+    .regex(/^[A-Za-z][A-Za-z0-9_]*$/)
+    .default("varco"),
   public_interface: z.string().min(1),
   public_ip: ipAddress,
   private_networks: z.array(cidr).default([]),

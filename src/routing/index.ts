@@ -1,10 +1,10 @@
 export {
-  aliasesFor,
   type ApprovedTarget,
   type AuthenticatedIdentity,
+  aliasesFor,
   markAuthenticated,
   parseAccount,
+  type RouteDecision,
   refusalMessage,
   resolveRoute,
-  type RouteDecision,
 } from "./route.ts";

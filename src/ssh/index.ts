@@ -1,4 +1,4 @@
-export { loadOrCreateKey, KeyFileError, publicKeyLine } from "./keys.ts";
+export { KeyFileError, loadOrCreateKey, publicKeyLine } from "./keys.ts";
 export { type ByteCounter, type ExitInfo, finishDownstream, pump, relaySession } from "./relay.ts";
 export { CODE_PROMPT, createGateway, type Gateway, type GatewayDeps, HOST_KEY_CHANGED_MESSAGE, PASSWORD_PROMPT } from "./server.ts";
 export { connectUpstream, fingerprint, HostKeyMismatchError, parseHostKeyLine, UpstreamError } from "./upstream.ts";

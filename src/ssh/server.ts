@@ -6,7 +6,15 @@
  */
 import { randomUUID } from "node:crypto";
 import type { AddressInfo } from "node:net";
-import ssh2, { type Client as UpstreamClient, type ClientChannel, type Connection, type PseudoTtyInfo, type Server as SshServer, type ServerChannel, type Session } from "ssh2";
+import ssh2, {
+  type ClientChannel,
+  type Connection,
+  type PseudoTtyInfo,
+  type ServerChannel,
+  type Session,
+  type Server as SshServer,
+  type Client as UpstreamClient,
+} from "ssh2";
 import type { AuditSink } from "../audit/index.ts";
 import type { Authenticator } from "../auth/index.ts";
 import type { Logger } from "../obs/index.ts";
@@ -15,9 +23,9 @@ import {
   type ApprovedTarget,
   markAuthenticated,
   parseAccount,
+  type RouteDecision,
   refusalMessage,
   resolveRoute,
-  type RouteDecision,
 } from "../routing/index.ts";
 import { type ByteCounter, type ExitInfo, finishDownstream, pump, relaySession } from "./relay.ts";
 import { connectUpstream, HostKeyMismatchError, parseHostKeyLine } from "./upstream.ts";
@@ -271,7 +279,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
       );
     };
 
-    const upstreamFailureText = (err: unknown) => (err instanceof HostKeyMismatchError ? HOST_KEY_CHANGED_MESSAGE : TARGET_UNREACHABLE_MESSAGE);
+    const upstreamFailureText = (err: unknown) =>
+      err instanceof HostKeyMismatchError ? HOST_KEY_CHANGED_MESSAGE : TARGET_UNREACHABLE_MESSAGE;
 
     client.on("session", (acceptSession) => {
       const session: Session = acceptSession();
@@ -317,7 +326,14 @@ export function createGateway(deps: GatewayDeps): Gateway {
         const permission = kind === "shell" ? "shell" : kind === "exec" ? execPermission(arg) : arg === "sftp" ? "sftp" : undefined;
         if (permission === undefined || !a.route.allow[permission]) {
           const what = permission ?? `subsystem ${arg}`;
-          deps.audit.append({ type: "channel_refused", sessionId: connId, uid, target: a.targetName, result: "not_allowed", data: { kind, what } });
+          deps.audit.append({
+            type: "channel_refused",
+            sessionId: connId,
+            uid,
+            target: a.targetName,
+            result: "not_allowed",
+            data: { kind, what },
+          });
           refuseOnChannel(down, `varco: ${what} is not allowed on ${username}.\r\n`);
           return;
         }
@@ -326,14 +342,21 @@ export function createGateway(deps: GatewayDeps): Gateway {
           sessionId: connId,
           uid,
           target: a.targetName,
-          data: kind === "exec" ? { command: arg, pty: Boolean(pty) } : kind === "subsystem" ? { name: arg } : { pty: Boolean(pty), term: pty?.term },
+          data:
+            kind === "exec"
+              ? { command: arg, pty: Boolean(pty) }
+              : kind === "subsystem"
+                ? { name: arg }
+                : { pty: Boolean(pty), term: pty?.term },
         });
         const ready = upstream ?? Promise.reject(new Error("no upstream"));
         ready
           .then(
             (up) =>
               new Promise<ClientChannel>((resolve, reject) => {
-                const ptyOpts = pty ? { rows: pty.rows, cols: pty.cols, height: pty.height, width: pty.width, term: pty.term, modes: pty.modes } : undefined;
+                const ptyOpts = pty
+                  ? { rows: pty.rows, cols: pty.cols, height: pty.height, width: pty.width, term: pty.term, modes: pty.modes }
+                  : undefined;
                 const cb = (err: Error | undefined, ch: ClientChannel) => (err ? reject(err) : resolve(ch));
                 if (kind === "shell") up.shell(ptyOpts ?? false, { env }, cb);
                 else if (kind === "exec") up.exec(arg, { env, ...(ptyOpts ? { pty: ptyOpts } : {}) }, cb);
@@ -353,7 +376,16 @@ export function createGateway(deps: GatewayDeps): Gateway {
               return relaySession(down, ch, count).then((exit: ExitInfo | undefined) => {
                 openChannels.delete(ch);
                 if (exit?.kind === "status") lastExit = exit.code;
-                log.info({ kind, exit_status: exit?.kind === "status" ? exit.code : null, exit_signal: exit?.kind === "signal" ? exit.signal : null, up: mine.up, down: mine.down }, "channel closed");
+                log.info(
+                  {
+                    kind,
+                    exit_status: exit?.kind === "status" ? exit.code : null,
+                    exit_signal: exit?.kind === "signal" ? exit.signal : null,
+                    up: mine.up,
+                    down: mine.down,
+                  },
+                  "channel closed",
+                );
               });
             },
             (err: unknown) => {
@@ -376,10 +408,22 @@ export function createGateway(deps: GatewayDeps): Gateway {
     client.on("tcpip", (accept, reject, info) => {
       const current = decision;
       if (current?.kind !== "approved" || !current.approved.route.allow.port_forwarding || !upstream) {
-        deps.audit.append({ type: "channel_refused", sessionId: connId, uid, result: "not_allowed", data: { kind: "direct-tcpip", host: info.destIP, port: info.destPort } });
+        deps.audit.append({
+          type: "channel_refused",
+          sessionId: connId,
+          uid,
+          result: "not_allowed",
+          data: { kind: "direct-tcpip", host: info.destIP, port: info.destPort },
+        });
         return reject();
       }
-      deps.audit.append({ type: "forward", sessionId: connId, uid, target: current.approved.targetName, data: { host: info.destIP, port: info.destPort } });
+      deps.audit.append({
+        type: "forward",
+        sessionId: connId,
+        uid,
+        target: current.approved.targetName,
+        data: { host: info.destIP, port: info.destPort },
+      });
       upstream
         .then(
           (up) =>
@@ -425,7 +469,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
       clearInterval(idleTimer);
       leaveUnauth();
       connections.delete(client);
-      upstream?.then((c) => c.end(), () => undefined);
+      upstream?.then(
+        (c) => c.end(),
+        () => undefined,
+      );
       if (sessionStarted) {
         sessions -= 1;
         let result = "ok";

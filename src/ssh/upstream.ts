@@ -86,7 +86,9 @@ export function connectUpstream(p: UpstreamParams): Promise<Client> {
       settled = true;
       resolve(client);
     });
-    client.once("error", (err: Error) => fail(mismatch ?? new UpstreamError(`target ${p.name} (${p.host}:${p.port}): ${err.message}`, { cause: err })));
+    client.once("error", (err: Error) =>
+      fail(mismatch ?? new UpstreamError(`target ${p.name} (${p.host}:${p.port}): ${err.message}`, { cause: err })),
+    );
     client.once("close", () => fail(mismatch ?? new UpstreamError(`target ${p.name} (${p.host}:${p.port}) closed the connection`)));
     client.connect({
       host: p.host,

@@ -96,23 +96,21 @@ describe("pty", () => {
     const c = await ssh2Login("t02", "t02_vm1");
     const out = await new Promise<string>((resolve, reject) => {
       let buf = "";
-      {
-        c.shell({ rows: 24, cols: 80, term: "xterm" }, (err, ch) => {
-          if (err) return reject(err);
-          ch.on("data", (d: Buffer) => {
-            buf += d.toString();
-            if (buf.includes("SIZE=")) {
-              if (/SIZE=50 132/.test(buf)) ch.end("exit\n");
-            }
-          });
-          ch.on("close", () => {
-            c.end();
-            resolve(buf);
-          });
-          ch.setWindow(50, 132, 0, 0);
-          ch.write("echo SIZE=$(stty size)\n");
+      c.shell({ rows: 24, cols: 80, term: "xterm" }, (err, ch) => {
+        if (err) return reject(err);
+        ch.on("data", (d: Buffer) => {
+          buf += d.toString();
+          if (buf.includes("SIZE=")) {
+            if (/SIZE=50 132/.test(buf)) ch.end("exit\n");
+          }
         });
-      }
+        ch.on("close", () => {
+          c.end();
+          resolve(buf);
+        });
+        ch.setWindow(50, 132, 0, 0);
+        ch.write("echo SIZE=$(stty size)\n");
+      });
     });
     expect(out).toMatch(/SIZE=50 132/);
   });
@@ -130,11 +128,17 @@ describe("file transfer", () => {
         const back = join(h.dir, `scp-${mode}-${i}.back`);
         const data = randomBytes(256 * 1024 + i * 7919);
         writeFileSync(local, data);
-        const up = await execa("scp", [...flag, ...cm.map((o) => o.replace(/^-p$/, "-P")), local, `t01_vm1@127.0.0.1:${remote()}/`], { reject: false });
+        const up = await execa("scp", [...flag, ...cm.map((o) => o.replace(/^-p$/, "-P")), local, `t01_vm1@127.0.0.1:${remote()}/`], {
+          reject: false,
+        });
         expect(up.stderr).toBe("");
         expect(up.exitCode).toBe(0);
         expect(sha256(readFileSync(join(remote(), `scp-${mode}-${i}.bin`)))).toBe(sha256(data));
-        const down = await execa("scp", [...flag, ...cm.map((o) => o.replace(/^-p$/, "-P")), `t01_vm1@127.0.0.1:${remote()}/scp-${mode}-${i}.bin`, back], { reject: false });
+        const down = await execa(
+          "scp",
+          [...flag, ...cm.map((o) => o.replace(/^-p$/, "-P")), `t01_vm1@127.0.0.1:${remote()}/scp-${mode}-${i}.bin`, back],
+          { reject: false },
+        );
         expect(down.exitCode).toBe(0);
         expect(sha256(readFileSync(back))).toBe(sha256(data));
       }
@@ -147,7 +151,15 @@ describe("file transfer", () => {
     const batch = join(h.dir, "batch");
     writeFileSync(
       batch,
-      [`cd ${remote()}`, `put ${local} a.txt`, "ls -1", "rename a.txt b.txt", `get b.txt ${join(h.dir, "sftp-back.txt")}`, "rm b.txt", "ls -1"].join("\n"),
+      [
+        `cd ${remote()}`,
+        `put ${local} a.txt`,
+        "ls -1",
+        "rename a.txt b.txt",
+        `get b.txt ${join(h.dir, "sftp-back.txt")}`,
+        "rm b.txt",
+        "ls -1",
+      ].join("\n"),
     );
     const r = await execa("sftp", ["-b", batch, ...cm.map((o) => o.replace(/^-p$/, "-P")), "t01_vm1@127.0.0.1"], { reject: false });
     expect(r.exitCode).toBe(0);
@@ -231,7 +243,9 @@ describe("route permissions", () => {
   it("forwards a local port (-L) where the route allows port_forwarding", async () => {
     const target = h.env.targets.vm2.port;
     const localPort = await freePort();
-    const r = await execa("ssh", [...cm, "-O", "forward", "-L", `${localPort}:127.0.0.1:${target}`, "t01_vm1@127.0.0.1"], { reject: false });
+    const r = await execa("ssh", [...cm, "-O", "forward", "-L", `${localPort}:127.0.0.1:${target}`, "t01_vm1@127.0.0.1"], {
+      reject: false,
+    });
     expect(r.stderr).toBe("");
     expect(r.exitCode).toBe(0);
     const banner = await new Promise<string>((resolve, reject) => {
@@ -263,9 +277,16 @@ describe("audit", () => {
     }
     expect(row?.exitStatus).toBe(4);
     expect(row?.downBytes).toBe(12345);
-    const cli = await execa("node", [join(ROOT, "bin/varco.mjs"), "--policy", h.env.policyFile, "audit", "list", "--json", "--user", "t06"], { reject: false });
+    const cli = await execa(
+      "node",
+      [join(ROOT, "bin/varco.mjs"), "--policy", h.env.policyFile, "audit", "list", "--json", "--user", "t06"],
+      { reject: false },
+    );
     expect(cli.exitCode).toBe(0);
-    const sessions = String(cli.stdout).trim().split("\n").map((l) => JSON.parse(l) as { account: string; target: string; source: string });
+    const sessions = String(cli.stdout)
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { account: string; target: string; source: string });
     expect(sessions[0]).toMatchObject({ account: "t06_vm1", target: "vm1-mario", source: "127.0.0.1" });
     const store = openAuditStore(db);
     const events = store.allEvents().filter((e) => e.uid === "t06");

@@ -51,7 +51,11 @@ export interface Harness {
   /** Environment for the askpass helper answering `password` and `code`. */
   askpassEnv(password: string, code: string): NodeJS.ProcessEnv;
   /** Runs `ssh account@gateway command…` with the given credentials (code defaults to nextCode). */
-  ssh(account: string, args: readonly string[], o?: { password?: string; code?: string; input?: string | Buffer; extra?: readonly string[] }): Promise<SshResult>;
+  ssh(
+    account: string,
+    args: readonly string[],
+    o?: { password?: string; code?: string; input?: string | Buffer; extra?: readonly string[] },
+  ): Promise<SshResult>;
   /** Opens a ControlMaster login for `account`; returns the options that reuse it. */
   master(account: string): Promise<string[]>;
   /** Restarts the gateway process (same policy file). */
@@ -68,7 +72,9 @@ function password(env: DemoEnvironment, uid: string): string {
 }
 
 /** Starts the environment and the gateway. `extraUsers` get routes from TEST_ROUTES (group testers). */
-export async function startHarness(o: { extraUsers?: readonly string[]; extraRoutes?: string; templateEdit?: (t: string) => string } = {}): Promise<Harness> {
+export async function startHarness(
+  o: { extraUsers?: readonly string[]; extraRoutes?: string; templateEdit?: (t: string) => string } = {},
+): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), "varco-test-"));
   const port = await freePort();
   const base = readFileSync(join(ROOT, "policies/demo.yaml"), "utf8") + (o.extraRoutes ?? TEST_ROUTES);
@@ -149,12 +155,16 @@ export async function startHarness(o: { extraUsers?: readonly string[]; extraRou
     const uid = uidOf(account);
     const path = join(dir, `cm-${account}`);
     const opts = ["-o", `ControlPath=${path}`];
-    const r = await execa("ssh", [...sshOptions([...opts, "-o", "ControlMaster=yes", "-o", "ControlPersist=300", "-f", "-N"]), `${account}@127.0.0.1`], {
-      reject: false,
-      env: askpassEnv(password(env, uid), nextCode(uid)),
-      stdin: "ignore",
-      timeout: 60_000,
-    });
+    const r = await execa(
+      "ssh",
+      [...sshOptions([...opts, "-o", "ControlMaster=yes", "-o", "ControlPersist=300", "-f", "-N"]), `${account}@127.0.0.1`],
+      {
+        reject: false,
+        env: askpassEnv(password(env, uid), nextCode(uid)),
+        stdin: "ignore",
+        timeout: 60_000,
+      },
+    );
     if (r.exitCode !== 0) throw new Error(`ControlMaster login failed: ${r.stderr}`);
     const reuse = [...sshOptions(opts), "-o", "ControlMaster=no"];
     masters.push(reuse);

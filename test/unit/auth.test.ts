@@ -1,0 +1,87 @@
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { currentCode, fillFilter, newSecret, normaliseSecret, openTotpStore, otpauthUri, TotpSecretError } from "../../src/auth/index.ts";
+
+const settings = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
+const dirs: string[] = [];
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), "varco-unit-"));
+  dirs.push(d);
+  return d;
+};
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+describe("LDAP filter escaping (RFC 4515 §3)", () => {
+  it("escapes the characters that change a filter's meaning", () => {
+    expect(fillFilter("(uid={uid})", { uid: "mario.rossi" })).toBe("(uid=mario.rossi)");
+    expect(fillFilter("(uid={uid})", { uid: "*" })).toBe("(uid=\\2a)");
+    expect(fillFilter("(uid={uid})", { uid: "a)(uid=*" })).toBe("(uid=a\\29\\28uid=\\2a)");
+    expect(fillFilter("(uid={uid})", { uid: "back\\slash" })).toBe("(uid=back\\5cslash)");
+    expect(fillFilter("(uid={uid})", { uid: "nul\u0000" })).toBe("(uid=nul\\00)");
+    expect(fillFilter("(&(a={uid})(b={dn}))", { uid: "x", dn: "cn=y,dc=z" })).toBe("(&(a=x)(b=cn=y,dc=z))");
+  });
+});
+
+describe("TOTP store", () => {
+  const T0 = Date.UTC(2026, 10, 27, 12, 0, 0);
+
+  it("accepts a current code once, never twice in the same step, and the next step's code", async () => {
+    const store = openTotpStore(tmp(), settings);
+    const secret = newSecret();
+    store.setSecret("mario.rossi", secret);
+    const code = currentCode(settings, secret, T0);
+    expect(await store.verifyCode("mario.rossi", code, T0)).toBe(true);
+    expect(await store.verifyCode("mario.rossi", code, T0 + 1000)).toBe(false);
+    const next = currentCode(settings, secret, T0 + 30_000);
+    expect(await store.verifyCode("mario.rossi", next, T0 + 1000)).toBe(true);
+    // An older step than the last used one is refused even inside the window.
+    const prev = currentCode(settings, secret, T0 - 30_000);
+    expect(await store.verifyCode("mario.rossi", prev, T0)).toBe(false);
+    store.close();
+  });
+
+  it("honours the window: ±1 step accepted, ±2 refused", async () => {
+    const store = openTotpStore(tmp(), settings);
+    const secret = newSecret();
+    store.setSecret("u", secret);
+    expect(await store.verifyCode("u", currentCode(settings, secret, T0 - 60_000), T0)).toBe(false);
+    expect(await store.verifyCode("u", currentCode(settings, secret, T0 + 60_000), T0)).toBe(false);
+    expect(await store.verifyCode("u", currentCode(settings, secret, T0 - 30_000), T0)).toBe(true);
+    store.close();
+  });
+
+  it("refuses malformed codes and users without a secret", async () => {
+    const store = openTotpStore(tmp(), settings);
+    store.setSecret("u", newSecret());
+    expect(await store.verifyCode("u", "", T0)).toBe(false);
+    expect(await store.verifyCode("u", "12345a", T0)).toBe(false);
+    expect(await store.verifyCode("u", "1234567", T0)).toBe(false);
+    expect(await store.verifyCode("nobody", "123456", T0)).toBe(false);
+    store.close();
+  });
+
+  it("keeps secrets encrypted at rest under a 0600 key file", () => {
+    const dir = tmp();
+    const store = openTotpStore(dir, settings);
+    const secret = newSecret();
+    store.setSecret("u", secret);
+    store.close();
+    expect(statSync(join(dir, "totp.key")).mode & 0o777).toBe(0o600);
+    const raw = Buffer.concat([readFileSync(join(dir, "state.db")), readFileSync(join(dir, "state.db-wal"), { flag: "a+" })]);
+    expect(raw.includes(Buffer.from(secret))).toBe(false);
+  });
+
+  it("validates imported secrets and builds the otpauth URI", () => {
+    expect(() => normaliseSecret("JBSWY3DPEHPK3PXP")).toThrow(TotpSecretError);
+    expect(() => normaliseSecret("not base32!")).toThrow(TotpSecretError);
+    expect(normaliseSecret("jbsw y3dp ehpk 3pxp jbsw y3dp ehpk 3pxp")).toBe("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP");
+    const uri = otpauthUri(settings, "mario.rossi", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP");
+    expect(uri).toMatch(/^otpauth:\/\/totp\/varco:mario\.rossi\?/);
+    expect(uri).toContain("secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP");
+    expect(uri).toContain("issuer=varco");
+  });
+});
