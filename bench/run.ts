@@ -1,0 +1,403 @@
+/**
+ * `npm run bench`: varco against OpenSSH, side by side in one run, on loopback.
+ * Starts its own slapd, sshd target, plain OpenSSH jump host and gateway; interleaves the variants
+ * so the ratios hold on a noisy machine; prints a markdown table and writes bench/results/latest.json.
+ *
+ * Environment: BENCH_MIB (bulk size per transfer, default 512), BENCH_ROUNDS (default 2),
+ * BENCH_LOGINS (default 30), BENCH_SESSIONS (default 2000), BENCH_JUMP_SESSIONS (default 500),
+ * BENCH_ONLY (comma list of: bulk,files,login,memory,concurrency).
+ */
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus, release, tmpdir, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { execa, type ResultPromise } from "execa";
+import { currentCode } from "../src/auth/index.ts";
+import { type DemoEnvironment, freePort, startDemoEnvironment, startSshd, stopChild, waitForPort } from "../src/demo/index.ts";
+import { runConcurrency, startLightTarget } from "./concurrency.ts";
+import { cpuSeconds, fmt, MiB, percentile, rssBytes, sampleRss } from "./lib.ts";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const SIZE_MIB = Number(process.env.BENCH_MIB ?? 512);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const LOGINS = Number(process.env.BENCH_LOGINS ?? 30);
+const ONLY = new Set((process.env.BENCH_ONLY ?? "bulk,files,login,memory,concurrency").split(","));
+const CIPHERS = ["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"] as const;
+const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
+const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 2000);
+const JUMP_SESSIONS = Number(process.env.BENCH_JUMP_SESSIONS ?? 500);
+/** One directory user per login: a TOTP code is single use, so every measured login gets its own user. */
+const LOGIN_USERS = Array.from({ length: LOGINS }, (_, i) => `b${String(i).padStart(4, "0")}`);
+const MASTER_USERS = Array.from({ length: 8 }, (_, i) => `m${i}`);
+const SESSION_USERS = Array.from({ length: ONLY.has("concurrency") ? SESSIONS : 0 }, (_, i) => `c${String(i).padStart(4, "0")}`);
+
+interface Ctx {
+  dir: string;
+  env: DemoEnvironment;
+  key: string;
+  targetPort: number;
+  jumpPort: number;
+  gatewayPort: number;
+  gatewayPid: number;
+  knownHosts: string;
+  user: string;
+}
+
+type Variant = "direct" | "proxyjump" | "doublehop" | "varco";
+
+const common = (ctx: Ctx) => [
+  "-F",
+  "/dev/null",
+  "-o",
+  `UserKnownHostsFile=${ctx.knownHosts}`,
+  "-o",
+  "StrictHostKeyChecking=no",
+  "-o",
+  "LogLevel=ERROR",
+];
+const keyOpts = (ctx: Ctx) => [
+  "-i",
+  ctx.key,
+  "-o",
+  "IdentitiesOnly=yes",
+  "-o",
+  "PasswordAuthentication=no",
+  "-o",
+  "KbdInteractiveAuthentication=no",
+];
+
+function askpassEnv(_uid: string, password: string, secret: string, stepOffset = 0): NodeJS.ProcessEnv {
+  return {
+    SSH_ASKPASS: join(ROOT, "test/helpers/askpass.sh"),
+    SSH_ASKPASS_REQUIRE: "force",
+    DISPLAY: ":0",
+    VARCO_TEST_PASSWORD: password,
+    VARCO_TEST_CODE: currentCode(TOTP, secret, Date.now() + stepOffset * 30_000),
+  };
+}
+
+/** ssh argv (without the remote command) reaching the target through `v`, with cipher `c`. */
+function route(ctx: Ctx, v: Variant, c: string, account: string): string[] {
+  const cipher = ["-c", c];
+  switch (v) {
+    case "direct":
+      return [...common(ctx), ...keyOpts(ctx), ...cipher, "-p", String(ctx.targetPort), `${ctx.user}@127.0.0.1`];
+    case "proxyjump": {
+      const jump = [
+        "ssh",
+        ...common(ctx),
+        ...keyOpts(ctx),
+        ...cipher,
+        "-p",
+        String(ctx.jumpPort),
+        "-W",
+        "%h:%p",
+        `${ctx.user}@127.0.0.1`,
+      ].join(" ");
+      return [
+        ...common(ctx),
+        ...keyOpts(ctx),
+        ...cipher,
+        "-o",
+        `ProxyCommand=${jump}`,
+        "-p",
+        String(ctx.targetPort),
+        `${ctx.user}@127.0.0.1`,
+      ];
+    }
+    case "doublehop":
+      return [...common(ctx), ...keyOpts(ctx), ...cipher, "-p", String(ctx.jumpPort), `${ctx.user}@127.0.0.1`];
+    case "varco":
+      return [...common(ctx), "-o", "PubkeyAuthentication=no", ...cipher, "-p", String(ctx.gatewayPort), `${account}@127.0.0.1`];
+  }
+}
+
+/** The remote command; the double hop runs a second ssh on the jump host (decrypt + re-encrypt there). */
+function remote(ctx: Ctx, v: Variant, c: string, cmd: string): string {
+  if (v !== "doublehop") return cmd;
+  const inner = ["ssh", ...common(ctx), ...keyOpts(ctx), "-c", c, "-p", String(ctx.targetPort), `${ctx.user}@127.0.0.1`];
+  return `${inner.join(" ")} '${cmd}'`;
+}
+
+let masterCount = 0;
+async function openMaster(ctx: Ctx, v: Variant, c: string): Promise<string[]> {
+  const uid = MASTER_USERS[masterCount++ % MASTER_USERS.length] as string;
+  const path = join(ctx.dir, `cm-${masterCount}`);
+  const base = route(ctx, v, c, `${uid}_vm1`);
+  const host = base[base.length - 1] as string;
+  const opts = base.slice(0, -1);
+  const env = v === "varco" ? askpassEnv(uid, `${uid}-pw`, ctx.env.secrets.get(uid) ?? "") : {};
+  const r = await execa(
+    "ssh",
+    [...opts, "-o", `ControlPath=${path}`, "-o", "ControlMaster=yes", "-o", "ControlPersist=600", "-f", "-N", host],
+    {
+      env,
+      stdin: "ignore",
+      reject: false,
+      timeout: 60_000,
+    },
+  );
+  if (r.exitCode !== 0) throw new Error(`master ${v}: ${r.stderr}`);
+  return [...opts, "-o", `ControlPath=${path}`, "-o", "ControlMaster=no", host];
+}
+
+async function timeUpload(args: string[], bytes: number, cmd = "cat > /dev/null"): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  const src = execa("head", ["-c", String(bytes), "/dev/zero"], { buffer: false });
+  const r = await src.pipe("ssh", [...args, cmd], { reject: false, stdout: "ignore" });
+  if (r.exitCode !== 0) throw new Error(`upload failed: ${r.stderr}`);
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+async function timeDownload(args: string[], cmd: string): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  const r = await execa("ssh", [...args, cmd], { reject: false, stdout: "ignore", stdin: "ignore" });
+  if (r.exitCode !== 0) throw new Error(`download failed: ${r.stderr}`);
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+async function bulk(ctx: Ctx, results: Record<string, unknown>): Promise<string[]> {
+  const bytes = SIZE_MIB * MiB;
+  const variants: Variant[] = ["direct", "proxyjump", "doublehop", "varco"];
+  const rows: string[] = [];
+  const figures: Record<string, Record<string, number>> = {};
+  for (const c of CIPHERS) {
+    const masters = new Map<Variant, string[]>();
+    for (const v of variants) masters.set(v, await openMaster(ctx, v, c));
+    const best: Record<string, number> = {};
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const v of variants) {
+        const args = masters.get(v) ?? [];
+        const sampler = v === "varco" ? sampleRss(ctx.gatewayPid) : undefined;
+        const baseRss = v === "varco" ? rssBytes(ctx.gatewayPid) : 0;
+        const up = bytes / MiB / (await timeUpload(args, bytes, remote(ctx, v, c, "cat > /dev/null")));
+        const down = bytes / MiB / (await timeDownload(args, remote(ctx, v, c, `head -c ${bytes} /dev/zero`)));
+        if (sampler) {
+          const peak = sampler.stop();
+          best.varco_rss_growth_mib = Math.max(best.varco_rss_growth_mib ?? 0, (peak - baseRss) / MiB);
+        }
+        best[`${v}_up`] = Math.max(best[`${v}_up`] ?? 0, up);
+        best[`${v}_down`] = Math.max(best[`${v}_down`] ?? 0, down);
+      }
+    }
+    for (const v of variants) await execa("ssh", [...(masters.get(v) ?? []).slice(0, -1), "-O", "exit", "x"], { reject: false });
+    figures[c] = best;
+    for (const dir of ["up", "down"] as const) {
+      const d = best[`direct_${dir}`] ?? Number.NaN;
+      const va = best[`varco_${dir}`] ?? Number.NaN;
+      rows.push(
+        `| ${c.split("@")[0]} ${dir === "up" ? "upload" : "download"} | ${fmt(d)} | ${fmt(best[`proxyjump_${dir}`] ?? Number.NaN)} | ${fmt(best[`doublehop_${dir}`] ?? Number.NaN)} | ${fmt(va)} | ${fmt(va / d, 2)} | ${fmt(va / (best[`proxyjump_${dir}`] ?? Number.NaN), 2)} | ${fmt(va / (best[`doublehop_${dir}`] ?? Number.NaN), 2)} |`,
+      );
+    }
+  }
+  results.bulk = { size_mib: SIZE_MIB, rounds: ROUNDS, mib_per_s: figures };
+  return [
+    `### Bulk throughput, data phase only (${SIZE_MIB} MiB each way, best of ${ROUNDS}, MiB/s)`,
+    "",
+    "| cipher, direction | direct | ProxyJump | double hop | varco | varco/direct | varco/ProxyJump | varco/double hop |",
+    "|---|---|---|---|---|---|---|---|",
+    ...rows,
+    "",
+  ];
+}
+
+async function memory(ctx: Ctx, results: Record<string, unknown>): Promise<string[]> {
+  // One 1 GiB upload and one 1 GiB download through varco; gateway RSS sampled every 20 ms.
+  const m = await openMaster(ctx, "varco", CIPHERS[0]);
+  const before = rssBytes(ctx.gatewayPid);
+  const s = sampleRss(ctx.gatewayPid, 20);
+  const up = await timeUpload(m, 1024 * MiB);
+  const down = await timeDownload(m, `head -c ${1024 * MiB} /dev/zero`);
+  const peak = s.stop();
+  await execa("ssh", [...m.slice(0, -1), "-O", "exit", "x"], { reject: false });
+  results.memory = { before_mib: before / MiB, peak_mib: peak / MiB, growth_mib: (peak - before) / MiB, up_s: up, down_s: down };
+  return [
+    "### Gateway memory during a 1 GiB transfer each way",
+    "",
+    `RSS before ${fmt(before / MiB)} MiB, peak ${fmt(peak / MiB)} MiB, growth ${fmt((peak - before) / MiB)} MiB (upload ${fmt(1024 / up)} MiB/s, download ${fmt(1024 / down)} MiB/s).`,
+    "",
+  ];
+}
+
+async function files(ctx: Ctx, results: Record<string, unknown>): Promise<string[]> {
+  const file = join(ctx.dir, "file-256.bin");
+  await execa("dd", ["if=/dev/urandom", `of=${file}`, "bs=1M", "count=256", "status=none"]);
+  const remoteDir = join(ctx.dir, "remote");
+  mkdirSync(remoteDir, { recursive: true });
+  const masters = { direct: await openMaster(ctx, "direct", CIPHERS[1]), varco: await openMaster(ctx, "varco", CIPHERS[1]) };
+  const out: Record<string, number> = {};
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const v of ["direct", "varco"] as const) {
+      const args = masters[v];
+      const opts = args.slice(0, -1).map((o) => (o === "-p" ? "-P" : o));
+      const host = args[args.length - 1] as string;
+      for (const tool of ["scp", "sftp"] as const) {
+        const t0 = process.hrtime.bigint();
+        const r =
+          tool === "scp"
+            ? await execa("scp", [...opts, file, `${host}:${remoteDir}/${v}.bin`], { reject: false })
+            : await execa("sftp", ["-b", "-", ...opts, host], { input: `put ${file} ${remoteDir}/${v}-sftp.bin\n`, reject: false });
+        if (r.exitCode !== 0) throw new Error(`${tool} ${v}: ${r.stderr}`);
+        const s = Number(process.hrtime.bigint() - t0) / 1e9;
+        out[`${v}_${tool}`] = Math.max(out[`${v}_${tool}`] ?? 0, 256 / s);
+      }
+    }
+  }
+  for (const v of ["direct", "varco"] as const) await execa("ssh", [...masters[v].slice(0, -1), "-O", "exit", "x"], { reject: false });
+  results.files = { size_mib: 256, mib_per_s: out };
+  return [
+    "### scp and sftp upload of a 256 MiB file (aes128-gcm, MiB/s)",
+    "",
+    "| tool | direct | varco | ratio |",
+    "|---|---|---|---|",
+    ...(["scp", "sftp"] as const).map(
+      (t) =>
+        `| ${t} | ${fmt(out[`direct_${t}`] ?? Number.NaN)} | ${fmt(out[`varco_${t}`] ?? Number.NaN)} | ${fmt((out[`varco_${t}`] ?? Number.NaN) / (out[`direct_${t}`] ?? Number.NaN), 2)} |`,
+    ),
+    "",
+  ];
+}
+
+/** Time from spawning `ssh … echo x` to the first byte of its output, ms. */
+async function firstByte(args: string[], env: NodeJS.ProcessEnv = {}): Promise<number> {
+  const t0 = process.hrtime.bigint();
+  const child: ResultPromise = execa("ssh", [...args, "echo x"], { env, stdin: "ignore", reject: false });
+  let t = Number.NaN;
+  child.stdout?.once("data", () => {
+    t = Number(process.hrtime.bigint() - t0) / 1e6;
+  });
+  const r = await child;
+  if (r.exitCode !== 0) throw new Error(`login failed: ${r.stderr}`);
+  return t;
+}
+
+async function login(ctx: Ctx, results: Record<string, unknown>): Promise<string[]> {
+  const kex = ["-o", "KexAlgorithms=curve25519-sha256"];
+  const times: Record<string, number[]> = { direct: [], proxyjump: [], varco: [] };
+  for (let i = 0; i < LOGINS; i++) {
+    for (const v of ["direct", "proxyjump", "varco"] as const) {
+      const uid = LOGIN_USERS[i] as string;
+      const args = route(ctx, v, CIPHERS[0], `${uid}_vm1`);
+      const env = v === "varco" ? askpassEnv(uid, `${uid}-pw`, ctx.env.secrets.get(uid) ?? "") : {};
+      times[v]?.push(await firstByte([...kex, ...args], env));
+    }
+  }
+  const stat = (v: string) => ({ p50: percentile(times[v] ?? [], 50), p90: percentile(times[v] ?? [], 90) });
+  results.login = {
+    n: LOGINS,
+    kex: "curve25519-sha256",
+    ms: { direct: stat("direct"), proxyjump: stat("proxyjump"), varco: stat("varco") },
+  };
+  const pj = stat("proxyjump").p50;
+  return [
+    `### Login to first byte of output (${LOGINS} logins each, curve25519-sha256, ms)`,
+    "",
+    "| variant | p50 | p90 | p50 / ProxyJump p50 |",
+    "|---|---|---|---|",
+    ...(["direct", "proxyjump", "varco"] as const).map(
+      (v) =>
+        `| ${v}${v === "varco" ? " (LDAP + TOTP)" : " (keys)"} | ${fmt(stat(v).p50, 0)} | ${fmt(stat(v).p90, 0)} | ${fmt(stat(v).p50 / pj, 2)} |`,
+    ),
+    "",
+  ];
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "varco-bench-"));
+  const light = await startLightTarget();
+  const gatewayPort = await freePort();
+  const template = `${readFileSync(join(ROOT, "policies/demo.yaml"), "utf8")}
+  - groups: [testers]
+    alias: vm1
+    target: vm1-mario
+  - groups: [testers]
+    alias: light
+    target: light
+`
+    .replace(
+      /limits: \{[^}]*\}/,
+      "limits: { login_grace: 60s, max_unauthenticated_per_source: 400, max_unauthenticated: 400, max_sessions: 10000 }",
+    )
+    .replace("targets:\n", `targets:\n  light: { host: 127.0.0.1, port: ${light.port}, user: bench, host_key: "${light.hostKeyLine}" }\n`);
+  console.error("starting slapd, targets, jump host and gateway …");
+  const env = await startDemoEnvironment({ dir, gatewayPort, extraUsers: [...LOGIN_USERS, ...MASTER_USERS, ...SESSION_USERS], template });
+  const stops: Array<() => Promise<void>> = [async () => light.close()];
+  try {
+    const key = join(dir, "client_key");
+    await execa("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
+    const pub = readFileSync(`${key}.pub`, "utf8").trim();
+    appendFileSync(join(dir, "vm1/authorized_keys"), `${pub}\n`);
+    const jump = await startSshd({ dir: join(dir, "jump"), authorizedKeys: [pub] });
+    stops.push(jump.stop);
+    const gw: ResultPromise = execa("node", [join(ROOT, "bin/varco.mjs"), "serve", "--policy", env.policyFile], {
+      reject: false,
+      stdout: { file: join(dir, "gateway.log") },
+      stderr: { file: join(dir, "gateway.err") },
+      env: { VARCO_LOG_LEVEL: "info" },
+    });
+    stops.push(() => stopChild(gw));
+    await waitForPort(gatewayPort, "127.0.0.1", 30_000).catch((err: Error) => {
+      throw new Error(`${err.message}\n${readFileSync(join(dir, "gateway.err"), "utf8")}${readFileSync(join(dir, "gateway.log"), "utf8")}`);
+    });
+    const ctx: Ctx = {
+      dir,
+      env,
+      key,
+      targetPort: env.targets.vm1.port,
+      jumpPort: jump.port,
+      gatewayPort,
+      gatewayPid: gw.pid ?? 0,
+      knownHosts: join(dir, "known_hosts"),
+      user: env.targets.vm1.user,
+    };
+    const versions = {
+      node: process.version,
+      openssh: (await execa("ssh", ["-V"], { reject: false })).stderr,
+      ssh2: JSON.parse(readFileSync(join(ROOT, "node_modules/ssh2/package.json"), "utf8")).version as string,
+    };
+    const results: Record<string, unknown> = {
+      when: new Date().toISOString(),
+      machine: { cpus: cpus().length, model: cpus()[0]?.model, mem_gib: totalmem() / 1024 ** 3, kernel: release() },
+      versions,
+    };
+    const out: string[] = [
+      `## varco bench — ${results.when}`,
+      "",
+      `${cpus().length} × ${cpus()[0]?.model}, Node ${process.version}, ${versions.openssh}, ssh2 ${versions.ssh2}`,
+      "",
+    ];
+    const cpu0 = cpuSeconds(ctx.gatewayPid);
+    if (ONLY.has("login")) out.push(...(await login(ctx, results)));
+    if (ONLY.has("bulk")) out.push(...(await bulk(ctx, results)));
+    if (ONLY.has("files")) out.push(...(await files(ctx, results)));
+    if (ONLY.has("memory")) out.push(...(await memory(ctx, results)));
+    results.gateway_cpu_s = cpuSeconds(ctx.gatewayPid) - cpu0;
+    if (ONLY.has("concurrency")) {
+      out.push(
+        ...(await runConcurrency({
+          gatewayPort,
+          gatewayPid: ctx.gatewayPid,
+          users: SESSION_USERS,
+          secrets: env.secrets,
+          target: light,
+          jumpPort: jump.port,
+          jumpPid: jump.pid,
+          jumpUser: jump.user,
+          key: readFileSync(key),
+          sessions: SESSIONS,
+          jumpSessions: JUMP_SESSIONS,
+          results,
+        })),
+      );
+    }
+    console.log(out.join("\n"));
+    mkdirSync(join(ROOT, "bench/results"), { recursive: true });
+    writeFileSync(join(ROOT, "bench/results/latest.json"), `${JSON.stringify(results, null, 2)}\n`);
+    console.error("wrote bench/results/latest.json");
+  } finally {
+    for (const s of stops.reverse()) await s().catch(() => undefined);
+    await env.stop();
+  }
+}
+
+await main();
