@@ -24,9 +24,10 @@ export function totpSettings(policy: Policy): TotpSettings {
 }
 
 /** Where the state lives, resolved against the policy file. */
-export function statePaths(loaded: LoadedPolicy): { stateDir: string; auditDb: string } {
+export function statePaths(loaded: LoadedPolicy): { stateDir: string; auditDb: string; recordingsDir: string } {
   const stateDir = loaded.resolvePath(loaded.policy.gateway.state_dir);
-  return { stateDir, auditDb: join(stateDir, "audit.db") };
+  const rec = loaded.policy.gateway.recordings_dir;
+  return { stateDir, auditDb: join(stateDir, "audit.db"), recordingsDir: rec ? loaded.resolvePath(rec) : join(stateDir, "recordings") };
 }
 
 export function openTotpForPolicy(loaded: LoadedPolicy): TotpStore {
@@ -96,6 +97,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
     authenticator: createAuthenticator(directory, totp),
     audit,
     logger,
+    recordingsDir: () => statePaths(loaded).recordingsDir,
     now: () => Date.now(),
   });
   const bound = await gateway.listen(p.gateway.listen);

@@ -1,3 +1,6 @@
+export { type ChannelAudit, createChannelAudit } from "./channel.ts";
+export { createRecorder, type Recorder, type RecordingResult, recordingPath } from "./recording.ts";
+export { RecordingFormatError, type ReplayOptions, readCast, replay } from "./replay.ts";
 export {
   type AuditEvent,
   type AuditEventInput,
@@ -7,8 +10,13 @@ export {
   type AuditStore,
   canonicalEvent,
   hashEvent,
+  hashFile,
   openAuditStore,
+  type RecordingRow,
   type SessionEnd,
   type SessionFilter,
   type SessionStart,
+  type VerifyProblem,
+  type VerifyReport,
 } from "./store.ts";
+export { type FileEvent, rsyncPaths, scpObserver, sftpObserver, type TransferObserver } from "./transfers.ts";

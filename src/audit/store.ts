@@ -4,7 +4,7 @@
  * Callers must never pass passwords, codes or secrets in `data`.
  */
 import { createHash } from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 
@@ -22,7 +22,11 @@ export type AuditEventType =
   | "subsystem"
   | "upstream_refused"
   | "host_key_mismatch"
-  | "forward";
+  | "forward"
+  | "file"
+  | "recording"
+  | "recording_failed"
+  | "audit_pruned";
 
 /** One audit event as appended. `data` is free-form JSON without secrets. */
 export interface AuditEventInput {
@@ -79,22 +83,65 @@ export interface SessionFilter {
   readonly target?: string | undefined;
   /** Only sessions started at or after this time (ms since epoch). */
   readonly sinceMs?: number | undefined;
+  /** Only sessions started before this time (ms since epoch). */
+  readonly untilMs?: number | undefined;
+  readonly result?: string | undefined;
   readonly limit?: number | undefined;
+}
+
+/** A recording's row: where it is and the SHA-256 it had when it was closed. */
+export interface RecordingRow {
+  readonly sessionId: string;
+  readonly channel: number;
+  readonly path: string;
+  readonly sha256: string | null;
+  readonly bytes: number;
+  readonly status: string;
+}
+
+/** The first problem `verify()` found, named so an auditor can find it. */
+export interface VerifyProblem {
+  readonly kind: "event" | "session" | "recording";
+  readonly id: string;
+  readonly reason: string;
+}
+
+export interface VerifyReport {
+  readonly ok: boolean;
+  readonly events: number;
+  readonly sessions: number;
+  readonly recordings: number;
+  readonly problem?: VerifyProblem;
 }
 
 /** The narrow interface the gateway writes through (injectable in tests). */
 export interface AuditSink {
+  /** Queues an event; it is committed within the current tick (batched). */
   append(event: AuditEventInput): void;
+  /** Commits the session row and its session_start event before returning. */
   startSession(s: SessionStart): void;
   endSession(id: string, end: SessionEnd): void;
+  /** Commits the row of a recording being written (status open) before returning. */
+  recordingStarted(sessionId: string, channel: number, path: string): void;
+  /** Stores the recording's SHA-256 and chains a `recording` event with it. */
+  recordingClosed(sessionId: string, channel: number, r: { sha256: string; bytes: number; status: string }): void;
+  /** Commits everything queued. */
+  flush(): void;
 }
 
 export interface AuditStore extends AuditSink {
   listSessions(filter?: SessionFilter): AuditSession[];
   sessionEvents(id: string): AuditEvent[];
   allEvents(): AuditEvent[];
-  /** Marks sessions left open by a crash as `interrupted`; returns how many. */
+  /** Events in id order from `sinceMs` on, in pages (for export). */
+  eventsSince(sinceMs: number, afterId: number, limit: number): AuditEvent[];
+  recordings(sessionId?: string): RecordingRow[];
+  /** Marks sessions (and recordings) left open by a crash as `interrupted`; returns how many sessions. */
   closeInterrupted(): number;
+  /** Recomputes the hash chain, session rows and recording files. */
+  verify(): VerifyReport;
+  /** Deletes events and sessions older than `beforeMs`, keeping the chain verifiable with a checkpoint. Returns rows deleted. */
+  prune(beforeMs: number): { events: number; sessions: number; recordings: string[] };
   close(): void;
 }
 
@@ -130,6 +177,21 @@ CREATE TABLE IF NOT EXISTS sessions (
   exit_status INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at);
+CREATE TABLE IF NOT EXISTS recordings (
+  session_id TEXT NOT NULL,
+  channel INTEGER NOT NULL,
+  path TEXT NOT NULL,
+  sha256 TEXT,
+  bytes INTEGER NOT NULL DEFAULT 0,
+  status TEXT NOT NULL DEFAULT 'open',
+  PRIMARY KEY (session_id, channel)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  ts TEXT NOT NULL,
+  pruned_through_id INTEGER NOT NULL,
+  last_hash TEXT NOT NULL
+);
 `;
 
 /** The canonical encoding hashed into the chain: fixed field order, JSON. */
@@ -217,7 +279,8 @@ function toSession(r: SessionRow): AuditSession {
 
 /**
  * Opens (creating if needed) the audit database at `file` in WAL mode.
- * `now` is injectable for tests. Writes are synchronous and committed on return.
+ * `append` queues events and commits them in one transaction per tick (fast, ordered); session
+ * starts and recording starts are committed before the call returns. `now` is injectable for tests.
  */
 export function openAuditStore(file: string, now: () => Date = () => new Date()): AuditStore {
   mkdirSync(dirname(file), { recursive: true, mode: 0o750 });
@@ -232,92 +295,331 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
     `INSERT INTO events (id, ts, type, session_id, uid, account, target, source, result, data, prev_hash, hash)
      VALUES (@id, @ts, @type, @session_id, @uid, @account, @target, @source, @result, @data, @prev_hash, @hash)`,
   );
-  const append = db.transaction((e: AuditEventInput) => {
+  type Queued = { e: AuditEventInput; ts: string };
+  let queue: Queued[] = [];
+  let scheduled = false;
+
+  /** Writes queued events; hashes are computed here, inside the transaction, from the last stored row. */
+  const writeQueued = db.transaction((items: Queued[]) => {
     const last = lastStmt.get();
-    const base: Omit<AuditEvent, "hash"> = {
-      ...e,
-      id: (last?.id ?? 0) + 1,
-      ts: now().toISOString(),
-      data: e.data ?? {},
-      prevHash: last?.hash ?? GENESIS,
-    };
-    const hash = hashEvent(base);
-    insertStmt.run({
-      id: base.id,
-      ts: base.ts,
-      type: base.type,
-      session_id: base.sessionId ?? null,
-      uid: base.uid ?? null,
-      account: base.account ?? null,
-      target: base.target ?? null,
-      source: base.source ?? null,
-      result: base.result ?? null,
-      data: JSON.stringify(base.data),
-      prev_hash: base.prevHash,
-      hash,
-    });
+    let id = last?.id ?? 0;
+    let prev = last?.hash ?? GENESIS;
+    for (const { e, ts } of items) {
+      id += 1;
+      const base: Omit<AuditEvent, "hash"> = { ...e, id, ts, data: e.data ?? {}, prevHash: prev };
+      const hash = hashEvent(base);
+      insertStmt.run({
+        id,
+        ts,
+        type: base.type,
+        session_id: base.sessionId ?? null,
+        uid: base.uid ?? null,
+        account: base.account ?? null,
+        target: base.target ?? null,
+        source: base.source ?? null,
+        result: base.result ?? null,
+        data: JSON.stringify(base.data),
+        prev_hash: prev,
+        hash,
+      });
+      prev = hash;
+    }
   });
+  const flush = () => {
+    if (queue.length === 0 || !db.open) return;
+    const items = queue;
+    queue = [];
+    writeQueued(items);
+  };
+  const append = (e: AuditEventInput) => {
+    queue.push({ e, ts: now().toISOString() });
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(() => {
+        scheduled = false;
+        if (db.open) flush();
+      });
+    }
+  };
+  const appendNow = (e: AuditEventInput) => {
+    queue.push({ e, ts: now().toISOString() });
+    flush();
+  };
 
   const startStmt = db.prepare("INSERT INTO sessions (id, started_at, uid, account, target, source) VALUES (?, ?, ?, ?, ?, ?)");
   const endStmt = db.prepare("UPDATE sessions SET ended_at = ?, result = ?, up_bytes = ?, down_bytes = ?, exit_status = ? WHERE id = ?");
+  const endSession = (id: string, end: SessionEnd) => {
+    if (!db.open) return;
+    db.transaction(() => {
+      flush();
+      endStmt.run(now().toISOString(), end.result, end.upBytes, end.downBytes, end.exitStatus, id);
+      appendNow({
+        type: "session_end",
+        sessionId: id,
+        result: end.result,
+        data: { up_bytes: end.upBytes, down_bytes: end.downBytes, exit_status: end.exitStatus },
+      });
+    })();
+  };
+  const recordingClosed = (sessionId: string, channel: number, r: { sha256: string; bytes: number; status: string }) => {
+    if (!db.open) return;
+    db.transaction(() => {
+      flush();
+      const row = db.prepare("SELECT path FROM recordings WHERE session_id = ? AND channel = ?").get(sessionId, channel) as
+        | { path: string }
+        | undefined;
+      db.prepare("UPDATE recordings SET sha256 = ?, bytes = ?, status = ? WHERE session_id = ? AND channel = ?").run(
+        r.sha256,
+        r.bytes,
+        r.status,
+        sessionId,
+        channel,
+      );
+      appendNow({
+        type: "recording",
+        sessionId,
+        result: r.status,
+        data: { channel, path: row?.path ?? null, sha256: r.sha256, bytes: r.bytes },
+      });
+    })();
+  };
 
-  return {
-    append: (e) => append(e),
+  const store: AuditStore = {
+    append,
+    flush,
     startSession(s) {
       db.transaction(() => {
+        flush();
         startStmt.run(s.id, now().toISOString(), s.uid, s.account, s.target, s.source);
-        append({ type: "session_start", sessionId: s.id, uid: s.uid, account: s.account, target: s.target ?? undefined, source: s.source });
-      })();
-    },
-    endSession(id, end) {
-      db.transaction(() => {
-        endStmt.run(now().toISOString(), end.result, end.upBytes, end.downBytes, end.exitStatus, id);
-        append({
-          type: "session_end",
-          sessionId: id,
-          result: end.result,
-          data: { up_bytes: end.upBytes, down_bytes: end.downBytes, exit_status: end.exitStatus },
+        appendNow({
+          type: "session_start",
+          sessionId: s.id,
+          uid: s.uid,
+          account: s.account,
+          target: s.target ?? undefined,
+          source: s.source,
         });
       })();
     },
+    endSession,
+    recordingStarted(sessionId, channel, path) {
+      if (!db.open) return;
+      db.prepare("INSERT OR REPLACE INTO recordings (session_id, channel, path, status) VALUES (?, ?, ?, 'open')").run(
+        sessionId,
+        channel,
+        path,
+      );
+    },
+    recordingClosed,
     listSessions(filter = {}) {
+      flush();
       const where: string[] = [];
       const args: unknown[] = [];
-      if (filter.user) {
-        where.push("uid = ?");
-        args.push(filter.user);
-      }
-      if (filter.target) {
-        where.push("target = ?");
-        args.push(filter.target);
-      }
-      if (filter.sinceMs !== undefined) {
-        where.push("started_at >= ?");
-        args.push(new Date(filter.sinceMs).toISOString());
-      }
+      const add = (sql: string, v: unknown) => {
+        where.push(sql);
+        args.push(v);
+      };
+      if (filter.user) add("uid = ?", filter.user);
+      if (filter.target) add("target = ?", filter.target);
+      if (filter.result) add("result = ?", filter.result);
+      if (filter.sinceMs !== undefined) add("started_at >= ?", new Date(filter.sinceMs).toISOString());
+      if (filter.untilMs !== undefined) add("started_at < ?", new Date(filter.untilMs).toISOString());
       const sql = `SELECT * FROM sessions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY started_at DESC, rowid DESC LIMIT ?`;
       args.push(filter.limit ?? 1000);
       return (db.prepare(sql).all(...args) as SessionRow[]).map(toSession);
     },
     sessionEvents(id) {
+      flush();
       return (db.prepare("SELECT * FROM events WHERE session_id = ? ORDER BY id").all(id) as EventRow[]).map(toEvent);
     },
     allEvents() {
+      flush();
       return (db.prepare("SELECT * FROM events ORDER BY id").all() as EventRow[]).map(toEvent);
     },
+    eventsSince(sinceMs, afterId, limit) {
+      flush();
+      return (
+        db
+          .prepare("SELECT * FROM events WHERE ts >= ? AND id > ? ORDER BY id LIMIT ?")
+          .all(new Date(sinceMs).toISOString(), afterId, limit) as EventRow[]
+      ).map(toEvent);
+    },
+    recordings(sessionId) {
+      const rows = (
+        sessionId
+          ? db.prepare("SELECT * FROM recordings WHERE session_id = ? ORDER BY channel").all(sessionId)
+          : db.prepare("SELECT * FROM recordings ORDER BY session_id, channel").all()
+      ) as Array<{ session_id: string; channel: number; path: string; sha256: string | null; bytes: number; status: string }>;
+      return rows.map((r) => ({
+        sessionId: r.session_id,
+        channel: r.channel,
+        path: r.path,
+        sha256: r.sha256,
+        bytes: r.bytes,
+        status: r.status,
+      }));
+    },
     closeInterrupted() {
-      const open = db.prepare("SELECT id FROM sessions WHERE ended_at IS NULL").all() as Array<{ id: string }>;
-      for (const { id } of open) {
-        const row = db.prepare("SELECT up_bytes, down_bytes FROM sessions WHERE id = ?").get(id) as {
-          up_bytes: number;
-          down_bytes: number;
-        };
-        this.endSession(id, { result: "interrupted", upBytes: row.up_bytes, downBytes: row.down_bytes, exitStatus: null });
+      flush();
+      const openRecordings = db.prepare("SELECT session_id, channel, path FROM recordings WHERE status = 'open'").all() as Array<{
+        session_id: string;
+        channel: number;
+        path: string;
+      }>;
+      for (const r of openRecordings) {
+        const { sha256, bytes } = hashFile(r.path);
+        recordingClosed(r.session_id, r.channel, { sha256, bytes, status: "interrupted" });
       }
+      const open = db.prepare("SELECT id, up_bytes, down_bytes FROM sessions WHERE ended_at IS NULL").all() as Array<{
+        id: string;
+        up_bytes: number;
+        down_bytes: number;
+      }>;
+      for (const row of open)
+        endSession(row.id, { result: "interrupted", upBytes: row.up_bytes, downBytes: row.down_bytes, exitStatus: null });
       return open.length;
     },
+    verify() {
+      flush();
+      return verifyDb(db);
+    },
+    prune(beforeMs) {
+      flush();
+      const cutoff = new Date(beforeMs).toISOString();
+      return db.transaction(() => {
+        const lastOld = db.prepare("SELECT id, hash FROM events WHERE ts < ? ORDER BY id DESC LIMIT 1").get(cutoff) as
+          | { id: number; hash: string }
+          | undefined;
+        if (!lastOld) return { events: 0, sessions: 0, recordings: [] as string[] };
+        const oldSessions = db.prepare("SELECT id FROM sessions WHERE started_at < ? AND ended_at IS NOT NULL").all(cutoff) as Array<{
+          id: string;
+        }>;
+        const ids = new Set(oldSessions.map((r) => r.id));
+        // Keep every event of a session that is kept, so its rows stay checkable: prune only below the first such event.
+        const keepFrom = db
+          .prepare(
+            "SELECT MIN(e.id) AS id FROM events e WHERE e.id <= ? AND e.session_id IS NOT NULL AND e.session_id NOT IN (SELECT id FROM sessions WHERE started_at < ? AND ended_at IS NOT NULL) AND e.session_id IN (SELECT id FROM sessions)",
+          )
+          .get(lastOld.id, cutoff) as { id: number | null };
+        const through = keepFrom.id !== null ? keepFrom.id - 1 : lastOld.id;
+        if (through < 1) return { events: 0, sessions: 0, recordings: [] as string[] };
+        const boundary = db.prepare("SELECT hash FROM events WHERE id = ?").get(through) as { hash: string };
+        db.prepare("INSERT INTO checkpoints (ts, pruned_through_id, last_hash) VALUES (?, ?, ?)").run(
+          now().toISOString(),
+          through,
+          boundary.hash,
+        );
+        const events = db.prepare("DELETE FROM events WHERE id <= ?").run(through).changes;
+        const pruneIds = [...ids].filter(
+          (id) => (db.prepare("SELECT COUNT(*) AS n FROM events WHERE session_id = ?").get(id) as { n: number }).n === 0,
+        );
+        const recordings: string[] = [];
+        for (const id of pruneIds) {
+          for (const r of db.prepare("SELECT path FROM recordings WHERE session_id = ?").all(id) as Array<{ path: string }>)
+            recordings.push(r.path);
+          db.prepare("DELETE FROM recordings WHERE session_id = ?").run(id);
+          db.prepare("DELETE FROM sessions WHERE id = ?").run(id);
+        }
+        appendNow({
+          type: "audit_pruned",
+          result: "ok",
+          data: { before: cutoff, pruned_through_id: through, events, sessions: pruneIds.length },
+        });
+        return { events, sessions: pruneIds.length, recordings };
+      })();
+    },
     close() {
+      if (!db.open) return;
+      flush();
       db.close();
     },
   };
+  return store;
+}
+
+/** SHA-256 and size of a file; a missing file hashes as the empty string's digest with size -1. */
+export function hashFile(path: string): { sha256: string; bytes: number } {
+  try {
+    const buf = readFileSync(path);
+    return { sha256: createHash("sha256").update(buf).digest("hex"), bytes: buf.length };
+  } catch {
+    return { sha256: createHash("sha256").digest("hex"), bytes: -1 };
+  }
+}
+
+function verifyDb(db: Database.Database): VerifyReport {
+  const checkpoints = new Set(
+    (db.prepare("SELECT last_hash FROM checkpoints").all() as Array<{ last_hash: string }>).map((r) => r.last_hash),
+  );
+  let prev: string | undefined;
+  let count = 0;
+  const starts = new Map<string, AuditEvent>();
+  const ends = new Map<string, AuditEvent>();
+  const recordingEvents = new Map<string, AuditEvent>();
+  const fail = (problem: VerifyProblem, events = count): VerifyReport => ({ ok: false, events, sessions: 0, recordings: 0, problem });
+  for (const row of db.prepare("SELECT * FROM events ORDER BY id").iterate() as IterableIterator<EventRow>) {
+    const e = toEvent(row);
+    const { hash, ...rest } = e;
+    if (prev === undefined) {
+      if (e.prevHash !== GENESIS && !checkpoints.has(e.prevHash)) {
+        return fail({
+          kind: "event",
+          id: String(e.id),
+          reason: "the first event does not start the chain and matches no prune checkpoint (rows deleted?)",
+        });
+      }
+    } else if (e.prevHash !== prev) {
+      return fail({
+        kind: "event",
+        id: String(e.id),
+        reason: "prev_hash does not match the previous event's hash (a row was deleted or inserted)",
+      });
+    }
+    if (hashEvent(rest) !== hash)
+      return fail({ kind: "event", id: String(e.id), reason: "the event's content does not match its hash (the row was edited)" });
+    prev = hash;
+    count += 1;
+    if (e.type === "session_start" && e.sessionId) starts.set(e.sessionId, e);
+    if (e.type === "session_end" && e.sessionId) ends.set(e.sessionId, e);
+    if (e.type === "recording" && e.sessionId) recordingEvents.set(`${e.sessionId}/${String(e.data?.channel)}`, e);
+  }
+  let sessions = 0;
+  for (const s of (db.prepare("SELECT * FROM sessions").all() as SessionRow[]).map(toSession)) {
+    const start = starts.get(s.id);
+    if (!start) return fail({ kind: "session", id: s.id, reason: "no session_start event in the chain for this session row" });
+    if (start.uid !== s.uid || start.account !== s.account || (start.target ?? null) !== s.target || start.source !== s.source) {
+      return fail({ kind: "session", id: s.id, reason: "the session row differs from its chained session_start event" });
+    }
+    const end = ends.get(s.id);
+    if (s.endedAt !== null) {
+      const d = end?.data ?? {};
+      if (
+        !end ||
+        end.result !== s.result ||
+        d.up_bytes !== s.upBytes ||
+        d.down_bytes !== s.downBytes ||
+        (d.exit_status ?? null) !== s.exitStatus
+      ) {
+        return fail({ kind: "session", id: s.id, reason: "the session row differs from its chained session_end event" });
+      }
+    }
+    sessions += 1;
+  }
+  let recordings = 0;
+  const rows = db.prepare("SELECT * FROM recordings WHERE status != 'open'").all() as Array<{
+    session_id: string;
+    channel: number;
+    path: string;
+    sha256: string | null;
+  }>;
+  for (const r of rows) {
+    const ev = recordingEvents.get(`${r.session_id}/${r.channel}`);
+    const id = `${r.session_id}-${r.channel} (${r.path})`;
+    if (!ev || ev.data?.sha256 !== r.sha256)
+      return fail({ kind: "recording", id, reason: "the recording row differs from its chained recording event" });
+    if (hashFile(r.path).sha256 !== r.sha256)
+      return fail({ kind: "recording", id, reason: "the recording file's SHA-256 does not match the one stored when it was closed" });
+    recordings += 1;
+  }
+  return { ok: true, events: count, sessions, recordings };
 }

@@ -2,10 +2,12 @@
  * The `varco` command line (commander). Thin: parses arguments, calls the composition root,
  * prints results. Exit codes: 0 ok, 1 failed check or refused input, 2 usage error.
  */
+
+import { rmSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
-import { type AuditSession, openAuditStore } from "../audit/index.ts";
+import { type AuditSession, replay } from "../audit/index.ts";
 import { newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
-import { openAuditForPolicy, openTotpForPolicy, runGateway, statePaths, totpSettings } from "../main.ts";
+import { openAuditForPolicy, openTotpForPolicy, runGateway, totpSettings } from "../main.ts";
 import { createLogger } from "../obs/index.ts";
 import { formatIssue, loadPolicyFile, PolicyError, parseDurationMs, policyJsonSchema } from "../policy/index.ts";
 
@@ -158,44 +160,146 @@ export function buildCli(): Command {
       console.log(`TOTP secret of ${uid} removed; the user must enrol again`);
     });
 
-  const audit = program.command("audit").description("read the audit log");
+  const audit = program.command("audit").description("read, verify and export the audit log");
+  const since = (text: string | undefined, flag: string): number | undefined => {
+    if (!text) return undefined;
+    const d = parseDurationMs(text);
+    if (d !== undefined) return Date.now() - d;
+    const t = Date.parse(text);
+    if (Number.isNaN(t)) throw new ExitError(`${flag}: "${text}" is neither a duration (30m, 24h, 7d) nor a date (2026-11-27T10:00Z)`, 2);
+    return t;
+  };
+  const openStore = () => openAuditForPolicy(loadOrExit(policyPath(program.opts())));
   audit
     .command("list")
     .description("sessions, newest first")
     .option("--user <uid>", "only this directory user")
     .option("--target <name>", "only this target")
-    .option("--since <duration>", "only sessions started within this duration (e.g. 24h)")
+    .option("--since <when>", "only sessions started within this duration (24h) or after this date")
+    .option("--until <when>", "only sessions started before this duration ago or this date")
+    .option("--result <result>", "only sessions with this result (ok, interrupted, terminated, upstream_failed, open)")
     .option("--json", "print JSON lines")
-    .action((opts: { user?: string; target?: string; since?: string; json?: boolean }) => {
-      const loaded = loadOrExit(policyPath(program.opts()));
-      let sinceMs: number | undefined;
-      if (opts.since) {
-        const d = parseDurationMs(opts.since);
-        if (d === undefined) throw new ExitError(`--since: "${opts.since}" is not a duration (e.g. 30m, 24h, 7d)`, 2);
-        sinceMs = Date.now() - d;
-      }
-      const store = openAuditStore(statePaths(loaded).auditDb);
-      const sessions = store.listSessions({ user: opts.user, target: opts.target, sinceMs });
+    .action((opts: { user?: string; target?: string; since?: string; until?: string; result?: string; json?: boolean }) => {
+      const filter = {
+        user: opts.user,
+        target: opts.target,
+        result: opts.result,
+        sinceMs: since(opts.since, "--since"),
+        untilMs: since(opts.until, "--until"),
+      };
+      const store = openStore();
+      const sessions = store.listSessions(filter);
       store.close();
       if (opts.json) for (const s of sessions) console.log(JSON.stringify(s));
       else console.log(table(sessionRows(sessions)));
     });
   audit
     .command("show <id>")
-    .description("one session's events (a session id or its first 8 characters)")
-    .option("--json", "print JSON lines")
+    .description("one session: its row, events, commands, file transfers and recordings (id or its first 8 characters)")
+    .option("--json", "print one JSON object")
     .action((id: string, opts: { json?: boolean }) => {
-      const store = openAuditForPolicy(loadOrExit(policyPath(program.opts())));
-      const session = store.listSessions({ limit: 100_000 }).find((s) => s.id === id || s.id.startsWith(id));
-      const events = session ? store.sessionEvents(session.id) : store.sessionEvents(id);
+      const store = openStore();
+      const session = store.listSessions({ limit: 1_000_000 }).find((s) => s.id === id || s.id.startsWith(id));
+      const sid = session?.id ?? id;
+      const events = store.sessionEvents(sid);
+      const recordings = store.recordings(sid);
       store.close();
       if (!session && events.length === 0) throw new ExitError(`no session ${id}`, 1);
       if (opts.json) {
-        for (const e of events) console.log(JSON.stringify(e));
+        console.log(JSON.stringify({ session, events, recordings }));
         return;
       }
       if (session) console.log(table(sessionRows([session])));
-      for (const e of events) console.log(`${e.ts}  ${e.type.padEnd(16)} ${e.result ?? ""} ${JSON.stringify(e.data ?? {})}`);
+      const commands = events.filter((e) => e.type === "exec" || e.type === "shell" || e.type === "subsystem");
+      const files = events.filter((e) => e.type === "file");
+      console.log("\nCOMMANDS");
+      for (const e of commands)
+        console.log(
+          `  ${e.ts}  ${e.type}  ${e.type === "exec" ? String(e.data?.command) : e.type === "subsystem" ? String(e.data?.name) : "(interactive shell)"}`,
+        );
+      console.log("\nFILE TRANSFERS");
+      for (const e of files) {
+        const d = e.data ?? {};
+        const size = d.size ?? Number(d.bytesRead ?? 0) + Number(d.bytesWritten ?? 0);
+        console.log(
+          `  ${e.ts}  ${String(d.protocol)} ${String(d.op)} ${String(d.path)}${d.toPath ? ` -> ${String(d.toPath)}` : ""}  ${String(size)} bytes  ${e.result ?? ""}`,
+        );
+      }
+      console.log("\nRECORDINGS");
+      for (const r of recordings)
+        console.log(`  channel ${r.channel}  ${r.status}  ${r.bytes} bytes  sha256 ${r.sha256 ?? "-"}  ${r.path}`);
+      console.log("\nEVENTS");
+      for (const e of events) console.log(`  ${e.ts}  ${e.type.padEnd(16)} ${e.result ?? ""} ${JSON.stringify(e.data ?? {})}`);
+    });
+  audit
+    .command("replay <id>")
+    .description("play a session's terminal recording (id or its first 8 characters)")
+    .option("--speed <factor>", "playback speed", "1")
+    .option("--idle-limit <seconds>", "longest pause kept between two outputs", "2")
+    .option("--channel <n>", "which channel of the session (default: the first recorded)")
+    .action(async (id: string, opts: { speed: string; idleLimit: string; channel?: string }) => {
+      const store = openStore();
+      const session = store.listSessions({ limit: 1_000_000 }).find((s) => s.id === id || s.id.startsWith(id));
+      const recs = store.recordings(session?.id ?? id);
+      store.close();
+      const rec = opts.channel ? recs.find((r) => r.channel === Number(opts.channel)) : recs[0];
+      if (!rec) throw new ExitError(`no recording for session ${id}`, 1);
+      const speed = Number(opts.speed);
+      const idle = Number(opts.idleLimit);
+      if (!(speed > 0) || !(idle >= 0)) throw new ExitError("--speed must be > 0 and --idle-limit >= 0", 2);
+      await replay(rec.path, {
+        speed,
+        idleLimitS: idle,
+        write: (t) => process.stdout.write(t),
+        sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+      });
+    });
+  audit
+    .command("export")
+    .description("stream events as JSON lines for a SIEM")
+    .option("--since <when>", "only events from this duration ago (24h) or date on")
+    .option("--format <format>", "output format (jsonl)", "jsonl")
+    .action((opts: { since?: string; format: string }) => {
+      if (opts.format !== "jsonl") throw new ExitError(`--format: only jsonl is supported (got ${opts.format})`, 2);
+      const store = openStore();
+      const sinceMs = since(opts.since, "--since") ?? 0;
+      let after = 0;
+      for (let page = 0; page < 1_000_000; page++) {
+        const events = store.eventsSince(sinceMs, after, 5000);
+        if (events.length === 0) break;
+        process.stdout.write(`${events.map((e) => JSON.stringify(e)).join("\n")}\n`);
+        after = events[events.length - 1]?.id ?? after;
+      }
+      store.close();
+    });
+  audit
+    .command("verify")
+    .description("check the hash chain, the session rows and the recordings; exit 1 naming the first broken one")
+    .option("--json", "print the report as JSON")
+    .action((opts: { json?: boolean }) => {
+      const store = openStore();
+      const report = store.verify();
+      store.close();
+      if (opts.json) console.log(JSON.stringify(report));
+      if (!report.ok) {
+        const p = report.problem;
+        throw new ExitError(opts.json ? "" : `audit verify: FAILED at ${p?.kind} ${p?.id}: ${p?.reason}`, 1);
+      }
+      if (!opts.json)
+        console.log(`audit verify: ok (${report.events} events, ${report.sessions} sessions, ${report.recordings} recordings)`);
+    });
+  audit
+    .command("prune")
+    .description("delete events, sessions and recordings older than a duration, keeping the chain verifiable (checkpoint)")
+    .requiredOption("--older-than <duration>", "e.g. 180d")
+    .action((opts: { olderThan: string }) => {
+      const d = parseDurationMs(opts.olderThan);
+      if (d === undefined) throw new ExitError(`--older-than: "${opts.olderThan}" is not a duration (e.g. 180d)`, 2);
+      const store = openStore();
+      const r = store.prune(Date.now() - d);
+      store.close();
+      for (const f of r.recordings) rmSync(f, { force: true });
+      console.log(`pruned ${r.events} events, ${r.sessions} sessions, ${r.recordings.length} recordings`);
     });
 
   program

@@ -5,6 +5,7 @@ export {
   type PolicyRoute,
   type PolicyTarget,
   policyJsonSchema,
+  type RecordSettings,
   type RouteAllow,
   SECRET_PATHS,
 } from "./schema.ts";

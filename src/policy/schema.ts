@@ -75,6 +75,8 @@ const gateway = z.strictObject({
   egress_key: z.string().min(1).default("keys/egress_ed25519"),
   banner: z.string().optional(),
   state_dir: z.string().min(1).default("/var/lib/varco"),
+  /** Where terminal recordings go (default: <state_dir>/recordings); a separate volume keeps a full disk away from the DB. */
+  recordings_dir: z.string().min(1).optional(),
   limits: limits.prefault({}),
   metrics_listen: listenAddress.optional(),
   upstream_timeout: duration.default(10_000),
@@ -157,6 +159,22 @@ const allow = z
   })
   .prefault({});
 
+const recordObject = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Also record what the user types ("i" events); off by default (passwords typed at prompts). */
+  input: z.boolean().default(false),
+  /** What to do when the recording cannot be written (disk full): fail closed or carry on. */
+  on_recording_failure: z.enum(["terminate", "continue"]).default("terminate"),
+  /** Cap per recording, bytes of recorded output (exec sessions without a pty can be large). */
+  max_bytes: size.default(64 * 1024 * 1024),
+});
+
+/** `record: true|false` or the full object; always normalised to the object. */
+const recordSetting = z
+  .union([z.boolean(), recordObject])
+  .default(true)
+  .transform((r) => (typeof r === "boolean" ? recordObject.parse({ enabled: r }) : r));
+
 const route = z
   .strictObject({
     users: z.array(z.string().min(1)).default([]),
@@ -166,7 +184,7 @@ const route = z
     }),
     target: z.string().min(1),
     allow,
-    record: z.boolean().default(true),
+    record: recordSetting,
     env: z.array(z.string()).default(["LANG", "LC_*", "TERM", "TZ"]),
   })
   .refine((r) => r.users.length + r.groups.length > 0, {
@@ -240,6 +258,7 @@ export type Policy = z.output<typeof policySchema>;
 export type PolicyTarget = Policy["targets"][string];
 export type PolicyRoute = Policy["routes"][number];
 export type RouteAllow = PolicyRoute["allow"];
+export type RecordSettings = PolicyRoute["record"];
 
 /** The JSON Schema of the policy file, for editors' YAML language servers. */
 export function policyJsonSchema(): unknown {

@@ -11,6 +11,12 @@
 import type { Readable, Writable } from "node:stream";
 import type { ClientChannel, ServerChannel } from "ssh2";
 
+/** An observer of relayed bytes (recording, transfer audit); `write` false = pause until `onDrain`. */
+export interface Tap {
+  write(chunk: Buffer): boolean;
+  onDrain(fn: () => void): void;
+}
+
 /** How the upstream process ended, as sent by the target. */
 export type ExitInfo =
   | { readonly kind: "status"; readonly code: number }
@@ -26,7 +32,7 @@ export type ByteCounter = (direction: Direction, bytes: number) => void;
  * Copies `from` into `to` with backpressure and counts bytes. Resolves once `from` has ended and
  * every chunk written has been handed to `to`'s transport (its write callback ran). Does not end `to`.
  */
-export function pump(from: Readable, to: Writable, count: (n: number) => void): Promise<void> {
+export function pump(from: Readable, to: Writable, count: (n: number) => void, tap?: Tap): Promise<void> {
   return new Promise((resolve) => {
     let pending = 0;
     let ended = false;
@@ -38,7 +44,16 @@ export function pump(from: Readable, to: Writable, count: (n: number) => void): 
         resolve();
       }
     };
-    const onDrain = () => from.resume();
+    // Two things may ask for a pause (the destination's buffer, the tap's bounded buffer); resume when both are clear.
+    let toFull = false;
+    let tapFull = false;
+    const maybeResume = () => {
+      if (!toFull && !tapFull) from.resume();
+    };
+    const onDrain = () => {
+      toFull = false;
+      maybeResume();
+    };
     to.on("drain", onDrain);
     from.on("data", (chunk: Buffer) => {
       count(chunk.length);
@@ -47,7 +62,18 @@ export function pump(from: Readable, to: Writable, count: (n: number) => void): 
         pending -= 1;
         finish();
       });
-      if (!ok) from.pause();
+      if (!ok) {
+        toFull = true;
+        from.pause();
+      }
+      if (tap && !tap.write(chunk)) {
+        tapFull = true;
+        from.pause();
+        tap.onDrain(() => {
+          tapFull = false;
+          maybeResume();
+        });
+      }
     });
     const onEnd = () => {
       ended = true;
@@ -92,7 +118,12 @@ export function finishDownstream(down: ServerChannel, exit: ExitInfo | undefined
  * Relays data between a downstream session channel and an upstream channel until both are done.
  * Resolves with the upstream's exit information (undefined if the target sent none).
  */
-export function relaySession(down: ServerChannel, up: ClientChannel, count: ByteCounter): Promise<ExitInfo | undefined> {
+export function relaySession(
+  down: ServerChannel,
+  up: ClientChannel,
+  count: ByteCounter,
+  taps: { up?: Tap | undefined; down?: Tap | undefined } = {},
+): Promise<ExitInfo | undefined> {
   let exit: ExitInfo | undefined;
   up.on("exit", (code: number | null, signal?: string, dump?: boolean, desc?: string) => {
     exit =
@@ -102,13 +133,13 @@ export function relaySession(down: ServerChannel, up: ClientChannel, count: Byte
   });
 
   // user → target; EOF passes on once everything before it is written.
-  void pump(down, up, (n) => count("up", n)).then(() => {
+  void pump(down, up, (n) => count("up", n), taps.up).then(() => {
     if (up.writable) up.end();
   });
 
   const upClosed = new Promise<void>((resolve) => up.once("close", () => resolve()));
-  const outDone = pump(up, down, (n) => count("down", n));
-  const errDone = pump(up.stderr, down.stderr, (n) => count("down", n));
+  const outDone = pump(up, down, (n) => count("down", n), taps.down);
+  const errDone = pump(up.stderr, down.stderr, (n) => count("down", n), taps.down);
 
   // The user closed the channel (or the connection went away): tear down the upstream side.
   down.once("close", () => up.close());

@@ -15,7 +15,7 @@ import ssh2, {
   type Server as SshServer,
   type Client as UpstreamClient,
 } from "ssh2";
-import type { AuditSink } from "../audit/index.ts";
+import { type AuditSink, createChannelAudit } from "../audit/index.ts";
 import type { Authenticator } from "../auth/index.ts";
 import type { Logger } from "../obs/index.ts";
 import type { Policy } from "../policy/index.ts";
@@ -45,6 +45,8 @@ export interface GatewayDeps {
   readonly authenticator: Authenticator;
   readonly audit: AuditSink;
   readonly logger: Logger;
+  /** The recordings folder (`gateway.recordings_dir`, read per channel so a reload applies). */
+  readonly recordingsDir: () => string;
   /** Clock, ms since epoch (injectable for tests of TOTP windows and timeouts). */
   readonly now: () => number;
 }
@@ -130,6 +132,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
     let upstream: Promise<UpstreamClient> | undefined;
     let upstreamClient: UpstreamClient | undefined;
     let lastExit: number | null = null;
+    let channelCounter = 0;
+    let terminated: string | undefined;
     let lastActivity = deps.now();
     const counters = { up: 0, down: 0 };
     const openChannels = new Set<ServerChannel | ClientChannel>();
@@ -302,7 +306,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
           reject?.();
         }
       });
+      let resizeRecording: (cols: number, rows: number) => void = () => undefined;
       session.on("window-change", (accept, _reject, info) => {
+        resizeRecording(info.cols, info.rows);
         if (upCh) upCh.setWindow(info.rows, info.cols, info.height, info.width);
         else if (pty) pty = { ...pty, rows: info.rows, cols: info.cols, height: info.height, width: info.width };
         accept?.();
@@ -373,9 +379,31 @@ export function createGateway(deps: GatewayDeps): Gateway {
                 counters[dir] += n;
                 lastActivity = deps.now();
               };
-              return relaySession(down, ch, count).then((exit: ExitInfo | undefined) => {
+              const channelNo = ++channelCounter;
+              const audit = createChannelAudit({
+                audit: deps.audit,
+                recordingsDir: deps.recordingsDir(),
+                sessionId: connId,
+                channel: channelNo,
+                uid,
+                account: username,
+                target: a.targetName,
+                kind,
+                arg,
+                pty: pty ? { cols: pty.cols, rows: pty.rows, term: pty.term } : undefined,
+                record: a.route.record,
+                now: deps.now,
+                terminate: (reason) => {
+                  terminated = reason;
+                  down.stderr.write(`\r\nvarco: ${reason}; the session is terminated.\r\n`, () => client.end());
+                },
+                log: (msg, fields) => log.warn(fields, msg),
+              });
+              resizeRecording = audit.resize;
+              return relaySession(down, ch, count, { up: audit.up, down: audit.down }).then(async (exit: ExitInfo | undefined) => {
                 openChannels.delete(ch);
                 if (exit?.kind === "status") lastExit = exit.code;
+                await audit.close(mine);
                 log.info(
                   {
                     kind,
@@ -477,6 +505,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         sessions -= 1;
         let result = "ok";
         if (!upstreamClient) result = "upstream_failed";
+        if (terminated) result = "terminated";
         deps.audit.endSession(connId, { result, upBytes: counters.up, downBytes: counters.down, exitStatus: lastExit });
         log.info({ up: counters.up, down: counters.down, exit_status: lastExit }, "session ended");
       }
