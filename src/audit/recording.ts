@@ -5,7 +5,7 @@
  * Spec: https://docs.asciinema.org/manual/asciicast/v2/
  */
 import { createHash } from "node:crypto";
-import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
+import { createWriteStream, mkdirSync, readFileSync, type WriteStream } from "node:fs";
 import { dirname, join } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 
@@ -28,7 +28,7 @@ export interface RecordingOptions {
   readonly input: boolean;
   /** Stop recording output after this many bytes (a marker line says so). */
   readonly maxBytes: number;
-  /** Bytes buffered towards the disk before `output()` returns false (backpressure), default 8 MiB. */
+  /** Bytes buffered towards the disk before `output()` returns false (backpressure), default 1 MiB: with `terminate`, at most this much output passes unrecorded before the session is cut. */
   readonly highWaterMark?: number;
   /** Clock, ms since epoch (injectable for tests). */
   readonly now?: () => number;
@@ -71,7 +71,7 @@ export function recordingPath(recordingsDir: string, sessionId: string, channel:
 export function createRecorder(o: RecordingOptions): Recorder {
   mkdirSync(dirname(o.file), { recursive: true, mode: 0o750 });
   const now = o.now ?? Date.now;
-  const stream: WriteStream = createWriteStream(o.file, { mode: 0o600, flags: "wx", highWaterMark: o.highWaterMark ?? 8 * 1024 * 1024 });
+  const stream: WriteStream = createWriteStream(o.file, { mode: 0o600, flags: "wx", highWaterMark: o.highWaterMark ?? 1024 * 1024 });
   const hash = createHash("sha256");
   const outDecoder = new StringDecoder("utf8");
   const inDecoder = new StringDecoder("utf8");
@@ -102,8 +102,9 @@ export function createRecorder(o: RecordingOptions): Recorder {
 
   const header: Record<string, unknown> = {
     version: 2,
-    width: o.header.width,
-    height: o.header.height,
+    // A client without a terminal (ssh -tt < file) reports 0×0; players need a real size.
+    width: o.header.width > 0 ? o.header.width : 80,
+    height: o.header.height > 0 ? o.header.height : 24,
     timestamp: Math.floor(o.header.startedAtMs / 1000),
     env: { TERM: o.header.term ?? "", SHELL: "" },
     ...(o.header.title ? { title: o.header.title } : {}),
@@ -140,8 +141,22 @@ export function createRecorder(o: RecordingOptions): Recorder {
       return new Promise((resolve) => {
         const done = () => resolve({ file: o.file, sha256: hash.digest("hex"), bytes, outputBytes, truncated, failed });
         if (failed) {
+          // What reached the disk is what the hash must cover.
           stream.destroy();
-          done();
+          let onDisk = Buffer.alloc(0);
+          try {
+            onDisk = readFileSync(o.file);
+          } catch {
+            /* nothing written */
+          }
+          resolve({
+            file: o.file,
+            sha256: createHash("sha256").update(onDisk).digest("hex"),
+            bytes: onDisk.length,
+            outputBytes,
+            truncated,
+            failed,
+          });
           return;
         }
         stream.end(() => done());

@@ -59,6 +59,15 @@ function framer(onPacket: (head: Buffer, length: number) => void, headBytes: (ty
     have -= n;
     return out;
   };
+  const peek = (n: number): Buffer => {
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    for (const c of chunks) {
+      if (off >= n) break;
+      off += c.copy(out, off, 0, Math.min(c.length, n - off));
+    }
+    return out;
+  };
   const drop = (n: number): number => {
     let left = n;
     while (left > 0 && chunks.length > 0) {
@@ -83,7 +92,7 @@ function framer(onPacket: (head: Buffer, length: number) => void, headBytes: (ty
         if (skip > 0) return;
       }
       if (have < 5) return;
-      const first = Buffer.concat(chunks.length > 1 ? [chunks[0] as Buffer, chunks[1] as Buffer] : chunks).subarray(0, 5);
+      const first = peek(5);
       const length = first.readUInt32BE(0);
       if (length > 16 * 1024 * 1024) {
         // Not SFTP as we know it: stop parsing this stream rather than buffer without bound.

@@ -23,6 +23,9 @@ export const TEST_PACKAGES: ReadonlyArray<{ file: string; pkg: string }> = [
   ...DEMO_PACKAGES,
   { file: "/usr/bin/rsync", pkg: "rsync" },
   { file: "/usr/bin/git", pkg: "git" },
+  { file: "/usr/bin/asciinema", pkg: "asciinema" },
+  { file: "/usr/bin/sqlite3", pkg: "sqlite3" },
+  { file: "/usr/bin/script", pkg: "bsdutils" },
 ];
 
 /** Installs missing Debian packages when running as root; otherwise says what to install. */

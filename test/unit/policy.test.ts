@@ -45,7 +45,12 @@ describe("policy loading", () => {
       agent_forwarding: false,
       x11: false,
     });
-    expect(policy.routes[0]?.record).toEqual({ enabled: true, input: false, on_recording_failure: "terminate", max_bytes: 64 * 1024 * 1024 });
+    expect(policy.routes[0]?.record).toEqual({
+      enabled: true,
+      input: false,
+      on_recording_failure: "terminate",
+      max_bytes: 64 * 1024 * 1024,
+    });
     expect(policy.network).toBeUndefined();
     expect(resolvePath("secrets/ldap.pw")).toBe("/p/secrets/ldap.pw");
     expect(resolvePath("/abs/x")).toBe("/abs/x");
