@@ -12,6 +12,7 @@ import { cpus, release, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa, type ResultPromise } from "execa";
+import { openAuditStore } from "../src/audit/index.ts";
 import { currentCode } from "../src/auth/index.ts";
 import { type DemoEnvironment, freePort, startDemoEnvironment, startSshd, stopChild, waitForPort } from "../src/demo/index.ts";
 import { runConcurrency, startLightTarget } from "./concurrency.ts";
@@ -21,14 +22,14 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SIZE_MIB = Number(process.env.BENCH_MIB ?? 512);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const LOGINS = Number(process.env.BENCH_LOGINS ?? 30);
-const ONLY = new Set((process.env.BENCH_ONLY ?? "bulk,files,login,memory,concurrency").split(","));
+const ONLY = new Set((process.env.BENCH_ONLY ?? "login,bulk,files,memory,audit,concurrency").split(","));
 const CIPHERS = ["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"] as const;
 const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 2000);
 const JUMP_SESSIONS = Number(process.env.BENCH_JUMP_SESSIONS ?? 500);
 /** One directory user per login: a TOTP code is single use, so every measured login gets its own user. */
 const LOGIN_USERS = Array.from({ length: LOGINS }, (_, i) => `b${String(i).padStart(4, "0")}`);
-const MASTER_USERS = Array.from({ length: 8 }, (_, i) => `m${i}`);
+const MASTER_USERS = Array.from({ length: 16 }, (_, i) => `m${i}`);
 const SESSION_USERS = Array.from({ length: ONLY.has("concurrency") ? SESSIONS : 0 }, (_, i) => `c${String(i).padStart(4, "0")}`);
 
 interface Ctx {
@@ -120,10 +121,10 @@ function remote(ctx: Ctx, v: Variant, c: string, cmd: string): string {
 }
 
 let masterCount = 0;
-async function openMaster(ctx: Ctx, v: Variant, c: string): Promise<string[]> {
+async function openMaster(ctx: Ctx, v: Variant, c: string, alias = "vm1"): Promise<string[]> {
   const uid = MASTER_USERS[masterCount++ % MASTER_USERS.length] as string;
   const path = join(ctx.dir, `cm-${masterCount}`);
-  const base = route(ctx, v, c, `${uid}_vm1`);
+  const base = route(ctx, v, c, `${uid}_${alias}`);
   const host = base[base.length - 1] as string;
   const opts = base.slice(0, -1);
   const env = v === "varco" ? askpassEnv(uid, `${uid}-pw`, ctx.env.secrets.get(uid) ?? "") : {};
@@ -302,6 +303,49 @@ async function login(ctx: Ctx, results: Record<string, unknown>): Promise<string
   ];
 }
 
+async function auditBench(ctx: Ctx, results: Record<string, unknown>): Promise<string[]> {
+  // 1. Event rate with the hash chain on: 200 000 events appended in a burst, committed in batches.
+  const store = openAuditStore(join(ctx.dir, "bench-audit.db"));
+  const n = 200_000;
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n; i++) {
+    store.append({ type: "exec", sessionId: "s", uid: "u", data: { command: `ls ${i}` } });
+    if (i % 5000 === 4999) store.flush();
+  }
+  store.flush();
+  const eventsPerS = n / (Number(process.hrtime.bigint() - t0) / 1e9);
+  const ok = store.verify().ok;
+  store.close();
+
+  // 2. Recording overhead: 100 MiB of text cat'ed through a pty, route with and without recording.
+  const file = join(ctx.dir, "text-100.txt");
+  await execa("bash", ["-c", `head -c ${75 * MiB} /dev/urandom | base64 -w 76 > ${file}`]);
+  const masters = { rec: await openMaster(ctx, "varco", CIPHERS[1], "vm1"), norec: await openMaster(ctx, "varco", CIPHERS[1], "norec") };
+  const best: Record<string, number> = {};
+  for (let round = 0; round < ROUNDS + 1; round++) {
+    for (const v of ["norec", "rec"] as const) {
+      const t = process.hrtime.bigint();
+      const r = await execa("ssh", [...masters[v].slice(0, -1), "-tt", masters[v][masters[v].length - 1] as string, `cat ${file}`], {
+        reject: false,
+        stdout: "ignore",
+        stdin: "ignore",
+      });
+      if (r.exitCode !== 0) throw new Error(`pty cat ${v}: ${r.stderr}`);
+      best[v] = Math.max(best[v] ?? 0, 100 / (Number(process.hrtime.bigint() - t) / 1e9));
+    }
+  }
+  for (const m of Object.values(masters)) await execa("ssh", [...m.slice(0, -1), "-O", "exit", "x"], { reject: false });
+  const overhead = 1 - (best.rec ?? 0) / (best.norec ?? 1);
+  results.audit = { events_per_s: eventsPerS, chain_verified: ok, pty_cat_mib_s: best, recording_overhead: overhead };
+  return [
+    "### Audit",
+    "",
+    `Events persisted with the hash chain: ${fmt(eventsPerS, 0)} events/s (200 000 events, batches of 5 000; chain verified: ${ok}).`,
+    `100 MiB of text through a pty: ${fmt(best.norec ?? Number.NaN)} MiB/s without recording, ${fmt(best.rec ?? Number.NaN)} MiB/s recorded: overhead ${fmt(overhead * 100)} %.`,
+    "",
+  ];
+}
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "varco-bench-"));
   const light = await startLightTarget();
@@ -313,6 +357,10 @@ async function main(): Promise<void> {
   - groups: [testers]
     alias: light
     target: light
+  - groups: [testers]
+    alias: norec
+    target: vm1-mario
+    record: false
 `
     .replace(
       /limits: \{[^}]*\}/,
@@ -371,6 +419,7 @@ async function main(): Promise<void> {
     if (ONLY.has("bulk")) out.push(...(await bulk(ctx, results)));
     if (ONLY.has("files")) out.push(...(await files(ctx, results)));
     if (ONLY.has("memory")) out.push(...(await memory(ctx, results)));
+    if (ONLY.has("audit")) out.push(...(await auditBench(ctx, results)));
     results.gateway_cpu_s = cpuSeconds(ctx.gatewayPid) - cpu0;
     if (ONLY.has("concurrency")) {
       out.push(

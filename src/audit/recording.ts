@@ -21,6 +21,9 @@ export interface RecordingHeader {
   readonly meta?: Readonly<Record<string, string>>;
 }
 
+const COALESCE_MS = 5;
+const COALESCE_BYTES = 64 * 1024;
+
 export interface RecordingOptions {
   readonly file: string;
   readonly header: RecordingHeader;
@@ -98,7 +101,42 @@ export function createRecorder(o: RecordingOptions): Recorder {
     return stream.write(buf);
   };
   const elapsed = () => Math.max(0, (now() - o.header.startedAtMs) / 1000);
-  const event = (code: string, data: string) => write(`${JSON.stringify([Number(elapsed().toFixed(6)), code, data])}\n`);
+  const line = (t: number, code: string, data: string) => write(`${JSON.stringify([Number(t.toFixed(6)), code, data])}\n`);
+  // Output arriving within COALESCE_MS (or up to COALESCE_BYTES) becomes one "o" event: fewer,
+  // larger lines cost less to encode and hash, and 5 ms is below what a player can show.
+  let pending: string[] = [];
+  let pendingLen = 0;
+  let pendingAt = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let lastOk = true;
+  const flushOutput = (): boolean => {
+    if (timer) {
+      clearTimeout(timer);
+      timer = undefined;
+    }
+    if (pending.length === 0) return lastOk;
+    const data = pending.length === 1 ? (pending[0] as string) : pending.join("");
+    pending = [];
+    pendingLen = 0;
+    lastOk = line(pendingAt, "o", data);
+    return lastOk;
+  };
+  const event = (code: string, data: string) => {
+    flushOutput();
+    return line(elapsed(), code, data);
+  };
+  const queueOutput = (text: string): boolean => {
+    if (text.length === 0) return lastOk;
+    if (pending.length === 0) pendingAt = elapsed();
+    pending.push(text);
+    pendingLen += text.length;
+    if (pendingLen >= COALESCE_BYTES) return flushOutput();
+    if (!timer) {
+      timer = setTimeout(flushOutput, COALESCE_MS);
+      timer.unref();
+    }
+    return lastOk;
+  };
 
   const header: Record<string, unknown> = {
     version: 2,
@@ -117,13 +155,13 @@ export function createRecorder(o: RecordingOptions): Recorder {
       if (failed || truncated) return true;
       if (outputBytes + data.length > o.maxBytes) {
         const room = o.maxBytes - outputBytes;
-        if (room > 0) event("o", outDecoder.write(data.subarray(0, room)));
+        if (room > 0) queueOutput(outDecoder.write(data.subarray(0, room)));
         outputBytes = o.maxBytes;
         truncated = true;
         return event("m", `varco: recording truncated at ${o.maxBytes} bytes`);
       }
       outputBytes += data.length;
-      return event("o", outDecoder.write(data));
+      return queueOutput(outDecoder.write(data));
     },
     input(data) {
       if (o.input && !failed) event("i", inDecoder.write(data));
@@ -137,7 +175,8 @@ export function createRecorder(o: RecordingOptions): Recorder {
     },
     close() {
       const rest = outDecoder.end();
-      if (rest) event("o", rest);
+      if (rest) queueOutput(rest);
+      flushOutput();
       return new Promise((resolve) => {
         const done = () => resolve({ file: o.file, sha256: hash.digest("hex"), bytes, outputBytes, truncated, failed });
         if (failed) {

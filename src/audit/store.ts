@@ -194,21 +194,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 `;
 
-/** The canonical encoding hashed into the chain: fixed field order, JSON. */
+/**
+ * The canonical encoding hashed into the chain: a JSON array in fixed field order
+ * `[id, ts, type, session_id, uid, account, target, source, result, data, prev_hash]`,
+ * where `data` is the exact JSON text stored in the row.
+ */
 export function canonicalEvent(e: Omit<AuditEvent, "hash">): string {
-  return JSON.stringify([
-    e.id,
-    e.ts,
-    e.type,
-    e.sessionId ?? null,
-    e.uid ?? null,
-    e.account ?? null,
-    e.target ?? null,
-    e.source ?? null,
-    e.result ?? null,
-    e.data ?? {},
-    e.prevHash,
-  ]);
+  return canonicalParts(e.id, e.ts, e, JSON.stringify(e.data ?? {}), e.prevHash);
+}
+
+function canonicalParts(id: number, ts: string, e: AuditEventInput, dataJson: string, prev: string): string {
+  const j = (v: string | undefined) => (v === undefined ? "null" : JSON.stringify(v));
+  return `[${id},${j(ts)},${j(e.type)},${j(e.sessionId)},${j(e.uid)},${j(e.account)},${j(e.target)},${j(e.source)},${j(e.result)},${dataJson},${j(prev)}]`;
 }
 
 export function hashEvent(e: Omit<AuditEvent, "hash">): string {
@@ -292,8 +289,7 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
 
   const lastStmt = db.prepare<[], { id: number; hash: string }>("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1");
   const insertStmt = db.prepare(
-    `INSERT INTO events (id, ts, type, session_id, uid, account, target, source, result, data, prev_hash, hash)
-     VALUES (@id, @ts, @type, @session_id, @uid, @account, @target, @source, @result, @data, @prev_hash, @hash)`,
+    "INSERT INTO events (id, ts, type, session_id, uid, account, target, source, result, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   );
   type Queued = { e: AuditEventInput; ts: string };
   let queue: Queued[] = [];
@@ -306,22 +302,24 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
     let prev = last?.hash ?? GENESIS;
     for (const { e, ts } of items) {
       id += 1;
-      const base: Omit<AuditEvent, "hash"> = { ...e, id, ts, data: e.data ?? {}, prevHash: prev };
-      const hash = hashEvent(base);
-      insertStmt.run({
+      const data = JSON.stringify(e.data ?? {});
+      const hash = createHash("sha256")
+        .update(canonicalParts(id, ts, e, data, prev))
+        .digest("hex");
+      insertStmt.run(
         id,
         ts,
-        type: base.type,
-        session_id: base.sessionId ?? null,
-        uid: base.uid ?? null,
-        account: base.account ?? null,
-        target: base.target ?? null,
-        source: base.source ?? null,
-        result: base.result ?? null,
-        data: JSON.stringify(base.data),
-        prev_hash: prev,
+        e.type,
+        e.sessionId ?? null,
+        e.uid ?? null,
+        e.account ?? null,
+        e.target ?? null,
+        e.source ?? null,
+        e.result ?? null,
+        data,
+        prev,
         hash,
-      });
+      );
       prev = hash;
     }
   });
@@ -559,7 +557,7 @@ function verifyDb(db: Database.Database): VerifyReport {
   const fail = (problem: VerifyProblem, events = count): VerifyReport => ({ ok: false, events, sessions: 0, recordings: 0, problem });
   for (const row of db.prepare("SELECT * FROM events ORDER BY id").iterate() as IterableIterator<EventRow>) {
     const e = toEvent(row);
-    const { hash, ...rest } = e;
+    const hash = row.hash;
     if (prev === undefined) {
       if (e.prevHash !== GENESIS && !checkpoints.has(e.prevHash)) {
         return fail({
@@ -575,7 +573,10 @@ function verifyDb(db: Database.Database): VerifyReport {
         reason: "prev_hash does not match the previous event's hash (a row was deleted or inserted)",
       });
     }
-    if (hashEvent(rest) !== hash)
+    const recomputed = createHash("sha256")
+      .update(canonicalParts(row.id, row.ts, e, row.data, row.prev_hash))
+      .digest("hex");
+    if (recomputed !== hash)
       return fail({ kind: "event", id: String(e.id), reason: "the event's content does not match its hash (the row was edited)" });
     prev = hash;
     count += 1;
