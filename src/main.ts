@@ -2,6 +2,7 @@
  * Composition root: the only place that wires implementations together (policy → directory,
  * TOTP store, audit store, keys → SSH gateway). The CLI calls into here.
  */
+import { createPrivateKey } from "node:crypto";
 import { watch } from "node:fs";
 import { join } from "node:path";
 import { type AuditStore, openAuditStore } from "./audit/index.ts";
@@ -100,6 +101,21 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
     recordingsDir: () => statePaths(loaded).recordingsDir,
     now: () => Date.now(),
   });
+  // Signed checkpoints of the audit chain head (ed25519), if a signing key is configured.
+  const signingKeyFile = p.gateway.audit_signing_key ? loaded.resolvePath(p.gateway.audit_signing_key) : undefined;
+  const signingKey = signingKeyFile ? createPrivateKey(readSecret(signingKeyFile, "gateway.audit_signing_key")) : undefined;
+  const signHead = () => {
+    if (!signingKey) return;
+    try {
+      audit.signHead(signingKey);
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, "could not sign the audit chain head");
+    }
+  };
+  signHead();
+  const signer = signingKey ? setInterval(signHead, p.gateway.audit_checkpoint_interval) : undefined;
+  signer?.unref();
+
   const bound = await gateway.listen(p.gateway.listen);
   logger.info({ listen: bound.map((b) => `${b.address}:${b.port}`), policy: loaded.file }, "gateway listening");
 
@@ -139,6 +155,8 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       watcher?.close();
       clearTimeout(debounce);
       await gateway.close();
+      clearInterval(signer);
+      signHead();
       totp.close();
       audit.close();
     },

@@ -3,7 +3,7 @@
  * Every event row carries the SHA-256 of the previous row (a hash chain), so edits are detectable.
  * Callers must never pass passwords, codes or secrets in `data`.
  */
-import { createHash } from "node:crypto";
+import { createHash, type KeyObject, sign, verify } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
@@ -101,7 +101,7 @@ export interface RecordingRow {
 
 /** The first problem `verify()` found, named so an auditor can find it. */
 export interface VerifyProblem {
-  readonly kind: "event" | "session" | "recording";
+  readonly kind: "event" | "session" | "recording" | "checkpoint";
   readonly id: string;
   readonly reason: string;
 }
@@ -138,8 +138,10 @@ export interface AuditStore extends AuditSink {
   recordings(sessionId?: string): RecordingRow[];
   /** Marks sessions (and recordings) left open by a crash as `interrupted`; returns how many sessions. */
   closeInterrupted(): number;
-  /** Recomputes the hash chain, session rows and recording files. */
-  verify(): VerifyReport;
+  /** Recomputes the hash chain, session rows and recording files; with `publicKey`, also the signed checkpoints. */
+  verify(publicKey?: KeyObject): VerifyReport;
+  /** Signs the chain head with an ed25519 key if it moved since the last signature; returns the signed event id. */
+  signHead(privateKey: KeyObject): number | undefined;
   /** Deletes events and sessions older than `beforeMs`, keeping the chain verifiable with a checkpoint. Returns rows deleted. */
   prune(beforeMs: number): { events: number; sessions: number; recordings: string[] };
   close(): void;
@@ -185,6 +187,12 @@ CREATE TABLE IF NOT EXISTS recordings (
   bytes INTEGER NOT NULL DEFAULT 0,
   status TEXT NOT NULL DEFAULT 'open',
   PRIMARY KEY (session_id, channel)
+);
+CREATE TABLE IF NOT EXISTS signatures (
+  event_id INTEGER PRIMARY KEY,
+  hash TEXT NOT NULL,
+  ts TEXT NOT NULL,
+  signature TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -477,9 +485,27 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
         endSession(row.id, { result: "interrupted", upBytes: row.up_bytes, downBytes: row.down_bytes, exitStatus: null });
       return open.length;
     },
-    verify() {
+    verify(publicKey) {
       flush();
-      return verifyDb(db);
+      const report = verifyDb(db);
+      if (!report.ok || !publicKey) return report;
+      const problem = verifySignatures(db, publicKey);
+      return problem ? { ...report, ok: false, problem } : report;
+    },
+    signHead(privateKey) {
+      flush();
+      const head = lastStmt.get();
+      if (!head) return undefined;
+      const last = db.prepare("SELECT event_id FROM signatures ORDER BY event_id DESC LIMIT 1").get() as { event_id: number } | undefined;
+      if (last?.event_id === head.id) return undefined;
+      const signature = sign(null, Buffer.from(checkpointMessage(head.id, head.hash)), privateKey).toString("base64");
+      db.prepare("INSERT INTO signatures (event_id, hash, ts, signature) VALUES (?, ?, ?, ?)").run(
+        head.id,
+        head.hash,
+        now().toISOString(),
+        signature,
+      );
+      return head.id;
     },
     prune(beforeMs) {
       flush();
@@ -543,6 +569,33 @@ export function hashFile(path: string): { sha256: string; bytes: number } {
   } catch {
     return { sha256: createHash("sha256").digest("hex"), bytes: -1 };
   }
+}
+
+/** The bytes an audit checkpoint signature covers. */
+export function checkpointMessage(eventId: number, hash: string): string {
+  return `varco-audit-checkpoint:v1:${eventId}:${hash}`;
+}
+
+/** Every signature must verify and name an event that still has that hash; the newest signed event must still exist. */
+function verifySignatures(db: Database.Database, publicKey: KeyObject): VerifyProblem | undefined {
+  const sigs = db.prepare("SELECT * FROM signatures ORDER BY event_id").all() as Array<{
+    event_id: number;
+    hash: string;
+    signature: string;
+  }>;
+  if (sigs.length === 0) return { kind: "checkpoint", id: "-", reason: "no signed checkpoint in the database (is audit_signing_key set?)" };
+  const minId = (db.prepare("SELECT MIN(id) AS id FROM events").get() as { id: number | null }).id ?? 0;
+  for (const s of sigs) {
+    const id = String(s.event_id);
+    if (!verify(null, Buffer.from(checkpointMessage(s.event_id, s.hash)), publicKey, Buffer.from(s.signature, "base64"))) {
+      return { kind: "checkpoint", id, reason: "the signature does not verify with this public key (checkpoint forged or re-signed)" };
+    }
+    if (s.event_id < minId) continue; // pruned
+    const ev = db.prepare("SELECT hash FROM events WHERE id = ?").get(s.event_id) as { hash: string } | undefined;
+    if (!ev) return { kind: "checkpoint", id, reason: "the signed event is missing (the chain was truncated)" };
+    if (ev.hash !== s.hash) return { kind: "checkpoint", id, reason: "the signed event's hash changed (the chain was rewritten)" };
+  }
+  return undefined;
 }
 
 function verifyDb(db: Database.Database): VerifyReport {

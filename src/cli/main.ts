@@ -3,7 +3,8 @@
  * prints results. Exit codes: 0 ok, 1 failed check or refused input, 2 usage error.
  */
 
-import { rmSync } from "node:fs";
+import { createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import { type AuditSession, replay } from "../audit/index.ts";
 import { newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
@@ -275,10 +276,19 @@ export function buildCli(): Command {
   audit
     .command("verify")
     .description("check the hash chain, the session rows and the recordings; exit 1 naming the first broken one")
+    .option("--pubkey <file>", "also check the ed25519-signed checkpoints with this public key (PEM)")
     .option("--json", "print the report as JSON")
-    .action((opts: { json?: boolean }) => {
+    .action((opts: { json?: boolean; pubkey?: string }) => {
+      let publicKey: KeyObject | undefined;
+      if (opts.pubkey) {
+        try {
+          publicKey = createPublicKey(readFileSync(opts.pubkey));
+        } catch (err) {
+          throw new ExitError(`--pubkey: cannot read an ed25519 public key from ${opts.pubkey} (${(err as Error).message})`, 2);
+        }
+      }
       const store = openStore();
-      const report = store.verify();
+      const report = store.verify(publicKey);
       store.close();
       if (opts.json) console.log(JSON.stringify(report));
       if (!report.ok) {
@@ -287,6 +297,18 @@ export function buildCli(): Command {
       }
       if (!opts.json)
         console.log(`audit verify: ok (${report.events} events, ${report.sessions} sessions, ${report.recordings} recordings)`);
+    });
+  audit
+    .command("keygen")
+    .description("create an ed25519 key pair for signing audit checkpoints (set gateway.audit_signing_key to FILE)")
+    .requiredOption("--out <file>", "private key file (PEM, mode 0600); the public key goes to FILE.pub")
+    .action((opts: { out: string }) => {
+      const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+      writeFileSync(opts.out, privateKey.export({ type: "pkcs8", format: "pem" }), { mode: 0o600, flag: "wx" });
+      writeFileSync(`${opts.out}.pub`, publicKey.export({ type: "spki", format: "pem" }), { mode: 0o644, flag: "wx" });
+      console.log(
+        `wrote ${opts.out} (keep it off the audit volume) and ${opts.out}.pub (give it to auditors: varco audit verify --pubkey)`,
+      );
     });
   audit
     .command("prune")

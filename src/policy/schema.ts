@@ -77,6 +77,10 @@ const gateway = z.strictObject({
   state_dir: z.string().min(1).default("/var/lib/varco"),
   /** Where terminal recordings go (default: <state_dir>/recordings); a separate volume keeps a full disk away from the DB. */
   recordings_dir: z.string().min(1).optional(),
+  /** ed25519 private key (PEM) that signs audit chain checkpoints; keep it off the audit volume. `varco audit keygen` makes one. */
+  audit_signing_key: z.string().min(1).optional(),
+  /** How often the chain head is signed when there are new events. */
+  audit_checkpoint_interval: duration.default(60_000),
   limits: limits.prefault({}),
   metrics_listen: listenAddress.optional(),
   upstream_timeout: duration.default(10_000),

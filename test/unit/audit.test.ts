@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -76,5 +77,46 @@ describe("audit store", () => {
     expect(store.listSessions({ target: "vm2" }).map((s) => s.id)).toEqual(["b"]);
     expect(store.listSessions({ sinceMs: now - 1000 }).map((s) => s.id)).toEqual(["b"]);
     store.close();
+  });
+});
+
+describe("signed checkpoints (ed25519)", () => {
+  it("catch a root who rewrites the whole chain consistently", () => {
+    const file = dbFile();
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+    const store = openAuditStore(file);
+    store.append({ type: "exec", sessionId: "s", data: { command: "cat /etc/shadow" } });
+    store.append({ type: "exec", sessionId: "s", data: { command: "ls" } });
+    expect(store.signHead(privateKey)).toBe(2);
+    expect(store.signHead(privateKey)).toBeUndefined();
+    expect(store.verify(publicKey).ok).toBe(true);
+    store.close();
+
+    // Rewrite: edit the first command and recompute every hash so the plain chain still verifies.
+    const raw = new Database(file);
+    raw.prepare("UPDATE events SET data = ? WHERE id = 1").run(JSON.stringify({ command: "true" }));
+    let prev = "0".repeat(64);
+    for (const row of raw.prepare("SELECT * FROM events ORDER BY id").all() as Array<Record<string, unknown>>) {
+      const hash = hashEvent({
+        id: row.id as number,
+        ts: row.ts as string,
+        type: row.type as "exec",
+        sessionId: (row.session_id as string | null) ?? undefined,
+        data: JSON.parse(row.data as string) as Record<string, unknown>,
+        prevHash: prev,
+      });
+      raw.prepare("UPDATE events SET prev_hash = ?, hash = ? WHERE id = ?").run(prev, hash, row.id);
+      prev = hash;
+    }
+    raw.close();
+
+    const again = openAuditStore(file);
+    expect(again.verify().ok).toBe(true);
+    const signed = again.verify(publicKey);
+    expect(signed.ok).toBe(false);
+    expect(signed.problem).toMatchObject({ kind: "checkpoint", id: "2", reason: expect.stringContaining("rewritten") });
+    const other = generateKeyPairSync("ed25519").publicKey;
+    expect(again.verify(other).problem?.reason).toContain("does not verify");
+    again.close();
   });
 });
