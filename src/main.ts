@@ -5,10 +5,12 @@
 import { createPrivateKey } from "node:crypto";
 import { watch } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { type AuditStore, openAuditStore } from "./audit/index.ts";
 import { createAuthenticator, createLdapDirectory, openTotpStore, type TotpSettings, type TotpStore } from "./auth/index.ts";
+import { type Desired, desiredState } from "./net/index.ts";
 import type { Logger } from "./obs/index.ts";
-import { type LoadedPolicy, loadPolicyFile, type Policy, PolicyError, readSecret } from "./policy/index.ts";
+import { type LoadedPolicy, loadPolicyFile, type NetworkPolicy, type Policy, PolicyError, readSecret } from "./policy/index.ts";
 import { createGateway, type Gateway, loadOrCreateKey } from "./ssh/index.ts";
 
 /** Thrown when the policy names something the gateway cannot do yet or cannot use. */
@@ -161,4 +163,28 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       audit.close();
     },
   };
+}
+
+/** The desired network state and where its generations live, for the `varco net` commands. */
+export function networkContext(loaded: LoadedPolicy): { desired: Desired; stateDir: string; network: NetworkPolicy } {
+  const network = loaded.policy.network;
+  if (!network) throw new StartupError(`${loaded.file}: the policy has no network section, so varco manages no network state`);
+  const authPass: Record<string, string> = {};
+  for (const v of network.vips) {
+    if (v.auth_pass_file) {
+      const ref = v.auth_pass_file.startsWith("env:") ? v.auth_pass_file : loaded.resolvePath(v.auth_pass_file);
+      authPass[v.instance] = readSecret(ref, `network.vips[${v.instance}].auth_pass_file`);
+    }
+  }
+  const bin = fileURLToPath(new URL("../bin/varco.mjs", import.meta.url));
+  const healthCommand = network.keepalived.health_command ?? `${process.execPath} ${bin} health --policy ${loaded.file}`;
+  const resolved: NetworkPolicy = {
+    ...network,
+    keepalived: {
+      ...network.keepalived,
+      config_file: loaded.resolvePath(network.keepalived.config_file),
+      pid_file: loaded.resolvePath(network.keepalived.pid_file),
+    },
+  };
+  return { desired: desiredState(resolved, { authPass, healthCommand }), stateDir: statePaths(loaded).stateDir, network: resolved };
 }

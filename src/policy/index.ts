@@ -1,6 +1,7 @@
 export { formatIssue, type LoadedPolicy, loadPolicyFile, PolicyError, type PolicyIssue, parsePolicyText } from "./load.ts";
 export {
   type AuthMethod,
+  type NetworkPolicy,
   type Policy,
   type PolicyRoute,
   type PolicyTarget,

@@ -221,9 +221,11 @@ const bridge = z.strictObject({
 });
 
 const vip = z.strictObject({
-  instance: z.string().min(1),
+  instance: z.string().regex(/^[A-Za-z0-9_.-]+$/, { message: "a VRRP instance name is letters, digits, '_', '.' and '-'" }),
   interface: z.string().min(1),
-  virtual_router_id: z.number().int(),
+  virtual_router_id: z.number().int().min(1, { message: "virtual_router_id must be 1–255 (keepalived.conf(5))" }).max(255, {
+    message: "virtual_router_id must be 1–255 (keepalived.conf(5))",
+  }),
   priority: z.number().int().min(1).max(254).default(100),
   state: z.enum(["MASTER", "BACKUP"]).optional(),
   advert_interval: duration.default(1000),
@@ -245,6 +247,14 @@ const network = z.strictObject({
   forward_allow: z.array(forwardAllow).default([]),
   bridges: z.array(bridge).default([]),
   vips: z.array(vip).default([]),
+  keepalived: z
+    .strictObject({
+      config_file: z.string().min(1).default("/etc/keepalived/keepalived.conf"),
+      pid_file: z.string().min(1).default("/run/keepalived.pid"),
+      /** The command keepalived's track_script runs (exit 0 = healthy). */
+      health_command: z.string().min(1).optional(),
+    })
+    .prefault({}),
 });
 
 export const policySchema = z.strictObject({
@@ -263,6 +273,7 @@ export type PolicyTarget = Policy["targets"][string];
 export type PolicyRoute = Policy["routes"][number];
 export type RouteAllow = PolicyRoute["allow"];
 export type RecordSettings = PolicyRoute["record"];
+export type NetworkPolicy = NonNullable<Policy["network"]>;
 
 /** The JSON Schema of the policy file, for editors' YAML language servers. */
 export function policyJsonSchema(): unknown {

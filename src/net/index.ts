@@ -1,0 +1,30 @@
+export {
+  ApplyError,
+  apply,
+  confirm,
+  type Desired,
+  desiredState,
+  type Generation,
+  listGenerations,
+  netStateDir,
+  normaliseListing,
+  type Pending,
+  type Plan,
+  plan,
+  readPending,
+  revertIfExpired,
+  rollback,
+  type Status,
+  setPending,
+  status,
+} from "./reconcile.ts";
+export {
+  type KeepalivedInputs,
+  type LinkOp,
+  redactKeepalived,
+  renderInterfaces,
+  renderKeepalived,
+  renderLinkOps,
+  renderNft,
+} from "./render.ts";
+export { CommandError, type CommandRunner, createExecaRunner, createRecordingRunner, type RunResult } from "./runner.ts";

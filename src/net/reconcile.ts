@@ -1,0 +1,417 @@
+/**
+ * Reconciling the host with the rendered network state: plan, atomic apply with an undo list,
+ * confirm-or-revert, rollback to the previous generation, and drift status.
+ * Every host command goes through the CommandRunner (argv arrays, optional namespace).
+ *
+ * Generations live in `<state_dir>/net/`: `gen-N.json` (what was applied, the nft listing right
+ * after, the link undo list, the previous keepalived.conf) and `pending.json` (a confirm deadline).
+ */
+import { randomUUID } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { createTwoFilesPatch } from "diff";
+import type { NetworkPolicy } from "../policy/index.ts";
+import {
+  type KeepalivedInputs,
+  type LinkCheck,
+  type LinkOp,
+  redactKeepalived,
+  renderKeepalived,
+  renderLinkOps,
+  renderNft,
+  renderNftDelete,
+} from "./render.ts";
+import type { CommandRunner } from "./runner.ts";
+
+/** Thrown when an apply failed; the host was restored to its state before the apply. */
+export class ApplyError extends Error {
+  readonly step: string;
+  constructor(step: string, cause: unknown) {
+    super(`net apply failed at ${step}: ${(cause as Error).message}. The previous state was restored.`, { cause });
+    this.name = "ApplyError";
+    this.step = step;
+  }
+}
+
+/** The desired state, rendered. */
+export interface Desired {
+  readonly table: string;
+  readonly nft: string;
+  readonly links: readonly LinkOp[];
+  /** Rendered keepalived.conf, or undefined when there are no VIPs. */
+  readonly keepalived: string | undefined;
+  readonly keepalivedFile: string;
+  readonly keepalivedPidFile: string;
+}
+
+export interface Generation {
+  readonly id: number;
+  readonly appliedAt: string;
+  readonly desired: { table: string; nft: string; keepalived: string | undefined };
+  /** `nft list table` right after the apply, normalised (counters zeroed): drift is any difference. */
+  readonly listing: string;
+  /** Undo operations of the links this generation created, in the order to run them. */
+  readonly linkUndo: ReadonlyArray<readonly string[]>;
+  /** keepalived.conf before this generation wrote it (undefined = the file did not exist). */
+  readonly keepalivedBefore: string | undefined;
+  readonly keepalivedFile: string;
+}
+
+export interface Pending {
+  readonly generation: number;
+  /** ms since epoch. */
+  readonly deadline: number;
+  readonly token: string;
+}
+
+export function desiredState(n: NetworkPolicy, k: KeepalivedInputs): Desired {
+  return {
+    table: n.table,
+    nft: renderNft(n),
+    links: renderLinkOps(n),
+    keepalived: n.vips.length > 0 ? renderKeepalived(n, k) : undefined,
+    keepalivedFile: n.keepalived.config_file,
+    keepalivedPidFile: n.keepalived.pid_file,
+  };
+}
+
+/** Removes counter values so listings compare equal regardless of traffic. */
+export function normaliseListing(text: string): string {
+  return text.replace(/counter packets \d+ bytes \d+/g, "counter").trimEnd();
+}
+
+// ---------------------------------------------------------------- generations on disk
+
+export function netStateDir(stateDir: string): string {
+  return join(stateDir, "net");
+}
+
+function writeJsonAtomic(file: string, value: unknown): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`, { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+export function listGenerations(dir: string): Generation[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => /^gen-\d+\.json$/.test(f))
+    .map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")) as Generation)
+    .sort((a, b) => a.id - b.id);
+}
+
+function currentPointer(dir: string): number | undefined {
+  const f = join(dir, "current");
+  return existsSync(f) ? Number(readFileSync(f, "utf8").trim()) : undefined;
+}
+
+export function currentGeneration(dir: string): Generation | undefined {
+  const id = currentPointer(dir);
+  return id === undefined ? undefined : listGenerations(dir).find((g) => g.id === id);
+}
+
+function setCurrent(dir: string, id: number | undefined): void {
+  const f = join(dir, "current");
+  if (id === undefined) rmSync(f, { force: true });
+  else {
+    writeFileSync(`${f}.tmp`, `${id}\n`, { mode: 0o600 });
+    renameSync(`${f}.tmp`, f);
+  }
+}
+
+export function readPending(dir: string): Pending | undefined {
+  const f = join(dir, "pending.json");
+  return existsSync(f) ? (JSON.parse(readFileSync(f, "utf8")) as Pending) : undefined;
+}
+
+// ---------------------------------------------------------------- live state
+
+async function liveListing(r: CommandRunner, table: string): Promise<string | undefined> {
+  const res = await r.run(["nft", "list", "table", "inet", table], { allowFailure: true });
+  return res.exitCode === 0 ? res.stdout : undefined;
+}
+
+interface LiveLink {
+  ifname: string;
+  master?: string;
+  flags?: string[];
+  operstate?: string;
+  addr_info?: Array<{ local: string; prefixlen: number }>;
+  linkinfo?: { info_kind?: string };
+}
+
+async function liveLinks(r: CommandRunner): Promise<Map<string, LiveLink>> {
+  const res = await r.run(["ip", "-j", "-d", "addr", "show"], { allowFailure: true });
+  const list = res.exitCode === 0 && res.stdout.trim() ? (JSON.parse(res.stdout) as LiveLink[]) : [];
+  return new Map(list.map((l) => [l.ifname, l]));
+}
+
+function satisfied(c: LinkCheck, live: Map<string, LiveLink>): boolean {
+  const l = live.get(c.name);
+  switch (c.kind) {
+    case "link-exists":
+      return l !== undefined;
+    case "master":
+      return l?.master === c.master;
+    case "up":
+      return Boolean(l?.flags?.includes("UP"));
+    case "address": {
+      const [addr, len] = c.cidr.split("/");
+      return Boolean(l?.addr_info?.some((a) => a.local === addr && String(a.prefixlen) === (len ?? "32")));
+    }
+  }
+}
+
+function readFileOrUndefined(f: string): string | undefined {
+  try {
+    return readFileSync(f, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------- plan
+
+export interface Plan {
+  readonly nftDiff: string;
+  readonly nftChanged: boolean;
+  readonly linkOps: readonly LinkOp[];
+  readonly keepalivedDiff: string;
+  readonly keepalivedChanged: boolean;
+  /** Live nft table differs from what the current generation applied (someone changed it by hand). */
+  readonly drift: readonly string[];
+  readonly changed: boolean;
+}
+
+/** What `apply` would change, as diffs (secrets masked). */
+export async function plan(r: CommandRunner, d: Desired, stateDir: string): Promise<Plan> {
+  const dir = netStateDir(stateDir);
+  const gen = currentGeneration(dir);
+  const listing = await liveListing(r, d.table);
+  const drift = await driftOf(r, d, gen, listing);
+  const base = gen?.desired.nft ?? "";
+  const nftChanged = gen === undefined || base !== d.nft || listing === undefined || drift.length > 0;
+  const nftDiff = createTwoFilesPatch("applied", "desired", base, d.nft, undefined, undefined, { context: 2 });
+  const live = await liveLinks(r);
+  const linkOps = d.links.filter((op) => !satisfied(op.check, live));
+  const ka = d.keepalived !== undefined ? readFileOrUndefined(d.keepalivedFile) : undefined;
+  const keepalivedChanged = d.keepalived !== undefined && ka !== d.keepalived;
+  const keepalivedDiff = keepalivedChanged
+    ? createTwoFilesPatch(
+        d.keepalivedFile,
+        "desired",
+        redactKeepalived(ka ?? ""),
+        redactKeepalived(d.keepalived ?? ""),
+        undefined,
+        undefined,
+        { context: 2 },
+      )
+    : "";
+  return {
+    nftDiff,
+    nftChanged,
+    linkOps,
+    keepalivedDiff,
+    keepalivedChanged,
+    drift,
+    changed: nftChanged || linkOps.length > 0 || keepalivedChanged,
+  };
+}
+
+async function driftOf(r: CommandRunner, d: Desired, gen: Generation | undefined, listing: string | undefined): Promise<string[]> {
+  const out: string[] = [];
+  if (gen && listing === undefined) out.push(`table inet ${d.table} is missing (deleted by hand?)`);
+  if (gen && listing !== undefined && normaliseListing(listing) !== gen.listing) {
+    const patch = createTwoFilesPatch("applied", "live", gen.listing, normaliseListing(listing), undefined, undefined, { context: 0 });
+    out.push(`table inet ${d.table} was changed outside varco:\n${patch.split("\n").slice(4).join("\n")}`);
+  }
+  if (gen) {
+    const live = await liveLinks(r);
+    for (const op of d.links) if (!satisfied(op.check, live)) out.push(`missing: ${op.describe}`);
+    if (gen.desired.keepalived !== undefined && readFileOrUndefined(gen.keepalivedFile) !== gen.desired.keepalived) {
+      out.push(`${gen.keepalivedFile} differs from what varco wrote`);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- apply
+
+async function reloadKeepalived(r: CommandRunner, pidFile: string): Promise<void> {
+  const pid = readFileOrUndefined(pidFile)?.trim();
+  if (pid && /^\d+$/.test(pid)) await r.run(["kill", "-HUP", pid], { allowFailure: true });
+}
+
+function writeFileAtomic(file: string, text: string): void {
+  mkdirSync(dirname(file), { recursive: true });
+  const tmp = `${file}.varco-${process.pid}.tmp`;
+  writeFileSync(tmp, text, { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+/** Puts back an nft table exactly as listed (a listing is valid nft input), or removes it. */
+async function restoreTable(r: CommandRunner, table: string, listing: string | undefined): Promise<void> {
+  const script = listing === undefined ? renderNftDelete(table) : `table inet ${table}\ndelete table inet ${table}\n${listing}`;
+  await r.run(["nft", "-f", "-"], { input: script });
+}
+
+export interface ApplyResult {
+  readonly generation: number;
+  readonly plan: Plan;
+}
+
+/**
+ * Applies the desired state: keepalived config test → links (with undo) → one `nft -f` transaction →
+ * keepalived.conf written atomically and reloaded. Any failure undoes what was done, restores the
+ * previous nft table and keepalived.conf, and throws ApplyError.
+ */
+export async function apply(r: CommandRunner, d: Desired, stateDir: string): Promise<ApplyResult> {
+  const dir = netStateDir(stateDir);
+  const p = await plan(r, d, stateDir);
+  const before = await liveListing(r, d.table);
+  const kaBefore = d.keepalived !== undefined ? readFileOrUndefined(d.keepalivedFile) : undefined;
+
+  if (d.keepalived !== undefined && p.keepalivedChanged) {
+    const test = join(dirname(d.keepalivedFile), `.keepalived.varco-test-${randomUUID()}.conf`);
+    writeFileAtomic(test, d.keepalived);
+    try {
+      // keepalived(8) --config-test exits non-zero on errors it finds.
+      await r.run(["keepalived", "--config-test", "-f", test]);
+    } catch (err) {
+      throw new ApplyError("keepalived --config-test", err);
+    } finally {
+      rmSync(test, { force: true });
+    }
+  }
+
+  const undo: Array<readonly string[]> = [];
+  const rollbackPartial = async () => {
+    for (const u of [...undo].reverse()) await r.run(u, { allowFailure: true });
+    await restoreTable(r, d.table, before).catch(() => undefined);
+    if (d.keepalived !== undefined && p.keepalivedChanged) {
+      if (kaBefore === undefined) rmSync(d.keepalivedFile, { force: true });
+      else writeFileAtomic(d.keepalivedFile, kaBefore);
+      await reloadKeepalived(r, d.keepalivedPidFile);
+    }
+  };
+
+  let step = "links";
+  try {
+    for (const op of p.linkOps) {
+      step = op.describe;
+      await r.run(op.argv);
+      if (op.undo) undo.push(op.undo);
+    }
+    step = "nft -f (one transaction)";
+    await r.run(["nft", "-f", "-"], { input: d.nft });
+    if (d.keepalived !== undefined && p.keepalivedChanged) {
+      step = `write ${d.keepalivedFile}`;
+      writeFileAtomic(d.keepalivedFile, d.keepalived);
+      step = "reload keepalived";
+      await reloadKeepalived(r, d.keepalivedPidFile);
+    }
+  } catch (err) {
+    await rollbackPartial();
+    throw new ApplyError(step, err);
+  }
+
+  const listing = normaliseListing((await liveListing(r, d.table)) ?? "");
+  const gens = listGenerations(dir);
+  const prev = currentGeneration(dir);
+  const id = (gens[gens.length - 1]?.id ?? 0) + 1;
+  const gen: Generation = {
+    id,
+    appliedAt: new Date().toISOString(),
+    desired: { table: d.table, nft: d.nft, keepalived: d.keepalived },
+    listing,
+    // Links created earlier stay owned by the generation that created them.
+    linkUndo: [...undo].reverse(),
+    keepalivedBefore: p.keepalivedChanged ? kaBefore : prev?.keepalivedBefore,
+    keepalivedFile: d.keepalivedFile,
+  };
+  writeJsonAtomic(join(dir, `gen-${id}.json`), gen);
+  setCurrent(dir, id);
+  return { generation: id, plan: p };
+}
+
+/**
+ * Restores the generation before the current one: the current generation's links are undone, the
+ * previous nft table and keepalived.conf put back. With no previous generation, varco's table is removed.
+ */
+export async function rollback(r: CommandRunner, stateDir: string): Promise<Generation | undefined> {
+  const dir = netStateDir(stateDir);
+  const cur = currentGeneration(dir);
+  if (!cur) throw new Error("nothing to roll back: no generation has been applied");
+  const prev = listGenerations(dir)
+    .filter((g) => g.id < cur.id)
+    .pop();
+  if (prev) {
+    await r.run(["nft", "-f", "-"], { input: prev.desired.nft });
+  } else {
+    await r.run(["nft", "-f", "-"], { input: renderNftDelete(cur.desired.table) });
+  }
+  for (const u of cur.linkUndo) await r.run(u, { allowFailure: true });
+  if (cur.desired.keepalived !== undefined) {
+    const restore = prev?.desired.keepalived ?? cur.keepalivedBefore;
+    if (restore === undefined) rmSync(cur.keepalivedFile, { force: true });
+    else writeFileAtomic(cur.keepalivedFile, restore);
+  }
+  rmSync(join(dir, `gen-${cur.id}.json`), { force: true });
+  setCurrent(dir, prev?.id);
+  rmSync(join(dir, "pending.json"), { force: true });
+  return prev;
+}
+
+/** Records that generation `id` must be confirmed before `deadline` (ms since epoch). */
+export function setPending(stateDir: string, generation: number, deadline: number): Pending {
+  const pending = { generation, deadline, token: randomUUID() };
+  writeJsonAtomic(join(netStateDir(stateDir), "pending.json"), pending);
+  return pending;
+}
+
+/** Keeps the current generation. Returns false when nothing was pending. */
+export function confirm(stateDir: string): boolean {
+  const f = join(netStateDir(stateDir), "pending.json");
+  if (!existsSync(f)) return false;
+  rmSync(f, { force: true });
+  return true;
+}
+
+/**
+ * Rolls back if a pending confirmation expired (at `now`). Called by the detached watcher and by
+ * every `varco net` command, so the revert does not depend on the terminal that applied.
+ * Returns true when it rolled back.
+ */
+export async function revertIfExpired(r: CommandRunner, stateDir: string, now: number, token?: string): Promise<boolean> {
+  const p = readPending(netStateDir(stateDir));
+  if (!p || now < p.deadline || (token !== undefined && p.token !== token)) return false;
+  const cur = currentGeneration(netStateDir(stateDir));
+  if (cur?.id !== p.generation) {
+    confirm(stateDir);
+    return false;
+  }
+  await rollback(r, stateDir);
+  return true;
+}
+
+export interface Status {
+  readonly inSync: boolean;
+  readonly generation: number | undefined;
+  readonly pending: Pending | undefined;
+  readonly drift: readonly string[];
+  /** The policy renders differently from what was applied (apply not run since the last edit). */
+  readonly policyChanged: boolean;
+}
+
+/** Live state vs the current generation and the policy. */
+export async function status(r: CommandRunner, d: Desired, stateDir: string): Promise<Status> {
+  const dir = netStateDir(stateDir);
+  const gen = currentGeneration(dir);
+  const listing = await liveListing(r, d.table);
+  const drift = gen
+    ? await driftOf(r, d, gen, listing)
+    : [`nothing applied yet (table inet ${d.table} ${listing === undefined ? "absent" : "present but not varco's generation"})`];
+  const policyChanged = gen !== undefined && (gen.desired.nft !== d.nft || gen.desired.keepalived !== d.keepalived);
+  return { inSync: drift.length === 0 && !policyChanged, generation: gen?.id, pending: readPending(dir), drift, policyChanged };
+}
