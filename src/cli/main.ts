@@ -430,10 +430,13 @@ export function buildCli(): Command {
     .requiredOption("--token <token>")
     .action(async (opts: { token: string }) => {
       const { runner, stateDir } = netSetup();
-      const p = readPending(netStateDir(stateDir));
-      if (!p || p.token !== opts.token) return;
-      const wait = Math.max(0, Math.min(p.deadline - Date.now(), 24 * 3_600_000));
-      await new Promise((r) => setTimeout(r, wait + 50));
+      // Poll (bounded, 24 h at most) so a confirm or a newer apply ends this watcher promptly.
+      for (let i = 0; i < 24 * 3600 * 4; i++) {
+        const p = readPending(netStateDir(stateDir));
+        if (!p || p.token !== opts.token) return;
+        if (Date.now() >= p.deadline) break;
+        await new Promise((r) => setTimeout(r, Math.min(250, Math.max(10, p.deadline - Date.now()))));
+      }
       await revertIfExpired(runner, stateDir, Date.now(), opts.token);
     });
   net
