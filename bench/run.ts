@@ -17,12 +17,13 @@ import { currentCode } from "../src/auth/index.ts";
 import { type DemoEnvironment, freePort, startDemoEnvironment, startSshd, stopChild, waitForPort } from "../src/demo/index.ts";
 import { runConcurrency, startLightTarget } from "./concurrency.ts";
 import { cpuSeconds, fmt, MiB, percentile, rssBytes, sampleRss } from "./lib.ts";
+import { netBench } from "./net.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SIZE_MIB = Number(process.env.BENCH_MIB ?? 512);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const LOGINS = Number(process.env.BENCH_LOGINS ?? 30);
-const ONLY = new Set((process.env.BENCH_ONLY ?? "login,bulk,files,memory,audit,concurrency").split(","));
+const ONLY = new Set((process.env.BENCH_ONLY ?? "login,bulk,files,memory,audit,net,concurrency").split(","));
 const CIPHERS = ["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"] as const;
 const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 2000);
@@ -420,6 +421,7 @@ async function main(): Promise<void> {
     if (ONLY.has("files")) out.push(...(await files(ctx, results)));
     if (ONLY.has("memory")) out.push(...(await memory(ctx, results)));
     if (ONLY.has("audit")) out.push(...(await auditBench(ctx, results)));
+    if (ONLY.has("net")) out.push(...(await netBench(results)));
     results.gateway_cpu_s = cpuSeconds(ctx.gatewayPid) - cpu0;
     if (ONLY.has("concurrency")) {
       out.push(

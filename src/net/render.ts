@@ -3,9 +3,10 @@
  *
  * - nftables: one table (`table inet varco`, so one table holds IPv4 NAT and filtering for both
  *   families' forward hook) replaced atomically by one `nft -f` transaction (nft(8): "add table;
- *   delete table; table {…}"). Port forwards are one interval map keyed on
- *   `ip saddr . ip daddr . meta l4proto . th dport`, so 10 000 forwards are one lookup and source
- *   restrictions ride in the same key.
+ *   delete table; table {…}"). Port forwards are one hash map keyed on
+ *   `ip daddr . meta l4proto . th dport`, so 10 000 forwards are one lookup; forwards restricted
+ *   to some sources live in a second, interval map keyed on `ip saddr . ip daddr . l4proto . dport`
+ *   (interval maps are far slower to load, so only restricted forwards pay for them).
  * - links: an ordered list of `ip` operations (ip-link(8), ip-address(8)) with their undo.
  * - keepalived.conf(5): one vrrp_instance per VIP.
  */
@@ -36,9 +37,17 @@ function element(parts: readonly string[]): string {
 export function renderNft(n: NetworkPolicy): string {
   const t = n.table;
   const privateSet = n.private_networks.length > 0 ? `elements = { ${n.private_networks.join(", ")} }` : "";
-  const dnat = n.port_forwards.flatMap((f) =>
-    f.sources.map((src) => `${element([src, f.external_ip, f.protocol, String(f.external_port)])} : ${f.internal_ip} . ${f.internal_port}`),
-  );
+  const open = (f: NetworkPolicy["port_forwards"][number]) => f.sources.some((s) => s === "0.0.0.0/0" || s === "0.0.0.0/0.0.0.0");
+  const dnat = n.port_forwards
+    .filter(open)
+    .map((f) => `${element([f.external_ip, f.protocol, String(f.external_port)])} : ${f.internal_ip} . ${f.internal_port}`);
+  const dnatSrc = n.port_forwards
+    .filter((f) => !open(f))
+    .flatMap((f) =>
+      f.sources.map(
+        (src) => `${element([src, f.external_ip, f.protocol, String(f.external_port)])} : ${f.internal_ip} . ${f.internal_port}`,
+      ),
+    );
   const eastWest = n.forward_allow.flatMap((a) =>
     a.from.flatMap((from) => a.to.flatMap((to) => a.ports.map((p) => element([from, to, a.protocol, String(p)])))),
   );
@@ -53,9 +62,14 @@ export function renderNft(n: NetworkPolicy): string {
     "\t}",
     "",
     "\tmap dnat4 {",
+    "\t\ttype ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+    ...(dnat.length > 0 ? [`\t\telements = { ${dnat.join(",\n\t\t\t     ")} }`] : []),
+    "\t}",
+    "",
+    "\tmap dnat4_src {",
     "\t\ttype ipv4_addr . ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
     "\t\tflags interval",
-    ...(dnat.length > 0 ? [`\t\telements = { ${dnat.join(",\n\t\t\t     ")} }`] : []),
+    ...(dnatSrc.length > 0 ? [`\t\telements = { ${dnatSrc.join(",\n\t\t\t     ")} }`] : []),
     "\t}",
     "",
     "\tset east_west4 {",
@@ -66,7 +80,8 @@ export function renderNft(n: NetworkPolicy): string {
     "",
     "\tchain prerouting {",
     "\t\ttype nat hook prerouting priority dstnat; policy accept;",
-    "\t\tmeta l4proto { tcp, udp } dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @dnat4",
+    "\t\tmeta l4proto { tcp, udp } dnat ip to ip daddr . meta l4proto . th dport map @dnat4",
+    "\t\tmeta l4proto { tcp, udp } dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @dnat4_src",
     "\t}",
     "",
     "\tchain postrouting {",

@@ -44,6 +44,8 @@ ${network}
 `;
 const NETWORK_V1 = `  port_forwards:
     - { name: web-vm1, protocol: tcp, external_ip: 203.0.113.10, external_port: 8080, internal_ip: 10.10.1.11, internal_port: 80 }
+    - { name: partners, protocol: tcp, external_ip: 203.0.113.10, external_port: 8443, internal_ip: 10.10.1.11, internal_port: 80, sources: [198.51.100.0/24] }
+    - { name: office, protocol: tcp, external_ip: 203.0.113.10, external_port: 8444, internal_ip: 10.10.1.11, internal_port: 80, sources: [203.0.113.0/28] }
   forward_allow:
     - { name: app, protocol: tcp, from: [10.10.2.0/24], to: [10.10.1.11], ports: [8080] }
   bridges:
@@ -101,6 +103,9 @@ describe.runIf(isRoot)("network front-end in namespaces", () => {
     expect(await n.ip("gw", "-br", "addr", "show", "vmbr1")).toContain("10.10.1.1/24");
     // internet → 203.0.113.10:8080 reaches vm1:80, and vm1 sees the internet client's address.
     expect(await n.probe("inet", "203.0.113.10", 8080)).toBe("vm1:80:203.0.113.50");
+    // Source-restricted forwards: only the listed sources get through.
+    expect(await n.probe("inet", "203.0.113.10", 8443)).toMatch(/ERROR:ECONNREFUSED|TIMEOUT/);
+    expect(await n.probe("inet", "203.0.113.10", 8444)).toBe("vm1:80:203.0.113.50");
     // An unforwarded port does not reach anything.
     expect(await n.probe("inet", "203.0.113.10", 9090)).toMatch(/ERROR:ECONNREFUSED|TIMEOUT/);
     // Straight to a private address from outside: dropped.
