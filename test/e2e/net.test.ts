@@ -45,7 +45,7 @@ ${network}
 const NETWORK_V1 = `  port_forwards:
     - { name: web-vm1, protocol: tcp, external_ip: 203.0.113.10, external_port: 8080, internal_ip: 10.10.1.11, internal_port: 80 }
     - { name: partners, protocol: tcp, external_ip: 203.0.113.10, external_port: 8443, internal_ip: 10.10.1.11, internal_port: 80, sources: [198.51.100.0/24] }
-    - { name: office, protocol: tcp, external_ip: 203.0.113.10, external_port: 8444, internal_ip: 10.10.1.11, internal_port: 80, sources: [203.0.113.0/28] }
+    - { name: office, protocol: tcp, external_ip: 203.0.113.10, external_port: 8444, internal_ip: 10.10.1.11, internal_port: 80, sources: [203.0.113.48/28] }
   forward_allow:
     - { name: app, protocol: tcp, from: [10.10.2.0/24], to: [10.10.1.11], ports: [8080] }
   bridges:
