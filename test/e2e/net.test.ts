@@ -239,3 +239,20 @@ describe.runIf(isRoot)("network front-end in namespaces", () => {
     expect(await n.probe("inet", "203.0.113.10", 8081)).toMatch(/ERROR|TIMEOUT/);
   });
 });
+
+describe.runIf(isRoot)("VLAN bridges live (where the kernel has 8021q)", () => {
+  it("creates bridge + link.vlan sub-interface, or skips saying why", async (ctx) => {
+    const probe = await n.exec("gw", ["ip", "link", "add", "link", "gw2", "name", "gw2.99", "type", "vlan", "id", "99"]);
+    if (probe.exitCode !== 0) {
+      ctx.skip(`this kernel cannot create VLAN devices (${probe.stderr.trim()}); the VLAN plan is verified in test/unit/net-render.test.ts`);
+      return;
+    }
+    await n.exec("gw", ["ip", "link", "del", "gw2.99"]);
+    writeFileSync(policyFile, policyText(`${NETWORK_V1}\n    - { name: vmbr30, ports: [gw2], vlan: 30, address: 10.10.30.1/24 }`));
+    const r = await varco("apply");
+    expect(r.exitCode).toBe(0);
+    expect(await n.ip("gw", "-d", "link", "show", "gw2.30")).toContain("vlan protocol 802.1Q id 30");
+    expect(await n.ip("gw", "link", "show", "gw2.30")).toContain("master vmbr30");
+    writeFileSync(policyFile, policyText(NETWORK_V1));
+  });
+});
