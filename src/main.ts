@@ -7,7 +7,16 @@ import { watch } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type AuditStore, openAuditStore } from "./audit/index.ts";
-import { createAuthenticator, createLdapDirectory, openTotpStore, type TotpSettings, type TotpStore } from "./auth/index.ts";
+import {
+  createAuthenticator,
+  createLdapDirectory,
+  createLocalUsers,
+  type Lockout,
+  openLockout,
+  openTotpStore,
+  type TotpSettings,
+  type TotpStore,
+} from "./auth/index.ts";
 import { type Desired, desiredState } from "./net/index.ts";
 import type { Logger } from "./obs/index.ts";
 import { type LoadedPolicy, loadPolicyFile, type NetworkPolicy, type Policy, PolicyError, readSecret } from "./policy/index.ts";
@@ -37,19 +46,22 @@ export function openTotpForPolicy(loaded: LoadedPolicy): TotpStore {
   return openTotpStore(statePaths(loaded).stateDir, totpSettings(loaded.policy));
 }
 
+export function openLockoutForPolicy(loaded: LoadedPolicy): Lockout {
+  const l = loaded.policy.auth.lockout;
+  return openLockout(statePaths(loaded).stateDir, {
+    maxFailures: l.max_failures,
+    withinMs: l.within,
+    lockForMs: l.lock_for,
+    maxFailuresPerSource: l.max_failures_per_source,
+  });
+}
+
 export function openAuditForPolicy(loaded: LoadedPolicy): AuditStore {
   return openAuditStore(statePaths(loaded).auditDb);
 }
 
 function checkSupported(policy: Policy): void {
-  if (!policy.directory.ldap) throw new StartupError("directory.ldap is required (local_users alone are not supported yet)");
-  if (policy.directory.local_users.length > 0) throw new StartupError("directory.local_users is not supported yet; remove it");
-  for (const chain of policy.auth.chains) {
-    if (chain.join(",") !== "password,totp") {
-      throw new StartupError(`auth.chains: only [password, totp] is supported yet (got [${chain.join(", ")}])`);
-    }
-  }
-  if (policy.auth.totp.secrets !== "local") throw new StartupError("auth.totp.secrets: only 'local' is supported yet");
+  if (policy.auth.totp.secrets !== "local") throw new StartupError("auth.totp.secrets: only 'local' is supported yet (ldap is planned)");
 }
 
 export interface RunningGateway {
@@ -70,25 +82,37 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   checkSupported(loaded.policy);
   const p = loaded.policy;
   const ldap = p.directory.ldap;
-  if (!ldap) throw new StartupError("directory.ldap is required");
   const hostKeys = p.gateway.host_keys.map((k) => loadOrCreateKey(loaded.resolvePath(k), "varco-host"));
   const egressKey = loadOrCreateKey(loaded.resolvePath(p.gateway.egress_key), "varco-egress");
-  const directory = createLdapDirectory({
-    url: ldap.url,
-    bindDn: ldap.bind_dn,
-    bindPassword: readSecret(
-      ldap.bind_password_file.startsWith("env:") ? ldap.bind_password_file : loaded.resolvePath(ldap.bind_password_file),
-      "directory.ldap.bind_password_file",
-    ),
-    userBase: ldap.user_base,
-    userFilter: ldap.user_filter,
-    groupBase: ldap.group_base,
-    groupFilter: ldap.group_filter,
-    caFile: ldap.tls.ca_file ? loaded.resolvePath(ldap.tls.ca_file) : undefined,
-    startTls: ldap.tls.starttls,
-    timeoutMs: ldap.timeout,
-  });
+  const directory =
+    ldap &&
+    createLdapDirectory({
+      url: ldap.url,
+      bindDn: ldap.bind_dn,
+      bindPassword: readSecret(
+        ldap.bind_password_file.startsWith("env:") ? ldap.bind_password_file : loaded.resolvePath(ldap.bind_password_file),
+        "directory.ldap.bind_password_file",
+      ),
+      userBase: ldap.user_base,
+      userFilter: ldap.user_filter,
+      groupBase: ldap.group_base,
+      groupFilter: ldap.group_filter,
+      groupAttribute: ldap.group_attribute,
+      sshKeyAttribute: ldap.ssh_key_attribute,
+      caFile: ldap.tls.ca_file ? loaded.resolvePath(ldap.tls.ca_file) : undefined,
+      startTls: ldap.tls.starttls,
+      timeoutMs: ldap.timeout,
+    });
   const totp = openTotpForPolicy(loaded);
+  const lockout = openLockoutForPolicy(loaded);
+  const local = await createLocalUsers(
+    p.directory.local_users.map((u) => ({ uid: u.uid, passwordHash: u.password_hash, groups: u.groups })),
+  );
+  // Break-glass users' TOTP secrets come from their files the first time (then they live in the store).
+  for (const u of p.directory.local_users) {
+    if (u.totp_secret_file && !totp.hasSecret(u.uid))
+      totp.setSecret(u.uid, readSecret(loaded.resolvePath(u.totp_secret_file), `directory.local_users[${u.uid}].totp_secret_file`));
+  }
   const audit = openAuditForPolicy(loaded);
   const interrupted = audit.closeInterrupted();
   if (interrupted > 0) logger.warn({ interrupted }, "closed sessions left open by an earlier stop as interrupted");
@@ -97,7 +121,18 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
     policy: () => loaded.policy,
     hostKeys,
     egressKey,
-    authenticator: createAuthenticator(directory, totp),
+    authenticator: createAuthenticator({
+      directory,
+      local,
+      totp,
+      totpSettings: totpSettings(p),
+      lockout,
+      enrolOnFirstLogin: p.auth.totp.enrol_on_first_login,
+      publickey: {
+        fromDirectory: p.auth.publickey.from_directory,
+        keysFile: p.auth.publickey.keys_file ? loaded.resolvePath(p.auth.publickey.keys_file) : undefined,
+      },
+    }),
     audit,
     logger,
     recordingsDir: () => statePaths(loaded).recordingsDir,
@@ -160,6 +195,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       clearInterval(signer);
       signHead();
       totp.close();
+      lockout.close();
       audit.close();
     },
   };

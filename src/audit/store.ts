@@ -26,7 +26,15 @@ export type AuditEventType =
   | "file"
   | "recording"
   | "recording_failed"
-  | "audit_pruned";
+  | "audit_pruned"
+  | "lock"
+  | "unlock"
+  | "break_glass"
+  | "recovery_code_used"
+  | "enrolled"
+  | "totp_reset"
+  | "policy_reload"
+  | "route_removed";
 
 /** One audit event as appended. `data` is free-form JSON without secrets. */
 export interface AuditEventInput {

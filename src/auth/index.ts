@@ -1,14 +1,27 @@
-export { type Authenticator, createAuthenticator, type PasswordVerdict } from "./authenticator.ts";
+export {
+  type Authenticator,
+  type AuthenticatorParts,
+  createAuthenticator,
+  type Enrolment,
+  type PasswordVerdict,
+  type TotpVerdict,
+} from "./authenticator.ts";
 export {
   createLdapDirectory,
   type Directory,
   DirectoryUnavailableError,
   type DirectoryVerdict,
   fillFilter,
+  firstRdnValue,
   type LdapConfig,
 } from "./ldap.ts";
+export { createLocalUsers, hashPassword, type LocalUser, LocalUserError, type LocalUsers } from "./local.ts";
+export { type Lockout, type LockoutSettings, openLockout } from "./lockout.ts";
+export { findKey, keysFilePath, parseAuthorizedKeys } from "./publickey.ts";
 export {
+  checkCandidate,
   currentCode,
+  newRecoveryCodes,
   newSecret,
   normaliseSecret,
   openTotpStore,

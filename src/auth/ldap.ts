@@ -2,6 +2,7 @@
  * LDAP directory (ldapts): service bind → search the user (uid escaped per RFC 4515 §3) →
  * bind as the user's DN with the password → read group names (cn).
  */
+import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Client, Filter, InvalidCredentialsError } from "ldapts";
 
@@ -16,6 +17,10 @@ export interface LdapConfig {
   readonly groupBase?: string | undefined;
   /** Filter with `{uid}` and/or `{dn}`; both escaped. */
   readonly groupFilter: string;
+  /** Take groups from this attribute of the user entry (memberOf), as the first RDN value of each DN. */
+  readonly groupAttribute?: string | undefined;
+  /** Attribute with the user's SSH public keys (openssh-lpk sshPublicKey). */
+  readonly sshKeyAttribute: string;
   readonly caFile?: string | undefined;
   readonly startTls: boolean;
   /** Per-operation and connect timeout, ms. */
@@ -24,7 +29,13 @@ export interface LdapConfig {
 
 /** What the directory says about a uid + password. */
 export type DirectoryVerdict =
-  | { readonly kind: "ok"; readonly uid: string; readonly dn: string; readonly groups: readonly string[] }
+  | {
+      readonly kind: "ok";
+      readonly uid: string;
+      readonly dn: string;
+      readonly groups: readonly string[];
+      readonly sshKeys: readonly string[];
+    }
   | { readonly kind: "invalid" };
 
 /** The directory could not be asked (down, timeout, TLS failure, service bind refused). */
@@ -51,6 +62,18 @@ export function fillFilter(template: string, values: Readonly<Record<string, str
     const v = values[name];
     return v === undefined ? whole : Filter.escape(v);
   });
+}
+
+function strings(v: unknown): string[] {
+  if (v === undefined || v === null) return [];
+  const list = Array.isArray(v) ? v : [v];
+  return list.map((x) => (Buffer.isBuffer(x) ? x.toString("utf8") : String(x)));
+}
+
+/** The value of a DN's first RDN: `cn=astro,ou=groups,…` → `astro`. */
+export function firstRdnValue(dn: string): string | undefined {
+  const m = /^[^=]+=((?:\\.|[^,\\])*)/.exec(dn);
+  return m?.[1]?.replace(/\\(.)/g, "$1");
 }
 
 function firstString(v: unknown): string | undefined {
@@ -84,13 +107,19 @@ export function createLdapDirectory(cfg: LdapConfig): Directory {
       const { searchEntries } = await c.search(cfg.userBase, {
         scope: "sub",
         filter: fillFilter(cfg.userFilter, { uid }),
-        attributes: ["dn"],
+        attributes: ["dn", cfg.sshKeyAttribute, ...(cfg.groupAttribute ? [cfg.groupAttribute] : [])],
         sizeLimit: 2,
       });
       if (searchEntries.length !== 1) return undefined;
-      const dn = (searchEntries[0] as { dn: string }).dn;
+      const entry = searchEntries[0] as Record<string, unknown> & { dn: string };
+      const dn = entry.dn;
+      const sshKeys = strings(entry[cfg.sshKeyAttribute]);
       let groups: string[] = [];
-      if (cfg.groupBase) {
+      if (cfg.groupAttribute) {
+        groups = strings(entry[cfg.groupAttribute])
+          .map(firstRdnValue)
+          .filter((g): g is string => g !== undefined);
+      } else if (cfg.groupBase) {
         const res = await c.search(cfg.groupBase, {
           scope: "sub",
           filter: fillFilter(cfg.groupFilter, { uid, dn }),
@@ -98,19 +127,22 @@ export function createLdapDirectory(cfg: LdapConfig): Directory {
         });
         groups = res.searchEntries.map((e) => firstString(e.cn)).filter((g): g is string => g !== undefined);
       }
-      return { dn, groups };
+      return { dn, groups, sshKeys };
     });
 
   return {
     async verifyPassword(uid, password) {
       const found = await find(uid);
-      // An empty password would be an anonymous bind (RFC 4513 §5.1.2) and "succeed": refuse it here.
-      if (!found || password.length === 0) return { kind: "invalid" };
+      // An empty password would be an unauthenticated bind (RFC 4513 §5.1.2) and "succeed": refuse it here.
+      if (password.length === 0) return { kind: "invalid" };
+      // An unknown user still costs a bind, so timing does not tell whether the user exists.
+      const dn = found?.dn ?? `uid=varco-no-such-user-${randomUUID()},${cfg.userBase}`;
       const client = newClient();
       try {
         if (cfg.startTls) await client.startTLS(tlsOptions ?? {});
-        await client.bind(found.dn, password);
-        return { kind: "ok", uid, dn: found.dn, groups: found.groups };
+        await client.bind(dn, password);
+        if (!found) return { kind: "invalid" };
+        return { kind: "ok", uid, dn: found.dn, groups: found.groups, sshKeys: found.sshKeys };
       } catch (err) {
         if (err instanceof InvalidCredentialsError) return { kind: "invalid" };
         throw new DirectoryUnavailableError(`LDAP ${cfg.url}: user bind failed: ${(err as Error).message}`, { cause: err });
@@ -120,7 +152,7 @@ export function createLdapDirectory(cfg: LdapConfig): Directory {
     },
     async lookup(uid) {
       const found = await find(uid);
-      return found ? { kind: "ok", uid, dn: found.dn, groups: found.groups } : { kind: "invalid" };
+      return found ? { kind: "ok", uid, dn: found.dn, groups: found.groups, sshKeys: found.sshKeys } : { kind: "invalid" };
     },
   };
 }

@@ -3,7 +3,7 @@
  * AES-256-GCM under a key file the gateway creates (mode 0600). A time step, once used, is never
  * accepted again for the same uid (RFC 6238 §5.2).
  */
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -37,10 +37,45 @@ export interface TotpStore {
    * @param nowMs the current time, ms since epoch (injectable clock).
    */
   verifyCode(uid: string, code: string, nowMs: number): Promise<boolean>;
+  /** Replaces the user's recovery codes (stored as SHA-256 hashes). */
+  setRecoveryCodes(uid: string, codes: readonly string[]): void;
+  /** Consumes a recovery code; true if it was valid and unused. */
+  useRecoveryCode(uid: string, code: string): boolean;
+  /** Unused recovery codes left. */
+  recoveryCodesLeft(uid: string): number;
   close(): void;
 }
 
+/** Whether `code` is a valid code for a secret that is not stored yet (enrolment confirmation). */
+export async function checkCandidate(settings: TotpSettings, secret: string, code: string, nowMs: number): Promise<boolean> {
+  if (!new RegExp(`^\\d{${settings.digits}}$`).test(code)) return false;
+  const periodS = Math.round(settings.periodMs / 1000);
+  const r = await verify({
+    secret,
+    token: code,
+    digits: settings.digits,
+    period: periodS,
+    epoch: Math.floor(nowMs / 1000),
+    epochTolerance: settings.window * periodS,
+  });
+  return r.valid;
+}
+
+/** Ten single-use recovery codes, `xxxx-xxxx` from a 32-letter alphabet without look-alikes (40 bits each). */
+export function newRecoveryCodes(n = 10): string[] {
+  const alphabet = "abcdefghjkmnpqrstuvwxyz23456789";
+  return Array.from({ length: n }, () => {
+    const b = randomBytes(8);
+    const s = Array.from(b, (x) => alphabet[x % alphabet.length]).join("");
+    return `${s.slice(0, 4)}-${s.slice(4)}`;
+  });
+}
+
+const RECOVERY_FORMAT = /^[a-z0-9]{4}-[a-z0-9]{4}$/;
+const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
+
 const SCHEMA = `
+CREATE TABLE IF NOT EXISTS recovery_codes (uid TEXT NOT NULL, code_hash TEXT NOT NULL, used_at TEXT, PRIMARY KEY (uid, code_hash));
 CREATE TABLE IF NOT EXISTS totp (
   uid TEXT PRIMARY KEY,
   nonce BLOB NOT NULL,
@@ -134,7 +169,27 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
       ).run(uid, nonce, ciphertext, tag, new Date().toISOString());
     },
     hasSecret: (uid) => getRow.get(uid) !== undefined,
-    reset: (uid) => db.prepare("DELETE FROM totp WHERE uid = ?").run(uid).changes > 0,
+    reset: (uid) => {
+      db.prepare("DELETE FROM recovery_codes WHERE uid = ?").run(uid);
+      return db.prepare("DELETE FROM totp WHERE uid = ?").run(uid).changes > 0;
+    },
+    setRecoveryCodes(uid, codes) {
+      db.transaction(() => {
+        db.prepare("DELETE FROM recovery_codes WHERE uid = ?").run(uid);
+        for (const c of codes) db.prepare("INSERT INTO recovery_codes (uid, code_hash) VALUES (?, ?)").run(uid, sha256(c));
+      })();
+    },
+    useRecoveryCode(uid, code) {
+      const c = code.trim().toLowerCase();
+      if (!RECOVERY_FORMAT.test(c)) return false;
+      return (
+        db
+          .prepare("UPDATE recovery_codes SET used_at = ? WHERE uid = ? AND code_hash = ? AND used_at IS NULL")
+          .run(new Date().toISOString(), uid, sha256(c)).changes === 1
+      );
+    },
+    recoveryCodesLeft: (uid) =>
+      (db.prepare("SELECT COUNT(*) AS n FROM recovery_codes WHERE uid = ? AND used_at IS NULL").get(uid) as { n: number }).n,
     async verifyCode(uid, code, nowMs) {
       const row = getRow.get(uid);
       if (!row || !new RegExp(`^\\d{${settings.digits}}$`).test(code)) return false;

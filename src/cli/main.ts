@@ -9,8 +9,8 @@ import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError, Option } from "commander";
 import { type AuditSession, replay } from "../audit/index.ts";
-import { newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
-import { networkContext, openAuditForPolicy, openTotpForPolicy, runGateway, totpSettings } from "../main.ts";
+import { hashPassword, newRecoveryCodes, newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
+import { networkContext, openAuditForPolicy, openLockoutForPolicy, openTotpForPolicy, runGateway, totpSettings } from "../main.ts";
 import {
   ApplyError,
   apply,
@@ -152,12 +152,23 @@ export function buildCli(): Command {
       try {
         const secret = opts.secret ?? newSecret();
         store.setSecret(uid, secret);
+        const codes = newRecoveryCodes();
+        store.setRecoveryCodes(uid, codes);
         const uri = otpauthUri(totpSettings(loaded.policy), uid, secret.replace(/[\s-]/g, "").toUpperCase());
+        const audit = openAuditForPolicy(loaded);
+        audit.append({
+          type: "enrolled",
+          uid,
+          result: "ok",
+          data: { by: "cli", imported: Boolean(opts.secret), recovery_codes: codes.length },
+        });
+        audit.close();
         if (opts.json) {
-          console.log(JSON.stringify({ uid, uri }));
+          console.log(JSON.stringify({ uid, uri, recovery_codes: codes }));
           return;
         }
         console.log(`TOTP secret enrolled for ${uid}. Add it to an authenticator app:\n${uri}`);
+        console.log(`Single-use recovery codes (give them to the user once): ${codes.join("  ")}`);
         if (opts.qr) {
           const qrcode = await import("qrcode");
           console.log(await qrcode.toString(uri, { type: "terminal", small: true }));
@@ -171,13 +182,42 @@ export function buildCli(): Command {
     });
   totp
     .command("reset <uid>")
-    .description("forget a user's TOTP secret")
+    .description("forget a user's TOTP secret and recovery codes")
     .action((uid: string) => {
-      const store = openTotpForPolicy(loadOrExit(policyPath(program.opts())));
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const store = openTotpForPolicy(loaded);
       const existed = store.reset(uid);
       store.close();
       if (!existed) throw new ExitError(`${uid} has no TOTP secret`, 1);
+      const audit = openAuditForPolicy(loaded);
+      audit.append({ type: "totp_reset", uid, result: "ok", data: { by: "cli" } });
+      audit.close();
       console.log(`TOTP secret of ${uid} removed; the user must enrol again`);
+    });
+  user
+    .command("unlock <uid>")
+    .description("lift a lockout (auth.lockout) for a user")
+    .action((uid: string) => {
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const lockout = openLockoutForPolicy(loaded);
+      const n = lockout.unlock(uid);
+      lockout.close();
+      const audit = openAuditForPolicy(loaded);
+      audit.append({ type: "unlock", uid, result: "ok", data: { failures_forgotten: n, by: "cli" } });
+      audit.close();
+      console.log(`${uid}: ${n} recorded failures forgotten; the account is not locked`);
+    });
+  user
+    .command("hash")
+    .description("read a password on stdin and print its argon2id hash (for directory.local_users)")
+    .action(async () => {
+      const chunks: Buffer[] = [];
+      for await (const c of process.stdin) chunks.push(c as Buffer);
+      const password = Buffer.concat(chunks)
+        .toString("utf8")
+        .replace(/\r?\n$/, "");
+      if (!password) throw new ExitError("no password on stdin", 2);
+      console.log(await hashPassword(password));
     });
 
   const audit = program.command("audit").description("read, verify and export the audit log");

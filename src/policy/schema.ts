@@ -97,6 +97,10 @@ const ldap = z.strictObject({
     .default("(&(objectClass=inetOrgPerson)(uid={uid}))"),
   group_base: z.string().min(1).optional(),
   group_filter: z.string().default("(&(objectClass=posixGroup)(memberUid={uid}))"),
+  /** Read groups from this attribute of the user entry (Active Directory / slapd memberof: `memberOf`); each value's first RDN is the group name. */
+  group_attribute: z.string().min(1).optional(),
+  /** Attribute holding the user's SSH public keys (openssh-lpk: `sshPublicKey`). */
+  ssh_key_attribute: z.string().min(1).default("sshPublicKey"),
   tls: z.strictObject({ ca_file: z.string().optional(), starttls: z.boolean().default(false) }).prefault({}),
   timeout: duration.default(5000),
 });
@@ -130,6 +134,14 @@ const auth = z.strictObject({
       secrets: z.enum(["local", "ldap"]).default("local"),
       ldap_attribute: z.string().optional(),
       enrol_on_first_login: z.boolean().default(false),
+    })
+    .prefault({}),
+  publickey: z
+    .strictObject({
+      /** Read keys from the directory's ssh_key_attribute. */
+      from_directory: z.boolean().default(true),
+      /** A file of authorized keys per user; `{uid}` is replaced (uids with '/' or '..' are refused). */
+      keys_file: z.string().min(1).optional(),
     })
     .prefault({}),
   lockout: z

@@ -9,6 +9,7 @@ import type { AddressInfo } from "node:net";
 import ssh2, {
   type ClientChannel,
   type Connection,
+  type KeyboardAuthContext,
   type PseudoTtyInfo,
   type ServerChannel,
   type Session,
@@ -18,7 +19,7 @@ import ssh2, {
 import { type AuditSink, createChannelAudit } from "../audit/index.ts";
 import type { Authenticator } from "../auth/index.ts";
 import type { Logger } from "../obs/index.ts";
-import type { Policy } from "../policy/index.ts";
+import type { AuthMethod, Policy } from "../policy/index.ts";
 import {
   type ApprovedTarget,
   markAuthenticated,
@@ -30,7 +31,6 @@ import {
 import { type ByteCounter, type ExitInfo, finishDownstream, pump, relaySession } from "./relay.ts";
 import { connectUpstream, HostKeyMismatchError, parseHostKeyLine } from "./upstream.ts";
 
-const ALL_METHODS = ["keyboard-interactive", "password"];
 export const PASSWORD_PROMPT = "Password: ";
 export const CODE_PROMPT = "Verification code: ";
 export const HOST_KEY_CHANGED_MESSAGE = "varco: the target's host key changed, contact an administrator.\r\n";
@@ -123,7 +123,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
 
     // Auth state is bound to one user name; a different name starts over (no factor carries across users).
     let authUser: string | undefined;
-    let passwordGroups: readonly string[] | undefined;
+    const done = new Set<AuthMethod>();
+    let groups: readonly string[] = [];
+    let breakGlass = false;
+    let enrolSecret: string | undefined;
     let attempts = 0;
     let decision: RouteDecision | undefined;
     let username = "";
@@ -138,24 +141,67 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const counters = { up: 0, down: 0 };
     const openChannels = new Set<ServerChannel | ClientChannel>();
 
-    // Every refusal looks the same to the client: the same methods, no partial success, and the
-    // verified password (if any) is forgotten, so the next round asks for both factors again.
+    const chains = () => deps.policy().auth.chains;
+    const remaining = (chain: readonly AuthMethod[]) => chain.filter((f) => !done.has(f));
+    const completedChain = () => chains().find((c) => remaining(c).length === 0);
+    /** SSH methods that can make progress on some chain (RFC 4252 §5.1 "authentications that can continue"). */
+    const nextMethods = (): string[] => {
+      const m = new Set<string>();
+      for (const c of chains()) {
+        for (const f of remaining(c)) {
+          if (f === "publickey") m.add("publickey");
+          if (f === "password") {
+            m.add("keyboard-interactive");
+            m.add("password");
+          }
+          if (f === "totp") m.add("keyboard-interactive");
+        }
+      }
+      return [...m];
+    };
+    /** The password/totp factors one keyboard-interactive round should ask: the closest chain's. */
+    const kbdFactors = (): AuthMethod[] | undefined => {
+      const candidates = chains()
+        .map(remaining)
+        .filter((r) => r.length > 0 && r.every((f) => f === "password" || f === "totp"))
+        .sort((a, b) => a.length - b.length);
+      return candidates[0];
+    };
+
+    // Every refusal looks the same to the client: the same methods, no partial success, and every
+    // factor already passed is forgotten, so the next round starts over.
     const refuseAuth = (ctx: { reject: (m?: never[], p?: boolean) => void }, reason: string) => {
       attempts += 1;
-      passwordGroups = undefined;
+      done.clear();
+      groups = [];
+      breakGlass = false;
+      enrolSecret = undefined;
+      const now = deps.now();
+      const lock = deps.authenticator.failed(uid, source, now);
       deps.audit.append({ type: "login_refused", sessionId: connId, uid, account: username, source, result: reason });
+      if (lock.lockedUid)
+        deps.audit.append({ type: "lock", uid, source, result: "uid_locked", data: { reason: "auth.lockout.max_failures" } });
+      if (lock.lockedSource)
+        deps.audit.append({ type: "lock", uid, source, result: "source_locked", data: { reason: "auth.lockout.max_failures_per_source" } });
       log.info({ account: username, reason, attempts }, "login refused");
       if (attempts >= limits.max_auth_attempts) {
         client.end();
         return;
       }
-      ctx.reject(ALL_METHODS as never[]);
+      ctx.reject(nextMethods() as never[]);
     };
 
-    const complete = (factors: string[]) => {
-      const identity = markAuthenticated(uid, passwordGroups ?? [], factors);
+    /** After a factor passed: accept if a chain is complete, else partial success (RFC 4252 §5.1). */
+    const progress = (ctx: { accept: () => void; reject: (m?: never[], p?: boolean) => void }) => {
+      const chain = completedChain();
+      if (!chain) {
+        ctx.reject(nextMethods() as never[], true);
+        return;
+      }
+      const identity = markAuthenticated(uid, groups, chain);
       const { alias } = parseAccount(username);
       decision = resolveRoute(deps.policy(), identity, alias);
+      deps.authenticator.succeeded(uid);
       deps.audit.append({
         type: "login",
         sessionId: connId,
@@ -163,56 +209,140 @@ export function createGateway(deps: GatewayDeps): Gateway {
         account: username,
         source,
         result: "ok",
-        data: { factors },
+        data: { factors: chain, break_glass: breakGlass },
       });
-      log.info({ account: username, uid, factors }, "login ok");
+      if (breakGlass) deps.audit.append({ type: "break_glass", sessionId: connId, uid, account: username, source, result: "ok" });
+      log.info({ account: username, uid, factors: chain, break_glass: breakGlass }, "login ok");
+      ctx.accept();
+    };
+
+    const checkPassword = async (password: string): Promise<string | undefined> => {
+      const v = await deps.authenticator.password(uid, password);
+      if (v.kind === "unavailable") {
+        log.warn({ reason: v.reason }, "directory unavailable");
+        return "directory_unavailable";
+      }
+      if (v.kind === "invalid") return "bad_password";
+      groups = v.groups;
+      breakGlass = v.local;
+      done.add("password");
+      return undefined;
+    };
+
+    const checkCode = async (code: string): Promise<string | undefined> => {
+      const v = await deps.authenticator.totp(uid, code.trim(), deps.now());
+      if (v === "invalid") return deps.authenticator.hasTotp(uid) ? "bad_code" : "no_totp_secret";
+      if (v === "recovery") deps.audit.append({ type: "recovery_code_used", sessionId: connId, uid, source, result: "ok" });
+      done.add("totp");
+      return undefined;
     };
 
     client.on("authentication", (ctx) => {
       if (authUser !== ctx.username) {
         authUser = ctx.username;
-        passwordGroups = undefined;
+        done.clear();
+        groups = [];
+        breakGlass = false;
+        enrolSecret = undefined;
         username = ctx.username;
         uid = parseAccount(username).uid;
       }
-      if (ctx.method === "password") {
-        if (passwordGroups) return refuseAuth(ctx, "password_repeated");
-        void deps.authenticator.password(uid, ctx.password).then((v) => {
-          if (v.kind !== "ok") return refuseAuth(ctx, v.kind === "invalid" ? "bad_password" : "directory_unavailable");
-          passwordGroups = v.groups;
-          log.info({ account: username }, "password ok; asking for the verification code");
-          ctx.reject(["keyboard-interactive"], true);
+      const run = (fn: () => Promise<void>) =>
+        void fn().catch((err: unknown) => {
+          log.error({ err: (err as Error).message }, "authentication error");
+          refuseAuth(ctx, "internal_error");
         });
-        return;
+      const wanted = (f: AuthMethod) => chains().some((c) => remaining(c).includes(f));
+      if (ctx.method !== "none" && deps.authenticator.locked(uid, source, deps.now())) return refuseAuth(ctx, "locked");
+
+      if (ctx.method === "publickey") {
+        if (!wanted("publickey")) return ctx.reject(nextMethods() as never[]);
+        return run(async () => {
+          const signed = ctx.signature && ctx.blob ? { blob: ctx.blob, signature: ctx.signature, hashAlgo: ctx.hashAlgo } : undefined;
+          const ok = await deps.authenticator.publickey(uid, ctx.key, signed);
+          if (!signed) {
+            // A probe ("would this key do?", RFC 4252 §7): not a failure, no lockout count.
+            return ok ? ctx.accept() : ctx.reject(nextMethods() as never[]);
+          }
+          if (!ok) return refuseAuth(ctx, "bad_publickey");
+          if (!done.has("password")) groups = ok.groups;
+          done.add("publickey");
+          progress(ctx);
+        });
+      }
+      if (ctx.method === "password") {
+        if (!wanted("password")) return refuseAuth(ctx, "password_not_wanted");
+        return run(async () => {
+          const bad = await checkPassword(ctx.password);
+          if (bad) return refuseAuth(ctx, bad);
+          progress(ctx);
+        });
       }
       if (ctx.method === "keyboard-interactive") {
-        const prompts = passwordGroups
-          ? [{ prompt: CODE_PROMPT, echo: false }]
-          : [
-              { prompt: PASSWORD_PROMPT, echo: false },
-              { prompt: CODE_PROMPT, echo: false },
-            ];
-        ctx.prompt(prompts, "", "", (answers) => {
-          void (async () => {
-            const code = (passwordGroups ? answers[0] : answers[1]) ?? "";
-            if (!passwordGroups) {
-              const v = await deps.authenticator.password(uid, answers[0] ?? "");
-              if (v.kind !== "ok") return refuseAuth(ctx, v.kind === "invalid" ? "bad_password" : "directory_unavailable");
-              passwordGroups = v.groups;
-            }
-            const ok = await deps.authenticator.totp(uid, code.trim(), deps.now());
-            if (!ok) return refuseAuth(ctx, "bad_code");
-            complete(["password", "totp"]);
-            ctx.accept();
-          })().catch((err: unknown) => {
-            log.error({ err }, "authentication error");
-            refuseAuth(ctx, "internal_error");
-          });
+        const factors = kbdFactors();
+        if (!factors) return ctx.reject(nextMethods() as never[]);
+        return run(async () => {
+          // Enrolment inside the login: only after the password, only for users without a secret.
+          if (
+            deps.authenticator.enrolOnFirstLogin &&
+            factors.includes("totp") &&
+            done.has("password") &&
+            !deps.authenticator.hasTotp(uid)
+          ) {
+            return enrol(ctx);
+          }
+          const askPassword = factors.includes("password");
+          const askCode =
+            factors.includes("totp") && !(askPassword && deps.authenticator.enrolOnFirstLogin && !deps.authenticator.hasTotp(uid));
+          const prompts = [
+            ...(askPassword ? [{ prompt: PASSWORD_PROMPT, echo: false }] : []),
+            ...(askCode ? [{ prompt: CODE_PROMPT, echo: false }] : []),
+          ];
+          ctx.prompt(prompts, "", "", (answers) =>
+            run(async () => {
+              let i = 0;
+              if (askPassword) {
+                const bad = await checkPassword(answers[i++] ?? "");
+                if (bad) return refuseAuth(ctx, bad);
+              }
+              if (askCode) {
+                const bad = await checkCode(answers[i++] ?? "");
+                if (bad) return refuseAuth(ctx, bad);
+              }
+              if (!askCode && factors.includes("totp") && deps.authenticator.enrolOnFirstLogin && !deps.authenticator.hasTotp(uid)) {
+                return enrol(ctx);
+              }
+              progress(ctx);
+            }),
+          );
         });
-        return;
       }
-      ctx.reject((passwordGroups ? ["keyboard-interactive"] : ALL_METHODS) as never[]);
+      ctx.reject(nextMethods() as never[]);
     });
+
+    /** First-login TOTP enrolment: show the QR and URI, confirm with a code, show the recovery codes. */
+    const enrol = async (ctx: KeyboardAuthContext) => {
+      const e = await deps.authenticator.enrolment(uid);
+      enrolSecret = e.secret;
+      const instructions = `No second factor is set up for ${uid} yet. Scan this QR code with an authenticator app, or add the key by hand:\n${e.qr}\n${e.uri}\n`;
+      ctx.prompt(
+        [{ prompt: CODE_PROMPT, echo: false }],
+        "varco: set up your second factor",
+        instructions,
+        (answers) =>
+          void (async () => {
+            const codes = enrolSecret
+              ? await deps.authenticator.confirmEnrolment(uid, enrolSecret, (answers[0] ?? "").trim(), deps.now())
+              : undefined;
+            enrolSecret = undefined;
+            if (!codes) return refuseAuth(ctx, "enrolment_code_wrong");
+            done.add("totp");
+            deps.audit.append({ type: "enrolled", sessionId: connId, uid, source, result: "ok", data: { recovery_codes: codes.length } });
+            const text = `Second factor set up. Keep these single-use recovery codes somewhere safe; each replaces a code once:\n${codes.join("  ")}\n`;
+            ctx.prompt([], "varco: recovery codes", text, () => progress(ctx));
+          })().catch(() => refuseAuth(ctx, "internal_error")),
+      );
+    };
 
     client.on("ready", () => {
       clearTimeout(grace);

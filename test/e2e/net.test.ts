@@ -244,7 +244,9 @@ describe.runIf(isRoot)("VLAN bridges live (where the kernel has 8021q)", () => {
   it("creates bridge + link.vlan sub-interface, or skips saying why", async (ctx) => {
     const probe = await n.exec("gw", ["ip", "link", "add", "link", "gw2", "name", "gw2.99", "type", "vlan", "id", "99"]);
     if (probe.exitCode !== 0) {
-      ctx.skip(`this kernel cannot create VLAN devices (${probe.stderr.trim()}); the VLAN plan is verified in test/unit/net-render.test.ts`);
+      ctx.skip(
+        `this kernel cannot create VLAN devices (${probe.stderr.trim()}); the VLAN plan is verified in test/unit/net-render.test.ts`,
+      );
       return;
     }
     await n.exec("gw", ["ip", "link", "del", "gw2.99"]);
