@@ -123,7 +123,7 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
     async enrolment(uid) {
       const secret = newSecret();
       const uri = otpauthUri(p.totpSettings, uid, secret);
-      const qr = await QRCode.toString(uri, { type: "utf8", errorCorrectionLevel: "L", margin: 1 });
+      const qr = await QRCode.toString(uri, { type: "utf8", errorCorrectionLevel: "L" });
       return { secret, uri, qr };
     },
     async confirmEnrolment(uid, secret, code, nowMs) {

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { newSecret, openTotpStore } from "../auth/index.ts";
 import { loadOrCreateKey, publicKeyLine } from "../ssh/index.ts";
 import { freePort } from "./ports.ts";
-import { type DemoGroup, type DemoUser, type Slapd, startSlapd } from "./slapd.ts";
+import { type DemoGroup, type DemoUser, type Slapd, type SlapdOptions, startSlapd } from "./slapd.ts";
 import { type Sshd, startSshd } from "./sshd.ts";
 
 export const DEMO_USERS: readonly DemoUser[] = [
@@ -32,6 +32,8 @@ export interface DemoEnvironmentOptions {
   readonly extraUsers?: readonly string[];
   /** Policy template text; defaults to policies/demo.yaml. Placeholders: @NAME@. */
   readonly template?: string;
+  /** TLS and memberOf options for the throwaway slapd. */
+  readonly slapd?: Pick<SlapdOptions, "tls" | "memberOf">;
 }
 
 export interface DemoEnvironment {
@@ -56,8 +58,8 @@ export function renderTemplate(template: string, values: Readonly<Record<string,
 
 /** Starts slapd and the two targets, enrols TOTP secrets, writes the policy. Stops what it started on failure. */
 export async function startDemoEnvironment(o: DemoEnvironmentOptions): Promise<DemoEnvironment> {
-  // A folder left by a killed run holds a stale LDAP database: start from scratch.
-  rmSync(o.dir, { recursive: true, force: true });
+  // A folder left by a killed run holds a stale LDAP database: start what this creates from scratch.
+  for (const sub of ["slapd", "vm1", "vm2", "state", "keys"]) rmSync(join(o.dir, sub), { recursive: true, force: true });
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   const extra: DemoUser[] = (o.extraUsers ?? []).map((uid) => ({ uid, password: `${uid}-pw`, givenName: uid, sn: "Test" }));
   const users = [...DEMO_USERS, ...extra];
@@ -71,7 +73,7 @@ export async function startDemoEnvironment(o: DemoEnvironmentOptions): Promise<D
   try {
     mkdirSync(join(o.dir, "secrets"), { recursive: true, mode: 0o700 });
     writeFileSync(join(o.dir, "secrets/ldap.pw"), `${servicePassword}\n`, { mode: 0o600 });
-    const slapd = await startSlapd({ dir: join(o.dir, "slapd"), users, groups, servicePassword });
+    const slapd = await startSlapd({ dir: join(o.dir, "slapd"), users, groups, servicePassword, ...o.slapd });
     stops.push(slapd.stop);
     const egress = loadOrCreateKey(join(o.dir, "keys/egress_ed25519"), "varco-egress");
     const egressPub = publicKeyLine(egress, "varco-egress");
@@ -92,6 +94,7 @@ export async function startDemoEnvironment(o: DemoEnvironmentOptions): Promise<D
     const values: Record<string, string> = {
       GATEWAY_PORT: String(o.gatewayPort),
       LDAP_URL: slapd.url,
+      LDAPS_URL: slapd.ldapsUrl ?? "",
       VM1_PORT: String(vm1.port),
       VM2_PORT: String(vm2.port),
       VM1_HOST_KEY: vm1.hostKeyLine,

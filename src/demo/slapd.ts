@@ -2,6 +2,7 @@
  * A throwaway OpenLDAP slapd on loopback (back_mdb, inetOrgPerson/posixGroup), for the demo and tests.
  * Started in the foreground (`-d 0`) so its PID is ours; stopped by that PID.
  */
+import { randomBytes } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execa, type ResultPromise } from "execa";
@@ -22,6 +23,10 @@ export interface DemoGroup {
 
 export interface SlapdOptions {
   readonly dir: string;
+  /** Serve TLS: `ldaps://` on `tlsPort` and StartTLS on the plain port, with this certificate. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly caFile: string } | undefined;
+  /** Groups as groupOfNames with the memberof overlay (how Active Directory's memberOf looks). */
+  readonly memberOf?: boolean;
   readonly users: readonly DemoUser[];
   readonly groups: readonly DemoGroup[];
   /** Password of the service account cn=varco,ou=services,<suffix>. */
@@ -32,6 +37,8 @@ export interface SlapdOptions {
 
 export interface Slapd {
   readonly url: string;
+  /** `ldaps://127.0.0.1:PORT` when started with `tls`. */
+  readonly ldapsUrl: string | undefined;
   readonly port: number;
   readonly suffix: string;
   readonly bindDn: string;
@@ -54,31 +61,48 @@ function ldif(o: SlapdOptions, suffix: string): string {
       (u) =>
         `dn: uid=${u.uid},ou=people,${suffix}\nobjectClass: inetOrgPerson\nuid: ${u.uid}\ncn: ${u.givenName} ${u.sn}\ngivenName: ${u.givenName}\nsn: ${u.sn}\nuserPassword: ${u.password}\n`,
     ),
-    ...o.groups.map(
-      (g) =>
-        `dn: cn=${g.cn},ou=groups,${suffix}\nobjectClass: posixGroup\ncn: ${g.cn}\ngidNumber: ${g.gid}\n${g.members.map((m) => `memberUid: ${m}\n`).join("")}`,
-    ),
+    ...(o.memberOf
+      ? []
+      : o.groups.map(
+          (g) =>
+            `dn: cn=${g.cn},ou=groups,${suffix}\nobjectClass: posixGroup\ncn: ${g.cn}\ngidNumber: ${g.gid}\n${g.members.map((m) => `memberUid: ${m}\n`).join("")}`,
+        )),
   ];
   return parts.join("\n");
 }
 
-function config(dir: string, suffix: string): string {
+/** groupOfNames entries, added online so the memberof overlay maintains users' memberOf (slapadd bypasses overlays). */
+function groupsOfNames(o: SlapdOptions, suffix: string): string {
+  return o.groups
+    .filter((g) => g.members.length > 0)
+    .map(
+      (g) =>
+        `dn: cn=${g.cn},ou=groups,${suffix}\nobjectClass: groupOfNames\ncn: ${g.cn}\n${g.members.map((m) => `member: uid=${m},ou=people,${suffix}\n`).join("")}`,
+    )
+    .join("\n");
+}
+
+function config(dir: string, suffix: string, o: SlapdOptions, rootPassword: string): string {
+  const tls = o.tls
+    ? `TLSCACertificateFile ${o.tls.caFile}\nTLSCertificateFile ${o.tls.certFile}\nTLSCertificateKeyFile ${o.tls.keyFile}\n`
+    : "";
   return `include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
 modulepath /usr/lib/ldap
 moduleload back_mdb
-pidfile ${join(dir, "slapd.pid")}
+${o.memberOf ? "moduleload memberof\n" : ""}${tls}pidfile ${join(dir, "slapd.pid")}
 argsfile ${join(dir, "slapd.args")}
 database mdb
 maxsize 16777216
 suffix "${suffix}"
 rootdn "cn=admin,${suffix}"
+rootpw ${rootPassword}
 directory ${join(dir, "data")}
 access to attrs=userPassword by anonymous auth by self read by * none
 access to * by users read by * none
-`;
+${o.memberOf ? "overlay memberof\nmemberof-refint TRUE\n" : ""}`;
 }
 
 /** Writes the config and LDIF, runs slapadd, starts slapd and waits until it accepts connections. */
@@ -86,14 +110,18 @@ export async function startSlapd(o: SlapdOptions): Promise<Slapd> {
   const suffix = o.suffix ?? "dc=example,dc=org";
   mkdirSync(join(o.dir, "data"), { recursive: true, mode: 0o700 });
   const conf = join(o.dir, "slapd.conf");
-  writeFileSync(conf, config(o.dir, suffix), { mode: 0o600 });
+  const rootPassword = randomBytes(12).toString("hex");
+  writeFileSync(join(o.dir, "root.pw"), rootPassword, { mode: 0o600 });
+  writeFileSync(conf, config(o.dir, suffix, o, rootPassword), { mode: 0o600 });
   writeFileSync(join(o.dir, "base.ldif"), ldif(o, suffix), { mode: 0o600 });
   await execa("slapadd", ["-f", conf, "-l", join(o.dir, "base.ldif")]);
   const port = o.port ?? (await freePort());
   const url = `ldap://127.0.0.1:${port}/`;
+  const tlsPort = o.tls ? await freePort() : undefined;
+  const urls = tlsPort ? `${url} ldaps://127.0.0.1:${tlsPort}/` : url;
   let child: ResultPromise | undefined;
   const launch = async () => {
-    const c: ResultPromise = execa("slapd", ["-f", conf, "-h", url, "-d", "0"], { reject: false, stdio: "ignore" });
+    const c: ResultPromise = execa("slapd", ["-f", conf, "-h", urls, "-d", "0"], { reject: false, stdio: "ignore" });
     if (c.pid === undefined) throw new Error("slapd did not start (is the slapd package installed?)");
     child = c;
     try {
@@ -104,8 +132,13 @@ export async function startSlapd(o: SlapdOptions): Promise<Slapd> {
     }
   };
   await launch();
+  if (o.memberOf) {
+    writeFileSync(join(o.dir, "groups.ldif"), groupsOfNames(o, suffix), { mode: 0o600 });
+    await execa("ldapadd", ["-x", "-H", url, "-D", `cn=admin,${suffix}`, "-y", join(o.dir, "root.pw"), "-f", join(o.dir, "groups.ldif")]);
+  }
   return {
     url: url.replace(/\/$/, ""),
+    ldapsUrl: tlsPort ? `ldaps://127.0.0.1:${tlsPort}` : undefined,
     port,
     suffix,
     bindDn: `cn=varco,ou=services,${suffix}`,

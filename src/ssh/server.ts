@@ -5,7 +5,7 @@
  * a route allows it, direct-tcpip channels (RFC 4254 §7.2).
  */
 import { randomUUID } from "node:crypto";
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, createServer, type Server as NetServer, type Socket } from "node:net";
 import ssh2, {
   type ClientChannel,
   type Connection,
@@ -82,13 +82,53 @@ function refuseOnChannel(ch: ServerChannel, text: string, code = 1): void {
 
 /** Creates the gateway. Call `listen()` to start. */
 export function createGateway(deps: GatewayDeps): Gateway {
-  const servers: SshServer[] = [];
+  const servers: NetServer[] = [];
   const connections = new Set<Connection>();
   let unauthenticated = 0;
   const unauthBySource = new Map<string, number>();
   let sessions = 0;
 
-  const onConnection = (client: Connection, info: { ip: string }) => {
+  /**
+   * Pre-auth limits at the TCP level, before ssh2 sees a byte: ssh2 only reports a connection once
+   * the client sent its identification line, so a slow-loris that never does must be counted and
+   * timed out here (gateway.limits: max_unauthenticated, max_unauthenticated_per_source, login_grace).
+   */
+  const preAuth = new Map<string, { authenticated: () => void }>();
+  const guardSocket = (socket: Socket, ssh: SshServer) => {
+    const limits = deps.policy().gateway.limits;
+    const source = socket.remoteAddress ?? "?";
+    const key = `${source}|${socket.remotePort}`;
+    const perSource = (unauthBySource.get(source) ?? 0) + 1;
+    if (unauthenticated + 1 > limits.max_unauthenticated || perSource > limits.max_unauthenticated_per_source) {
+      deps.logger.warn({ source, unauthenticated, perSource }, "too many unauthenticated connections; dropping");
+      socket.destroy();
+      return;
+    }
+    unauthenticated += 1;
+    unauthBySource.set(source, perSource);
+    let done = false;
+    const leave = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(grace);
+      preAuth.delete(key);
+      unauthenticated -= 1;
+      const n = (unauthBySource.get(source) ?? 1) - 1;
+      if (n <= 0) unauthBySource.delete(source);
+      else unauthBySource.set(source, n);
+    };
+    const grace = setTimeout(() => {
+      deps.logger.info({ source }, "login_grace expired before authentication; closing");
+      leave();
+      socket.destroy();
+    }, limits.login_grace);
+    grace.unref();
+    preAuth.set(key, { authenticated: leave });
+    socket.once("close", leave);
+    ssh.injectSocket(socket);
+  };
+
+  const onConnection = (client: Connection, info: { ip: string; port: number }) => {
     const policy = deps.policy();
     const limits = policy.gateway.limits;
     const source = info.ip;
@@ -96,30 +136,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const log = deps.logger.child({ conn: connId, source });
     connections.add(client);
 
-    let authed = false;
-    const perSource = (unauthBySource.get(source) ?? 0) + 1;
-    unauthenticated += 1;
-    unauthBySource.set(source, perSource);
-    const leaveUnauth = () => {
-      if (authed) return;
-      authed = true;
-      unauthenticated -= 1;
-      const n = (unauthBySource.get(source) ?? 1) - 1;
-      if (n <= 0) unauthBySource.delete(source);
-      else unauthBySource.set(source, n);
-    };
-    if (unauthenticated > limits.max_unauthenticated || perSource > limits.max_unauthenticated_per_source) {
-      log.warn({ unauthenticated, perSource }, "too many unauthenticated connections; dropping");
-      leaveUnauth();
-      client.end();
-      connections.delete(client);
-      return;
-    }
-    const grace = setTimeout(() => {
-      log.info("login_grace expired; closing");
-      client.end();
-    }, limits.login_grace);
-    grace.unref();
+    // The socket-level guard (below) counted this connection as unauthenticated and runs login_grace.
+    const pre = preAuth.get(`${info.ip}|${info.port}`);
+    const leaveUnauth = () => pre?.authenticated();
 
     // Auth state is bound to one user name; a different name starts over (no factor carries across users).
     let authUser: string | undefined;
@@ -339,13 +358,16 @@ export function createGateway(deps: GatewayDeps): Gateway {
             done.add("totp");
             deps.audit.append({ type: "enrolled", sessionId: connId, uid, source, result: "ok", data: { recovery_codes: codes.length } });
             const text = `Second factor set up. Keep these single-use recovery codes somewhere safe; each replaces a code once:\n${codes.join("  ")}\n`;
-            ctx.prompt([], "varco: recovery codes", text, () => progress(ctx));
+            ctx.prompt([{ prompt: "Press Enter once you have saved them: ", echo: true }], "varco: recovery codes", text, () =>
+              progress(ctx),
+            );
           })().catch(() => refuseAuth(ctx, "internal_error")),
       );
     };
 
+    let authed = false;
     client.on("ready", () => {
-      clearTimeout(grace);
+      authed = true;
       leaveUnauth();
       const current = decision;
       if (!current) return client.end();
@@ -623,7 +645,6 @@ export function createGateway(deps: GatewayDeps): Gateway {
     idleTimer.unref();
 
     client.on("close", () => {
-      clearTimeout(grace);
       clearInterval(idleTimer);
       leaveUnauth();
       connections.delete(client);
@@ -647,7 +668,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const bound: AddressInfo[] = [];
       for (const a of addresses) {
         const { host, port } = splitHostPort(a);
-        const server = new ssh2.Server({ hostKeys: [...deps.hostKeys], ident: "varco" }, onConnection);
+        const ssh = new ssh2.Server({ hostKeys: [...deps.hostKeys], ident: "varco" }, onConnection);
+        const server = createServer((socket) => guardSocket(socket, ssh));
         servers.push(server);
         await new Promise<void>((resolve, reject) => {
           server.once("error", reject);

@@ -1,7 +1,9 @@
 #!/bin/sh
 # SSH_ASKPASS helper for tests: answers OpenSSH's prompts by their text (OpenSSH prefixes "(user@host) ").
+# With VARCO_TEST_ASKPASS_LOG set, every prompt is also appended to that file.
+[ -n "$VARCO_TEST_ASKPASS_LOG" ] && printf '%s\n' "$1" >> "$VARCO_TEST_ASKPASS_LOG"
 case "$1" in
   *"Verification code:"*) printf '%s\n' "$VARCO_TEST_CODE" ;;
   *"Password:"*) printf '%s\n' "$VARCO_TEST_PASSWORD" ;;
-  *) printf '%s\n' "$1" >> "${VARCO_TEST_ASKPASS_LOG:-/dev/null}"; exit 1 ;;
+  *) exit 1 ;;
 esac

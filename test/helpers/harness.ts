@@ -8,8 +8,8 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa, type ResultPromise } from "execa";
-import { currentCode } from "../../src/auth/index.ts";
-import { type DemoEnvironment, freePort, startDemoEnvironment, stopChild, waitForPort } from "../../src/demo/index.ts";
+import { currentCode, openTotpStore } from "../../src/auth/index.ts";
+import { type DemoEnvironment, freePort, type SlapdOptions, startDemoEnvironment, stopChild, waitForPort } from "../../src/demo/index.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const ASKPASS = join(ROOT, "test/helpers/askpass.sh");
@@ -73,13 +73,33 @@ function password(env: DemoEnvironment, uid: string): string {
 
 /** Starts the environment and the gateway. `extraUsers` get routes from TEST_ROUTES (group testers). */
 export async function startHarness(
-  o: { extraUsers?: readonly string[]; extraRoutes?: string; templateEdit?: (t: string) => string } = {},
+  o: {
+    extraUsers?: readonly string[];
+    extraRoutes?: string;
+    templateEdit?: (t: string) => string;
+    slapd?: Pick<SlapdOptions, "tls" | "memberOf">;
+    /** Use this folder (created by the caller, e.g. with certificates in it) instead of a new temp one. */
+    dir?: string;
+    /** Uids whose TOTP secret is removed after start (for enrolment tests). */
+    unenrolled?: readonly string[];
+  } = {},
 ): Promise<Harness> {
-  const dir = mkdtempSync(join(tmpdir(), "varco-test-"));
+  const dir = o.dir ?? mkdtempSync(join(tmpdir(), "varco-test-"));
   const port = await freePort();
   const base = readFileSync(join(ROOT, "policies/demo.yaml"), "utf8") + (o.extraRoutes ?? TEST_ROUTES);
   const template = o.templateEdit ? o.templateEdit(base) : base;
-  const env = await startDemoEnvironment({ dir, gatewayPort: port, extraUsers: o.extraUsers ?? [], template });
+  const env = await startDemoEnvironment({
+    dir,
+    gatewayPort: port,
+    extraUsers: o.extraUsers ?? [],
+    template,
+    ...(o.slapd ? { slapd: o.slapd } : {}),
+  });
+  if (o.unenrolled?.length) {
+    const store = openTotpStore(join(dir, "state"), TOTP);
+    for (const uid of o.unenrolled) store.reset(uid);
+    store.close();
+  }
   const logPath = join(dir, "gateway.out");
   let output = "";
   let child: ResultPromise | undefined;
@@ -113,7 +133,9 @@ export async function startHarness(
     lastStep.set(uid, step);
     return currentCode(TOTP, secret, step * PERIOD_MS);
   };
+  // OpenSSH keeps the first value it sees for an option: the caller's extras go first.
   const sshOptions = (extra: readonly string[] = []) => [
+    ...extra,
     "-F",
     "/dev/null",
     "-p",
@@ -128,7 +150,6 @@ export async function startHarness(
     "LogLevel=ERROR",
     "-o",
     "ConnectTimeout=20",
-    ...extra,
   ];
   const askpassEnv = (pw: string, code: string): NodeJS.ProcessEnv => ({
     SSH_ASKPASS: ASKPASS,
