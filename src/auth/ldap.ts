@@ -4,6 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { Client, Filter, InvalidCredentialsError } from "ldapts";
 
 export interface LdapConfig {
@@ -86,13 +87,23 @@ function firstString(v: unknown): string | undefined {
 /** Creates an LDAP directory client. Each call opens its own connections (no shared state between logins). */
 export function createLdapDirectory(cfg: LdapConfig): Directory {
   const tlsOptions = cfg.caFile ? { ca: [readFileSync(cfg.caFile)] } : undefined;
+  const urlHost = new URL(cfg.url).hostname.replace(/^\[|\]$/g, "");
+  /** A fresh options object per upgrade (ldapts stores the socket in it), naming the host to check the certificate against. */
+  const startTlsOptions = () => ({ ...(tlsOptions ?? {}), host: urlHost, ...(isIP(urlHost) ? {} : { servername: urlHost }) });
   const newClient = (): Client =>
-    new Client({ url: cfg.url, timeout: cfg.timeoutMs, connectTimeout: cfg.timeoutMs, tlsOptions, strictDN: false });
+    // tlsOptions on the client means "connect with TLS": only for ldaps://; StartTLS gets them at the upgrade.
+    new Client({
+      url: cfg.url,
+      timeout: cfg.timeoutMs,
+      connectTimeout: cfg.timeoutMs,
+      ...(cfg.url.startsWith("ldaps:") ? { tlsOptions } : {}),
+      strictDN: false,
+    });
 
   const withService = async <T>(fn: (c: Client) => Promise<T>): Promise<T> => {
     const client = newClient();
     try {
-      if (cfg.startTls) await client.startTLS(tlsOptions ?? {});
+      if (cfg.startTls) await client.startTLS(startTlsOptions());
       await client.bind(cfg.bindDn, cfg.bindPassword);
       return await fn(client);
     } catch (err) {
@@ -139,7 +150,7 @@ export function createLdapDirectory(cfg: LdapConfig): Directory {
       const dn = found?.dn ?? `uid=varco-no-such-user-${randomUUID()},${cfg.userBase}`;
       const client = newClient();
       try {
-        if (cfg.startTls) await client.startTLS(tlsOptions ?? {});
+        if (cfg.startTls) await client.startTLS(startTlsOptions());
         await client.bind(dn, password);
         if (!found) return { kind: "invalid" };
         return { kind: "ok", uid, dn: found.dn, groups: found.groups, sshKeys: found.sshKeys };
