@@ -2,7 +2,7 @@
  * Loading the policy: YAML with source positions → zod validation → cross-reference checks.
  * Every error carries `file:line:col` (1-based), so editors and CI can jump to it.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import ipaddr from "ipaddr.js";
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
@@ -47,12 +47,27 @@ type Path = readonly PropertyKey[];
  * Reads and validates a policy file.
  * @throws PolicyError with every issue (YAML syntax, schema, cross-references), each as file:line:col.
  */
+/** Policy files above this size are refused unread (a policy is a few KiB; 10 000 forwards ≈ 2 MiB). */
+export const MAX_POLICY_BYTES = 16 * 1024 * 1024;
+
 export function loadPolicyFile(file: string): LoadedPolicy {
   const abs = resolve(file);
   let text: string;
   try {
+    const size = statSync(abs).size;
+    if (size > MAX_POLICY_BYTES) {
+      throw new PolicyError([
+        {
+          file: abs,
+          line: 1,
+          col: 1,
+          message: `the policy file is ${size} bytes; the limit is ${MAX_POLICY_BYTES} (is this the right file?)`,
+        },
+      ]);
+    }
     text = readFileSync(abs, "utf8");
   } catch (err) {
+    if (err instanceof PolicyError) throw err;
     const reason = (err as NodeJS.ErrnoException).code ?? String(err);
     throw new PolicyError([{ file: abs, line: 1, col: 1, message: `cannot read the policy file (${reason})` }]);
   }
@@ -70,10 +85,18 @@ export function parsePolicyText(text: string, file: string): LoadedPolicy {
     const pos = lineCounter.linePos(offset);
     return { file, line: pos.line, col: pos.col, message };
   };
-  if (doc.errors.length > 0) {
-    throw new PolicyError(doc.errors.map((e) => at(e.pos[0], `YAML: ${e.message.split("\n")[0]}`)));
+  // Warnings (an unknown %YAML version, unknown tags) are errors too: a security policy must mean one thing.
+  const problems = [...doc.errors, ...doc.warnings];
+  if (problems.length > 0) {
+    throw new PolicyError(problems.map((e) => at(e.pos[0], `YAML: ${e.message.split("\n")[0]}`)));
   }
-  const raw: unknown = doc.toJS();
+  let raw: unknown;
+  try {
+    // maxAliasCount bounds alias expansion ("billion laughs"): yaml throws past it.
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    throw new PolicyError([at(0, `YAML: ${(err as Error).message.split("\n")[0]}`)]);
+  }
   const result = policySchema.safeParse(raw ?? {});
   const issues: PolicyIssue[] = [];
   if (!result.success) {
