@@ -61,7 +61,7 @@ export function openAuditForPolicy(loaded: LoadedPolicy): AuditStore {
 }
 
 function checkSupported(policy: Policy): void {
-  if (policy.auth.totp.secrets !== "local") throw new StartupError("auth.totp.secrets: only 'local' is supported yet (ldap is planned)");
+  if (policy.auth.totp.secrets === "ldap" && !policy.directory.ldap) throw new StartupError("auth.totp.secrets: ldap needs directory.ldap");
 }
 
 export interface RunningGateway {
@@ -99,6 +99,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       groupFilter: ldap.group_filter,
       groupAttribute: ldap.group_attribute,
       sshKeyAttribute: ldap.ssh_key_attribute,
+      totpAttribute: p.auth.totp.secrets === "ldap" ? p.auth.totp.ldap_attribute : undefined,
       caFile: ldap.tls.ca_file ? loaded.resolvePath(ldap.tls.ca_file) : undefined,
       startTls: ldap.tls.starttls,
       timeoutMs: ldap.timeout,
@@ -128,6 +129,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       totpSettings: totpSettings(p),
       lockout,
       enrolOnFirstLogin: p.auth.totp.enrol_on_first_login,
+      totpFromDirectory: p.auth.totp.secrets === "ldap",
       publickey: {
         fromDirectory: p.auth.publickey.from_directory,
         keysFile: p.auth.publickey.keys_file ? loaded.resolvePath(p.auth.publickey.keys_file) : undefined,

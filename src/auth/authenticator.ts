@@ -61,6 +61,8 @@ export interface AuthenticatorParts {
   readonly totpSettings: TotpSettings;
   readonly lockout: Lockout;
   readonly enrolOnFirstLogin: boolean;
+  /** auth.totp.secrets: ldap — the secret is read from the directory at each login. */
+  readonly totpFromDirectory: boolean;
   /** Public key sources. */
   readonly publickey: { readonly fromDirectory: boolean; readonly keysFile?: string | undefined };
 }
@@ -110,16 +112,22 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
       if (signed && !match.verify(signed.blob, signed.signature, signed.hashAlgo)) return undefined;
       return { groups: found.groups };
     },
-    hasTotp: (uid) => p.totp.hasSecret(uid),
+    // With directory secrets, enrolment is the directory's business: every user counts as enrolled.
+    hasTotp: (uid) => p.totpFromDirectory || p.totp.hasSecret(uid),
     async totp(uid, code, nowMs) {
       try {
+        if (p.totpFromDirectory && p.directory && !p.local.has(uid)) {
+          const v = await p.directory.lookup(uid);
+          if (v.kind === "ok" && v.totpSecret && (await p.totp.verifyExternal(uid, v.totpSecret, code, nowMs))) return "ok";
+          return p.totp.useRecoveryCode(uid, code) ? "recovery" : "invalid";
+        }
         if (await p.totp.verifyCode(uid, code, nowMs)) return "ok";
         return p.totp.useRecoveryCode(uid, code) ? "recovery" : "invalid";
       } catch {
         return "invalid";
       }
     },
-    enrolOnFirstLogin: p.enrolOnFirstLogin,
+    enrolOnFirstLogin: p.enrolOnFirstLogin && !p.totpFromDirectory,
     async enrolment(uid) {
       const secret = newSecret();
       const uri = otpauthUri(p.totpSettings, uid, secret);

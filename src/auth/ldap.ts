@@ -22,6 +22,8 @@ export interface LdapConfig {
   readonly groupAttribute?: string | undefined;
   /** Attribute with the user's SSH public keys (openssh-lpk sshPublicKey). */
   readonly sshKeyAttribute: string;
+  /** Attribute holding the user's base32 TOTP secret (auth.totp.secrets: ldap, e.g. oathSecret). */
+  readonly totpAttribute?: string | undefined;
   readonly caFile?: string | undefined;
   readonly startTls: boolean;
   /** Per-operation and connect timeout, ms. */
@@ -36,6 +38,8 @@ export type DirectoryVerdict =
       readonly dn: string;
       readonly groups: readonly string[];
       readonly sshKeys: readonly string[];
+      /** The TOTP secret from the directory (only with totpAttribute). Never log it. */
+      readonly totpSecret?: string | undefined;
     }
   | { readonly kind: "invalid" };
 
@@ -118,13 +122,19 @@ export function createLdapDirectory(cfg: LdapConfig): Directory {
       const { searchEntries } = await c.search(cfg.userBase, {
         scope: "sub",
         filter: fillFilter(cfg.userFilter, { uid }),
-        attributes: ["dn", cfg.sshKeyAttribute, ...(cfg.groupAttribute ? [cfg.groupAttribute] : [])],
+        attributes: [
+          "dn",
+          cfg.sshKeyAttribute,
+          ...(cfg.groupAttribute ? [cfg.groupAttribute] : []),
+          ...(cfg.totpAttribute ? [cfg.totpAttribute] : []),
+        ],
         sizeLimit: 2,
       });
       if (searchEntries.length !== 1) return undefined;
       const entry = searchEntries[0] as Record<string, unknown> & { dn: string };
       const dn = entry.dn;
       const sshKeys = strings(entry[cfg.sshKeyAttribute]);
+      const totpSecret = cfg.totpAttribute ? strings(entry[cfg.totpAttribute])[0] : undefined;
       let groups: string[] = [];
       if (cfg.groupAttribute) {
         groups = strings(entry[cfg.groupAttribute])
@@ -138,7 +148,7 @@ export function createLdapDirectory(cfg: LdapConfig): Directory {
         });
         groups = res.searchEntries.map((e) => firstString(e.cn)).filter((g): g is string => g !== undefined);
       }
-      return { dn, groups, sshKeys };
+      return { dn, groups, sshKeys, totpSecret };
     });
 
   return {
@@ -153,7 +163,7 @@ export function createLdapDirectory(cfg: LdapConfig): Directory {
         if (cfg.startTls) await client.startTLS(startTlsOptions());
         await client.bind(dn, password);
         if (!found) return { kind: "invalid" };
-        return { kind: "ok", uid, dn: found.dn, groups: found.groups, sshKeys: found.sshKeys };
+        return { kind: "ok", uid, dn: found.dn, groups: found.groups, sshKeys: found.sshKeys, totpSecret: found.totpSecret };
       } catch (err) {
         if (err instanceof InvalidCredentialsError) return { kind: "invalid" };
         throw new DirectoryUnavailableError(`LDAP ${cfg.url}: user bind failed: ${(err as Error).message}`, { cause: err });
@@ -163,7 +173,9 @@ export function createLdapDirectory(cfg: LdapConfig): Directory {
     },
     async lookup(uid) {
       const found = await find(uid);
-      return found ? { kind: "ok", uid, dn: found.dn, groups: found.groups, sshKeys: found.sshKeys } : { kind: "invalid" };
+      return found
+        ? { kind: "ok", uid, dn: found.dn, groups: found.groups, sshKeys: found.sshKeys, totpSecret: found.totpSecret }
+        : { kind: "invalid" };
     },
   };
 }

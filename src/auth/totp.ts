@@ -37,6 +37,11 @@ export interface TotpStore {
    * @param nowMs the current time, ms since epoch (injectable clock).
    */
   verifyCode(uid: string, code: string, nowMs: number): Promise<boolean>;
+  /**
+   * Checks a code against a secret kept elsewhere (the directory) and consumes its step in this
+   * store, so a code is still single use.
+   */
+  verifyExternal(uid: string, secret: string, code: string, nowMs: number): Promise<boolean>;
   /** Replaces the user's recovery codes (stored as SHA-256 hashes). */
   setRecoveryCodes(uid: string, codes: readonly string[]): void;
   /** Consumes a recovery code; true if it was valid and unused. */
@@ -75,6 +80,7 @@ const RECOVERY_FORMAT = /^[a-z0-9]{4}-[a-z0-9]{4}$/;
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
 const SCHEMA = `
+CREATE TABLE IF NOT EXISTS totp_steps (uid TEXT PRIMARY KEY, last_step INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS recovery_codes (uid TEXT NOT NULL, code_hash TEXT NOT NULL, used_at TEXT, PRIMARY KEY (uid, code_hash));
 CREATE TABLE IF NOT EXISTS totp (
   uid TEXT PRIMARY KEY,
@@ -172,6 +178,33 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
     reset: (uid) => {
       db.prepare("DELETE FROM recovery_codes WHERE uid = ?").run(uid);
       return db.prepare("DELETE FROM totp WHERE uid = ?").run(uid).changes > 0;
+    },
+    async verifyExternal(uid, secret, code, nowMs) {
+      if (!new RegExp(`^\\d{${settings.digits}}$`).test(code)) return false;
+      let normal: string;
+      try {
+        normal = normaliseSecret(secret);
+      } catch {
+        return false;
+      }
+      const last = (db.prepare("SELECT last_step FROM totp_steps WHERE uid = ?").get(uid) as { last_step: number } | undefined)?.last_step;
+      const result = await verify({
+        secret: normal,
+        token: code,
+        digits: settings.digits,
+        period: periodS,
+        epoch: Math.floor(nowMs / 1000),
+        epochTolerance: settings.window * periodS,
+      });
+      if (!result.valid) return false;
+      const step = Math.floor(Math.floor(nowMs / 1000) / periodS) + result.delta;
+      if (last !== undefined && step <= last) return false;
+      const r = db
+        .prepare(
+          "INSERT INTO totp_steps (uid, last_step) VALUES (?, ?) ON CONFLICT(uid) DO UPDATE SET last_step = excluded.last_step WHERE totp_steps.last_step < excluded.last_step",
+        )
+        .run(uid, step);
+      return r.changes === 1;
     },
     setRecoveryCodes(uid, codes) {
       db.transaction(() => {

@@ -34,6 +34,8 @@ export interface DemoEnvironmentOptions {
   readonly template?: string;
   /** TLS and memberOf options for the throwaway slapd. */
   readonly slapd?: Pick<SlapdOptions, "tls" | "memberOf">;
+  /** Also store each user's TOTP secret in this directory attribute (auth.totp.secrets: ldap). */
+  readonly totpAttribute?: string;
 }
 
 export interface DemoEnvironment {
@@ -62,7 +64,12 @@ export async function startDemoEnvironment(o: DemoEnvironmentOptions): Promise<D
   for (const sub of ["slapd", "vm1", "vm2", "state", "keys"]) rmSync(join(o.dir, sub), { recursive: true, force: true });
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   const extra: DemoUser[] = (o.extraUsers ?? []).map((uid) => ({ uid, password: `${uid}-pw`, givenName: uid, sn: "Test" }));
-  const users = [...DEMO_USERS, ...extra];
+  const secrets = new Map<string, string>();
+  const users = [...DEMO_USERS, ...extra].map((u) => {
+    const secret = newSecret();
+    secrets.set(u.uid, secret);
+    return o.totpAttribute ? { ...u, attributes: { [o.totpAttribute]: secret } } : u;
+  });
   const groups = [...DEMO_GROUPS, { cn: "testers", gid: 5003, members: extra.map((u) => u.uid) }];
   const servicePassword = `svc-${newSecret().slice(0, 12)}`;
   const stops: Array<() => Promise<void>> = [];
@@ -82,13 +89,8 @@ export async function startDemoEnvironment(o: DemoEnvironmentOptions): Promise<D
     const vm2 = await startSshd({ dir: join(o.dir, "vm2"), authorizedKeys: [egressPub] });
     stops.push(vm2.stop);
 
-    const secrets = new Map<string, string>();
     const totp = openTotpStore(join(o.dir, "state"), { issuer: "varco", digits: 6, periodMs: 30_000, window: 1 });
-    for (const u of users) {
-      const s = newSecret();
-      totp.setSecret(u.uid, s);
-      secrets.set(u.uid, s);
-    }
+    if (!o.totpAttribute) for (const u of users) totp.setSecret(u.uid, secrets.get(u.uid) ?? "");
     totp.close();
 
     const values: Record<string, string> = {

@@ -11,6 +11,8 @@ import { freePort, waitForPort } from "./ports.ts";
 export interface DemoUser {
   readonly uid: string;
   readonly password: string;
+  /** Extra attributes for the entry (e.g. a TOTP secret in the attribute auth.totp.ldap_attribute names). */
+  readonly attributes?: Readonly<Record<string, string>>;
   readonly givenName: string;
   readonly sn: string;
 }
@@ -59,7 +61,11 @@ function ldif(o: SlapdOptions, suffix: string): string {
     `dn: cn=varco,ou=services,${suffix}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: varco\nuserPassword: ${o.servicePassword}\n`,
     ...o.users.map(
       (u) =>
-        `dn: uid=${u.uid},ou=people,${suffix}\nobjectClass: inetOrgPerson\nuid: ${u.uid}\ncn: ${u.givenName} ${u.sn}\ngivenName: ${u.givenName}\nsn: ${u.sn}\nuserPassword: ${u.password}\n`,
+        `dn: uid=${u.uid},ou=people,${suffix}\nobjectClass: inetOrgPerson\nuid: ${u.uid}\ncn: ${u.givenName} ${u.sn}\ngivenName: ${u.givenName}\nsn: ${u.sn}\nuserPassword: ${u.password}\n${Object.entries(
+          u.attributes ?? {},
+        )
+          .map(([k, v]) => `${k}: ${v}\n`)
+          .join("")}`,
     ),
     ...(o.memberOf
       ? []

@@ -113,3 +113,33 @@ describe("Active Directory style groups", () => {
     expect(r.stdout).toBe("over-ldaps\n");
   });
 });
+
+describe("TOTP secrets read from the directory (auth.totp.secrets: ldap)", () => {
+  let h2: Harness;
+  beforeAll(async () => {
+    h2 = await startHarness({
+      extraUsers: ["s01"],
+      totpAttribute: "employeeNumber",
+      templateEdit: (t) =>
+        t.replace(
+          "  chains: [[password, totp]]",
+          "  chains: [[password, totp]]\n  totp: { secrets: ldap, ldap_attribute: employeeNumber }",
+        ),
+    });
+  });
+  afterAll(async () => {
+    await h2?.stop();
+  });
+
+  it("logs in with the secret from the user's entry, once per code", async () => {
+    const store = await import("../../src/auth/index.ts");
+    const local = store.openTotpStore(`${h2.dir}/state`, { issuer: "varco", digits: 6, periodMs: 30_000, window: 1 });
+    expect(local.hasSecret("s01")).toBe(false);
+    local.close();
+    const code = h2.nextCode("s01");
+    const r = await h2.ssh("s01_vm1", ["echo from-directory-secret"], { code });
+    expect(r.stdout).toBe("from-directory-secret\n");
+    const replay = await h2.ssh("s01_vm1", ["true"], { code });
+    expect(replay.exitCode).toBe(255);
+  });
+});

@@ -80,6 +80,8 @@ export async function startHarness(
     slapd?: Pick<SlapdOptions, "tls" | "memberOf">;
     /** Use this folder (created by the caller, e.g. with certificates in it) instead of a new temp one. */
     dir?: string;
+    /** Keep TOTP secrets in this directory attribute instead of the local store. */
+    totpAttribute?: string;
     /** Uids whose TOTP secret is removed after start (for enrolment tests). */
     unenrolled?: readonly string[];
   } = {},
@@ -94,6 +96,7 @@ export async function startHarness(
     extraUsers: o.extraUsers ?? [],
     template,
     ...(o.slapd ? { slapd: o.slapd } : {}),
+    ...(o.totpAttribute ? { totpAttribute: o.totpAttribute } : {}),
   });
   if (o.unenrolled?.length) {
     const store = openTotpStore(join(dir, "state"), TOTP);
