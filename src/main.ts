@@ -17,8 +17,8 @@ import {
   type TotpSettings,
   type TotpStore,
 } from "./auth/index.ts";
-import { type Desired, desiredState } from "./net/index.ts";
-import type { Logger } from "./obs/index.ts";
+import { currentGeneration, type Desired, desiredState, netStateDir } from "./net/index.ts";
+import { createMetrics, type HealthCheck, type Logger, serveHealth } from "./obs/index.ts";
 import { type LoadedPolicy, loadPolicyFile, type NetworkPolicy, type Policy, PolicyError, readSecret } from "./policy/index.ts";
 import { createGateway, type Gateway, loadOrCreateKey } from "./ssh/index.ts";
 
@@ -69,7 +69,10 @@ export interface RunningGateway {
   readonly ports: readonly number[];
   /** Validates the policy file again and swaps it in; on error the old policy stays. */
   reload(): LoadedPolicy | PolicyError;
-  stop(): Promise<void>;
+  /** Readiness checks (also served on /healthz). */
+  checks(): Promise<HealthCheck[]>;
+  /** Stops: no new connections, sessions drain for up to `drainMs`, the DB is closed. */
+  stop(drainMs?: number): Promise<void>;
 }
 
 /**
@@ -118,7 +121,9 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   const interrupted = audit.closeInterrupted();
   if (interrupted > 0) logger.warn({ interrupted }, "closed sessions left open by an earlier stop as interrupted");
 
+  const metrics = createMetrics();
   const gateway = createGateway({
+    metrics,
     policy: () => loaded.policy,
     hostKeys,
     egressKey,
@@ -158,12 +163,62 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   const bound = await gateway.listen(p.gateway.listen);
   logger.info({ listen: bound.map((b) => `${b.address}:${b.port}`), policy: loaded.file }, "gateway listening");
 
+  // Directory health: a service bind every 30 s (and at start); readiness needs one within 90 s.
+  let directoryOkAt = 0;
+  let directoryError = "not checked yet";
+  const pingDirectory = async () => {
+    if (!directory) return;
+    try {
+      await directory.ping();
+      directoryOkAt = Date.now();
+    } catch (err) {
+      directoryError = (err as Error).message;
+      metrics.ldapError();
+      logger.warn({ err: directoryError }, "directory health check failed");
+    }
+  };
+  await pingDirectory();
+  const pinger = setInterval(() => void pingDirectory(), 30_000);
+  pinger.unref();
+  const checks = async (): Promise<HealthCheck[]> => [
+    { name: "policy", ok: true, detail: loaded.file },
+    { name: "audit_db", ok: audit.writable(), detail: statePaths(loaded).auditDb },
+    { name: "listener", ok: bound.length > 0, detail: bound.map((b) => `${b.address}:${b.port}`).join(",") },
+    {
+      name: "directory",
+      ok: !directory || Date.now() - directoryOkAt < 90_000,
+      detail: !directory
+        ? "local users only"
+        : directoryOkAt
+          ? `answered ${Math.round((Date.now() - directoryOkAt) / 1000)} s ago`
+          : directoryError,
+    },
+  ];
+  const health = p.gateway.metrics_listen
+    ? await (() => {
+        const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(p.gateway.metrics_listen ?? "");
+        return serveHealth(m?.[1] ?? m?.[2] ?? "127.0.0.1", Number(m?.[3]), metrics, checks, () => {
+          const st = gateway.stats();
+          const gen = loaded.policy.network ? currentGeneration(netStateDir(statePaths(loaded).stateDir)) : undefined;
+          metrics.setGauges({
+            sessions: st.sessions,
+            unauthenticated: st.unauthenticated,
+            netGeneration: gen?.id,
+            netAppliedAt: gen ? Date.parse(gen.appliedAt) : undefined,
+          });
+        });
+      })()
+    : undefined;
+
   const reload = (): LoadedPolicy | PolicyError => {
     try {
       const next = loadPolicyFile(policyFile);
       checkSupported(next.policy);
       loaded = next;
       logger.info({ policy: next.file }, "policy reloaded");
+      metrics.policyReload("ok");
+      audit.append({ type: "policy_reload", result: "ok", data: { file: next.file } });
+      gateway.policyChanged();
       return next;
     } catch (err) {
       const e =
@@ -189,11 +244,14 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
     gateway,
     ports: bound.map((b) => b.port),
     reload,
-    async stop() {
+    checks,
+    async stop(drainMs = 0) {
       process.off("SIGHUP", onHup);
       watcher?.close();
       clearTimeout(debounce);
-      await gateway.close();
+      clearInterval(pinger);
+      await health?.close();
+      await gateway.close(drainMs);
       clearInterval(signer);
       signHead();
       totp.close();

@@ -135,6 +135,8 @@ export interface AuditSink {
   recordingClosed(sessionId: string, channel: number, r: { sha256: string; bytes: number; status: string }): void;
   /** Commits everything queued. */
   flush(): void;
+  /** Whether the database accepts writes right now (takes and releases a write lock). */
+  writable(): boolean;
 }
 
 export interface AuditStore extends AuditSink {
@@ -401,6 +403,14 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
   const store: AuditStore = {
     append,
     flush,
+    writable() {
+      try {
+        db.exec("BEGIN IMMEDIATE; ROLLBACK;");
+        return true;
+      } catch {
+        return false;
+      }
+    },
     startSession(s) {
       db.transaction(() => {
         flush();

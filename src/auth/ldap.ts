@@ -59,6 +59,8 @@ export interface Directory {
   verifyPassword(uid: string, password: string): Promise<DirectoryVerdict>;
   /** Looks up a user's groups without a password (used after publickey logins). */
   lookup(uid: string): Promise<DirectoryVerdict>;
+  /** Binds as the service account and unbinds: is the directory answering? @throws DirectoryUnavailableError */
+  ping(): Promise<void>;
 }
 
 /** Substitutes `{name}` placeholders with RFC 4515-escaped values. */
@@ -171,6 +173,7 @@ export function createLdapDirectory(cfg: LdapConfig): Directory {
         await client.unbind().catch(() => undefined);
       }
     },
+    ping: () => withService(async () => undefined),
     async lookup(uid) {
       const found = await find(uid);
       return found

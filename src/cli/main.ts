@@ -30,6 +30,7 @@ import {
 } from "../net/index.ts";
 import { createLogger } from "../obs/index.ts";
 import { formatIssue, loadPolicyFile, PolicyError, parseDurationMs, policyJsonSchema } from "../policy/index.ts";
+import { doctor, fetchHealth, scanHostKeys } from "./ops.ts";
 
 const DEFAULT_POLICY = "policies/gateway.yaml";
 
@@ -101,14 +102,16 @@ export function buildCli(): Command {
     .option("--policy <file>", "policy file")
     .action(async (opts: { policy?: string }) => {
       const logger = createLogger();
-      const running = await runGateway(policyPath({ ...program.opts(), ...opts }), logger, { watchFile: true });
-      await new Promise<void>((resolve) => {
-        const stop = () => resolve();
-        process.once("SIGINT", stop);
-        process.once("SIGTERM", stop);
+      const file = policyPath({ ...program.opts(), ...opts });
+      const running = await runGateway(file, logger, { watchFile: true });
+      const signal = await new Promise<string>((resolve) => {
+        process.once("SIGINT", () => resolve("SIGINT"));
+        process.once("SIGTERM", () => resolve("SIGTERM"));
       });
-      logger.info("stopping");
-      await running.stop();
+      const drainMs = loadPolicyFile(file).policy.gateway.stop_timeout;
+      logger.info({ signal, drain_ms: drainMs }, "stopping: no new connections; live sessions may finish");
+      await running.stop(drainMs);
+      logger.info("stopped");
       logger.flush();
     });
 
@@ -527,6 +530,84 @@ export function buildCli(): Command {
       else if (what === "interfaces") console.log(renderInterfaces(network));
       else if (what === "keepalived") console.log(redactKeepalived(desired.keepalived ?? "# no vips\n"));
       else throw new ExitError(`render: unknown "${what}" (nft, links, interfaces, keepalived)`, 2);
+    });
+
+  program
+    .command("health")
+    .description("ask the running gateway's /healthz (for keepalived track_script and Nagios); exit 0 healthy")
+    .option("--nagios", "Nagios plugin output and exit codes (0 OK, 2 CRITICAL, 3 UNKNOWN)")
+    .option("--json", "print the checks as JSON")
+    .action(async (opts: { nagios?: boolean; json?: boolean }) => {
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const listen = loaded.policy.gateway.metrics_listen;
+      if (!listen)
+        throw new ExitError(`${loaded.file}: gateway.metrics_listen is not set, so there is no /healthz to ask`, opts.nagios ? 3 : 1);
+      try {
+        const { status, body } = await fetchHealth(listen);
+        const failing = body.checks.filter((c) => !c.ok);
+        if (opts.json) console.log(JSON.stringify(body));
+        else if (opts.nagios) {
+          const perf = body.checks.map((c) => `${c.name}=${c.ok ? 1 : 0}`).join(" ");
+          console.log(
+            status === 200
+              ? `VARCO OK - all ${body.checks.length} checks pass | ${perf}`
+              : `VARCO CRITICAL - ${failing.map((c) => `${c.name}: ${c.detail}`).join("; ")} | ${perf}`,
+          );
+        } else for (const c of body.checks) console.log(`${c.ok ? "ok  " : "FAIL"}  ${c.name.padEnd(10)} ${c.detail}`);
+        if (status !== 200) throw new ExitError("", opts.nagios ? 2 : 1);
+      } catch (err) {
+        if (err instanceof ExitError) throw err;
+        if (opts.nagios) {
+          console.log(`VARCO CRITICAL - no answer from ${listen}: ${(err as Error).message}`);
+          throw new ExitError("", 2);
+        }
+        throw new ExitError(`no answer from ${listen}: ${(err as Error).message}`, 1);
+      }
+    });
+  program
+    .command("doctor")
+    .description("check the host: keys and permissions, state dir, directory bind, targets with pinned host keys, nft/keepalived")
+    .option("--json", "print the rows as JSON")
+    .action(async (opts: { json?: boolean }) => {
+      const rows = await doctor(loadOrExit(policyPath(program.opts())));
+      if (opts.json) console.log(JSON.stringify(rows));
+      else console.log(table([["", "CHECK", "DETAIL", "FIX"], ...rows.map((r) => [r.ok ? "ok" : "FAIL", r.check, r.detail, r.fix ?? ""])]));
+      if (rows.some((r) => !r.ok)) throw new ExitError("", 1);
+    });
+  const keys = program.command("keys").description("host keys of targets");
+  keys
+    .command("scan <targets...>")
+    .description("fetch targets' host keys (host[:port] or a policy target name) and print them as policy host_key lines")
+    .option("--json", "print JSON")
+    .action(async (targets: string[], opts: { json?: boolean }) => {
+      let policyTargets: Record<string, { host: string; port: number }> = {};
+      try {
+        policyTargets = loadPolicyFile(policyPath(program.opts())).policy.targets;
+      } catch {
+        /* scanning bare addresses needs no policy */
+      }
+      let failed = false;
+      const out: unknown[] = [];
+      for (const t of targets) {
+        const named = policyTargets[t];
+        const m = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(t);
+        const host = named?.host ?? m?.[1] ?? m?.[2] ?? t;
+        const port = named?.port ?? Number(m?.[3] ?? 22);
+        try {
+          const found = await scanHostKeys(host, port);
+          if (found.length === 0) throw new Error("no host key offered");
+          if (opts.json) out.push({ target: t, host, port, keys: found });
+          else {
+            console.log(`# ${t} (${host}:${port})`);
+            for (const k of found) console.log(`    host_key: "${k.line}"  # ${k.fingerprint}`);
+          }
+        } catch (err) {
+          failed = true;
+          console.error(`${t}: ${(err as Error).message}`);
+        }
+      }
+      if (opts.json) console.log(JSON.stringify(out));
+      if (failed) throw new ExitError("", 1);
     });
 
   program

@@ -2,6 +2,7 @@ export {
   ApplyError,
   apply,
   confirm,
+  currentGeneration,
   type Desired,
   desiredState,
   type Generation,

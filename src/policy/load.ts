@@ -222,10 +222,12 @@ function parseCidr(text: string): [ipaddr.IPv4 | ipaddr.IPv6, number] {
 /** Checks of the network section that span entries (contract section 2; keepalived.conf(5) for VRRP). */
 function checkNetwork(n: NetworkPolicy): Array<[Path, string]> {
   const out: Array<[Path, string]> = [];
-  const v6 = (path: Path, text: string) => {
+  const v6 = (path: Path, text: string): void => {
     if (parseCidr(text)[0].kind() === "ipv6") out.push([path, `${text}: IPv6 is not supported in the network section yet (IPv4 NAT only)`]);
   };
-  n.private_networks.forEach((c, i) => v6(["network", "private_networks", i], c));
+  n.private_networks.forEach((c, i) => {
+    v6(["network", "private_networks", i], c);
+  });
   const privates = n.private_networks.map(parseCidr).filter(([a]) => a.kind() === "ipv4");
   const inPrivate = (ip: string) => {
     const a = ipaddr.parse(ip);
@@ -251,13 +253,17 @@ function checkNetwork(n: NetworkPolicy): Array<[Path, string]> {
       ]);
     }
     v6(["network", "port_forwards", i, "external_ip"], f.external_ip);
-    f.sources.forEach((s, j) => v6(["network", "port_forwards", i, "sources", j], s));
+    f.sources.forEach((s, j) => {
+      v6(["network", "port_forwards", i, "sources", j], s);
+    });
   });
   n.forward_allow.forEach((f, i) => {
     unique(["network", "forward_allow", i, "name"], "forward_allow", f.name);
-    [...f.from, ...f.to].forEach((c) => v6(["network", "forward_allow", i], c));
+    for (const c of [...f.from, ...f.to]) v6(["network", "forward_allow", i], c);
   });
-  n.bridges.forEach((b, i) => unique(["network", "bridges", i, "name"], "bridge", b.name));
+  n.bridges.forEach((b, i) => {
+    unique(["network", "bridges", i, "name"], "bridge", b.name);
+  });
   const vrids = new Map<string, string>();
   n.vips.forEach((v, i) => {
     unique(["network", "vips", i, "instance"], "VRRP instance", v.instance);

@@ -84,6 +84,10 @@ const gateway = z.strictObject({
   limits: limits.prefault({}),
   metrics_listen: listenAddress.optional(),
   upstream_timeout: duration.default(10_000),
+  /** What a reload does to a live session whose route it removed: keep it (audited) or close it. */
+  on_route_removed: z.enum(["keep", "terminate"]).default("keep"),
+  /** On SIGTERM, how long live sessions may go on before they are closed. */
+  stop_timeout: duration.default(30_000),
 });
 
 const ldap = z.strictObject({

