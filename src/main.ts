@@ -180,7 +180,17 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   await pingDirectory();
   const pinger = setInterval(() => void pingDirectory(), 30_000);
   pinger.unref();
-  const checks = async (): Promise<HealthCheck[]> => [
+  let lastPing = Date.now();
+  const checks = async (): Promise<HealthCheck[]> => {
+    // A health probe asks the directory itself when the last answer is older than 5 s (bounded by ldap.timeout).
+    if (directory && Date.now() - lastPing > 5000) {
+      lastPing = Date.now();
+      directoryOkAt = 0;
+      await pingDirectory();
+    }
+    return checkList();
+  };
+  const checkList = (): HealthCheck[] => [
     { name: "policy", ok: true, detail: loaded.file },
     { name: "audit_db", ok: audit.writable(), detail: statePaths(loaded).auditDb },
     { name: "listener", ok: bound.length > 0, detail: bound.map((b) => `${b.address}:${b.port}`).join(",") },
