@@ -35,6 +35,10 @@ export interface SlapdOptions {
   readonly servicePassword: string;
   readonly suffix?: string;
   readonly port?: number;
+  /** Listen address (default 127.0.0.1). */
+  readonly host?: string;
+  /** Run inside this network namespace (ip netns exec). */
+  readonly netns?: string;
 }
 
 export interface Slapd {
@@ -122,16 +126,20 @@ export async function startSlapd(o: SlapdOptions): Promise<Slapd> {
   writeFileSync(join(o.dir, "base.ldif"), ldif(o, suffix), { mode: 0o600 });
   await execa("slapadd", ["-f", conf, "-l", join(o.dir, "base.ldif")]);
   const port = o.port ?? (await freePort());
-  const url = `ldap://127.0.0.1:${port}/`;
+  const host = o.host ?? "127.0.0.1";
+  const url = `ldap://${host}:${port}/`;
   const tlsPort = o.tls ? await freePort() : undefined;
-  const urls = tlsPort ? `${url} ldaps://127.0.0.1:${tlsPort}/` : url;
+  const urls = tlsPort ? `${url} ldaps://${host}:${tlsPort}/` : url;
+  const wrap = (argv: string[]): [string, string[]] =>
+    o.netns ? ["ip", ["netns", "exec", o.netns, ...argv]] : [argv[0] as string, argv.slice(1)];
   let child: ResultPromise | undefined;
   const launch = async () => {
-    const c: ResultPromise = execa("slapd", ["-f", conf, "-h", urls, "-d", "0"], { reject: false, stdio: "ignore" });
+    const [cmd, args] = wrap(["slapd", "-f", conf, "-h", urls, "-d", "0"]);
+    const c: ResultPromise = execa(cmd, args, { reject: false, stdio: "ignore" });
     if (c.pid === undefined) throw new Error("slapd did not start (is the slapd package installed?)");
     child = c;
     try {
-      await waitForPort(port);
+      await waitForPort(port, host, 10_000, o.netns);
     } catch (err) {
       c.kill("SIGKILL");
       throw err;
@@ -144,7 +152,7 @@ export async function startSlapd(o: SlapdOptions): Promise<Slapd> {
   }
   return {
     url: url.replace(/\/$/, ""),
-    ldapsUrl: tlsPort ? `ldaps://127.0.0.1:${tlsPort}` : undefined,
+    ldapsUrl: tlsPort ? `ldaps://${host}:${tlsPort}` : undefined,
     port,
     suffix,
     bindDn: `cn=varco,ou=services,${suffix}`,

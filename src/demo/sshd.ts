@@ -14,6 +14,10 @@ export interface SshdOptions {
   /** Public key lines allowed to log in (the gateway's egress key). */
   readonly authorizedKeys: readonly string[];
   readonly port?: number;
+  /** Listen address (default 127.0.0.1). */
+  readonly host?: string;
+  /** Run inside this network namespace (ip netns exec). */
+  readonly netns?: string;
 }
 
 export interface Sshd {
@@ -41,7 +45,7 @@ export async function startSshd(o: SshdOptions): Promise<Sshd> {
     conf,
     [
       `Port ${port}`,
-      "ListenAddress 127.0.0.1",
+      `ListenAddress ${o.host ?? "127.0.0.1"}`,
       `HostKey ${hostKey}`,
       `PidFile ${join(o.dir, "sshd.pid")}`,
       `AuthorizedKeysFile ${join(o.dir, "authorized_keys")}`,
@@ -58,10 +62,13 @@ export async function startSshd(o: SshdOptions): Promise<Sshd> {
     ].join("\n"),
     { mode: 0o600 },
   );
-  const child: ResultPromise = execa("/usr/sbin/sshd", ["-D", "-f", conf, "-E", logFile], { reject: false, stdio: "ignore" });
+  const argv = ["/usr/sbin/sshd", "-D", "-f", conf, "-E", logFile];
+  const child: ResultPromise = o.netns
+    ? execa("ip", ["netns", "exec", o.netns, ...argv], { reject: false, stdio: "ignore" })
+    : execa(argv[0] as string, argv.slice(1), { reject: false, stdio: "ignore" });
   if (child.pid === undefined) throw new Error("sshd did not start (is openssh-server installed?)");
   try {
-    await waitForPort(port);
+    await waitForPort(port, o.host ?? "127.0.0.1", 10_000, o.netns);
   } catch (err) {
     child.kill("SIGKILL");
     throw new Error(`${(err as Error).message}; sshd log: ${existsSync(logFile) ? readFileSync(logFile, "utf8") : "(none)"}`);

@@ -198,7 +198,7 @@ export function renderKeepalived(n: NetworkPolicy, inputs: KeepalivedInputs): st
       "",
       "vrrp_script varco_health {",
       `\tscript ${q(inputs.healthCommand)}`,
-      "\tinterval 2",
+      "\tinterval 1",
       "\ttimeout 3",
       "\tfall 2",
       "\trise 2",

@@ -4,8 +4,9 @@
  * `varco keys scan`, the systemd units' syntax and the privilege split (the net role needs
  * CAP_NET_ADMIN, the SSH role does not).
  */
-import { get } from "node:http";
+
 import { readFileSync, writeFileSync } from "node:fs";
+import { get } from "node:http";
 import { join } from "node:path";
 import { execa } from "execa";
 import ssh2 from "ssh2";
@@ -25,7 +26,8 @@ beforeAll(async () => {
   metricsPort = await freePort();
   h = await startHarness({
     extraUsers: ["o01", "o02", "o03", "o04", "o05", "o06"],
-    templateEdit: (t) => t.replace("  state_dir: state\n", `  state_dir: state\n  metrics_listen: "127.0.0.1:${metricsPort}"\n  stop_timeout: 20s\n`),
+    templateEdit: (t) =>
+      t.replace("  state_dir: state\n", `  state_dir: state\n  metrics_listen: "127.0.0.1:${metricsPort}"\n  stop_timeout: 20s\n`),
   });
 });
 
@@ -124,7 +126,9 @@ describe("hot reload", () => {
     const closed = new Promise<void>((r) => s.client.on("close", () => r()));
     writeFileSync(
       h.env.policyFile,
-      good.replace("  stop_timeout: 20s\n", "  stop_timeout: 20s\n  on_route_removed: terminate\n").replace(/- groups: \[testers\]\n {4}alias: vm1\n/, "- groups: [nobody]\n    alias: vm1\n"),
+      good
+        .replace("  stop_timeout: 20s\n", "  stop_timeout: 20s\n  on_route_removed: terminate\n")
+        .replace(/- groups: \[testers\]\n {4}alias: vm1\n/, "- groups: [nobody]\n    alias: vm1\n"),
     );
     h.signalGateway("SIGHUP");
     await closed;
@@ -158,7 +162,11 @@ describe.runIf(isRoot)("systemd units and the privilege split", () => {
   it("the units pass systemd-analyze verify", async (ctx) => {
     const which = await execa("which", ["systemd-analyze"], { reject: false });
     if (which.exitCode !== 0) return ctx.skip("systemd-analyze is not installed here");
-    const r = await execa("systemd-analyze", ["verify", ...["varco.service", "varco-net.service", "varco-net.path"].map((u) => join(ROOT, "deploy", u))], { reject: false });
+    const r = await execa(
+      "systemd-analyze",
+      ["verify", ...["varco.service", "varco-net.service", "varco-net.path"].map((u) => join(ROOT, "deploy", u))],
+      { reject: false },
+    );
     expect(r.stderr.split("\n").filter((l) => l.trim() && !/is not executable|No such file|Failed to open|not found/i.test(l))).toEqual([]);
     expect(readFileSync(join(ROOT, "deploy/varco.service"), "utf8")).toMatch(/^CapabilityBoundingSet=CAP_NET_BIND_SERVICE$/m);
   });
@@ -167,7 +175,10 @@ describe.runIf(isRoot)("systemd units and the privilege split", () => {
     const n = await createNetns(["cap"]);
     try {
       const policy = join(h.dir, "cap.yaml");
-      writeFileSync(policy, `${readFileSync(h.env.policyFile, "utf8")}network:\n  public_interface: lo\n  public_ip: 192.0.2.1\n  private_networks: [10.99.0.0/16]\n`);
+      writeFileSync(
+        policy,
+        `${readFileSync(h.env.policyFile, "utf8")}network:\n  public_interface: lo\n  public_ip: 192.0.2.1\n  private_networks: [10.99.0.0/16]\n`,
+      );
       const apply = ["node", join(ROOT, "bin/varco.mjs"), "--policy", policy, "net", "--netns", n.ns("cap"), "apply"];
       const without = await execa("setpriv", ["--bounding-set=-net_admin", "--inh-caps=-net_admin", "--", ...apply], { reject: false });
       expect(without.exitCode).toBe(1);
@@ -176,9 +187,23 @@ describe.runIf(isRoot)("systemd units and the privilege split", () => {
       expect(withCap.stderr).toBe("");
       expect(withCap.exitCode).toBe(0);
       // The SSH-facing role: `varco doctor` and a gateway process run fine without CAP_NET_ADMIN.
-      const doc = await execa("setpriv", ["--bounding-set=-net_admin", "--", "node", join(ROOT, "bin/varco.mjs"), "--policy", h.env.policyFile, "keys", "scan", `127.0.0.1:${h.env.targets.vm1.port}`], {
-        reject: false,
-      });
+      const doc = await execa(
+        "setpriv",
+        [
+          "--bounding-set=-net_admin",
+          "--",
+          "node",
+          join(ROOT, "bin/varco.mjs"),
+          "--policy",
+          h.env.policyFile,
+          "keys",
+          "scan",
+          `127.0.0.1:${h.env.targets.vm1.port}`,
+        ],
+        {
+          reject: false,
+        },
+      );
       expect(doc.exitCode).toBe(0);
     } finally {
       await n.destroy();

@@ -1,0 +1,208 @@
+/**
+ * Two-node HA for real, in namespaces this test creates: two gateways with identical host keys
+ * behind one keepalived VIP (configuration rendered and installed by `varco net apply`), TOTP
+ * secrets shared through the directory, a client namespace and a LAN namespace holding slapd and
+ * the target sshd. Kill the master gateway: its health check fails, the VIP moves, and a new login
+ * through the VIP works on the backup with no host-key warning.
+ */
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { execa, type ResultPromise } from "execa";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { currentCode, newSecret } from "../../src/auth/index.ts";
+import { type Slapd, type Sshd, startSlapd, startSshd, waitForPort } from "../../src/demo/index.ts";
+import { loadOrCreateKey, publicKeyLine } from "../../src/ssh/index.ts";
+import { ASKPASS, ROOT } from "../helpers/harness.ts";
+import { createNetns, type Netns, veth } from "../helpers/netns.ts";
+
+const isRoot = process.getuid?.() === 0;
+const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
+let n: Netns;
+let dir: string;
+let slapd: Slapd;
+let target: Sshd;
+const secrets = new Map<string, string>();
+const gateways = new Map<string, ResultPromise>();
+const keepaliveds = new Map<string, ResultPromise>();
+const USERS = ["ha1", "ha2", "ha3"];
+
+const policy = (node: string, priority: number) => `version: 1
+gateway:
+  listen: ["0.0.0.0:2222"]
+  host_keys: [${dir}/shared-keys/ssh_host_ed25519_key]
+  egress_key: ${dir}/shared-keys/egress_ed25519
+  state_dir: ${dir}/${node}/state
+  metrics_listen: "127.0.0.1:9108"
+directory:
+  ldap:
+    url: ${slapd.url}
+    bind_dn: ${slapd.bindDn}
+    bind_password_file: ${dir}/ldap.pw
+    user_base: ou=people,dc=example,dc=org
+    group_base: ou=groups,dc=example,dc=org
+auth:
+  totp: { secrets: ldap, ldap_attribute: employeeNumber }
+targets:
+  vm: { host: 192.0.2.9, port: ${target.port}, user: ${target.user}, host_key: "${target.hostKeyLine}" }
+routes:
+  - { groups: [ha], alias: vm, target: vm }
+network:
+  public_interface: eth0
+  public_ip: 192.0.2.100
+  vips:
+    - { instance: VI_GW, interface: eth0, virtual_router_id: 77, priority: ${priority}, advert_interval: 1s,
+        addresses: [192.0.2.100/24], auth_pass_file: ${dir}/vrrp.pw, track_gateway_health: true }
+  keepalived: { config_file: ${dir}/${node}/keepalived.conf, pid_file: ${dir}/${node}/keepalived.pid }
+`;
+
+async function vipOn(role: string): Promise<boolean> {
+  return (await n.ip(role, "-br", "addr", "show", "dev", "eth0")).includes("192.0.2.100/24");
+}
+
+async function waitFor(fn: () => Promise<boolean>, ms: number, what: string): Promise<number> {
+  const t0 = Date.now();
+  for (let i = 0; i < ms / 100; i++) {
+    if (await fn()) return Date.now() - t0;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+function startGateway(node: string): void {
+  const g = n.spawn(node, ["node", join(ROOT, "bin/varco.mjs"), "serve", "--policy", join(dir, `${node}.yaml`)]);
+  gateways.set(node, g);
+}
+
+async function loginThroughVip(uid: string): Promise<{ exitCode: number; stdout: string; stderr: string }> {
+  const code = currentCode(TOTP, secrets.get(uid) ?? "", Date.now());
+  const r = await n.exec("client", [
+    "env",
+    `SSH_ASKPASS=${ASKPASS}`,
+    "SSH_ASKPASS_REQUIRE=force",
+    "DISPLAY=:0",
+    `VARCO_TEST_PASSWORD=${uid}-pw`,
+    `VARCO_TEST_CODE=${code}`,
+    "ssh",
+    "-F",
+    "/dev/null",
+    "-p",
+    "2222",
+    "-o",
+    `UserKnownHostsFile=${dir}/known_hosts`,
+    "-o",
+    "StrictHostKeyChecking=yes",
+    "-o",
+    "PubkeyAuthentication=no",
+    "-o",
+    "ConnectTimeout=10",
+    "-o",
+    "LogLevel=ERROR",
+    `${uid}_vm@192.0.2.100`,
+    "echo via-vip",
+  ]);
+  return r;
+}
+
+beforeAll(async () => {
+  if (!isRoot) return;
+  dir = mkdtempSync(join(tmpdir(), "varco-ha-"));
+  n = await createNetns(["lan", "g1", "g2", "client"]);
+  await n.ip("lan", "link", "add", "br0", "type", "bridge");
+  await n.ip("lan", "link", "set", "br0", "up");
+  await n.ip("lan", "addr", "add", "192.0.2.9/24", "dev", "br0");
+  for (const [role, addr] of [
+    ["g1", "192.0.2.1/24"],
+    ["g2", "192.0.2.2/24"],
+    ["client", "192.0.2.50/24"],
+  ] as const) {
+    await veth(n, { role, ifname: "eth0" }, { role: "lan", ifname: `p-${role}` });
+    await n.ip("lan", "link", "set", `p-${role}`, "master", "br0");
+    await n.ip(role, "addr", "add", addr, "dev", "eth0");
+  }
+  for (const u of USERS) secrets.set(u, newSecret());
+  const servicePassword = "ha-svc-pw";
+  writeFileSync(join(dir, "ldap.pw"), `${servicePassword}\n`, { mode: 0o600 });
+  writeFileSync(join(dir, "vrrp.pw"), "vrrp-s3cret\n", { mode: 0o600 });
+  slapd = await startSlapd({
+    dir: join(dir, "slapd"),
+    netns: n.ns("lan"),
+    host: "192.0.2.9",
+    servicePassword,
+    users: USERS.map((uid) => ({
+      uid,
+      password: `${uid}-pw`,
+      givenName: uid,
+      sn: "HA",
+      attributes: { employeeNumber: secrets.get(uid) ?? "" },
+    })),
+    groups: [{ cn: "ha", gid: 7000, members: USERS }],
+  });
+  // One host key and one egress key shared by both nodes: clients see one server, targets one client.
+  mkdirSync(join(dir, "shared-keys"), { recursive: true, mode: 0o700 });
+  loadOrCreateKey(join(dir, "shared-keys/ssh_host_ed25519_key"), "varco-ha");
+  const egress = loadOrCreateKey(join(dir, "shared-keys/egress_ed25519"), "varco-egress");
+  target = await startSshd({ dir: join(dir, "target"), netns: n.ns("lan"), host: "192.0.2.9", authorizedKeys: [publicKeyLine(egress)] });
+  const hostPub = readFileSync(join(dir, "shared-keys/ssh_host_ed25519_key.pub"), "utf8").trim().split(/\s+/).slice(0, 2).join(" ");
+  writeFileSync(join(dir, "known_hosts"), `[192.0.2.100]:2222 ${hostPub}\n`);
+  for (const [node, prio] of [
+    ["g1", 150],
+    ["g2", 100],
+  ] as const) {
+    mkdirSync(join(dir, node), { recursive: true });
+    writeFileSync(join(dir, `${node}.yaml`), policy(node, prio));
+    const r = await execa(
+      "node",
+      [join(ROOT, "bin/varco.mjs"), "--policy", join(dir, `${node}.yaml`), "net", "--netns", n.ns(node), "apply"],
+      { reject: false },
+    );
+    if (r.exitCode !== 0) throw new Error(`net apply on ${node}: ${r.stderr}`);
+    startGateway(node);
+    await waitForPort(2222, node === "g1" ? "192.0.2.1" : "192.0.2.2", 30_000, n.ns(node));
+    const k = n.spawn(node, [
+      "keepalived",
+      "-n",
+      "-l",
+      "-D",
+      "--no-syslog",
+      "-f",
+      join(dir, node, "keepalived.conf"),
+      "-p",
+      join(dir, node, "keepalived.pid"),
+      "-r",
+      join(dir, node, "vrrp.pid"),
+    ]);
+    keepaliveds.set(node, k);
+  }
+  copyFileSync(join(dir, "known_hosts"), join(dir, "known_hosts.orig"));
+});
+
+afterAll(async () => {
+  await n?.destroy();
+  for (const p of [...gateways.values(), ...keepaliveds.values()]) await p.catch(() => undefined);
+  await target?.stop();
+  await slapd?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe.runIf(isRoot)("two gateways behind one keepalived VIP", () => {
+  it("logs in through the VIP on the master", async () => {
+    await waitFor(() => vipOn("g1"), 20_000, "the VIP on g1");
+    expect(await vipOn("g2")).toBe(false);
+    const r = await loginThroughVip("ha1");
+    expect(r.stderr).toBe("");
+    expect(r.stdout.trim()).toBe("via-vip");
+  });
+
+  it("moves the VIP to the backup when the master gateway dies, and the next login works with no host-key warning", async () => {
+    gateways.get("g1")?.kill("SIGKILL");
+    // The goal is 5 s (measured here: 3–4 s, see the note); the assertion leaves room for a slow CI machine.
+    const ms = await waitFor(() => vipOn("g2"), 15_000, "the VIP on g2");
+    console.log(`VIP moved to the backup in ${ms} ms`);
+    expect(ms).toBeLessThan(15_000);
+    const r = await loginThroughVip("ha2");
+    expect(r.stderr).toBe("");
+    expect(r.stdout.trim()).toBe("via-vip");
+    expect(readFileSync(join(dir, "known_hosts"), "utf8")).toBe(readFileSync(join(dir, "known_hosts.orig"), "utf8"));
+  });
+});
