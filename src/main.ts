@@ -282,8 +282,9 @@ export function networkContext(loaded: LoadedPolicy): { desired: Desired; stateD
       authPass[v.instance] = readSecret(ref, `network.vips[${v.instance}].auth_pass_file`);
     }
   }
-  const bin = fileURLToPath(new URL("../bin/varco.mjs", import.meta.url));
-  const healthCommand = network.keepalived.health_command ?? `${process.execPath} ${bin} health --policy ${loaded.file}`;
+  const probe = fileURLToPath(new URL("../bin/varco-health.mjs", import.meta.url));
+  const listen = loaded.policy.gateway.metrics_listen ?? "127.0.0.1:9108";
+  const healthCommand = network.keepalived.health_command ?? `${process.execPath} ${probe} ${listen}`;
   const resolved: NetworkPolicy = {
     ...network,
     keepalived: {

@@ -51,19 +51,28 @@ export interface TotpStore {
   close(): void;
 }
 
-/** Whether `code` is a valid code for a secret that is not stored yet (enrolment confirmation). */
-export async function checkCandidate(settings: TotpSettings, secret: string, code: string, nowMs: number): Promise<boolean> {
-  if (!new RegExp(`^\\d{${settings.digits}}$`).test(code)) return false;
+/**
+ * The RFC 6238 time step `code` belongs to for `secret` at `nowMs` (within ±window steps), or
+ * undefined. Only exactly `digits` ASCII digits are considered; comparison is constant-time (otplib).
+ */
+export async function matchStep(settings: TotpSettings, secret: string, code: string, nowMs: number): Promise<number | undefined> {
+  if (!new RegExp(`^[0-9]{${settings.digits}}$`).test(code)) return undefined;
   const periodS = Math.round(settings.periodMs / 1000);
+  const epoch = Math.floor(nowMs / 1000);
   const r = await verify({
     secret,
     token: code,
     digits: settings.digits,
     period: periodS,
-    epoch: Math.floor(nowMs / 1000),
+    epoch,
     epochTolerance: settings.window * periodS,
   });
-  return r.valid;
+  return r.valid ? Math.floor(epoch / periodS) + r.delta : undefined;
+}
+
+/** Whether `code` is a valid code for a secret that is not stored yet (enrolment confirmation). */
+export async function checkCandidate(settings: TotpSettings, secret: string, code: string, nowMs: number): Promise<boolean> {
+  return (await matchStep(settings, secret, code, nowMs)) !== undefined;
 }
 
 /** Ten single-use recovery codes, `xxxx-xxxx` from a 32-letter alphabet without look-alikes (40 bits each). */
@@ -144,7 +153,6 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
   db.pragma("journal_mode = WAL");
   db.pragma("busy_timeout = 5000");
   db.exec(SCHEMA);
-  const periodS = Math.round(settings.periodMs / 1000);
 
   const encrypt = (uid: string, plain: string) => {
     const nonce = randomBytes(12);
@@ -180,7 +188,6 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
       return db.prepare("DELETE FROM totp WHERE uid = ?").run(uid).changes > 0;
     },
     async verifyExternal(uid, secret, code, nowMs) {
-      if (!new RegExp(`^\\d{${settings.digits}}$`).test(code)) return false;
       let normal: string;
       try {
         normal = normaliseSecret(secret);
@@ -188,17 +195,8 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
         return false;
       }
       const last = (db.prepare("SELECT last_step FROM totp_steps WHERE uid = ?").get(uid) as { last_step: number } | undefined)?.last_step;
-      const result = await verify({
-        secret: normal,
-        token: code,
-        digits: settings.digits,
-        period: periodS,
-        epoch: Math.floor(nowMs / 1000),
-        epochTolerance: settings.window * periodS,
-      });
-      if (!result.valid) return false;
-      const step = Math.floor(Math.floor(nowMs / 1000) / periodS) + result.delta;
-      if (last !== undefined && step <= last) return false;
+      const step = await matchStep(settings, normal, code, nowMs);
+      if (step === undefined || (last !== undefined && step <= last)) return false;
       const r = db
         .prepare(
           "INSERT INTO totp_steps (uid, last_step) VALUES (?, ?) ON CONFLICT(uid) DO UPDATE SET last_step = excluded.last_step WHERE totp_steps.last_step < excluded.last_step",
@@ -225,20 +223,9 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
       (db.prepare("SELECT COUNT(*) AS n FROM recovery_codes WHERE uid = ? AND used_at IS NULL").get(uid) as { n: number }).n,
     async verifyCode(uid, code, nowMs) {
       const row = getRow.get(uid);
-      if (!row || !new RegExp(`^\\d{${settings.digits}}$`).test(code)) return false;
-      const secret = decrypt(uid, row);
-      const result = await verify({
-        secret,
-        token: code,
-        digits: settings.digits,
-        period: periodS,
-        epoch: Math.floor(nowMs / 1000),
-        epochTolerance: settings.window * periodS,
-        ...(row.last_step !== null ? { afterTimeStep: row.last_step } : {}),
-      });
-      if (!result.valid) return false;
-      const step = Math.floor(Math.floor(nowMs / 1000) / periodS) + result.delta;
-      if (row.last_step !== null && step <= row.last_step) return false;
+      if (!row) return false;
+      const step = await matchStep(settings, decrypt(uid, row), code, nowMs);
+      if (step === undefined || (row.last_step !== null && step <= row.last_step)) return false;
       // Compare-and-set: two logins racing with the same code cannot both win.
       return consume.run(step, uid, step).changes === 1;
     },

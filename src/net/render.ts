@@ -199,7 +199,7 @@ export function renderKeepalived(n: NetworkPolicy, inputs: KeepalivedInputs): st
       "vrrp_script varco_health {",
       `\tscript ${q(inputs.healthCommand)}`,
       "\tinterval 1",
-      "\ttimeout 3",
+      "\ttimeout 2",
       "\tfall 2",
       "\trise 2",
       "}",

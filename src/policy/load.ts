@@ -207,6 +207,14 @@ function crossCheck(policy: Policy): Array<[Path, string]> {
     out.push([["directory"], "directory needs ldap or local_users"]);
   }
   if (policy.network) out.push(...checkNetwork(policy.network));
+  policy.network?.vips.forEach((v, i) => {
+    if (v.track_gateway_health && !policy.gateway.metrics_listen && !policy.network?.keepalived.health_command) {
+      out.push([
+        ["network", "vips", i, "track_gateway_health"],
+        "track_gateway_health needs gateway.metrics_listen (the /healthz the check asks) or network.keepalived.health_command",
+      ]);
+    }
+  });
   if (policy.auth.totp.secrets === "ldap" && !policy.auth.totp.ldap_attribute) {
     out.push([["auth", "totp", "secrets"], "secrets: ldap needs auth.totp.ldap_attribute"]);
   }

@@ -14,7 +14,7 @@ import { currentCode, newSecret } from "../../src/auth/index.ts";
 import { type Slapd, type Sshd, startSlapd, startSshd, waitForPort } from "../../src/demo/index.ts";
 import { loadOrCreateKey, publicKeyLine } from "../../src/ssh/index.ts";
 import { ASKPASS, ROOT } from "../helpers/harness.ts";
-import { createNetns, type Netns, veth } from "../helpers/netns.ts";
+import { createNetns, hasAddress, type Netns, veth, waitFor } from "../helpers/netns.ts";
 
 const isRoot = process.getuid?.() === 0;
 const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
@@ -56,18 +56,7 @@ network:
   keepalived: { config_file: ${dir}/${node}/keepalived.conf, pid_file: ${dir}/${node}/keepalived.pid }
 `;
 
-async function vipOn(role: string): Promise<boolean> {
-  return (await n.ip(role, "-br", "addr", "show", "dev", "eth0")).includes("192.0.2.100/24");
-}
-
-async function waitFor(fn: () => Promise<boolean>, ms: number, what: string): Promise<number> {
-  const t0 = Date.now();
-  for (let i = 0; i < ms / 100; i++) {
-    if (await fn()) return Date.now() - t0;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-}
+const vipOn = (role: string) => hasAddress(n, role, "eth0", "192.0.2.100/24");
 
 function startGateway(node: string): void {
   const g = n.spawn(node, ["node", join(ROOT, "bin/varco.mjs"), "serve", "--policy", join(dir, `${node}.yaml`)]);

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { execa, type ResultPromise } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROOT } from "../helpers/harness.ts";
-import { createNetns, type Netns, veth } from "../helpers/netns.ts";
+import { createNetns, hasAddress, type Netns, veth, waitFor } from "../helpers/netns.ts";
 
 const isRoot = process.getuid?.() === 0;
 let n: Netns;
@@ -30,18 +30,7 @@ network:
   keepalived: { config_file: ${node}/keepalived.conf, pid_file: ${node}/keepalived.pid, health_command: /bin/true }
 `;
 
-async function vipOn(role: string): Promise<boolean> {
-  return (await n.ip(role, "-br", "addr", "show", "dev", "eth0")).includes("192.0.2.100/24");
-}
-
-async function waitFor(what: string, fn: () => Promise<boolean>, ms: number): Promise<number> {
-  const t0 = Date.now();
-  for (let i = 0; i < ms / 100; i++) {
-    if (await fn()) return Date.now() - t0;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-}
+const vipOn = (role: string) => hasAddress(n, role, "eth0", "192.0.2.100/24");
 
 beforeAll(async () => {
   if (!isRoot) return;
@@ -100,10 +89,10 @@ describe.runIf(isRoot)("keepalived VIP failover between two namespaces", () => {
       ]);
       daemons.set(node, d);
     }
-    await waitFor("the VIP on the master (k1)", () => vipOn("k1"), 15_000);
+    await waitFor(() => vipOn("k1"), 15_000, "the VIP on the master (k1)");
     expect(await vipOn("k2")).toBe(false);
     daemons.get("k1")?.kill("SIGKILL");
-    const ms = await waitFor("the VIP on the backup (k2)", () => vipOn("k2"), 15_000);
+    const ms = await waitFor(() => vipOn("k2"), 15_000, "the VIP on the backup (k2)");
     expect(ms).toBeLessThan(15_000);
   });
 });

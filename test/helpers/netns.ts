@@ -85,3 +85,18 @@ export async function veth(n: Netns, a: { role: string; ifname: string }, b: { r
   await n.ip(a.role, "link", "set", a.ifname, "up");
   await n.ip(b.role, "link", "set", b.ifname, "up");
 }
+
+/** Whether `cidr` is on `dev` in a namespace role. */
+export async function hasAddress(n: Netns, role: string, dev: string, cidr: string): Promise<boolean> {
+  return (await n.ip(role, "-br", "addr", "show", "dev", dev)).includes(cidr);
+}
+
+/** Polls `fn` every 100 ms until true; resolves with the ms it took. Bounded by `ms`. */
+export async function waitFor(fn: () => Promise<boolean>, ms: number, what: string): Promise<number> {
+  const t0 = Date.now();
+  for (let i = 0; i < ms / 100; i++) {
+    if (await fn()) return Date.now() - t0;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}

@@ -15,7 +15,7 @@ import { formatIssue, type PolicyError, parsePolicyText } from "../../src/policy
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFm6vDyUu3Cq0cVl3kKq6a2lJjJx1m4Hq0rS2y3gk1Xz";
 const base = (network: string) => `version: 1
-gateway: {}
+gateway: { metrics_listen: "127.0.0.1:9108" }
 directory: { ldap: { url: "ldap://x", bind_dn: cn=a, bind_password_file: p, user_base: ou=p } }
 targets: { t: { host: 10.0.0.1, host_key: "${KEY}" } }
 routes: [ { users: [u], alias: t, target: t } ]
