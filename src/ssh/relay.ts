@@ -34,15 +34,12 @@ export type ByteCounter = (direction: Direction, bytes: number) => void;
  */
 export function pump(from: Readable, to: Writable, count: (n: number) => void, tap?: Tap): Promise<void> {
   return new Promise((resolve) => {
-    let pending = 0;
-    let ended = false;
     let done = false;
-    const finish = () => {
-      if (!done && ended && pending === 0) {
-        done = true;
-        to.off("drain", onDrain);
-        resolve();
-      }
+    const settle = () => {
+      if (done) return;
+      done = true;
+      to.off("drain", onDrain);
+      resolve();
     };
     // Two things may ask for a pause (the destination's buffer, the tap's bounded buffer); resume when both are clear.
     let toFull = false;
@@ -57,12 +54,7 @@ export function pump(from: Readable, to: Writable, count: (n: number) => void, t
     to.on("drain", onDrain);
     from.on("data", (chunk: Buffer) => {
       count(chunk.length);
-      pending += 1;
-      const ok = to.write(chunk, () => {
-        pending -= 1;
-        finish();
-      });
-      if (!ok) {
+      if (!to.write(chunk)) {
         toFull = true;
         from.pause();
       }
@@ -75,17 +67,15 @@ export function pump(from: Readable, to: Writable, count: (n: number) => void, t
         });
       }
     });
-    const onEnd = () => {
-      ended = true;
-      finish();
-    };
     // Only "end" counts: it comes after every buffered chunk was read ("close" may come earlier).
-    from.once("end", onEnd);
-    // A destination that goes away will never call back: release the waiter.
-    to.once("close", () => {
-      pending = 0;
-      onEnd();
+    // Then an empty write is a barrier: a Writable runs writes in order, so its callback fires once
+    // every earlier chunk has been handed to the transport (for ssh2: sent within the peer's window).
+    from.once("end", () => {
+      if (to.writableEnded || to.destroyed) return settle();
+      to.write(Buffer.alloc(0), () => settle());
     });
+    // A destination that goes away will never call back: release the waiter.
+    to.once("close", settle);
   });
 }
 
