@@ -32,7 +32,36 @@ export type ByteCounter = (direction: Direction, bytes: number) => void;
  * Copies `from` into `to` with backpressure and counts bytes. Resolves once `from` has ended and
  * every chunk written has been handed to `to`'s transport (its write callback ran). Does not end `to`.
  */
+/** The TCP socket under an ssh2 channel (ssh2 internals: `channel._client._sock`), if reachable. */
+function socketOf(stream: Writable): { cork(): void; uncork(): void } | undefined {
+  const sock = (stream as unknown as { _client?: { _sock?: { cork?: () => void; uncork?: () => void } } })._client?._sock;
+  return sock && typeof sock.cork === "function" && typeof sock.uncork === "function"
+    ? (sock as { cork(): void; uncork(): void })
+    : undefined;
+}
+
+/**
+ * Coalesces the SSH packets produced within one tick into one socket write (writev): fewer
+ * syscalls per relayed MiB. Packets keep their order; nothing waits longer than the current tick.
+ */
+function corker(stream: Writable): () => void {
+  const sock = socketOf(stream);
+  if (!sock) return () => undefined;
+  let corked = false;
+  const release = () => {
+    corked = false;
+    sock.uncork();
+  };
+  return () => {
+    if (corked) return;
+    corked = true;
+    sock.cork();
+    process.nextTick(release);
+  };
+}
+
 export function pump(from: Readable, to: Writable, count: (n: number) => void, tap?: Tap): Promise<void> {
+  const cork = corker(to);
   return new Promise((resolve) => {
     let done = false;
     const settle = () => {
@@ -54,6 +83,7 @@ export function pump(from: Readable, to: Writable, count: (n: number) => void, t
     to.on("drain", onDrain);
     from.on("data", (chunk: Buffer) => {
       count(chunk.length);
+      cork();
       if (!to.write(chunk)) {
         toFull = true;
         from.pause();
