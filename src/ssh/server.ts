@@ -142,6 +142,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
     grace.unref();
     preAuth.set(key, { authenticated: leave });
     socket.once("close", leave);
+    // No Nagle: SFTP and interactive sessions are request/response; OpenSSH sets TCP_NODELAY too.
+    socket.setNoDelay(true);
     ssh.injectSocket(socket);
   };
 

@@ -84,6 +84,8 @@ export function connectUpstream(p: UpstreamParams): Promise<Client> {
     };
     client.once("ready", () => {
       settled = true;
+      // No Nagle on the upstream either (see the downstream socket).
+      client.setNoDelay(true);
       resolve(client);
     });
     client.once("error", (err: Error) =>
