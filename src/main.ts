@@ -83,6 +83,14 @@ export interface RunningGateway {
 export async function runGateway(policyFile: string, logger: Logger, opts: { watchFile?: boolean } = {}): Promise<RunningGateway> {
   let loaded = loadPolicyFile(policyFile);
   checkSupported(loaded.policy);
+  for (const r of loaded.policy.routes) {
+    if (r.allow.agent_forwarding || r.allow.x11) {
+      logger.warn(
+        { alias: r.alias },
+        "allow.agent_forwarding and allow.x11 are not implemented yet: such requests are refused on every route",
+      );
+    }
+  }
   const p = loaded.policy;
   const ldap = p.directory.ldap;
   const hostKeys = p.gateway.host_keys.map((k) => loadOrCreateKey(loaded.resolvePath(k), "varco-host"));

@@ -5,6 +5,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execa } from "execa";
+import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openAuditStore } from "../../src/audit/index.ts";
 import { type Harness, ROOT, startHarness, TEST_ROUTES } from "../helpers/harness.ts";
@@ -20,13 +21,15 @@ const EXTRA = `${TEST_ROUTES}
 
 beforeAll(async () => {
   h = await startHarness({
-    extraUsers: ["f01", "f02", "f03", "f04", "f05", "f06", "f07"],
+    extraUsers: ["f01", "f02", "f03", "f04", "f05", "f06", "f07", "f08"],
     extraRoutes: EXTRA,
     templateEdit: (t) =>
-      t.replace(
-        "targets:\n",
-        'targets:\n  vm1-wrongkey:\n    host: 127.0.0.1\n    port: @VM1_PORT@\n    user: @TARGET_USER@\n    host_key: "@VM2_HOST_KEY@"\n',
-      ),
+      t
+        .replace(
+          "targets:\n",
+          'targets:\n  vm1-wrongkey:\n    host: 127.0.0.1\n    port: @VM1_PORT@\n    user: @TARGET_USER@\n    host_key: "@VM2_HOST_KEY@"\n',
+        )
+        .replace("idle_timeout: 1h", "idle_timeout: 3s"),
   });
 });
 
@@ -63,6 +66,28 @@ describe("upstream", () => {
     const up = await h.ssh("f03_vm1", ["echo still-serving"]);
     expect(up.exitCode).toBe(0);
     expect(up.stdout).toBe("still-serving\n");
+  });
+});
+
+describe("idle sessions", () => {
+  it("closes a logged-in session that moves no data for idle_timeout (3 s here) and logs why", async () => {
+    const c = new ssh2.Client();
+    const closedAfter = await new Promise<number>((resolve, reject) => {
+      let readyAt = 0;
+      c.on("ready", () => {
+        readyAt = Date.now();
+        c.shell({ term: "xterm" }, (err) => err && reject(err));
+      });
+      c.on("close", () => resolve(Date.now() - readyAt));
+      c.on("error", () => undefined);
+      c.on("keyboard-interactive", (_n, _i, _l, prompts, finish) =>
+        finish(prompts.map((p) => (p.prompt.startsWith("Password") ? "f08-pw" : h.nextCode("f08")))),
+      );
+      c.connect({ host: "127.0.0.1", port: h.port, username: "f08_vm1", tryKeyboard: true, readyTimeout: 20_000 });
+      setTimeout(() => reject(new Error("the idle session was not closed within 20 s")), 20_000);
+    });
+    expect(closedAfter).toBeGreaterThanOrEqual(2500);
+    await waitFor(() => h.gatewayOutput().includes("idle_timeout; closing"), "the idle_timeout log line");
   });
 });
 
