@@ -436,6 +436,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         (c) => {
           upstreamClient = c;
           c.on("close", () => client.end());
+          remoteForwards(c);
         },
         () => undefined,
       );
@@ -671,7 +672,52 @@ export function createGateway(deps: GatewayDeps): Gateway {
         );
     });
 
-    client.on("request", (_accept, reject) => reject?.());
+    // Remote forwarding (ssh -R, RFC 4254 §7.1): the listener opens on the target, where the user's
+    // VM is, and each connection to it comes back as a forwarded-tcpip channel to the user.
+    client.on("request", (accept, reject, name, info) => {
+      const current = decision;
+      const allowed = current?.kind === "approved" && current.approved.route.allow.port_forwarding && upstream !== undefined;
+      if ((name !== "tcpip-forward" && name !== "cancel-tcpip-forward") || !allowed || !upstream) {
+        deps.audit.append({ type: "channel_refused", sessionId: connId, uid, result: "not_allowed", data: { kind: name } });
+        return reject?.();
+      }
+      const { bindAddr, bindPort } = info as { bindAddr: string; bindPort: number };
+      void upstream.then(
+        (up) => {
+          if (name === "cancel-tcpip-forward") {
+            up.unforwardIn(bindAddr, bindPort, (err) => (err ? reject?.() : accept?.()));
+            return;
+          }
+          up.forwardIn(bindAddr, bindPort, (err, port) => {
+            if (err) return reject?.();
+            deps.audit.append({
+              type: "forward",
+              sessionId: connId,
+              uid,
+              target: current?.kind === "approved" ? current.approved.targetName : undefined,
+              data: { remote: true, bind: bindAddr, port },
+            });
+            (accept as ((port?: number) => void) | undefined)?.(port);
+          });
+        },
+        () => reject?.(),
+      );
+    });
+    const remoteForwards = (up: UpstreamClient) =>
+      up.on("tcp connection", (details, acceptUp, rejectUp) => {
+        client.forwardOut(details.destIP, details.destPort, details.srcIP, details.srcPort, (err, down) => {
+          if (err) return rejectUp();
+          const ch = acceptUp();
+          void pump(ch, down, (n) => {
+            counters.down += n;
+          }).then(() => down.end());
+          void pump(down, ch, (n) => {
+            counters.up += n;
+          }).then(() => ch.end());
+          down.once("close", () => ch.close());
+          ch.once("close", () => down.close());
+        });
+      });
     client.on("error", (err) => log.debug({ err: err.message }, "downstream error"));
 
     const idleMs = limits.idle_timeout;

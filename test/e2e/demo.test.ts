@@ -37,8 +37,27 @@ describe("varco demo", () => {
     const code = currentCode({ issuer: "varco", digits: 6, periodMs: 30_000, window: 1 }, secret, Date.now());
     const r = await execa(
       "ssh",
-      ["-F", "/dev/null", "-p", String(port), "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "LogLevel=ERROR", "-o", "PubkeyAuthentication=no", "mario.rossi_vm1@127.0.0.1", "echo hello from the demo target"],
-      { reject: false, stdin: "ignore", env: { SSH_ASKPASS: ASKPASS, SSH_ASKPASS_REQUIRE: "force", DISPLAY: ":0", VARCO_TEST_PASSWORD: password, VARCO_TEST_CODE: code } },
+      [
+        "-F",
+        "/dev/null",
+        "-p",
+        String(port),
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "PubkeyAuthentication=no",
+        "mario.rossi_vm1@127.0.0.1",
+        "echo hello from the demo target",
+      ],
+      {
+        reject: false,
+        stdin: "ignore",
+        env: { SSH_ASKPASS: ASKPASS, SSH_ASKPASS_REQUIRE: "force", DISPLAY: ":0", VARCO_TEST_PASSWORD: password, VARCO_TEST_CODE: code },
+      },
     );
     expect(r.stdout).toBe("hello from the demo target");
     expect(existsSync(join(cwd, ".demo"))).toBe(true);

@@ -262,6 +262,37 @@ describe("route permissions", () => {
   });
 });
 
+describe("remote forwarding", () => {
+  it("opens -R listeners on the target and brings their connections back to the user", async () => {
+    const { createServer, connect } = await import("node:net");
+    const local = createServer((sock) => sock.end("hello from the user's side\n"));
+    await new Promise<void>((r) => local.listen(0, "127.0.0.1", () => r()));
+    const localPort = (local.address() as { port: number }).port;
+    const r = await execa("ssh", [...cm, "-O", "forward", "-R", `0:127.0.0.1:${localPort}`, "t01_vm1@127.0.0.1"], { reject: false });
+    expect(r.exitCode).toBe(0);
+    const remotePort = Number(String(r.stdout).trim());
+    expect(remotePort).toBeGreaterThan(0);
+    // The listener is on the target (here the same host, loopback); connect to it as a program on the VM would.
+    const got = await new Promise<string>((resolve, reject) => {
+      const s = connect({ port: remotePort, host: "127.0.0.1" });
+      let text = "";
+      s.on("data", (d) => {
+        text += d.toString();
+      });
+      s.on("end", () => resolve(text));
+      s.on("error", reject);
+    });
+    local.close();
+    expect(got).toBe("hello from the user's side\n");
+  });
+
+  it("refuses -R where the route does not allow port forwarding", async () => {
+    const r = await h.ssh("t05_noexec", ["true"], { extra: ["-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"] });
+    expect(r.exitCode).toBe(255);
+    expect(r.stderr).toMatch(/remote port forwarding failed/i);
+  });
+});
+
 describe("audit", () => {
   it("records logins, sessions, commands and bytes in SQLite and `varco audit list --json` shows them", async () => {
     const r = await h.ssh("t06_vm1", ["head -c 12345 /dev/zero; exit 4"]);
