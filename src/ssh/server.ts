@@ -29,6 +29,7 @@ import {
   refusalMessage,
   resolveRoute,
 } from "../routing/index.ts";
+import { relayAgent } from "./agent.ts";
 import { type ByteCounter, type ExitInfo, finishDownstream, pump, relaySession } from "./relay.ts";
 import { connectUpstream, HostKeyMismatchError, parseHostKeyLine } from "./upstream.ts";
 
@@ -176,6 +177,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     let upstreamClient: UpstreamClient | undefined;
     let lastExit: number | null = null;
     let channelCounter = 0;
+    let agentRequested = false;
     let terminated: string | undefined;
     let lastActivity = deps.now();
     const counters = { up: 0, down: 0 };
@@ -452,6 +454,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         privateKey: deps.egressKey,
         hostKey: parseHostKeyLine(a.target.host_key),
         timeoutMs: deps.policy().gateway.upstream_timeout,
+        agent: a.route.allow.agent_forwarding ? relayAgent(client, () => agentRequested) : undefined,
       }).then(
         (c) => {
           log.info({ target: a.targetName, ms: deps.now() - started }, "upstream connected");
@@ -511,7 +514,15 @@ export function createGateway(deps: GatewayDeps): Gateway {
         accept?.();
       });
       session.on("x11", (_accept, reject) => reject?.());
-      session.on("auth-agent", (_accept, reject) => reject?.());
+      let sessionAgent = false;
+      session.on("auth-agent", (accept, reject) => {
+        if (route?.allow.agent_forwarding) {
+          agentRequested = true;
+          sessionAgent = true;
+          deps.audit.append({ type: "forward", sessionId: connId, uid, data: { agent: true } });
+          accept?.();
+        } else reject?.();
+      });
 
       const start = (kind: "shell" | "exec" | "subsystem", down: ServerChannel | undefined, arg: string) => {
         if (!down) return;
@@ -557,8 +568,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
                   ? { rows: pty.rows, cols: pty.cols, height: pty.height, width: pty.width, term: pty.term, modes: pty.modes }
                   : undefined;
                 const cb = (err: Error | undefined, ch: ClientChannel) => (err ? reject(err) : resolve(ch));
-                if (kind === "shell") up.shell(ptyOpts ?? false, { env }, cb);
-                else if (kind === "exec") up.exec(arg, { env, ...(ptyOpts ? { pty: ptyOpts } : {}) }, cb);
+                const agentOpt = sessionAgent ? { agentForward: true } : {};
+                if (kind === "shell") up.shell(ptyOpts ?? false, { env, ...agentOpt } as never, cb);
+                else if (kind === "exec") up.exec(arg, { env, ...agentOpt, ...(ptyOpts ? { pty: ptyOpts } : {}) } as never, cb);
                 else up.subsys(arg, cb);
               }),
           )

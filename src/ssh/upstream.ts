@@ -64,6 +64,8 @@ export interface UpstreamParams {
   readonly hostKey: PinnedHostKey;
   /** Connect + handshake + auth timeout, ms. */
   readonly timeoutMs: number;
+  /** An agent to forward to the target (the user's, relayed), when the route allows it. */
+  readonly agent?: ssh2.BaseAgent | undefined;
 }
 
 /**
@@ -98,6 +100,8 @@ export function connectUpstream(p: UpstreamParams): Promise<Client> {
       username: p.username,
       privateKey: p.privateKey,
       readyTimeout: p.timeoutMs,
+      // The agent is only asked for per channel (exec/shell opts.agentForward), never for the gateway's own login.
+      ...(p.agent ? { agent: p.agent } : {}),
       keepaliveInterval: 30_000,
       algorithms: { serverHostKey: hostKeyAlgorithms(p.hostKey.algorithm) as never },
       hostVerifier: (key: Buffer) => {

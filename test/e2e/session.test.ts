@@ -16,7 +16,7 @@ import { type Harness, ROOT, startHarness } from "../helpers/harness.ts";
 
 let h: Harness;
 let cm: string[];
-const USERS = ["t01", "t02", "t03", "t04", "t05", "t06"];
+const USERS = ["t01", "t02", "t03", "t04", "t05", "t06", "t07"];
 
 beforeAll(async () => {
   h = await startHarness({ extraUsers: USERS });
@@ -290,6 +290,40 @@ describe("remote forwarding", () => {
     const r = await h.ssh("t05_noexec", ["true"], { extra: ["-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"] });
     expect(r.exitCode).toBe(255);
     expect(r.stderr).toMatch(/remote port forwarding failed/i);
+  });
+});
+
+describe("agent forwarding", () => {
+  it("relays the user's agent to the target where the route allows it (ssh -A), and not elsewhere", async () => {
+    const sock = join(h.dir, "agent.sock");
+    const agent = execa("ssh-agent", ["-D", "-a", sock], { reject: false });
+    try {
+      for (let i = 0; i < 50; i++) {
+        if ((await execa("test", ["-S", sock], { reject: false })).exitCode === 0) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const key = join(h.dir, "agent_key");
+      await execa("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "user-agent-key", "-f", key]);
+      await execa("ssh-add", [key], { env: { SSH_AUTH_SOCK: sock } });
+      const fp = String((await execa("ssh-keygen", ["-lf", `${key}.pub`])).stdout).split(" ")[1];
+      const withAgent = await execa("ssh", [...h.sshOptions(["-A"]), "t07_agent@127.0.0.1", "ssh-add -l"], {
+        reject: false,
+        stdin: "ignore",
+        env: { ...h.askpassEnv("t07-pw", h.nextCode("t07")), SSH_AUTH_SOCK: sock },
+      });
+      expect(withAgent.stdout).toContain(fp);
+      expect(withAgent.exitCode).toBe(0);
+      const refused = await execa("ssh", [...h.sshOptions(["-A"]), "t07_vm1@127.0.0.1", "ssh-add -l"], {
+        reject: false,
+        stdin: "ignore",
+        env: { ...h.askpassEnv("t07-pw", h.nextCode("t07")), SSH_AUTH_SOCK: sock },
+      });
+      expect(refused.stdout).not.toContain(fp);
+      expect(refused.exitCode).not.toBe(0);
+    } finally {
+      agent.kill("SIGTERM");
+      await agent;
+    }
   });
 });
 

@@ -27,6 +27,10 @@ export const TEST_ROUTES = `
     alias: vm2
     target: vm2-anna
   - groups: [testers]
+    alias: agent
+    target: vm1-mario
+    allow: { agent_forwarding: true }
+  - groups: [testers]
     alias: noexec
     target: vm1-mario
     allow: { exec: false, shell: false, sftp: false, scp: false }
