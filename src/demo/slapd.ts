@@ -140,6 +140,8 @@ export async function startSlapd(o: SlapdOptions): Promise<Slapd> {
     child = c;
     try {
       await waitForPort(port, host, 10_000, o.netns);
+      await new Promise((r) => setTimeout(r, 50));
+      if (c.exitCode !== null) throw new Error(`slapd exited (${c.exitCode}); port ${port} was probably taken by another process`);
     } catch (err) {
       c.kill("SIGKILL");
       throw err;

@@ -31,8 +31,25 @@ export interface Sshd {
   stop(): Promise<void>;
 }
 
-/** Generates a host key, writes sshd_config and starts sshd; resolves once it accepts connections. */
+/**
+ * Generates a host key, writes sshd_config and starts sshd; resolves once it accepts connections.
+ * A free port can be taken by another process between choosing and binding it: then sshd exits and
+ * this retries with a new port (3 tries).
+ */
 export async function startSshd(o: SshdOptions): Promise<Sshd> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startSshdOnce(o);
+    } catch (err) {
+      if (attempt >= 3 || o.port !== undefined || !(err instanceof PortLostError)) throw err;
+    }
+  }
+}
+
+/** The daemon exited right after start (its port was taken meanwhile). */
+export class PortLostError extends Error {}
+
+async function startSshdOnce(o: SshdOptions): Promise<Sshd> {
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   if (process.getuid?.() === 0 && !existsSync("/run/sshd")) mkdirSync("/run/sshd", { mode: 0o755 });
   const hostKey = join(o.dir, "ssh_host_ed25519_key");
@@ -69,8 +86,11 @@ export async function startSshd(o: SshdOptions): Promise<Sshd> {
   if (child.pid === undefined) throw new Error("sshd did not start (is openssh-server installed?)");
   try {
     await waitForPort(port, o.host ?? "127.0.0.1", 10_000, o.netns);
+    await new Promise((r) => setTimeout(r, 50));
+    if (child.exitCode !== null) throw new PortLostError(`sshd exited (${child.exitCode}); port ${port} was probably taken`);
   } catch (err) {
     child.kill("SIGKILL");
+    if (err instanceof PortLostError) throw err;
     throw new Error(`${(err as Error).message}; sshd log: ${existsSync(logFile) ? readFileSync(logFile, "utf8") : "(none)"}`);
   }
   const hostKeyLine = readFileSync(`${hostKey}.pub`, "utf8").trim().split(/\s+/).slice(0, 2).join(" ");

@@ -50,9 +50,9 @@ export const listenAddress = z.string().refine(
     const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
     if (!m) return false;
     const port = Number(m[3]);
-    return port > 0 && port < 65536 && isIP(m[1] ?? m[2] ?? "") !== 0;
+    return port >= 0 && port < 65536 && isIP(m[1] ?? m[2] ?? "") !== 0;
   },
-  { message: 'not a "host:port" listen address (e.g. "0.0.0.0:22", "[::]:22")' },
+  { message: 'not a "host:port" listen address (e.g. "0.0.0.0:22", "[::]:22"; port 0 = any free port)' },
 );
 
 /** A secret reference: a file path (relative to the policy) or `env:VAR`. Never the secret itself. */

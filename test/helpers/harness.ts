@@ -9,7 +9,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa, type ResultPromise } from "execa";
 import { currentCode, openTotpStore } from "../../src/auth/index.ts";
-import { type DemoEnvironment, freePort, type SlapdOptions, startDemoEnvironment, stopChild, waitForPort } from "../../src/demo/index.ts";
+import { type DemoEnvironment, type SlapdOptions, startDemoEnvironment, stopChild, waitForPort } from "../../src/demo/index.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const ASKPASS = join(ROOT, "test/helpers/askpass.sh");
@@ -91,12 +91,15 @@ export async function startHarness(
   } = {},
 ): Promise<Harness> {
   const dir = o.dir ?? mkdtempSync(join(tmpdir(), "varco-test-"));
-  const port = await freePort();
+  // The gateway binds port 0 (the kernel picks a free one, no race with other test files' daemons);
+  // the port it got is read from its "gateway listening" log line and then written into the policy,
+  // so restarts and reloads keep it.
+  let port = 0;
   const base = readFileSync(join(ROOT, "policies/demo.yaml"), "utf8") + (o.extraRoutes ?? TEST_ROUTES);
   const template = o.templateEdit ? o.templateEdit(base) : base;
   const env = await startDemoEnvironment({
     dir,
-    gatewayPort: port,
+    gatewayPort: 0,
     extraUsers: o.extraUsers ?? [],
     template,
     ...(o.slapd ? { slapd: o.slapd } : {}),
@@ -119,7 +122,21 @@ export async function startHarness(
       output += d.toString();
       out.write(d);
     });
+    const from = output.length;
+    for (let i = 0; i < 400; i++) {
+      const m = /"msg":"gateway listening"/.test(output.slice(from)) ? /"listen":\["127\.0\.0\.1:(\d+)"/.exec(output.slice(from)) : null;
+      if (m) {
+        port = Number(m[1]);
+        break;
+      }
+      if (child.exitCode !== null) throw new Error(`the gateway exited (${child.exitCode})`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (!port) throw new Error("the gateway did not log that it listens within 20 s");
     await waitForPort(port, "127.0.0.1", 20_000);
+    const policy = readFileSync(env.policyFile, "utf8");
+    if (policy.includes('listen: ["127.0.0.1:0"]'))
+      writeFileSync(env.policyFile, policy.replace('listen: ["127.0.0.1:0"]', `listen: ["127.0.0.1:${port}"]`));
   };
   await startGateway().catch(async (err) => {
     await env.stop();
@@ -201,7 +218,9 @@ export async function startHarness(
 
   return {
     env,
-    port,
+    get port() {
+      return port;
+    },
     dir,
     gatewayOutput: () => output,
     nextCode,
