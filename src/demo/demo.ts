@@ -26,6 +26,10 @@ export const TEST_PACKAGES: ReadonlyArray<{ file: string; pkg: string }> = [
   { file: "/usr/bin/asciinema", pkg: "asciinema" },
   { file: "/usr/bin/sqlite3", pkg: "sqlite3" },
   { file: "/usr/bin/script", pkg: "bsdutils" },
+  { file: "/usr/bin/pgrep", pkg: "procps" },
+  { file: "/usr/bin/openssl", pkg: "openssl" },
+  { file: "/usr/sbin/nft", pkg: "nftables" },
+  { file: "/usr/sbin/keepalived", pkg: "keepalived" },
 ];
 
 /** Installs missing Debian packages when running as root; otherwise says what to install. */

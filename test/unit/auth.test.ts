@@ -46,7 +46,14 @@ describe("TOTP store", () => {
 
   it("honours the window: ±1 step accepted, ±2 refused", async () => {
     const store = openTotpStore(tmp(), settings);
-    const secret = newSecret();
+    // Two different steps can share a 6-digit code (about 1 in 300 000 here): pick a secret whose
+    // codes for steps -2..+2 are all different, so the test cannot fail by coincidence.
+    let secret = newSecret();
+    for (let i = 0; i < 10; i++) {
+      const codes = [-2, -1, 0, 1, 2].map((k) => currentCode(settings, secret, T0 + k * 30_000));
+      if (new Set(codes).size === codes.length) break;
+      secret = newSecret();
+    }
     store.setSecret("u", secret);
     expect(await store.verifyCode("u", currentCode(settings, secret, T0 - 60_000), T0)).toBe(false);
     expect(await store.verifyCode("u", currentCode(settings, secret, T0 + 60_000), T0)).toBe(false);
