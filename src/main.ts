@@ -81,6 +81,8 @@ export interface RunningGateway {
  * @throws PolicyError, StartupError, SecretError, KeyFileError with actionable messages.
  */
 export async function runGateway(policyFile: string, logger: Logger, opts: { watchFile?: boolean } = {}): Promise<RunningGateway> {
+  // Everything the gateway creates (audit DB, state DB, recordings, keys) is private to its user.
+  process.umask(0o077);
   let loaded = loadPolicyFile(policyFile);
   checkSupported(loaded.policy);
   for (const r of loaded.policy.routes) {
