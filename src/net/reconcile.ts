@@ -185,14 +185,6 @@ function satisfied(c: LinkCheck, live: Map<string, LiveLink>): boolean {
   }
 }
 
-function readFileOrUndefined(f: string): string | undefined {
-  try {
-    return readFileSync(f, "utf8");
-  } catch {
-    return undefined;
-  }
-}
-
 // ---------------------------------------------------------------- plan
 
 export interface Plan {
@@ -213,14 +205,19 @@ export async function plan(r: CommandRunner, d: Desired, stateDir: string, opts:
   const withDiff = opts.diff ?? true;
   const dir = netStateDir(stateDir);
   const gen = currentGeneration(dir);
-  const [listing, live] = await Promise.all([liveListing(r, d.table), liveLinks(r)]);
-  const drift = driftOf(d, gen, listing, live);
+  const [listing, live, kaLive, kaGen] = await Promise.all([
+    liveListing(r, d.table),
+    liveLinks(r),
+    d.keepalived !== undefined ? r.readFile(d.keepalivedFile) : Promise.resolve(undefined),
+    gen?.desired.keepalived !== undefined ? r.readFile(gen.keepalivedFile) : Promise.resolve(undefined),
+  ]);
+  const drift = driftOf(d, gen, listing, live, kaGen);
   const base = gen?.desired.nft ?? "";
   const nftChanged = gen === undefined || base !== d.nft || listing === undefined || drift.length > 0;
   const nftDiff =
     withDiff && nftChanged ? createTwoFilesPatch("applied", "desired", base, d.nft, undefined, undefined, { context: 2 }) : "";
   const linkOps = d.links.filter((op) => !satisfied(op.check, live));
-  const ka = d.keepalived !== undefined ? readFileOrUndefined(d.keepalivedFile) : undefined;
+  const ka = d.keepalived !== undefined ? kaLive : undefined;
   const keepalivedChanged = d.keepalived !== undefined && ka !== d.keepalived;
   const keepalivedDiff = keepalivedChanged
     ? createTwoFilesPatch(
@@ -245,7 +242,13 @@ export async function plan(r: CommandRunner, d: Desired, stateDir: string, opts:
   };
 }
 
-function driftOf(d: Desired, gen: Generation | undefined, listing: string | undefined, live: Map<string, LiveLink>): string[] {
+function driftOf(
+  d: Desired,
+  gen: Generation | undefined,
+  listing: string | undefined,
+  live: Map<string, LiveLink>,
+  kaInstalled: string | undefined,
+): string[] {
   const out: string[] = [];
   if (gen && listing === undefined) out.push(`table inet ${d.table} is missing (deleted by hand?)`);
   if (gen && listing !== undefined && normaliseListing(listing) !== gen.listing) {
@@ -254,7 +257,7 @@ function driftOf(d: Desired, gen: Generation | undefined, listing: string | unde
   }
   if (gen) {
     for (const op of d.links) if (!satisfied(op.check, live)) out.push(`missing: ${op.describe}`);
-    if (gen.desired.keepalived !== undefined && readFileOrUndefined(gen.keepalivedFile) !== gen.desired.keepalived) {
+    if (gen.desired.keepalived !== undefined && kaInstalled !== gen.desired.keepalived) {
       out.push(`${gen.keepalivedFile} differs from what varco wrote`);
     }
   }
@@ -264,15 +267,8 @@ function driftOf(d: Desired, gen: Generation | undefined, listing: string | unde
 // ---------------------------------------------------------------- apply
 
 async function reloadKeepalived(r: CommandRunner, pidFile: string): Promise<void> {
-  const pid = readFileOrUndefined(pidFile)?.trim();
+  const pid = (await r.readFile(pidFile))?.trim();
   if (pid && /^\d+$/.test(pid)) await r.run(["kill", "-HUP", pid], { allowFailure: true });
-}
-
-function writeFileAtomic(file: string, text: string): void {
-  mkdirSync(dirname(file), { recursive: true });
-  const tmp = `${file}.varco-${process.pid}.tmp`;
-  writeFileSync(tmp, text, { mode: 0o600 });
-  renameSync(tmp, file);
 }
 
 /** Puts back an nft table exactly as listed (a listing is valid nft input), or removes it. */
@@ -298,18 +294,18 @@ export async function apply(r: CommandRunner, d: Desired, stateDir: string): Pro
   // needs the old table back, so only then is the full listing taken first.
   const willChangeKeepalived = d.keepalived !== undefined && p.keepalivedChanged;
   const before = willChangeKeepalived && p.liveListing !== undefined ? await liveListing(r, d.table, false) : undefined;
-  const kaBefore = d.keepalived !== undefined ? readFileOrUndefined(d.keepalivedFile) : undefined;
+  const kaBefore = d.keepalived !== undefined ? await r.readFile(d.keepalivedFile) : undefined;
 
   if (d.keepalived !== undefined && p.keepalivedChanged) {
     const test = join(dirname(d.keepalivedFile), `.keepalived.varco-test-${randomUUID()}.conf`);
-    writeFileAtomic(test, d.keepalived);
+    await r.writeFile(test, d.keepalived);
     try {
       // keepalived(8) --config-test exits non-zero on errors it finds.
       await r.run(["keepalived", "--config-test", "-f", test]);
     } catch (err) {
       throw new ApplyError("keepalived --config-test", err);
     } finally {
-      rmSync(test, { force: true });
+      await r.removeFile(test);
     }
   }
 
@@ -319,8 +315,8 @@ export async function apply(r: CommandRunner, d: Desired, stateDir: string): Pro
     if (nftApplied) await restoreTable(r, d.table, before).catch(() => undefined);
     for (const u of [...undo].reverse()) await r.run(u, { allowFailure: true });
     if (d.keepalived !== undefined && p.keepalivedChanged) {
-      if (kaBefore === undefined) rmSync(d.keepalivedFile, { force: true });
-      else writeFileAtomic(d.keepalivedFile, kaBefore);
+      if (kaBefore === undefined) await r.removeFile(d.keepalivedFile);
+      else await r.writeFile(d.keepalivedFile, kaBefore);
       await reloadKeepalived(r, d.keepalivedPidFile);
     }
   };
@@ -337,7 +333,7 @@ export async function apply(r: CommandRunner, d: Desired, stateDir: string): Pro
     nftApplied = true;
     if (d.keepalived !== undefined && p.keepalivedChanged) {
       step = `write ${d.keepalivedFile}`;
-      writeFileAtomic(d.keepalivedFile, d.keepalived);
+      await r.writeFile(d.keepalivedFile, d.keepalived);
       step = "reload keepalived";
       await reloadKeepalived(r, d.keepalivedPidFile);
     }
@@ -386,8 +382,8 @@ export async function rollback(r: CommandRunner, stateDir: string): Promise<Gene
   for (const u of cur.linkUndo) await r.run(u, { allowFailure: true });
   if (cur.desired.keepalived !== undefined) {
     const restore = prev?.desired.keepalived ?? cur.keepalivedBefore;
-    if (restore === undefined) rmSync(cur.keepalivedFile, { force: true });
-    else writeFileAtomic(cur.keepalivedFile, restore);
+    if (restore === undefined) await r.removeFile(cur.keepalivedFile);
+    else await r.writeFile(cur.keepalivedFile, restore);
   }
   rmSync(join(dir, `gen-${cur.id}.json`), { force: true });
   setCurrent(dir, prev?.id);
@@ -441,8 +437,9 @@ export async function status(r: CommandRunner, d: Desired, stateDir: string): Pr
   const dir = netStateDir(stateDir);
   const gen = currentGeneration(dir);
   const listing = await liveListing(r, d.table);
+  const kaInstalled = gen?.desired.keepalived !== undefined ? await r.readFile(gen.keepalivedFile) : undefined;
   const drift = gen
-    ? driftOf(d, gen, listing, await liveLinks(r))
+    ? driftOf(d, gen, listing, await liveLinks(r), kaInstalled)
     : [`nothing applied yet (table inet ${d.table} ${listing === undefined ? "absent" : "present but not varco's generation"})`];
   const policyChanged = gen !== undefined && (gen.desired.nft !== d.nft || gen.desired.keepalived !== d.keepalived);
   return { inSync: drift.length === 0 && !policyChanged, generation: gen?.id, pending: readPending(dir), drift, policyChanged };

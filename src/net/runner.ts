@@ -3,6 +3,8 @@
  * a timeout, optionally inside a network namespace (`ip netns exec NS …`). A recording runner
  * collects the commands instead, for `varco net plan --commands` and for tests of the plan.
  */
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
 import { execa } from "execa";
 
 /** A command failed; `stderr` holds what it printed. */
@@ -37,6 +39,12 @@ export interface RunResult {
 export interface CommandRunner {
   /** The namespace commands run in, if any. */
   readonly netns: string | undefined;
+  /** Reads a host file (e.g. keepalived.conf); undefined when it does not exist. */
+  readFile(path: string): Promise<string | undefined>;
+  /** Writes a host file atomically (temp file + rename), mode 0600. */
+  writeFile(path: string, text: string): Promise<void>;
+  /** Removes a host file if it exists. */
+  removeFile(path: string): Promise<void>;
   /**
    * Runs `argv` (argv[0] is the program).
    * @throws CommandError on a non-zero exit or a timeout unless `allowFailure`.
@@ -48,6 +56,22 @@ export interface CommandRunner {
 export function createExecaRunner(o: { netns?: string | undefined; timeoutMs?: number } = {}): CommandRunner {
   return {
     netns: o.netns,
+    async readFile(path) {
+      try {
+        return await readFile(path, "utf8");
+      } catch {
+        return undefined;
+      }
+    },
+    async writeFile(path, text) {
+      await mkdir(dirname(path), { recursive: true });
+      const tmp = `${path}.varco-${process.pid}.tmp`;
+      await writeFile(tmp, text, { mode: 0o600 });
+      await rename(tmp, path);
+    },
+    async removeFile(path) {
+      await rm(path, { force: true });
+    },
     async run(argv, opts = {}) {
       const full = o.netns ? ["ip", "netns", "exec", o.netns, ...argv] : [...argv];
       const [cmd, ...args] = full as [string, ...string[]];
@@ -68,11 +92,23 @@ export function createExecaRunner(o: { netns?: string | undefined; timeoutMs?: n
 /** Records commands and answers from `replies` (by argv prefix) or with empty success. */
 export function createRecordingRunner(replies: ReadonlyArray<{ prefix: readonly string[]; result: RunResult }> = []): CommandRunner & {
   readonly commands: Array<{ argv: readonly string[]; input?: string }>;
+  readonly files: Map<string, string>;
 } {
   const commands: Array<{ argv: readonly string[]; input?: string }> = [];
+  const files = new Map<string, string>();
   return {
     netns: undefined,
     commands,
+    files,
+    readFile: async (path) => files.get(path),
+    async writeFile(path, text) {
+      commands.push({ argv: ["(write)", path], input: text });
+      files.set(path, text);
+    },
+    async removeFile(path) {
+      commands.push({ argv: ["(remove)", path] });
+      files.delete(path);
+    },
     async run(argv, opts = {}) {
       commands.push({ argv, ...(opts.input !== undefined ? { input: opts.input } : {}) });
       const hit = replies.find((r) => r.prefix.every((p, i) => argv[i] === p));

@@ -181,13 +181,13 @@ describe.runIf(isRoot)("network front-end in namespaces", () => {
     if (!network) throw new Error("no network");
     const real = createExecaRunner({ netns: n.ns("gw") });
     const failingNft: CommandRunner = {
-      netns: real.netns,
+      ...real,
       run: (argv, o) => (argv[0] === "nft" && argv[1] === "-f" ? Promise.reject(new Error("injected nft failure")) : real.run(argv, o)),
     };
     // The restore itself must use the real runner: wrap so only the first nft -f fails.
     let failed = false;
     const onceFailing: CommandRunner = {
-      netns: real.netns,
+      ...real,
       run: (argv, o) => {
         if (!failed && argv[0] === "nft" && argv[1] === "-f") {
           failed = true;
