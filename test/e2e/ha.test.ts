@@ -14,7 +14,7 @@ import { currentCode, newSecret } from "../../src/auth/index.ts";
 import { type Slapd, type Sshd, startSlapd, startSshd, waitForPort } from "../../src/demo/index.ts";
 import { loadOrCreateKey, publicKeyLine } from "../../src/ssh/index.ts";
 import { ASKPASS, ROOT } from "../helpers/harness.ts";
-import { createNetns, hasAddress, type Netns, veth, waitFor } from "../helpers/netns.ts";
+import { createNetns, hasAddress, type Netns, spawnKeepalived, veth, waitFor } from "../helpers/netns.ts";
 
 const isRoot = process.getuid?.() === 0;
 const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
@@ -148,19 +148,7 @@ beforeAll(async () => {
     if (r.exitCode !== 0) throw new Error(`net apply on ${node}: ${r.stderr}`);
     startGateway(node);
     await waitForPort(2222, node === "g1" ? "192.0.2.1" : "192.0.2.2", 30_000, n.ns(node));
-    const k = n.spawn(node, [
-      "keepalived",
-      "-n",
-      "-l",
-      "-D",
-      "--no-syslog",
-      "-f",
-      join(dir, node, "keepalived.conf"),
-      "-p",
-      join(dir, node, "keepalived.pid"),
-      "-r",
-      join(dir, node, "vrrp.pid"),
-    ]);
+    const k = spawnKeepalived(n, node, join(dir, node));
     keepaliveds.set(node, k);
   }
   copyFileSync(join(dir, "known_hosts"), join(dir, "known_hosts.orig"));

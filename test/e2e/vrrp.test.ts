@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { execa, type ResultPromise } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROOT } from "../helpers/harness.ts";
-import { createNetns, hasAddress, type Netns, veth, waitFor } from "../helpers/netns.ts";
+import { createNetns, hasAddress, type Netns, spawnKeepalived, veth, waitFor } from "../helpers/netns.ts";
 
 const isRoot = process.getuid?.() === 0;
 let n: Netns;
@@ -74,19 +74,7 @@ describe.runIf(isRoot)("keepalived VIP failover between two namespaces", () => {
 
   it("moves the VIP to the backup when the master dies", async () => {
     for (const node of ["k1", "k2"]) {
-      const d = n.spawn(node, [
-        "keepalived",
-        "-n",
-        "-l",
-        "-D",
-        "--no-syslog",
-        "-f",
-        join(dir, node, "keepalived.conf"),
-        "-p",
-        join(dir, node, "keepalived.pid"),
-        "-r",
-        join(dir, node, "vrrp.pid"),
-      ]);
+      const d = spawnKeepalived(n, node, join(dir, node));
       daemons.set(node, d);
     }
     await waitFor(() => vipOn("k1"), 15_000, "the VIP on the master (k1)");

@@ -100,3 +100,20 @@ export async function waitFor(fn: () => Promise<boolean>, ms: number, what: stri
   }
   throw new Error(`timed out after ${ms} ms waiting for ${what}`);
 }
+
+/** Starts keepalived in the foreground in a namespace role, with its files in `dir` (keepalived(8)). */
+export function spawnKeepalived(n: Netns, role: string, dir: string): ResultPromise {
+  return n.spawn(role, [
+    "keepalived",
+    "-n",
+    "-l",
+    "-D",
+    "--no-syslog",
+    "-f",
+    join(dir, "keepalived.conf"),
+    "-p",
+    join(dir, "keepalived.pid"),
+    "-r",
+    join(dir, "vrrp.pid"),
+  ]);
+}
