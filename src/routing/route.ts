@@ -64,8 +64,16 @@ export function resolveRoute(policy: Policy, id: AuthenticatedIdentity, alias: s
   return { kind: "approved", approved: ok as unknown as ApprovedTarget };
 }
 
-/** The message a refused user sees (their own aliases only). */
+/** Makes a user-supplied name safe to print on a terminal: control characters become '?'. */
+function printable(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping control characters is the point
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, "?").slice(0, 200);
+}
+
+/** The message a refused user sees (their own aliases only; the name they typed is sanitised). */
 export function refusalMessage(username: string, uid: string, aliases: readonly string[]): string {
+  username = printable(username);
+  uid = printable(uid);
   if (aliases.length === 0) return `varco: ${uid} has no routes on this gateway. Contact an administrator.\r\n`;
   const list = aliases.map((a) => `  ${uid}_${a}`).join("\r\n");
   return `varco: "${username}" is not a route you may use. Log in as one of:\r\n${list}\r\n`;

@@ -769,7 +769,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const bound: AddressInfo[] = [];
       for (const a of addresses) {
         const { host, port } = splitHostPort(a);
-        const ssh = new ssh2.Server({ hostKeys: [...deps.hostKeys], ident: "varco" }, onConnection);
+        // The policy's banner is sent before authentication (RFC 4252 §5.4, SSH_MSG_USERAUTH_BANNER).
+        const banner = deps.policy().gateway.banner;
+        const ssh = new ssh2.Server({ hostKeys: [...deps.hostKeys], ident: "varco", ...(banner ? { banner } : {}) }, onConnection);
         const server = createServer((socket) => guardSocket(socket, ssh));
         servers.push(server);
         await new Promise<void>((resolve, reject) => {

@@ -27,7 +27,10 @@ beforeAll(async () => {
   h = await startHarness({
     extraUsers: ["o01", "o02", "o03", "o04", "o05", "o06"],
     templateEdit: (t) =>
-      t.replace("  state_dir: state\n", `  state_dir: state\n  metrics_listen: "127.0.0.1:${metricsPort}"\n  stop_timeout: 20s\n`),
+      t.replace(
+        "  state_dir: state\n",
+        `  state_dir: state\n  metrics_listen: "127.0.0.1:${metricsPort}"\n  stop_timeout: 20s\n  banner: "Authorized use only. Sessions are recorded."\n`,
+      ),
   });
 });
 
@@ -72,6 +75,28 @@ function ssh2Session(uid: string): Promise<{ client: InstanceType<typeof ssh2.Cl
     c.connect({ host: "127.0.0.1", port: h.port, username: `${uid}_vm1`, tryKeyboard: true, readyTimeout: 20_000 });
   });
 }
+
+describe("banner", () => {
+  it("sends the policy's banner before authentication", async () => {
+    const banner = await new Promise<string>((resolve, reject) => {
+      const c = new ssh2.Client();
+      c.on("banner", (msg: string) => {
+        c.end();
+        resolve(msg);
+      });
+      c.on("error", (err) => setTimeout(() => reject(err), 200));
+      c.connect({
+        host: "127.0.0.1",
+        port: h.port,
+        username: "o06_vm1",
+        tryKeyboard: true,
+        readyTimeout: 10_000,
+        authHandler: ["none"] as never,
+      });
+    });
+    expect(banner).toBe("Authorized use only. Sessions are recorded.\r\n");
+  });
+});
 
 describe("health and metrics", () => {
   it("serves /healthz (ready) and Prometheus /metrics that count logins", async () => {

@@ -57,5 +57,8 @@ describe("resolveRoute", () => {
     expect(msg).toContain("mario.rossi_shared");
     expect(msg).toContain("mario.rossi_vm1");
     expect(refusalMessage("x_y", "x", [])).toContain("has no routes");
+    // A name with terminal escapes cannot drive the user's terminal.
+    const escaped = refusalMessage("evil\u001b]0;pwned\u0007_x", "evil\u001b]0;pwned\u0007", []);
+    expect(escaped.includes("\u001b") || escaped.includes("\u0007")).toBe(false);
   });
 });
