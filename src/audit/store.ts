@@ -124,7 +124,7 @@ export interface VerifyReport {
 
 /** The narrow interface the gateway writes through (injectable in tests). */
 export interface AuditSink {
-  /** Queues an event; it is committed within the current tick (batched). */
+  /** Appends an event: committed before returning, except high-rate types (file, login_refused, channel_refused), committed within the tick. */
   append(event: AuditEventInput): void;
   /** Commits the session row and its session_start event before returning. */
   startSession(s: SessionStart): void;
@@ -158,6 +158,9 @@ export interface AuditStore extends AuditSink {
 }
 
 const GENESIS = "0".repeat(64);
+
+/** High-rate event types committed in batches (once per tick); every other type is committed at once. */
+const BATCHED: ReadonlySet<AuditEventType> = new Set(["file", "login_refused", "channel_refused"]);
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
@@ -349,6 +352,12 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
   };
   const append = (e: AuditEventInput) => {
     queue.push({ e, ts: now().toISOString() });
+    // Events that precede something the gateway then does (an exec reaching the target, a login
+    // being accepted) are committed before append returns; only high-rate ones wait for the tick.
+    if (!BATCHED.has(e.type)) {
+      flush();
+      return;
+    }
     if (!scheduled) {
       scheduled = true;
       setImmediate(() => {
