@@ -19,7 +19,15 @@ import {
 } from "./auth/index.ts";
 import { currentGeneration, type Desired, desiredState, netStateDir } from "./net/index.ts";
 import { createMetrics, type HealthCheck, type Logger, serveHealth } from "./obs/index.ts";
-import { type LoadedPolicy, loadPolicyFile, type NetworkPolicy, type Policy, PolicyError, readSecret } from "./policy/index.ts";
+import {
+  type LoadedPolicy,
+  loadPolicyFile,
+  type NetworkPolicy,
+  type Policy,
+  PolicyError,
+  parseHostPort,
+  readSecret,
+} from "./policy/index.ts";
 import { createGateway, type Gateway, loadOrCreateKey } from "./ssh/index.ts";
 
 /** Thrown when the policy names something the gateway cannot do yet or cannot use. */
@@ -214,20 +222,18 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
           : directoryError,
     },
   ];
-  const health = p.gateway.metrics_listen
-    ? await (() => {
-        const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(p.gateway.metrics_listen ?? "");
-        return serveHealth(m?.[1] ?? m?.[2] ?? "127.0.0.1", Number(m?.[3]), metrics, checks, () => {
-          const st = gateway.stats();
-          const gen = loaded.policy.network ? currentGeneration(netStateDir(statePaths(loaded).stateDir)) : undefined;
-          metrics.setGauges({
-            sessions: st.sessions,
-            unauthenticated: st.unauthenticated,
-            netGeneration: gen?.id,
-            netAppliedAt: gen ? Date.parse(gen.appliedAt) : undefined,
-          });
+  const metricsAt = p.gateway.metrics_listen ? parseHostPort(p.gateway.metrics_listen) : undefined;
+  const health = metricsAt
+    ? await serveHealth(metricsAt.host, metricsAt.port, metrics, checks, () => {
+        const st = gateway.stats();
+        const gen = loaded.policy.network ? currentGeneration(netStateDir(statePaths(loaded).stateDir)) : undefined;
+        metrics.setGauges({
+          sessions: st.sessions,
+          unauthenticated: st.unauthenticated,
+          netGeneration: gen?.id,
+          netAppliedAt: gen ? Date.parse(gen.appliedAt) : undefined,
         });
-      })()
+      })
     : undefined;
 
   const reload = (): LoadedPolicy | PolicyError => {

@@ -1,4 +1,4 @@
-export { type ChannelAudit, createChannelAudit } from "./channel.ts";
+export { type ChannelAudit, createChannelAudit, type Tap } from "./channel.ts";
 export { createRecorder, type Recorder, type RecordingResult, recordingPath } from "./recording.ts";
 export { RecordingFormatError, type ReplayOptions, readCast, replay } from "./replay.ts";
 export {

@@ -141,6 +141,8 @@ export interface AuditSink {
 
 export interface AuditStore extends AuditSink {
   listSessions(filter?: SessionFilter): AuditSession[];
+  /** The session with this id or, if unique, id prefix (as printed by `audit list`). */
+  findSession(idOrPrefix: string): AuditSession | undefined;
   sessionEvents(id: string): AuditEvent[];
   allEvents(): AuditEvent[];
   /** Events in id order from `sinceMs` on, in pages (for export). */
@@ -460,6 +462,13 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
       const sql = `SELECT * FROM sessions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY started_at DESC, rowid DESC LIMIT ?`;
       args.push(filter.limit ?? 1000);
       return (db.prepare(sql).all(...args) as SessionRow[]).map(toSession);
+    },
+    findSession(idOrPrefix) {
+      const rows = db
+        .prepare("SELECT * FROM sessions WHERE id = ? OR substr(id, 1, length(?)) = ? ORDER BY id = ? DESC LIMIT 2")
+        .all(idOrPrefix, idOrPrefix, idOrPrefix, idOrPrefix) as SessionRow[];
+      const exact = rows.find((r) => r.id === idOrPrefix);
+      return exact ? toSession(exact) : rows.length === 1 && rows[0] ? toSession(rows[0]) : undefined;
     },
     sessionEvents(id) {
       flush();

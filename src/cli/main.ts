@@ -29,7 +29,7 @@ import {
   status,
 } from "../net/index.ts";
 import { createLogger } from "../obs/index.ts";
-import { formatIssue, loadPolicyFile, PolicyError, parseDurationMs, policyJsonSchema } from "../policy/index.ts";
+import { formatIssue, loadPolicyFile, PolicyError, parseDurationMs, parseHostPort, policyJsonSchema } from "../policy/index.ts";
 import { doctor, fetchHealth, scanHostKeys } from "./ops.ts";
 
 const DEFAULT_POLICY = "policies/gateway.yaml";
@@ -262,7 +262,7 @@ export function buildCli(): Command {
     .option("--json", "print one JSON object")
     .action((id: string, opts: { json?: boolean }) => {
       const store = openStore();
-      const session = store.listSessions({ limit: 1_000_000 }).find((s) => s.id === id || s.id.startsWith(id));
+      const session = store.findSession(id);
       const sid = session?.id ?? id;
       const events = store.sessionEvents(sid);
       const recordings = store.recordings(sid);
@@ -302,7 +302,7 @@ export function buildCli(): Command {
     .option("--channel <n>", "which channel of the session (default: the first recorded)")
     .action(async (id: string, opts: { speed: string; idleLimit: string; channel?: string }) => {
       const store = openStore();
-      const session = store.listSessions({ limit: 1_000_000 }).find((s) => s.id === id || s.id.startsWith(id));
+      const session = store.findSession(id);
       const recs = store.recordings(session?.id ?? id);
       store.close();
       const rec = opts.channel ? recs.find((r) => r.channel === Number(opts.channel)) : recs[0];
@@ -590,9 +590,9 @@ export function buildCli(): Command {
       const out: unknown[] = [];
       for (const t of targets) {
         const named = policyTargets[t];
-        const m = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/.exec(t);
-        const host = named?.host ?? m?.[1] ?? m?.[2] ?? t;
-        const port = named?.port ?? Number(m?.[3] ?? 22);
+        const hp = parseHostPort(t, 22);
+        const host = named?.host ?? hp?.host ?? t;
+        const port = named?.port ?? hp?.port ?? 22;
         try {
           const found = await scanHostKeys(host, port);
           if (found.length === 0) throw new Error("no host key offered");

@@ -6,7 +6,7 @@ import { get } from "node:http";
 import { execa } from "execa";
 import { createLdapDirectory } from "../auth/index.ts";
 import type { LoadedPolicy } from "../policy/index.ts";
-import { readSecret } from "../policy/index.ts";
+import { parseHostPort, readSecret } from "../policy/index.ts";
 import { connectUpstream, HostKeyMismatchError, loadOrCreateKey, parseHostKeyLine, scanHostKeys } from "../ssh/index.ts";
 
 export interface DoctorRow {
@@ -21,11 +21,10 @@ export function fetchHealth(
   listen: string,
   timeoutMs = 5000,
 ): Promise<{ status: number; body: { ok: boolean; checks: Array<{ name: string; ok: boolean; detail: string }> } }> {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
-  const host = m?.[1] ?? m?.[2] ?? "127.0.0.1";
+  const { host, port } = parseHostPort(listen) ?? { host: "127.0.0.1", port: 9108 };
   const connectHost = host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "::1" : host;
   return new Promise((resolve, reject) => {
-    const req = get({ host: connectHost, port: Number(m?.[3]), path: "/healthz", timeout: timeoutMs }, (res) => {
+    const req = get({ host: connectHost, port, path: "/healthz", timeout: timeoutMs }, (res) => {
       let text = "";
       res.on("data", (d: Buffer) => {
         text += d.toString();

@@ -8,7 +8,7 @@ import { execa } from "execa";
 import { currentCode } from "../auth/index.ts";
 import { runGateway } from "../main.ts";
 import { createLogger } from "../obs/index.ts";
-import { startDemoEnvironment } from "./environment.ts";
+import { DEMO_TOTP, startDemoEnvironment } from "./environment.ts";
 
 /** What the demo needs: a file each Debian package installs, and the package. */
 export const DEMO_PACKAGES: ReadonlyArray<{ file: string; pkg: string }> = [
@@ -58,9 +58,8 @@ export async function runDemo(o: { port: number; install: boolean }): Promise<vo
     await env.stop();
     throw err;
   }
-  const settings = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
   const [mario, anna] = env.users;
-  const code = (uid: string) => currentCode(settings, env.secrets.get(uid) ?? "", Date.now());
+  const code = (uid: string) => currentCode(DEMO_TOTP, env.secrets.get(uid) ?? "", Date.now());
   console.log(`
 varco demo is running (gateway log: ${logFile}).
 

@@ -6,9 +6,8 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { newSecret, openTotpStore } from "../auth/index.ts";
+import { newSecret, openTotpStore, type TotpSettings } from "../auth/index.ts";
 import { loadOrCreateKey, publicKeyLine } from "../ssh/index.ts";
-import { freePort } from "./ports.ts";
 import { type DemoGroup, type DemoUser, type Slapd, type SlapdOptions, startSlapd } from "./slapd.ts";
 import { type Sshd, startSshd } from "./sshd.ts";
 
@@ -16,6 +15,9 @@ export const DEMO_USERS: readonly DemoUser[] = [
   { uid: "mario.rossi", password: "mario-demo-pw", givenName: "Mario", sn: "Rossi" },
   { uid: "anna.bianchi", password: "anna-demo-pw", givenName: "Anna", sn: "Bianchi" },
 ];
+
+/** The TOTP settings of the demo policy (policy defaults). */
+export const DEMO_TOTP: TotpSettings = { issuer: "varco", digits: 6, periodMs: 30_000, window: 1 };
 
 export const DEMO_GROUPS: readonly DemoGroup[] = [
   { cn: "astro", gid: 5001, members: ["mario.rossi", "anna.bianchi"] },
@@ -89,7 +91,7 @@ export async function startDemoEnvironment(o: DemoEnvironmentOptions): Promise<D
     const vm2 = await startSshd({ dir: join(o.dir, "vm2"), authorizedKeys: [egressPub] });
     stops.push(vm2.stop);
 
-    const totp = openTotpStore(join(o.dir, "state"), { issuer: "varco", digits: 6, periodMs: 30_000, window: 1 });
+    const totp = openTotpStore(join(o.dir, "state"), DEMO_TOTP);
     if (!o.totpAttribute) for (const u of users) totp.setSecret(u.uid, secrets.get(u.uid) ?? "");
     totp.close();
 
@@ -116,6 +118,3 @@ export async function startDemoEnvironment(o: DemoEnvironmentOptions): Promise<D
     throw err;
   }
 }
-
-/** A free port, for callers that need one before starting the gateway. */
-export { freePort };

@@ -11,4 +11,4 @@ export {
   SECRET_PATHS,
 } from "./schema.ts";
 export { readSecret, SecretError } from "./secrets.ts";
-export { parseDurationMs, parseSizeBytes } from "./units.ts";
+export { parseDurationMs, parseHostPort, parseSizeBytes } from "./units.ts";

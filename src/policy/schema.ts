@@ -5,7 +5,7 @@
  */
 import { isIP } from "node:net";
 import { z } from "zod";
-import { parseDurationMs, parseSizeBytes } from "./units.ts";
+import { parseDurationMs, parseHostPort, parseSizeBytes } from "./units.ts";
 
 /** A duration string (`30s`, `15m`, `12h`) → milliseconds. */
 export const duration = z.string().transform((text, ctx) => {
@@ -47,10 +47,8 @@ export const cidr = z.string().refine(
 /** `host:port`, `[v6]:port`. */
 export const listenAddress = z.string().refine(
   (s) => {
-    const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
-    if (!m) return false;
-    const port = Number(m[3]);
-    return port >= 0 && port < 65536 && isIP(m[1] ?? m[2] ?? "") !== 0;
+    const hp = parseHostPort(s);
+    return hp !== undefined && hp.port < 65536 && isIP(hp.host) !== 0;
   },
   { message: 'not a "host:port" listen address (e.g. "0.0.0.0:22", "[::]:22"; port 0 = any free port)' },
 );

@@ -32,6 +32,17 @@ export function parseDurationMs(text: string): number | undefined {
 }
 
 /**
+ * Parses `host:port` or `[v6]:port` (the port may be omitted when `defaultPort` is given).
+ * @returns host (without brackets) and port, or `undefined` when the text has neither form.
+ */
+export function parseHostPort(text: string, defaultPort?: number): { host: string; port: number } | undefined {
+  const m = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d{1,5}))?$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  if (!m || host === undefined || (m[3] === undefined && defaultPort === undefined)) return undefined;
+  return { host, port: m[3] === undefined ? (defaultPort as number) : Number(m[3]) };
+}
+
+/**
  * Parses a size such as `64MiB`, `1GiB`, `512KiB` or `100B`.
  * @returns the size in bytes, or `undefined` when the text is not a size.
  */

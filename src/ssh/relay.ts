@@ -8,14 +8,9 @@
  * fast sender never fills the gateway's memory; ssh2 stops adjusting the SSH window of a paused
  * channel, which in turn stops the peer.
  */
-import type { Readable, Writable } from "node:stream";
+import type { Duplex, Readable, Writable } from "node:stream";
 import type { ClientChannel, ServerChannel } from "ssh2";
-
-/** An observer of relayed bytes (recording, transfer audit); `write` false = pause until `onDrain`. */
-export interface Tap {
-  write(chunk: Buffer): boolean;
-  onDrain(fn: () => void): void;
-}
+import type { Tap } from "../audit/index.ts";
 
 /** How the upstream process ended, as sent by the target. */
 export type ExitInfo =
@@ -118,6 +113,17 @@ interface ServerChannelInternals {
       exitSignal(id: number, name: string, coreDumped: boolean, msg: string): void;
     };
   };
+}
+
+/**
+ * Relays a forwarded TCP channel (direct-tcpip or forwarded-tcpip, RFC 4254 §7) both ways:
+ * `down` is the user's side, `up` the target's; EOF and CLOSE pass on in each direction.
+ */
+export function relayStream(down: Duplex & { close(): void }, up: Duplex & { close(): void }, count: ByteCounter): void {
+  void pump(down, up, (n) => count("up", n)).then(() => up.end());
+  void pump(up, down, (n) => count("down", n)).then(() => down.end());
+  down.once("close", () => up.close());
+  up.once("close", () => down.close());
 }
 
 /** Sends EOF, then the exit information, then CLOSE on a downstream channel. */

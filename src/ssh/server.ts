@@ -19,7 +19,7 @@ import ssh2, {
 import { type AuditSink, createChannelAudit } from "../audit/index.ts";
 import type { Authenticator } from "../auth/index.ts";
 import { type GatewayMetrics, type Logger, NO_METRICS } from "../obs/index.ts";
-import type { AuthMethod, Policy } from "../policy/index.ts";
+import { type AuthMethod, type Policy, parseHostPort } from "../policy/index.ts";
 import {
   type ApprovedTarget,
   type AuthenticatedIdentity,
@@ -30,7 +30,7 @@ import {
   resolveRoute,
 } from "../routing/index.ts";
 import { relayAgent } from "./agent.ts";
-import { type ByteCounter, type ExitInfo, finishDownstream, pump, relaySession } from "./relay.ts";
+import { type ByteCounter, type ExitInfo, finishDownstream, relaySession, relayStream } from "./relay.ts";
 import { connectUpstream, HostKeyMismatchError, parseHostKeyLine } from "./upstream.ts";
 
 export const PASSWORD_PROMPT = "Password: ";
@@ -70,12 +70,6 @@ export interface Gateway {
   policyChanged(): number;
   /** Live counts, for health and metrics. */
   stats(): { connections: number; unauthenticated: number; sessions: number };
-}
-
-function splitHostPort(s: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(s);
-  if (!m) throw new Error(`not a host:port: ${s}`);
-  return { host: (m[1] ?? m[2]) as string, port: Number(m[3]) };
 }
 
 function envAllowed(patterns: readonly string[], key: string): boolean {
@@ -181,7 +175,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
     let terminated: string | undefined;
     let lastActivity = deps.now();
     const counters = { up: 0, down: 0 };
-    const openChannels = new Set<ServerChannel | ClientChannel>();
+    const countBytes: ByteCounter = (dir, n) => {
+      counters[dir] += n;
+    };
 
     const chains = () => deps.policy().auth.chains;
     const remaining = (chain: readonly AuthMethod[]) => chain.filter((f) => !done.has(f));
@@ -526,8 +522,6 @@ export function createGateway(deps: GatewayDeps): Gateway {
 
       const start = (kind: "shell" | "exec" | "subsystem", down: ServerChannel | undefined, arg: string) => {
         if (!down) return;
-        openChannels.add(down);
-        down.once("close", () => openChannels.delete(down));
         if (!current || current.kind === "refused") {
           refuseOnChannel(down, refusalMessage(username, uid, current?.aliases ?? []));
           return;
@@ -577,7 +571,6 @@ export function createGateway(deps: GatewayDeps): Gateway {
           .then(
             (ch) => {
               upCh = ch;
-              openChannels.add(ch);
               const mine = { up: 0, down: 0 };
               const count: ByteCounter = (dir, n) => {
                 mine[dir] += n;
@@ -606,7 +599,6 @@ export function createGateway(deps: GatewayDeps): Gateway {
               });
               resizeRecording = audit.resize;
               return relaySession(down, ch, count, { up: audit.up, down: audit.down }).then(async (exit: ExitInfo | undefined) => {
-                openChannels.delete(ch);
                 if (exit?.kind === "status") lastExit = exit.code;
                 await audit.close(mine);
                 metrics.bytes("up", mine.up);
@@ -668,17 +660,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         )
         .then(
           (ch) => {
-            const down = accept();
-            const onUp = (n: number) => {
-              counters.up += n;
-            };
-            const onDown = (n: number) => {
-              counters.down += n;
-            };
-            void pump(down, ch, onUp).then(() => ch.end());
-            void pump(ch, down, onDown).then(() => down.end());
-            down.once("close", () => ch.close());
-            ch.once("close", () => down.close());
+            relayStream(accept(), ch, countBytes);
           },
           () => reject(),
         );
@@ -719,15 +701,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       up.on("tcp connection", (details, acceptUp, rejectUp) => {
         client.forwardOut(details.destIP, details.destPort, details.srcIP, details.srcPort, (err, down) => {
           if (err) return rejectUp();
-          const ch = acceptUp();
-          void pump(ch, down, (n) => {
-            counters.down += n;
-          }).then(() => down.end());
-          void pump(down, ch, (n) => {
-            counters.up += n;
-          }).then(() => ch.end());
-          down.once("close", () => ch.close());
-          ch.once("close", () => down.close());
+          relayStream(down, acceptUp(), countBytes);
         });
       });
     client.on("error", (err) => log.debug({ err: err.message }, "downstream error"));
@@ -768,7 +742,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
     async listen(addresses) {
       const bound: AddressInfo[] = [];
       for (const a of addresses) {
-        const { host, port } = splitHostPort(a);
+        const hp = parseHostPort(a);
+        if (!hp) throw new Error(`not a host:port: ${a}`);
+        const { host, port } = hp;
         // The policy's banner is sent before authentication (RFC 4252 §5.4, SSH_MSG_USERAUTH_BANNER).
         const banner = deps.policy().gateway.banner;
         const ssh = new ssh2.Server({ hostKeys: [...deps.hostKeys], ident: "varco", ...(banner ? { banner } : {}) }, onConnection);
