@@ -21,8 +21,10 @@ export { findKey, keysFilePath, parseAuthorizedKeys } from "./publickey.ts";
 export {
   checkCandidate,
   currentCode,
+  newOneTimeCode,
   newRecoveryCodes,
   newSecret,
+  normaliseOneTimeCode,
   normaliseSecret,
   openTotpStore,
   otpauthUri,

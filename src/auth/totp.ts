@@ -2,8 +2,12 @@
  * TOTP (RFC 6238, otplib) with secrets kept in the gateway's state DB, encrypted at rest with
  * AES-256-GCM under a key file the gateway creates (mode 0600). A time step, once used, is never
  * accepted again for the same uid (RFC 6238 §5.2).
+ *
+ * Enrolment invitations and recovery codes are 80-bit one-time codes, stored only as
+ * HMAC-SHA256 (RFC 2104) under keys derived from the same key file with HKDF (RFC 5869), so a
+ * copy of state.db alone cannot be brute-forced offline.
  */
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -27,10 +31,19 @@ export class TotpSecretError extends Error {
 }
 
 export interface TotpStore {
-  /** Stores (replacing) a base32 secret for `uid`. */
+  /**
+   * Stores (replacing) a base32 secret for `uid` and drops any pending enrolment invitation
+   * (an enrolled user has no use for one).
+   * @throws TotpSecretError when the secret is not base32 or shorter than 128 bits.
+   */
   setSecret(uid: string, base32: string): void;
   hasSecret(uid: string): boolean;
-  /** Forgets the secret; returns whether one existed. */
+  /**
+   * Forgets the secret (with its last used step), the recovery codes and any enrolment
+   * invitation, in one transaction; returns whether a secret existed. A user who is reset needs a
+   * new invitation (`invite`) to enrol at login. The replay guard of directory-held secrets
+   * (`verifyExternal`) is kept: forgetting it would let a used code be replayed.
+   */
   reset(uid: string): boolean;
   /**
    * Checks a code and, if valid, consumes its time step atomically.
@@ -42,12 +55,38 @@ export interface TotpStore {
    * store, so a code is still single use.
    */
   verifyExternal(uid: string, secret: string, code: string, nowMs: number): Promise<boolean>;
-  /** Replaces the user's recovery codes (stored as SHA-256 hashes). */
+  /**
+   * Replaces the user's recovery codes (from `newRecoveryCodes`), stored only as
+   * HMAC-SHA256(uid, code) under a key derived from totp.key.
+   * @throws TotpSecretError when a code is not in the `newRecoveryCodes` format.
+   */
   setRecoveryCodes(uid: string, codes: readonly string[]): void;
-  /** Consumes a recovery code; true if it was valid and unused. */
+  /**
+   * Consumes a recovery code atomically (compare-and-set in SQL: two logins racing with the same
+   * code cannot both win); true if it was valid and unused. Case, spaces and dashes of the typed
+   * text are ignored (`normaliseOneTimeCode`). Codes of the old 8-character format never match.
+   */
   useRecoveryCode(uid: string, code: string): boolean;
-  /** Unused recovery codes left. */
+  /** Unused recovery codes left (old-format rows, which can no longer match, are not counted). */
   recoveryCodesLeft(uid: string): number;
+  /**
+   * Creates a one-time enrolment invitation for `uid`, replacing any earlier one, and returns its
+   * code (`newOneTimeCode` format, 80 bits). Only HMAC-SHA256(uid, code) and the expiry are kept:
+   * the code cannot be shown again.
+   * @param validMs how long the code stays valid, ms (> 0).
+   * @param nowMs the current time, ms since epoch; the code expires at `nowMs + validMs`.
+   * @throws RangeError when `validMs` is not a positive finite number.
+   */
+  invite(uid: string, validMs: number, nowMs: number): string;
+  /** Whether `uid` has an unused invitation that has not expired at `nowMs`. */
+  hasInvitation(uid: string, nowMs: number): boolean;
+  /**
+   * Consumes `uid`'s invitation if `code` is its code and it has not expired at `nowMs`
+   * (expiry exclusive) and `uid` has no secret yet. Atomic single use (one compare-and-delete statement): of two concurrent
+   * callers, even through different store handles, at most one gets true. Case, spaces and dashes
+   * of the typed text are ignored, as are Crockford look-alikes (i/l → 1, o → 0).
+   */
+  consumeInvitation(uid: string, code: string, nowMs: number): boolean;
   close(): void;
 }
 
@@ -75,18 +114,48 @@ export async function checkCandidate(settings: TotpSettings, secret: string, cod
   return (await matchStep(settings, secret, code, nowMs)) !== undefined;
 }
 
-/** Ten single-use recovery codes, `xxxx-xxxx` from a 32-letter alphabet without look-alikes (40 bits each). */
-export function newRecoveryCodes(n = 10): string[] {
-  const alphabet = "abcdefghjkmnpqrstuvwxyz23456789";
-  return Array.from({ length: n }, () => {
-    const b = randomBytes(8);
-    const s = Array.from(b, (x) => alphabet[x % alphabet.length]).join("");
-    return `${s.slice(0, 4)}-${s.slice(4)}`;
-  });
+/**
+ * Alphabet of one-time codes: Crockford's base32 (https://www.crockford.com/base32.html) in
+ * lower case: 32 symbols without i, l, o and u, so 5 random bits map to one symbol without bias.
+ */
+const CODE_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz";
+/** Symbols per code: 16 × 5 bits = 80 bits. */
+const CODE_SYMBOLS = 16;
+const CODE_SHAPE = new RegExp(`^[${CODE_ALPHABET}]{${CODE_SYMBOLS}}$`);
+
+/**
+ * A random one-time code: 80 bits from `crypto.randomBytes`, written as 16 Crockford base32
+ * symbols in groups of four, `xxxx-xxxx-xxxx-xxxx` (lower case). Each symbol is exactly 5 bits of
+ * the random bytes, so the code is uniform over 2^80 values (no modulo bias).
+ */
+export function newOneTimeCode(): string {
+  const bytes = randomBytes((CODE_SYMBOLS * 5) / 8);
+  let bits = 0n;
+  for (const b of bytes) bits = (bits << 8n) | BigInt(b);
+  let s = "";
+  for (let i = CODE_SYMBOLS - 1; i >= 0; i--) s += CODE_ALPHABET[Number((bits >> BigInt(i * 5)) & 31n)];
+  return (s.match(/.{4}/g) as string[]).join("-");
 }
 
-const RECOVERY_FORMAT = /^[a-z0-9]{4}-[a-z0-9]{4}$/;
-const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
+/**
+ * What a user typed, reduced to the 16 symbols of a one-time code: lower case, spaces (any
+ * Unicode white space) and dashes (ASCII hyphen-minus) removed, Crockford look-alikes mapped
+ * (i, l → 1; o → 0). Returns undefined for anything else, e.g. the 8-character codes of earlier
+ * versions or non-ASCII letters.
+ */
+export function normaliseOneTimeCode(typed: string): string | undefined {
+  if (typed.length > 100) return undefined;
+  const s = typed.toLowerCase().replace(/[\s-]/g, "").replace(/[il]/g, "1").replace(/o/g, "0");
+  return CODE_SHAPE.test(s) ? s : undefined;
+}
+
+/** Ten single-use recovery codes in the `newOneTimeCode` format (80 bits each). */
+export function newRecoveryCodes(n = 10): string[] {
+  return Array.from({ length: n }, newOneTimeCode);
+}
+
+/** Prefix of keyed recovery-code hashes; rows without it (plain SHA-256 of old codes) never match. */
+const RECOVERY_MAC_PREFIX = "hmac1:";
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS totp_steps (uid TEXT PRIMARY KEY, last_step INTEGER NOT NULL);
@@ -98,7 +167,22 @@ CREATE TABLE IF NOT EXISTS totp (
   tag BLOB NOT NULL,
   last_step INTEGER,
   created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS totp_invitations (
+  uid TEXT PRIMARY KEY,
+  code_mac TEXT NOT NULL,
+  expires_at INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
 );`;
+
+/** Purpose labels for HKDF (RFC 5869 §3.2 "info"): one independent key per use of the key file. */
+const KDF_INVITATION = "varco totp enrolment invitation v1";
+const KDF_RECOVERY = "varco totp recovery code v1";
+
+/** HMAC-SHA256 key for `purpose`, derived from the 32-byte at-rest key with HKDF-SHA256. */
+function deriveKey(key: Buffer, purpose: string): Buffer {
+  return Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), purpose, 32));
+}
 
 /** Loads the 32-byte at-rest key from `state_dir/totp.key`, creating it (0600) on first use. */
 export function loadOrCreateKey(stateDir: string): Buffer {
@@ -173,19 +257,58 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
   );
   const consume = db.prepare("UPDATE totp SET last_step = ? WHERE uid = ? AND (last_step IS NULL OR last_step < ?)");
 
+  // The uid is part of the MAC input: the same code for two users gives unrelated rows. The code
+  // has a fixed length, so `uid NUL code` is unambiguous.
+  const invitationKey = deriveKey(key, KDF_INVITATION);
+  const recoveryKey = deriveKey(key, KDF_RECOVERY);
+  const mac = (k: Buffer, uid: string, code: string) => createHmac("sha256", k).update(`${uid}\0${code}`, "utf8").digest("hex");
+  const recoveryMac = (uid: string, code: string) => RECOVERY_MAC_PREFIX + mac(recoveryKey, uid, code);
+  const dropInvitation = db.prepare("DELETE FROM totp_invitations WHERE uid = ?");
+
   return {
     setSecret(uid, base32) {
       const secret = normaliseSecret(base32);
       const { nonce, ciphertext, tag } = encrypt(uid, secret);
-      db.prepare(
-        "INSERT INTO totp (uid, nonce, ciphertext, tag, last_step, created_at) VALUES (?, ?, ?, ?, NULL, ?) " +
-          "ON CONFLICT(uid) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, tag = excluded.tag, last_step = NULL, created_at = excluded.created_at",
-      ).run(uid, nonce, ciphertext, tag, new Date().toISOString());
+      db.transaction(() => {
+        db.prepare(
+          "INSERT INTO totp (uid, nonce, ciphertext, tag, last_step, created_at) VALUES (?, ?, ?, ?, NULL, ?) " +
+            "ON CONFLICT(uid) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, tag = excluded.tag, last_step = NULL, created_at = excluded.created_at",
+        ).run(uid, nonce, ciphertext, tag, new Date().toISOString());
+        dropInvitation.run(uid);
+      })();
     },
     hasSecret: (uid) => getRow.get(uid) !== undefined,
-    reset: (uid) => {
-      db.prepare("DELETE FROM recovery_codes WHERE uid = ?").run(uid);
-      return db.prepare("DELETE FROM totp WHERE uid = ?").run(uid).changes > 0;
+    reset: (uid) =>
+      db.transaction(() => {
+        db.prepare("DELETE FROM recovery_codes WHERE uid = ?").run(uid);
+        dropInvitation.run(uid);
+        return db.prepare("DELETE FROM totp WHERE uid = ?").run(uid).changes > 0;
+      })(),
+    invite(uid, validMs, nowMs) {
+      if (!Number.isFinite(validMs) || validMs <= 0) throw new RangeError("an invitation must be valid for a positive duration");
+      if (!Number.isFinite(nowMs)) throw new RangeError("nowMs must be a finite time");
+      const code = newOneTimeCode();
+      const normal = normaliseOneTimeCode(code) as string;
+      db.prepare(
+        "INSERT INTO totp_invitations (uid, code_mac, expires_at, created_at) VALUES (?, ?, ?, ?) " +
+          "ON CONFLICT(uid) DO UPDATE SET code_mac = excluded.code_mac, expires_at = excluded.expires_at, created_at = excluded.created_at",
+      ).run(uid, mac(invitationKey, uid, normal), Math.floor(nowMs + validMs), Math.floor(nowMs));
+      return code;
+    },
+    hasInvitation: (uid, nowMs) =>
+      db.prepare("SELECT 1 FROM totp_invitations WHERE uid = ? AND expires_at > ?").get(uid, nowMs) !== undefined,
+    consumeInvitation(uid, code, nowMs) {
+      const normal = normaliseOneTimeCode(code);
+      if (normal === undefined) return false;
+      // Compare-and-delete in one statement: the row goes with the first caller that matches it.
+      // The lookup is by keyed MAC, so its timing tells nothing about the code.
+      return (
+        db
+          .prepare(
+            "DELETE FROM totp_invitations WHERE uid = ? AND code_mac = ? AND expires_at > ? AND NOT EXISTS (SELECT 1 FROM totp WHERE totp.uid = ?)",
+          )
+          .run(uid, mac(invitationKey, uid, normal), nowMs, uid).changes === 1
+      );
     },
     async verifyExternal(uid, secret, code, nowMs) {
       let normal: string;
@@ -205,22 +328,32 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
       return r.changes === 1;
     },
     setRecoveryCodes(uid, codes) {
+      const macs = codes.map((c) => {
+        const normal = normaliseOneTimeCode(c);
+        if (normal === undefined) throw new TotpSecretError("a recovery code must be 16 symbols of Crockford base32 (newRecoveryCodes)");
+        return recoveryMac(uid, normal);
+      });
       db.transaction(() => {
         db.prepare("DELETE FROM recovery_codes WHERE uid = ?").run(uid);
-        for (const c of codes) db.prepare("INSERT INTO recovery_codes (uid, code_hash) VALUES (?, ?)").run(uid, sha256(c));
+        const insert = db.prepare("INSERT OR IGNORE INTO recovery_codes (uid, code_hash) VALUES (?, ?)");
+        for (const m of macs) insert.run(uid, m);
       })();
     },
     useRecoveryCode(uid, code) {
-      const c = code.trim().toLowerCase();
-      if (!RECOVERY_FORMAT.test(c)) return false;
+      const normal = normaliseOneTimeCode(code);
+      if (normal === undefined) return false;
       return (
         db
           .prepare("UPDATE recovery_codes SET used_at = ? WHERE uid = ? AND code_hash = ? AND used_at IS NULL")
-          .run(new Date().toISOString(), uid, sha256(c)).changes === 1
+          .run(new Date().toISOString(), uid, recoveryMac(uid, normal)).changes === 1
       );
     },
     recoveryCodesLeft: (uid) =>
-      (db.prepare("SELECT COUNT(*) AS n FROM recovery_codes WHERE uid = ? AND used_at IS NULL").get(uid) as { n: number }).n,
+      (
+        db
+          .prepare("SELECT COUNT(*) AS n FROM recovery_codes WHERE uid = ? AND used_at IS NULL AND substr(code_hash, 1, ?) = ?")
+          .get(uid, RECOVERY_MAC_PREFIX.length, RECOVERY_MAC_PREFIX) as { n: number }
+      ).n,
     async verifyCode(uid, code, nowMs) {
       const row = getRow.get(uid);
       if (!row) return false;
