@@ -32,6 +32,7 @@ export type AuditEventType =
   | "break_glass"
   | "recovery_code_used"
   | "enrolled"
+  | "enrolment_invited"
   | "totp_reset"
   | "policy_reload"
   | "route_removed";

@@ -184,6 +184,58 @@ export function buildCli(): Command {
       }
     });
   totp
+    .command("invite <uid>")
+    .description("create a one-time enrolment code: the user types it at the login's code prompt, then enrols an authenticator")
+    .option("--valid <duration>", "how long the code stays valid (e.g. 30m, 24h, 7d)", "24h")
+    .option("--json", 'print {"uid", "code", "expires_at"} as JSON')
+    .action((uid: string, opts: { valid: string; json?: boolean }) => {
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const t = loaded.policy.auth.totp;
+      if (t.secrets === "ldap")
+        throw new ExitError(
+          `${loaded.file}: auth.totp.secrets is ldap, so TOTP secrets live in the directory (${t.ldap_attribute}) and varco enrols no one; set the secret there`,
+          1,
+        );
+      if (!t.enrol_on_first_login)
+        throw new ExitError(
+          `${loaded.file}: auth.totp.enrol_on_first_login is false, so nobody can use an invitation at login; set it to true, or use \`varco user totp enroll ${uid}\``,
+          1,
+        );
+      const validMs = parseDurationMs(opts.valid);
+      if (validMs === undefined || validMs <= 0) throw new ExitError(`--valid: "${opts.valid}" is not a positive duration (e.g. 24h)`, 2);
+      const store = openTotpForPolicy(loaded);
+      try {
+        if (store.hasSecret(uid))
+          throw new ExitError(
+            `${uid} already has a TOTP secret; to let them enrol a new authenticator, run \`varco user totp reset ${uid}\` first, then invite again`,
+            1,
+          );
+        const now = Date.now();
+        const code = store.invite(uid, validMs, now);
+        const expiresAt = new Date(now + validMs).toISOString();
+        // Audited before the code is shown: if the audit fails, nobody ever learns the code.
+        const audit = openAuditForPolicy(loaded);
+        try {
+          audit.append({ type: "enrolment_invited", uid, result: "ok", data: { by: "cli", expires_at: expiresAt } });
+        } finally {
+          audit.close();
+        }
+        if (opts.json) {
+          console.log(JSON.stringify({ uid, code, expires_at: expiresAt }));
+          return;
+        }
+        console.log(`Enrolment code for ${uid} (single use, valid until ${expiresAt}): ${code}`);
+        console.log(
+          `Give it to ${uid} over a separate channel (in person or by phone, not the mail that carries their password); it is shown only this once.`,
+        );
+        console.log(
+          `At their next SSH login they type it at the "Verification code:" prompt, then scan the QR code. A new invitation replaces this one.`,
+        );
+      } finally {
+        store.close();
+      }
+    });
+  totp
     .command("reset <uid>")
     .description("forget a user's TOTP secret and recovery codes")
     .action((uid: string) => {
