@@ -16,8 +16,9 @@ export {
   type LdapConfig,
 } from "./ldap.ts";
 export { createLocalUsers, hashPassword, type LocalUser, LocalUserError, type LocalUsers } from "./local.ts";
-export { type Lockout, type LockoutSettings, openLockout } from "./lockout.ts";
+export { type LockedAttempts, type Lockout, type LockoutSettings, MAX_LOCKED_KEYS, openLockout } from "./lockout.ts";
 export { findKey, keysFilePath, parseAuthorizedKeys } from "./publickey.ts";
+export { displayAddress, sourceKey } from "./source.ts";
 export {
   checkCandidate,
   currentCode,

@@ -1,10 +1,17 @@
 /**
- * Lockout and rate limits (`auth.lockout`): failures counted per uid and per source address in the
- * state DB over a sliding window. A locked uid or source gets the same generic refusal as a wrong
- * password, and the factors are not even checked.
+ * Lockout and rate limits (`auth.lockout`): failures counted per uid and per source network
+ * ({@link sourceKey}: an IPv4 address, or an IPv6 /64) in the state DB over a sliding window. A
+ * locked uid or source gets the same generic refusal as a wrong password, and the factors are not
+ * even checked.
+ *
+ * Work and storage stay bounded under attack: once the uid or the source is locked, further
+ * refused attempts add no `auth_failures` row; they only bump an in-memory counter per
+ * (uid or "", source key), capped at {@link MAX_LOCKED_KEYS} keys, that the server drains with
+ * {@link Lockout.takeLockedAttempts} to write one summary audit row per key and period.
  */
 import { join } from "node:path";
 import Database from "better-sqlite3";
+import { sourceKey } from "./source.ts";
 
 export interface LockoutSettings {
   readonly maxFailures: number;
@@ -15,17 +22,46 @@ export interface LockoutSettings {
   readonly maxFailuresPerSource: number;
 }
 
+/**
+ * Attempts refused while already locked, summed since the last drain. `uid` is "" when the
+ * source was locked (the typed uid does not matter then, and is attacker-chosen); `source` is the
+ * source key (`1.2.3.4`, `2001:db8::/64`), or "*" for the overflow bucket once
+ * {@link MAX_LOCKED_KEYS} keys are held. Times are ms since the epoch.
+ */
+export interface LockedAttempts {
+  readonly uid: string;
+  readonly source: string;
+  readonly count: number;
+  readonly firstAt: number;
+  readonly lastAt: number;
+}
+
 export interface Lockout {
-  /** Whether `uid` or `source` is locked at `nowMs`. */
+  /** Whether `uid` or `source` (a raw peer address; counted by its {@link sourceKey}) is locked at `nowMs`. */
   locked(uid: string, source: string, nowMs: number): { uid: boolean; source: boolean };
-  /** Counts a failure; returns whether this failure locked the uid or the source. */
-  fail(uid: string, source: string, nowMs: number): { lockedUid: boolean; lockedSource: boolean };
+  /**
+   * Counts a failure; returns whether this failure locked the uid or the source, and whether one
+   * of them was locked already (`wasLocked`). A failure while locked is not stored: it goes to
+   * {@link Lockout.lockedAttempt} instead, and the caller should write no per-attempt audit row.
+   */
+  fail(uid: string, source: string, nowMs: number): { lockedUid: boolean; lockedSource: boolean; wasLocked: boolean };
+  /**
+   * Counts a refused attempt made while `uid` or `source` is locked, in bounded memory: no row is
+   * written (two indexed reads tell which is locked). Keyed by ("" if the source is locked else uid, source key); past {@link MAX_LOCKED_KEYS}
+   * keys, new keys fold into ("", "*").
+   */
+  lockedAttempt(uid: string, source: string, nowMs: number): void;
+  /** Returns and forgets the counters of {@link Lockout.lockedAttempt}, for one summary audit row each. */
+  takeLockedAttempts(): LockedAttempts[];
   /** A completed login clears the uid's failures. */
   succeed(uid: string): void;
   /** Lifts a lockout; returns how many failures were forgotten. */
   unlock(uid: string): number;
   close(): void;
 }
+
+/** At most this many (uid, source) counters are held between two drains. */
+export const MAX_LOCKED_KEYS = 1000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS auth_failures (uid TEXT NOT NULL, source TEXT NOT NULL, at INTEGER NOT NULL);
@@ -43,8 +79,11 @@ export function openLockout(stateDir: string, s: LockoutSettings): Lockout {
     "SELECT at FROM auth_failures WHERE uid = ? AND at > ? ORDER BY at DESC LIMIT 1000",
   );
   const bySource = db.prepare<[string, number], { n: number }>("SELECT COUNT(*) AS n FROM auth_failures WHERE source = ? AND at > ?");
+  const insert = db.prepare<[string, string, number]>("INSERT INTO auth_failures (uid, source, at) VALUES (?, ?, ?)");
+  const expire = db.prepare<[number]>("DELETE FROM auth_failures WHERE at < ?");
+  const forget = db.prepare<[string]>("DELETE FROM auth_failures WHERE uid = ?");
   /** Locked iff some `within`-long window holds max_failures failures and its last one is less than lock_for ago. */
-  const lockedAt = (uid: string, source: string, now: number) => {
+  const lockedByKey = (uid: string, key: string, now: number) => {
     const at = recentForUid.all(uid, now - s.lockForMs - s.withinMs).map((r) => r.at);
     let uidLocked = false;
     for (let i = 0; i + s.maxFailures - 1 < at.length && !uidLocked; i++) {
@@ -52,23 +91,57 @@ export function openLockout(stateDir: string, s: LockoutSettings): Lockout {
       const oldest = at[i + s.maxFailures - 1] as number;
       uidLocked = newest - oldest <= s.withinMs && now - newest < s.lockForMs;
     }
-    const sourceLocked = (bySource.get(source, now - s.withinMs)?.n ?? 0) >= s.maxFailuresPerSource;
+    const sourceLocked = (bySource.get(key, now - s.withinMs)?.n ?? 0) >= s.maxFailuresPerSource;
     return { uid: uidLocked, source: sourceLocked };
   };
+
+  const counters = new Map<string, { uid: string; source: string; count: number; firstAt: number; lastAt: number }>();
+  const bump = (uid: string, key: string, now: number) => {
+    let id = JSON.stringify([uid, key]);
+    if (!counters.has(id) && counters.size >= MAX_LOCKED_KEYS) {
+      uid = "";
+      key = "*";
+      id = JSON.stringify([uid, key]);
+    }
+    const c = counters.get(id);
+    if (c) {
+      c.count += 1;
+      c.firstAt = Math.min(c.firstAt, now);
+      c.lastAt = Math.max(c.lastAt, now);
+    } else counters.set(id, { uid, source: key, count: 1, firstAt: now, lastAt: now });
+  };
+  const lockedAttempt = (uid: string, source: string, now: number, state?: { uid: boolean; source: boolean }) => {
+    const key = sourceKey(source);
+    const l = state ?? lockedByKey(uid, key, now);
+    // The typed uid is attacker-chosen: with the source locked it must not multiply the keys.
+    bump(l.source || !l.uid ? "" : uid, key, now);
+  };
+
   return {
-    locked: lockedAt,
+    locked: (uid, source, now) => lockedByKey(uid, sourceKey(source), now),
     fail(uid, source, now) {
-      const before = lockedAt(uid, source, now);
-      db.prepare("INSERT INTO auth_failures (uid, source, at) VALUES (?, ?, ?)").run(uid, source, now);
-      db.prepare("DELETE FROM auth_failures WHERE at < ?").run(now - Math.max(s.withinMs, s.lockForMs) * 2);
-      const after = lockedAt(uid, source, now);
-      return { lockedUid: !before.uid && after.uid, lockedSource: !before.source && after.source };
+      const key = sourceKey(source);
+      const before = lockedByKey(uid, key, now);
+      if (before.uid || before.source) {
+        lockedAttempt(uid, source, now, before);
+        return { lockedUid: false, lockedSource: false, wasLocked: true };
+      }
+      insert.run(uid, key, now);
+      expire.run(now - Math.max(s.withinMs, s.lockForMs) * 2);
+      const after = lockedByKey(uid, key, now);
+      return { lockedUid: after.uid, lockedSource: after.source, wasLocked: false };
+    },
+    lockedAttempt: (uid, source, now) => lockedAttempt(uid, source, now),
+    takeLockedAttempts() {
+      const out = [...counters.values()];
+      counters.clear();
+      return out;
     },
     succeed(uid) {
-      db.prepare("DELETE FROM auth_failures WHERE uid = ?").run(uid);
+      forget.run(uid);
     },
     unlock(uid) {
-      return db.prepare("DELETE FROM auth_failures WHERE uid = ?").run(uid).changes;
+      return forget.run(uid).changes;
     },
     close: () => db.close(),
   };

@@ -9,7 +9,7 @@ import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError, Option } from "commander";
 import { type AuditSession, replay } from "../audit/index.ts";
-import { hashPassword, newRecoveryCodes, newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
+import { displayAddress, hashPassword, newRecoveryCodes, newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
 import { networkContext, openAuditForPolicy, openLockoutForPolicy, openTotpForPolicy, runGateway, totpSettings } from "../main.ts";
 import {
   ApplyError,
@@ -28,7 +28,7 @@ import {
   setPending,
   status,
 } from "../net/index.ts";
-import { createLogger } from "../obs/index.ts";
+import { createLogger, printable, printableJson } from "../obs/index.ts";
 import { formatIssue, loadPolicyFile, PolicyError, parseDurationMs, parseHostPort, policyJsonSchema } from "../policy/index.ts";
 import { doctor, fetchHealth, scanHostKeys } from "./ops.ts";
 
@@ -69,24 +69,31 @@ function table(rows: string[][]): string {
     .join("\n");
 }
 
+/** The session table; every cell passes through `printable` (the values come from the audit DB: typed names, peer data). */
 function sessionRows(sessions: readonly AuditSession[]): string[][] {
   return [
     ["SESSION", "STARTED", "ENDED", "USER", "ACCOUNT", "TARGET", "SOURCE", "RESULT", "UP", "DOWN", "EXIT"],
-    ...sessions.map((s) => [
-      s.id.slice(0, 8),
-      s.startedAt,
-      s.endedAt ?? "-",
-      s.uid,
-      s.account,
-      s.target ?? "-",
-      s.source,
-      s.result,
-      String(s.upBytes),
-      String(s.downBytes),
-      s.exitStatus === null ? "-" : String(s.exitStatus),
-    ]),
+    ...sessions.map((s) =>
+      [
+        s.id.slice(0, 8),
+        s.startedAt,
+        s.endedAt ?? "-",
+        s.uid,
+        s.account,
+        s.target ?? "-",
+        displayAddress(s.source),
+        s.result,
+        String(s.upBytes),
+        String(s.downBytes),
+        s.exitStatus === null ? "-" : String(s.exitStatus),
+      ].map((c) => printable(c, 200)),
+    ),
   ];
 }
+
+/** An audit value as terminal-safe text: strings escaped, objects as printable JSON, the rest through String(). */
+const shown = (v: unknown): string =>
+  typeof v === "object" && v !== null ? printableJson(v) : printable(typeof v === "string" ? v : String(v));
 
 /** Builds the command tree (exported for tests of the CLI surface). */
 export function buildCli(): Command {
@@ -305,7 +312,7 @@ export function buildCli(): Command {
       const store = openStore();
       const sessions = store.listSessions(filter);
       store.close();
-      if (opts.json) for (const s of sessions) console.log(JSON.stringify(s));
+      if (opts.json) for (const s of sessions) console.log(printableJson(s));
       else console.log(table(sessionRows(sessions)));
     });
   audit
@@ -319,9 +326,9 @@ export function buildCli(): Command {
       const events = store.sessionEvents(sid);
       const recordings = store.recordings(sid);
       store.close();
-      if (!session && events.length === 0) throw new ExitError(`no session ${id}`, 1);
+      if (!session && events.length === 0) throw new ExitError(`no session ${printable(id)}`, 1);
       if (opts.json) {
-        console.log(JSON.stringify({ session, events, recordings }));
+        console.log(printableJson({ session, events, recordings }));
         return;
       }
       if (session) console.log(table(sessionRows([session])));
@@ -330,21 +337,22 @@ export function buildCli(): Command {
       console.log("\nCOMMANDS");
       for (const e of commands)
         console.log(
-          `  ${e.ts}  ${e.type}  ${e.type === "exec" ? String(e.data?.command) : e.type === "subsystem" ? String(e.data?.name) : "(interactive shell)"}`,
+          `  ${shown(e.ts)}  ${shown(e.type)}  ${e.type === "exec" ? shown(e.data?.command) : e.type === "subsystem" ? shown(e.data?.name) : "(interactive shell)"}`,
         );
       console.log("\nFILE TRANSFERS");
       for (const e of files) {
         const d = e.data ?? {};
         const size = d.size ?? Number(d.bytesRead ?? 0) + Number(d.bytesWritten ?? 0);
         console.log(
-          `  ${e.ts}  ${String(d.protocol)} ${String(d.op)} ${String(d.path)}${d.toPath ? ` -> ${String(d.toPath)}` : ""}  ${String(size)} bytes  ${e.result ?? ""}`,
+          `  ${shown(e.ts)}  ${shown(d.protocol)} ${shown(d.op)} ${shown(d.path)}${d.toPath ? ` -> ${shown(d.toPath)}` : ""}  ${shown(size)} bytes  ${shown(e.result ?? "")}`,
         );
       }
       console.log("\nRECORDINGS");
       for (const r of recordings)
-        console.log(`  channel ${r.channel}  ${r.status}  ${r.bytes} bytes  sha256 ${r.sha256 ?? "-"}  ${r.path}`);
+        console.log(`  channel ${r.channel}  ${shown(r.status)}  ${r.bytes} bytes  sha256 ${shown(r.sha256 ?? "-")}  ${shown(r.path)}`);
       console.log("\nEVENTS");
-      for (const e of events) console.log(`  ${e.ts}  ${e.type.padEnd(16)} ${e.result ?? ""} ${JSON.stringify(e.data ?? {})}`);
+      for (const e of events)
+        console.log(`  ${shown(e.ts)}  ${shown(e.type).padEnd(16)} ${shown(e.result ?? "")} ${printableJson(e.data ?? {})}`);
     });
   audit
     .command("replay <id>")
@@ -382,7 +390,7 @@ export function buildCli(): Command {
       for (let page = 0; page < 1_000_000; page++) {
         const events = store.eventsSince(sinceMs, after, 5000);
         if (events.length === 0) break;
-        process.stdout.write(`${events.map((e) => JSON.stringify(e)).join("\n")}\n`);
+        process.stdout.write(`${events.map((e) => printableJson(e)).join("\n")}\n`);
         after = events[events.length - 1]?.id ?? after;
       }
       store.close();
@@ -404,10 +412,10 @@ export function buildCli(): Command {
       const store = openStore();
       const report = store.verify(publicKey);
       store.close();
-      if (opts.json) console.log(JSON.stringify(report));
+      if (opts.json) console.log(printableJson(report));
       if (!report.ok) {
         const p = report.problem;
-        throw new ExitError(opts.json ? "" : `audit verify: FAILED at ${p?.kind} ${p?.id}: ${p?.reason}`, 1);
+        throw new ExitError(opts.json ? "" : `audit verify: FAILED at ${shown(p?.kind)} ${shown(p?.id)}: ${shown(p?.reason)}`, 1);
       }
       if (!opts.json)
         console.log(`audit verify: ok (${report.events} events, ${report.sessions} sessions, ${report.recordings} recordings)`);

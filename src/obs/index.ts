@@ -8,3 +8,4 @@ export {
   NO_METRICS,
   serveHealth,
 } from "./metrics.ts";
+export { printable, printableJson } from "./printable.ts";

@@ -1,4 +1,5 @@
 export { formatIssue, type LoadedPolicy, loadPolicyFile, PolicyError, type PolicyIssue, parsePolicyText } from "./load.ts";
+export { assertPrivateFiles, checkPrivateFiles, PrivateFileError } from "./permissions.ts";
 export {
   type AuthMethod,
   type NetworkPolicy,
