@@ -4,6 +4,7 @@
  * calls with every chunk. The relay stays ignorant of what is recorded.
  */
 import type { RecordSettings } from "../policy/index.ts";
+import type { ParsedCommand } from "../routing/command.ts";
 import { createRecorder, type Recorder, recordingPath } from "./recording.ts";
 import type { AuditSink } from "./store.ts";
 import { type FileEvent, rsyncPaths, scpObserver, sftpObserver, type TransferObserver } from "./transfers.ts";
@@ -26,6 +27,11 @@ export interface ChannelAuditOptions {
   readonly kind: "shell" | "exec" | "subsystem";
   /** The exec command or the subsystem name. */
   readonly arg: string;
+  /**
+   * For exec: `parseCommand(arg)` (the `command` of the `authorizeChannel` decision); decides recording
+   * and transfer audit. Undefined (or a non-exec channel) means recorded, no transfer events.
+   */
+  readonly command: ParsedCommand | undefined;
   readonly pty: { cols: number; rows: number; term: string } | undefined;
   readonly record: RecordSettings;
   readonly now: () => number;
@@ -44,10 +50,14 @@ export interface ChannelAudit {
   close(bytes: { up: number; down: number }): Promise<void>;
 }
 
-const TRANSFER_COMMANDS =
-  /^\s*(scp|rsync|git-upload-pack|git-receive-pack|git-upload-archive|\/usr\/lib\/openssh\/sftp-server|internal-sftp)(\s|$)/;
-
-/** Sets up recording and transfer auditing for one channel. */
+/**
+ * Sets up recording and transfer auditing for one channel. Not recorded as a terminal: subsystems
+ * and exec commands that `parseCommand` classified as scp, rsync, git or sftp-server (exactly the
+ * program, no shell syntax); any other exec, even one starting with `scp`, is recorded.
+ * Transfer events: SFTP for the `sftp` subsystem and a parsed sftp-server exec, scp for a parsed
+ * scp, one rsync event at close for a parsed rsync.
+ * Never throws: a recording that cannot start is reported through `recording_failed` and `terminate`.
+ */
 export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
   const emit = (e: FileEvent) =>
     o.audit.append({
@@ -58,13 +68,15 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
       result: e.ok === false ? "failed" : "ok",
       data: { channel: o.channel, ...e },
     });
+  const command = o.kind === "exec" ? o.command : undefined;
   let observer: TransferObserver | undefined;
-  const rsync = o.kind === "exec" ? rsyncPaths(o.arg) : undefined;
-  if (o.kind === "subsystem" && o.arg === "sftp") observer = sftpObserver(emit);
-  else if (o.kind === "exec") observer = scpObserver(o.arg, emit);
+  const rsync = command?.kind === "rsync" ? rsyncPaths(command) : undefined;
+  if ((o.kind === "subsystem" && o.arg === "sftp") || command?.kind === "sftp") observer = sftpObserver(emit);
+  else if (command?.kind === "scp") observer = scpObserver(command, emit);
 
   let recorder: Recorder | undefined;
-  const wantsRecording = o.record.enabled && o.kind !== "subsystem" && !(o.kind === "exec" && TRANSFER_COMMANDS.test(o.arg));
+  const transfer = command !== undefined && command.kind !== "exec";
+  const wantsRecording = o.record.enabled && o.kind !== "subsystem" && !transfer;
   if (wantsRecording) {
     const startedAtMs = o.now();
     const file = recordingPath(o.recordingsDir, o.sessionId, o.channel, startedAtMs);

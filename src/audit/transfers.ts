@@ -4,6 +4,12 @@
  * - Legacy scp (`scp -t` sink / `scp -f` source): `C`/`D`/`E`/`T` control lines and file data.
  * The parsers only keep packet headers; file data is counted and skipped, not copied.
  */
+import type { ParsedCommand } from "../routing/command.ts";
+
+/** A `parseCommand` result of kind scp. */
+export type ScpCommand = Extract<ParsedCommand, { kind: "scp" }>;
+/** A `parseCommand` result of kind rsync. */
+export type RsyncCommand = Extract<ParsedCommand, { kind: "rsync" }>;
 
 /** One audited file operation. Byte counts are bytes. */
 export interface FileEvent {
@@ -292,17 +298,14 @@ export function sftpObserver(emit: (e: FileEvent) => void): TransferObserver {
 }
 
 /**
- * Watches a legacy scp exec. `command` is the exec string (`scp [-r] [-p] -t|-f PATH`).
- * Returns undefined for other commands. In sink mode (-t) control lines come from the user; in
- * source mode (-f) from the target.
+ * Watches a legacy scp exec (the remote end of `scp -O`, as classified by `parseCommand`). In sink
+ * mode (`-t`, mode "to") control lines come from the user; in source mode (`-f`, mode "from") from
+ * the target. Protocol: OpenSSH scp.c `sink()`/`source()` (`C`/`D`/`E`/`T` lines, data, a \0 status).
  */
-export function scpObserver(command: string, emit: (e: FileEvent) => void): TransferObserver | undefined {
-  const args = command.trim().split(/\s+/);
-  if (args[0] !== "scp") return undefined;
-  const sink = args.includes("-t");
-  const source = args.includes("-f");
-  if (!sink && !source) return undefined;
-  const target = args[args.length - 1] ?? "";
+export function scpObserver(command: ScpCommand, emit: (e: FileEvent) => void): TransferObserver {
+  const sink = command.mode === "to";
+  const source = !sink;
+  const target = command.path;
   const op = sink ? "upload" : "download";
   const dirs: string[] = [];
   let line: Buffer[] = [];
@@ -310,7 +313,7 @@ export function scpObserver(command: string, emit: (e: FileEvent) => void): Tran
   let current: { path: string; size: number } | undefined;
   let awaitingNul = false;
 
-  const recursive = args.includes("-r");
+  const recursive = command.recursive;
   const parent = target.includes("/") ? target.slice(0, target.lastIndexOf("/")) || "/" : ".";
   /** Where a file named `name` in the current D-stack lands (sink) or comes from (source). */
   const pathOf = (name: string): string => {
@@ -381,10 +384,10 @@ export function scpObserver(command: string, emit: (e: FileEvent) => void): Tran
   };
 }
 
-/** rsync's protocol is not parsed: the path comes from the server command line, the size from the channel's bytes. */
-export function rsyncPaths(command: string): { direction: "upload" | "download"; paths: string[] } | undefined {
-  const args = command.trim().split(/\s+/);
-  if (args[0] !== "rsync" || !args.includes("--server")) return undefined;
-  const dot = args.lastIndexOf(".");
-  return { direction: args.includes("--sender") ? "download" : "upload", paths: dot >= 0 ? args.slice(dot + 1) : [] };
+/**
+ * rsync's protocol is not parsed: the paths come from the server command line (`parseCommand`),
+ * the size from the channel's bytes. `--sender` means the target sends: a download.
+ */
+export function rsyncPaths(command: RsyncCommand): { direction: "upload" | "download"; paths: readonly string[] } {
+  return { direction: command.sender ? "download" : "upload", paths: command.paths };
 }

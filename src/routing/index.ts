@@ -1,3 +1,5 @@
+export { authorizeChannel, type ChannelDecision, type ChannelRequest, execPermission, type Permission } from "./authorize.ts";
+export { type GitService, isTransfer, type ParsedCommand, parseCommand, SFTP_SERVER_PATHS } from "./command.ts";
 export {
   type ApprovedTarget,
   type AuthenticatedIdentity,

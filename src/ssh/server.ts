@@ -23,6 +23,7 @@ import { type AuthMethod, type Policy, parseHostPort } from "../policy/index.ts"
 import {
   type ApprovedTarget,
   type AuthenticatedIdentity,
+  authorizeChannel,
   markAuthenticated,
   parseAccount,
   type RouteDecision,
@@ -74,11 +75,6 @@ export interface Gateway {
 
 function envAllowed(patterns: readonly string[], key: string): boolean {
   return patterns.some((p) => (p.endsWith("*") ? key.startsWith(p.slice(0, -1)) : p === key));
-}
-
-/** Which `allow` flag an exec command needs: legacy scp runs `scp -t`/`scp -f`. */
-function execPermission(command: string): "scp" | "exec" {
-  return /^\s*scp(\s|$)/.test(command) ? "scp" : "exec";
 }
 
 /** Writes `text` to the channel's stderr, then EOF, exit-status `code`, CLOSE. */
@@ -527,18 +523,20 @@ export function createGateway(deps: GatewayDeps): Gateway {
           return;
         }
         const a = current.approved;
-        const permission = kind === "shell" ? "shell" : kind === "exec" ? execPermission(arg) : arg === "sftp" ? "sftp" : undefined;
-        if (permission === undefined || !a.route.allow[permission]) {
-          const what = permission ?? `subsystem ${arg}`;
+        const verdict = authorizeChannel(
+          a.route,
+          kind === "shell" ? { type: "shell" } : kind === "exec" ? { type: "exec", command: arg } : { type: "subsystem", name: arg },
+        );
+        if (!verdict.allow) {
           deps.audit.append({
             type: "channel_refused",
             sessionId: connId,
             uid,
             target: a.targetName,
             result: "not_allowed",
-            data: { kind, what },
+            data: { kind, what: verdict.what, ...(kind === "exec" ? { command: arg } : {}) },
           });
-          refuseOnChannel(down, `varco: ${what} is not allowed on ${username}.\r\n`);
+          refuseOnChannel(down, `varco: ${verdict.reason} on ${username}.\r\n`);
           return;
         }
         deps.audit.append({
@@ -588,6 +586,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
                 target: a.targetName,
                 kind,
                 arg,
+                command: verdict.command,
                 pty: pty ? { cols: pty.cols, rows: pty.rows, term: pty.term } : undefined,
                 record: a.route.record,
                 now: deps.now,

@@ -1,5 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { type FileEvent, rsyncPaths, scpObserver, sftpObserver } from "../../src/audit/index.ts";
+import { type ParsedCommand, parseCommand } from "../../src/routing/index.ts";
+
+/** parseCommand(line), which must be of `kind`. */
+function parsed<K extends ParsedCommand["kind"]>(kind: K, line: string): Extract<ParsedCommand, { kind: K }> {
+  const c = parseCommand(line);
+  if (c.kind !== kind) throw new Error(`${line} parsed as ${c.kind}`);
+  return c as Extract<ParsedCommand, { kind: K }>;
+}
 
 const u32 = (n: number) => {
   const b = Buffer.alloc(4);
@@ -96,8 +104,7 @@ describe("SFTP v3 observer", () => {
 describe("legacy scp observer", () => {
   it("reads C/D/E lines in sink mode (upload) and skips file data", () => {
     const events: FileEvent[] = [];
-    const o = scpObserver("scp -r -t /srv/in/", (e) => events.push(e));
-    if (!o) throw new Error("not scp");
+    const o = scpObserver(parsed("scp", "scp -r -t /srv/in/"), (e) => events.push(e));
     const data = Buffer.concat([
       Buffer.from("D0755 0 tree\n"),
       Buffer.from("C0644 5 a.txt\n"),
@@ -117,22 +124,26 @@ describe("legacy scp observer", () => {
 
   it("reads the source side (download) from the target", () => {
     const events: FileEvent[] = [];
-    const o = scpObserver("scp -f /var/log/syslog", (e) => events.push(e));
-    o?.down(Buffer.concat([Buffer.from("C0640 4 syslog\nlogs"), Buffer.from([0])]));
+    const o = scpObserver(parsed("scp", "scp -f /var/log/syslog"), (e) => events.push(e));
+    o.down(Buffer.concat([Buffer.from("C0640 4 syslog\nlogs"), Buffer.from([0])]));
     expect(events).toEqual([{ protocol: "scp", op: "download", path: "/var/log/syslog", size: 4 }]);
   });
 
-  it("ignores commands that are not scp transfers", () => {
-    expect(scpObserver("ls -l", () => undefined)).toBeUndefined();
-    expect(scpObserver("scp -V", () => undefined)).toBeUndefined();
+  it("a single file upload lands on the path itself, or inside it when it ends in /", () => {
+    const events: FileEvent[] = [];
+    scpObserver(parsed("scp", "scp -t /srv/x.bin"), (e) => events.push(e)).up(Buffer.from("C0644 0 local.bin\n"));
+    scpObserver(parsed("scp", "scp -d -t /srv/in/"), (e) => events.push(e)).up(Buffer.from("C0644 0 local.bin\n"));
+    expect(events.map((e) => e.path)).toEqual(["/srv/x.bin", "/srv/in/local.bin"]);
   });
 
   it("finds rsync's paths and direction from its server command line", () => {
-    expect(rsyncPaths("rsync --server --sender -logDtpre.iLsfxCIvu . /srv/data/")).toEqual({
+    expect(rsyncPaths(parsed("rsync", "rsync --server --sender -logDtpre.iLsfxCIvu . /srv/data/"))).toEqual({
       direction: "download",
       paths: ["/srv/data/"],
     });
-    expect(rsyncPaths("rsync --server -logDtpre.iLsfxCIvu . /srv/in")).toEqual({ direction: "upload", paths: ["/srv/in"] });
-    expect(rsyncPaths("ls")).toBeUndefined();
+    expect(rsyncPaths(parsed("rsync", "rsync --server -logDtpre.iLsfxCIvu . /srv/in"))).toEqual({
+      direction: "upload",
+      paths: ["/srv/in"],
+    });
   });
 });
