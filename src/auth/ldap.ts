@@ -136,22 +136,17 @@ const bigintOf = (s: string): bigint | undefined => (/^-?\d{1,20}$/.test(s.trim(
  * Returns why the account may not log in, or `undefined` when none of the checks refuses it. A value
  * that does not parse refuses the account (fail closed). Attribute names match case-insensitively.
  * - `pwdAccountLockedTime` present (OpenLDAP/OpenDJ ppolicy, draft-behera-ldap-password-policy §5.3.3):
- *   locked. Unless `passwordBound` — the user just bound with a password, so the server applied its own
- *   lockout rules (slapo-ppolicy(5) refuses binds to a locked account and removes an expired lock on a
- *   successful bind). Without a bind varco cannot know pwdLockoutDuration, so it fails closed.
+ *   locked. varco cannot know pwdLockoutDuration, so a lock whose duration has run out still refuses
+ *   until the server removes the attribute (slapo-ppolicy(5): at the next successful bind) or an
+ *   administrator deletes it; it does not rely on the server enforcing ppolicy at bind time.
  * - `shadowExpire` ≥ 0 and today (days since 1970 UTC) ≥ it: expired (shadow(5), as pam_unix reads it; -1 = never).
  * - `nsAccountLock` = `true` (case-insensitive; 389 Directory Server / FreeIPA account inactivation).
  * - `userAccountControl` with bit 0x2 ACCOUNTDISABLE, or `msDS-User-Account-Control-Computed` with 0x10
  *   UF_LOCKOUT (Active Directory, [MS-ADTS] 2.2.16).
  * - `accountExpires` neither 0 nor 0x7FFFFFFFFFFFFFFF and ≤ now as FILETIME (AD, [MS-ADA1] 2.16).
  */
-export function accountStatusProblem(
-  entry: Readonly<Record<string, unknown>>,
-  nowMs: number,
-  o: { readonly passwordBound?: boolean } = {},
-): string | undefined {
-  if (!o.passwordBound && attributeValues(entry, "pwdAccountLockedTime").length > 0)
-    return "locked by the password policy (pwdAccountLockedTime)";
+export function accountStatusProblem(entry: Readonly<Record<string, unknown>>, nowMs: number): string | undefined {
+  if (attributeValues(entry, "pwdAccountLockedTime").length > 0) return "locked by the password policy (pwdAccountLockedTime)";
   for (const v of attributeValues(entry, "shadowExpire")) {
     const days = bigintOf(v);
     if (days === undefined) return "shadowExpire does not parse";
@@ -392,11 +387,9 @@ export function createLdapDirectory(cfg: LdapConfig): LdapDirectory {
       return { dn: entry.dn, uid, entry, groups, filterRefused };
     });
 
-  /** The verdict for a found entry; `passwordBound`: the user's password bind just succeeded. */
-  const verdict = (f: Found, passwordBound: boolean): DirectoryVerdict => {
-    const problem = f.filterRefused
-      ? "does not match directory.ldap.account_filter"
-      : accountStatusProblem(f.entry, now(), { passwordBound });
+  /** The verdict for a found entry, before any password check. */
+  const verdict = (f: Found): DirectoryVerdict => {
+    const problem = f.filterRefused ? "does not match directory.ldap.account_filter" : accountStatusProblem(f.entry, now());
     if (problem) return { kind: "inactive", uid: f.uid, dn: f.dn, reason: problem };
     const totpSecret = cfg.totpAttribute ? attributeValues(f.entry, cfg.totpAttribute)[0] : undefined;
     return { kind: "ok", uid: f.uid, dn: f.dn, groups: f.groups, sshKeys: attributeValues(f.entry, cfg.sshKeyAttribute), totpSecret };
@@ -410,23 +403,22 @@ export function createLdapDirectory(cfg: LdapConfig): LdapDirectory {
       // An unknown user still costs a bind, so timing does not tell whether the user exists.
       const dn = "refused" in found ? dummy().dn : found.dn;
       const client = newClient();
-      let bound = false;
+      let bindError: unknown;
       try {
         if (cfg.startTls) await client.startTLS(startTlsOptions());
         await client.bind(dn, password);
-        bound = true;
       } catch (err) {
-        if (!(err instanceof InvalidCredentialsError)) {
-          // A locked or disabled account may be refused with another code: its status is the answer.
-          if (!("refused" in found) && verdict(found, false).kind === "inactive") return verdict(found, false);
-          throw new DirectoryUnavailableError(`LDAP ${cfg.url}: user bind failed: ${(err as Error).message}`, { cause: err });
-        }
+        bindError = err;
       } finally {
         await client.unbind().catch(() => undefined);
       }
+      const v = "refused" in found ? undefined : verdict(found);
+      // An inactive account's status is the answer whatever its bind said (a locked account's bind fails anyway).
+      if (v?.kind === "inactive") return v;
+      if (bindError !== undefined && !(bindError instanceof InvalidCredentialsError))
+        throw new DirectoryUnavailableError(`LDAP ${cfg.url}: user bind failed: ${(bindError as Error).message}`, { cause: bindError });
       if ("refused" in found) return { kind: "invalid", reason: found.refused };
-      const v = verdict(found, bound);
-      if (v.kind === "ok" && !bound) return { kind: "invalid", reason: "wrong password" };
+      if (bindError !== undefined || !v) return { kind: "invalid", reason: "wrong password" };
       return v;
     },
     ping: () => withService(async () => undefined),
@@ -445,7 +437,7 @@ export function createLdapDirectory(cfg: LdapConfig): LdapDirectory {
       }),
     async lookup(typed) {
       const found = await find(typed);
-      return "refused" in found ? { kind: "invalid", reason: found.refused } : verdict(found, false);
+      return "refused" in found ? { kind: "invalid", reason: found.refused } : verdict(found);
     },
   };
 }

@@ -87,7 +87,8 @@ export async function doctor(loaded: LoadedPolicy): Promise<DoctorRow[]> {
       });
       await d.ping();
       rows.push({ check: "directory", ok: true, detail: `service bind to ${ldap.url} as ${ldap.bind_dn}` });
-      const unknown = await d.unknownAttributes();
+      // A server that does not publish its schema (RFC 4512 §4.2) is not checked.
+      const unknown = await d.unknownAttributes().catch(() => []);
       if (unknown.length > 0)
         rows.push({
           check: "directory schema",

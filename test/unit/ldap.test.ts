@@ -46,11 +46,9 @@ describe("accountStatusProblem", () => {
     expect(active({ PWDACCOUNTLOCKEDTIME: ["20261128110000Z"] })).toMatch(/pwdAccountLockedTime/);
   });
 
-  it("leaves the ppolicy lock to the server after a successful password bind", () => {
-    expect(accountStatusProblem({ pwdAccountLockedTime: "20261128110000Z" }, NOW, { passwordBound: true })).toBeUndefined();
-    // ...but not the other checks: OpenLDAP does not enforce shadowExpire or nsAccountLock at bind.
-    expect(accountStatusProblem({ pwdAccountLockedTime: "x", shadowExpire: "1" }, NOW, { passwordBound: true })).toMatch(/shadowExpire/);
-    expect(accountStatusProblem({ nsAccountLock: "TRUE" }, NOW, { passwordBound: true })).toMatch(/nsAccountLock/);
+  it("keeps refusing a ppolicy lock whose time lies in the past (pwdLockoutDuration is unknown to varco)", () => {
+    expect(active({ pwdAccountLockedTime: "19700101000000Z" })).toMatch(/pwdAccountLockedTime/);
+    expect(active({ pwdAccountLockedTime: "" })).toMatch(/pwdAccountLockedTime/);
   });
 
   it("expires shadowExpire on its day (shadow(5)), not before; -1 never expires", () => {
