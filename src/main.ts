@@ -116,6 +116,8 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       ),
       userBase: ldap.user_base,
       userFilter: ldap.user_filter,
+      uidAttribute: ldap.uid_attribute,
+      accountFilter: ldap.account_filter,
       groupBase: ldap.group_base,
       groupFilter: ldap.group_filter,
       groupAttribute: ldap.group_attribute,

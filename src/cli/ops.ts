@@ -77,6 +77,8 @@ export async function doctor(loaded: LoadedPolicy): Promise<DoctorRow[]> {
         bindPassword: readSecret(ref, "directory.ldap.bind_password_file"),
         userBase: ldap.user_base,
         userFilter: ldap.user_filter,
+        uidAttribute: ldap.uid_attribute,
+        accountFilter: ldap.account_filter,
         groupFilter: ldap.group_filter,
         sshKeyAttribute: ldap.ssh_key_attribute,
         caFile: ldap.tls.ca_file ? loaded.resolvePath(ldap.tls.ca_file) : undefined,
@@ -85,6 +87,15 @@ export async function doctor(loaded: LoadedPolicy): Promise<DoctorRow[]> {
       });
       await d.ping();
       rows.push({ check: "directory", ok: true, detail: `service bind to ${ldap.url} as ${ldap.bind_dn}` });
+      // A server that does not publish its schema (RFC 4512 §4.2) is not checked.
+      const unknown = await d.unknownAttributes().catch(() => []);
+      if (unknown.length > 0)
+        rows.push({
+          check: "directory schema",
+          ok: false,
+          detail: `the server's schema does not define ${unknown.join(", ")}: every user would be refused`,
+          fix: "fix directory.ldap.uid_attribute / account_filter, or load the schema that defines them",
+        });
     } catch (err) {
       rows.push({
         check: "directory",

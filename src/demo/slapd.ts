@@ -11,8 +11,13 @@ import { freePort, waitForPort } from "./ports.ts";
 export interface DemoUser {
   readonly uid: string;
   readonly password: string;
-  /** Extra attributes for the entry (e.g. a TOTP secret in the attribute auth.totp.ldap_attribute names). */
-  readonly attributes?: Readonly<Record<string, string>>;
+  /**
+   * Extra attributes for the entry (e.g. a TOTP secret in the attribute auth.totp.ldap_attribute names);
+   * an array gives several values. Operational attributes (pwdAccountLockedTime) go in through slapadd too.
+   */
+  readonly attributes?: Readonly<Record<string, string | readonly string[]>>;
+  /** Auxiliary object classes besides inetOrgPerson (e.g. shadowAccount, or one from `schema`). */
+  readonly objectClasses?: readonly string[];
   readonly givenName: string;
   readonly sn: string;
 }
@@ -39,6 +44,14 @@ export interface SlapdOptions {
   readonly host?: string;
   /** Run inside this network namespace (ip netns exec). */
   readonly netns?: string;
+  /**
+   * Load the ppolicy overlay (slapo-ppolicy(5); in 2.5 its schema is built into the module) with a
+   * default policy `cn=default,ou=policies,<suffix>`: pwdLockout TRUE after `maxFailure` failed binds
+   * (default 3), pwdLockoutDuration 0 (locked until an administrator deletes pwdAccountLockedTime).
+   */
+  readonly ppolicy?: { readonly maxFailure?: number } | undefined;
+  /** Extra schema text (slapd.conf attributetype/objectclass lines), included after the stock schemas. */
+  readonly schema?: string | undefined;
 }
 
 export interface Slapd {
@@ -53,6 +66,8 @@ export interface Slapd {
   stop(): Promise<void>;
   /** Starts it again on the same port and database (after `stop()`). */
   start(): Promise<void>;
+  /** Applies LDIF change records as the rootdn (ldapmodify(1)); e.g. to lock or unlock an account. @throws when ldapmodify fails */
+  modify(ldif: string): Promise<void>;
 }
 
 function ldif(o: SlapdOptions, suffix: string): string {
@@ -63,12 +78,20 @@ function ldif(o: SlapdOptions, suffix: string): string {
     `dn: ou=groups,${suffix}\nobjectClass: organizationalUnit\nou: groups\n`,
     `dn: ou=services,${suffix}\nobjectClass: organizationalUnit\nou: services\n`,
     `dn: cn=varco,ou=services,${suffix}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: varco\nuserPassword: ${o.servicePassword}\n`,
+    ...(o.ppolicy
+      ? [
+          `dn: ou=policies,${suffix}\nobjectClass: organizationalUnit\nou: policies\n`,
+          `dn: cn=default,ou=policies,${suffix}\nobjectClass: organizationalRole\nobjectClass: pwdPolicy\ncn: default\npwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: ${o.ppolicy.maxFailure ?? 3}\npwdLockoutDuration: 0\n`,
+        ]
+      : []),
     ...o.users.map(
       (u) =>
-        `dn: uid=${u.uid},ou=people,${suffix}\nobjectClass: inetOrgPerson\nuid: ${u.uid}\ncn: ${u.givenName} ${u.sn}\ngivenName: ${u.givenName}\nsn: ${u.sn}\nuserPassword: ${u.password}\n${Object.entries(
+        `dn: uid=${u.uid},ou=people,${suffix}\nobjectClass: inetOrgPerson\n${(u.objectClasses ?? []).map((c) => `objectClass: ${c}\n`).join("")}${
+          u.attributes && "uid" in u.attributes ? "" : `uid: ${u.uid}\n`
+        }cn: ${u.givenName} ${u.sn}\ngivenName: ${u.givenName}\nsn: ${u.sn}\nuserPassword: ${u.password}\n${Object.entries(
           u.attributes ?? {},
         )
-          .map(([k, v]) => `${k}: ${v}\n`)
+          .flatMap(([k, v]) => (typeof v === "string" ? [v] : v).map((x) => `${k}: ${x}\n`))
           .join("")}`,
     ),
     ...(o.memberOf
@@ -100,9 +123,9 @@ function config(dir: string, suffix: string, o: SlapdOptions, rootPassword: stri
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
-modulepath /usr/lib/ldap
+${o.schema ? `include ${join(dir, "extra.schema")}\n` : ""}modulepath /usr/lib/ldap
 moduleload back_mdb
-${o.memberOf ? "moduleload memberof\n" : ""}${tls}pidfile ${join(dir, "slapd.pid")}
+${o.memberOf ? "moduleload memberof\n" : ""}${o.ppolicy ? "moduleload ppolicy\n" : ""}${tls}pidfile ${join(dir, "slapd.pid")}
 argsfile ${join(dir, "slapd.args")}
 database mdb
 maxsize 16777216
@@ -112,7 +135,7 @@ rootpw ${rootPassword}
 directory ${join(dir, "data")}
 access to attrs=userPassword by anonymous auth by self read by * none
 access to * by users read by * none
-${o.memberOf ? "overlay memberof\nmemberof-refint TRUE\n" : ""}`;
+${o.memberOf ? "overlay memberof\nmemberof-refint TRUE\n" : ""}${o.ppolicy ? `overlay ppolicy\nppolicy_default "cn=default,ou=policies,${suffix}"\n` : ""}`;
 }
 
 /** Writes the config and LDIF, runs slapadd, starts slapd and waits until it accepts connections. */
@@ -122,6 +145,7 @@ export async function startSlapd(o: SlapdOptions): Promise<Slapd> {
   const conf = join(o.dir, "slapd.conf");
   const rootPassword = randomBytes(12).toString("hex");
   writeFileSync(join(o.dir, "root.pw"), rootPassword, { mode: 0o600 });
+  if (o.schema) writeFileSync(join(o.dir, "extra.schema"), o.schema, { mode: 0o600 });
   writeFileSync(conf, config(o.dir, suffix, o, rootPassword), { mode: 0o600 });
   writeFileSync(join(o.dir, "base.ldif"), ldif(o, suffix), { mode: 0o600 });
   await execa("slapadd", ["-f", conf, "-l", join(o.dir, "base.ldif")]);
@@ -165,6 +189,9 @@ export async function startSlapd(o: SlapdOptions): Promise<Slapd> {
       if (child) await stopChild(child);
     },
     start: launch,
+    modify: async (changes) => {
+      await execa("ldapmodify", ["-x", "-H", url, "-D", `cn=admin,${suffix}`, "-y", join(o.dir, "root.pw")], { input: changes });
+    },
   };
 }
 

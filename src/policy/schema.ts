@@ -88,6 +88,16 @@ const gateway = z.strictObject({
   stop_timeout: duration.default(30_000),
 });
 
+/** Whether the parentheses of an LDAP filter balance (escaped ones are `\28`/`\29`, RFC 4515 §3). */
+function balancedParentheses(s: string): boolean {
+  let depth = 0;
+  for (const ch of s) {
+    if (ch === "(") depth++;
+    else if (ch === ")" && --depth < 0) return false;
+  }
+  return depth === 0;
+}
+
 const ldap = z.strictObject({
   url: z.string().regex(/^ldaps?:\/\/.+/, "must start with ldap:// or ldaps://"),
   bind_dn: z.string().min(1),
@@ -97,6 +107,42 @@ const ldap = z.strictObject({
     .string()
     .refine((s) => s.includes("{uid}"), { message: "must contain the {uid} placeholder" })
     .default("(&(objectClass=inetOrgPerson)(uid={uid}))"),
+  /**
+   * The attribute whose value in the user's own entry is the canonical uid: the identity for TOTP,
+   * lockout, routes and the audit after the directory has found the entry (never the typed name,
+   * which LDAP matches case-insensitively and with surrounding spaces ignored). `uid` for OpenLDAP,
+   * 389/FreeIPA; `sAMAccountName` for Active Directory. An entry with it missing or multi-valued is refused.
+   */
+  uid_attribute: z
+    .string()
+    .regex(/^(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)$/, "must be an attribute name (e.g. uid, sAMAccountName) or an OID")
+    .default("uid"),
+  /**
+   * An extra LDAP filter (RFC 4515) the user's entry must match to log in by any method (password or
+   * key); a user who fails it is refused as `account_inactive`. Unset by default, because varco always
+   * reads these status attributes itself and refuses the account in code (a directory without one of
+   * these schemas has no such attribute, so the checks cannot lock everyone out):
+   * OpenLDAP ppolicy `pwdAccountLockedTime` present; `shadowExpire` on or before today;
+   * 389/FreeIPA `nsAccountLock: TRUE`; AD `userAccountControl` bit 2 (ACCOUNTDISABLE),
+   * `msDS-User-Account-Control-Computed` bit 16 (lockout), `accountExpires` in the past.
+   * Use this key for site rules. Placeholders (escaped): `{uid}` (canonical), `{dn}`, `{now_days}`,
+   * `{now_filetime}`, `{now_gentime}`. Examples: AD `(!(userAccountControl:1.2.840.113556.1.4.803:=2))`;
+   * any directory `(objectClass=posixAccount)` (only accounts with a POSIX identity).
+   * CAUTION: an attribute the server's schema does not know makes a filter Undefined for every entry
+   * (RFC 4511 §4.5.1.7; its negation too), which refuses every user; `varco doctor` tests the filter.
+   */
+  account_filter: z
+    .string()
+    .refine((s) => /^\(.*\)$/s.test(s.trim()) && balancedParentheses(s), {
+      message: "must be an LDAP filter in parentheses, e.g. (!(nsAccountLock=TRUE))",
+    })
+    .refine(
+      (s) => [...s.matchAll(/\{(\w+)\}/g)].every((m) => ["uid", "dn", "now_days", "now_filetime", "now_gentime"].includes(m[1] ?? "")),
+      {
+        message: "placeholders are {uid}, {dn}, {now_days}, {now_filetime}, {now_gentime}",
+      },
+    )
+    .optional(),
   group_base: z.string().min(1).optional(),
   group_filter: z.string().default("(&(objectClass=posixGroup)(memberUid={uid}))"),
   /** Read groups from this attribute of the user entry (Active Directory / slapd memberof: `memberOf`); each value's first RDN is the group name. */
