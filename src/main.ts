@@ -2,8 +2,8 @@
  * Composition root: the only place that wires implementations together (policy → directory,
  * TOTP store, audit store, keys → SSH gateway). The CLI calls into here.
  */
-import { createPrivateKey } from "node:crypto";
-import { watch } from "node:fs";
+import { createHash, createPrivateKey } from "node:crypto";
+import { readFileSync, watch } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type AuditStore, openAuditStore } from "./audit/index.ts";
@@ -11,6 +11,7 @@ import {
   createAuthenticator,
   createLdapDirectory,
   createLocalUsers,
+  type Directory,
   type Lockout,
   openLockout,
   openTotpStore,
@@ -20,6 +21,7 @@ import {
 import { currentGeneration, type Desired, desiredState, netStateDir } from "./net/index.ts";
 import { createMetrics, type HealthCheck, type Logger, serveHealth } from "./obs/index.ts";
 import {
+  checkPrivateFiles,
   type LoadedPolicy,
   loadPolicyFile,
   type NetworkPolicy,
@@ -28,7 +30,7 @@ import {
   parseHostPort,
   readSecret,
 } from "./policy/index.ts";
-import { createGateway, type Gateway, loadOrCreateKey } from "./ssh/index.ts";
+import { createGateway, type Gateway, type GatewayRuntime, loadOrCreateKey } from "./ssh/index.ts";
 
 /** Thrown when the policy names something the gateway cannot do yet or cannot use. */
 export class StartupError extends Error {
@@ -75,12 +77,150 @@ function checkSupported(policy: Policy): void {
 export interface RunningGateway {
   readonly gateway: Gateway;
   readonly ports: readonly number[];
-  /** Validates the policy file again and swaps it in; on error the old policy stays. */
-  reload(): LoadedPolicy | PolicyError;
+  /** Validates the policy file again and swaps a new runtime in; on error the old one stays. */
+  reload(): Promise<LoadedPolicy | PolicyError>;
   /** Readiness checks (also served on /healthz). */
   checks(): Promise<HealthCheck[]>;
   /** Stops: no new connections, sessions drain for up to `drainMs`, the DB is closed. */
   stop(drainMs?: number): Promise<void>;
+}
+
+/** Reads the directory settings of a policy into an LDAP client (used by `serve` and `doctor`). */
+export function directoryForPolicy(loaded: LoadedPolicy): Directory | undefined {
+  const p = loaded.policy;
+  const ldap = p.directory.ldap;
+  if (!ldap) return undefined;
+  return createLdapDirectory({
+    url: ldap.url,
+    bindDn: ldap.bind_dn,
+    bindPassword: readSecret(
+      ldap.bind_password_file.startsWith("env:") ? ldap.bind_password_file : loaded.resolvePath(ldap.bind_password_file),
+      "directory.ldap.bind_password_file",
+    ),
+    userBase: ldap.user_base,
+    userFilter: ldap.user_filter,
+    uidAttribute: ldap.uid_attribute,
+    accountFilter: ldap.account_filter,
+    groupBase: ldap.group_base,
+    groupFilter: ldap.group_filter,
+    groupAttribute: ldap.group_attribute,
+    sshKeyAttribute: ldap.ssh_key_attribute,
+    totpAttribute: p.auth.totp.secrets === "ldap" ? p.auth.totp.ldap_attribute : undefined,
+    caFile: ldap.tls.ca_file ? loaded.resolvePath(ldap.tls.ca_file) : undefined,
+    startTls: ldap.tls.starttls,
+    timeoutMs: ldap.timeout,
+  });
+}
+
+/**
+ * The canonical uid an administrator's typed uid refers to, as a login would resolve it: a
+ * break-glass user's configured uid (case-insensitive), else the directory entry's own
+ * `uid_attribute`. Falls back to the typed uid when the directory has no such entry or cannot be
+ * asked (`resolved` says which).
+ */
+export async function canonicalUid(
+  loaded: LoadedPolicy,
+  typed: string,
+): Promise<{ uid: string; resolved: "local" | "directory" | "as_typed"; problem?: string }> {
+  const folded = typed.normalize("NFC").toLowerCase();
+  const local = loaded.policy.directory.local_users.find((u) => u.uid.normalize("NFC").toLowerCase() === folded);
+  if (local) return { uid: local.uid, resolved: "local" };
+  if (!loaded.policy.directory.ldap) return { uid: typed, resolved: "as_typed" };
+  try {
+    const v = await directoryForPolicy(loaded)?.lookup(typed);
+    if (v?.kind === "ok" || v?.kind === "inactive") return { uid: v.uid, resolved: "directory" };
+    return { uid: typed, resolved: "as_typed", problem: "the directory has no such user" };
+  } catch (err) {
+    // The directory cannot be asked: the typed uid is used as given.
+    return { uid: typed, resolved: "as_typed", problem: `the directory could not be asked (${(err as Error).message})` };
+  }
+}
+
+/** SHA-256 (hex) of a file's bytes, for log lines that say which version of the policy was read. */
+function fileDigest(file: string): string | undefined {
+  try {
+    return createHash("sha256").update(readFileSync(file)).digest("hex");
+  } catch {
+    return undefined;
+  }
+}
+
+/** The stores that outlive a reload (their location cannot change live). */
+interface Stores {
+  readonly totp: TotpStore;
+  readonly lockout: Lockout;
+}
+
+/**
+ * Builds everything a policy decides about logins — directory client, break-glass users, TOTP and
+ * lockout settings, enrolment — as one runtime that a reload swaps atomically.
+ */
+async function buildRuntime(loaded: LoadedPolicy, stores: Stores): Promise<GatewayRuntime & { directory: Directory | undefined }> {
+  const p = loaded.policy;
+  checkSupported(p);
+  const directory = directoryForPolicy(loaded);
+  const local = await createLocalUsers(
+    p.directory.local_users.map((u) => ({ uid: u.uid, passwordHash: u.password_hash, groups: u.groups })),
+  );
+  // Break-glass users' TOTP secrets come from their files the first time (then they live in the store).
+  const localSecrets = p.directory.local_users
+    .filter((u) => u.totp_secret_file && !stores.totp.hasSecret(u.uid))
+    .map(
+      (u) =>
+        [u.uid, readSecret(loaded.resolvePath(u.totp_secret_file as string), `directory.local_users[${u.uid}].totp_secret_file`)] as const,
+    );
+  for (const [uid, secret] of localSecrets) stores.totp.setSecret(uid, secret);
+  const l = p.auth.lockout;
+  stores.lockout.configure({
+    maxFailures: l.max_failures,
+    withinMs: l.within,
+    lockForMs: l.lock_for,
+    maxFailuresPerSource: l.max_failures_per_source,
+  });
+  const authenticator = createAuthenticator({
+    directory,
+    local,
+    totp: stores.totp,
+    totpSettings: totpSettings(p),
+    lockout: stores.lockout,
+    enrolOnFirstLogin: p.auth.totp.enrol_on_first_login,
+    totpFromDirectory: p.auth.totp.secrets === "ldap",
+    publickey: {
+      fromDirectory: p.auth.publickey.from_directory,
+      keysFile: p.auth.publickey.keys_file ? loaded.resolvePath(p.auth.publickey.keys_file) : undefined,
+    },
+  });
+  return { policy: p, authenticator, uidPattern: new RegExp(p.auth.uid_pattern, "u"), directory };
+}
+
+/**
+ * What cannot change while the gateway runs: listeners, keys, the metrics listener, where state
+ * lives, the TOTP settings the stored secrets depend on. Returns the changed keys.
+ */
+export function restartRequired(before: LoadedPolicy, after: LoadedPolicy, boundPorts: readonly number[] = []): string[] {
+  // A listen address with port 0 is the port the kernel picked for it.
+  const listen = (l: LoadedPolicy, ports: readonly number[]) =>
+    l.policy.gateway.listen.map((a, i) => {
+      const hp = parseHostPort(a);
+      if (!hp) return a;
+      return `${hp.host}:${hp.port === 0 ? (ports[i] ?? 0) : hp.port}`;
+    });
+  const g = (l: LoadedPolicy, ports: readonly number[]) => {
+    const p = l.policy;
+    return {
+      "gateway.listen": listen(l, ports),
+      "gateway.host_keys": p.gateway.host_keys.map((k) => l.resolvePath(k)),
+      "gateway.egress_key": l.resolvePath(p.gateway.egress_key),
+      "gateway.metrics_listen": p.gateway.metrics_listen,
+      "gateway.state_dir": statePaths(l).stateDir,
+      "gateway.audit_signing_key": p.gateway.audit_signing_key ? l.resolvePath(p.gateway.audit_signing_key) : undefined,
+      "auth.totp.period": p.auth.totp.period,
+      "auth.totp.digits": p.auth.totp.digits,
+    };
+  };
+  const a = g(before, boundPorts);
+  const b = g(after, []);
+  return (Object.keys(a) as (keyof typeof a)[]).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
 }
 
 /**
@@ -93,50 +233,19 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   process.umask(0o077);
   let loaded = loadPolicyFile(policyFile);
   checkSupported(loaded.policy);
-  for (const r of loaded.policy.routes) {
-    if (r.allow.agent_forwarding || r.allow.x11) {
-      logger.warn(
-        { alias: r.alias },
-        "allow.agent_forwarding and allow.x11 are not implemented yet: such requests are refused on every route",
-      );
-    }
-  }
   const p = loaded.policy;
-  const ldap = p.directory.ldap;
   const hostKeys = p.gateway.host_keys.map((k) => loadOrCreateKey(loaded.resolvePath(k), "varco-host"));
   const egressKey = loadOrCreateKey(loaded.resolvePath(p.gateway.egress_key), "varco-egress");
-  const directory =
-    ldap &&
-    createLdapDirectory({
-      url: ldap.url,
-      bindDn: ldap.bind_dn,
-      bindPassword: readSecret(
-        ldap.bind_password_file.startsWith("env:") ? ldap.bind_password_file : loaded.resolvePath(ldap.bind_password_file),
-        "directory.ldap.bind_password_file",
-      ),
-      userBase: ldap.user_base,
-      userFilter: ldap.user_filter,
-      uidAttribute: ldap.uid_attribute,
-      accountFilter: ldap.account_filter,
-      groupBase: ldap.group_base,
-      groupFilter: ldap.group_filter,
-      groupAttribute: ldap.group_attribute,
-      sshKeyAttribute: ldap.ssh_key_attribute,
-      totpAttribute: p.auth.totp.secrets === "ldap" ? p.auth.totp.ldap_attribute : undefined,
-      caFile: ldap.tls.ca_file ? loaded.resolvePath(ldap.tls.ca_file) : undefined,
-      startTls: ldap.tls.starttls,
-      timeoutMs: ldap.timeout,
-    });
   const totp = openTotpForPolicy(loaded);
-  const lockout = openLockoutForPolicy(loaded);
-  const local = await createLocalUsers(
-    p.directory.local_users.map((u) => ({ uid: u.uid, passwordHash: u.password_hash, groups: u.groups })),
-  );
-  // Break-glass users' TOTP secrets come from their files the first time (then they live in the store).
-  for (const u of p.directory.local_users) {
-    if (u.totp_secret_file && !totp.hasSecret(u.uid))
-      totp.setSecret(u.uid, readSecret(loaded.resolvePath(u.totp_secret_file), `directory.local_users[${u.uid}].totp_secret_file`));
+  const unsafe = checkPrivateFiles({ policyFile: loaded.file, totpKeyFile: join(statePaths(loaded).stateDir, "totp.key") });
+  if (unsafe.length > 0) {
+    totp.close();
+    throw new StartupError(unsafe.join("\n"));
   }
+  const lockout = openLockoutForPolicy(loaded);
+  const stores: Stores = { totp, lockout };
+  let runtime = await buildRuntime(loaded, stores);
+  const directory = () => runtime.directory;
   const audit = openAuditForPolicy(loaded);
   const interrupted = audit.closeInterrupted();
   if (interrupted > 0) logger.warn({ interrupted }, "closed sessions left open by an earlier stop as interrupted");
@@ -144,22 +253,9 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   const metrics = createMetrics();
   const gateway = createGateway({
     metrics,
-    policy: () => loaded.policy,
+    runtime: () => runtime,
     hostKeys,
     egressKey,
-    authenticator: createAuthenticator({
-      directory,
-      local,
-      totp,
-      totpSettings: totpSettings(p),
-      lockout,
-      enrolOnFirstLogin: p.auth.totp.enrol_on_first_login,
-      totpFromDirectory: p.auth.totp.secrets === "ldap",
-      publickey: {
-        fromDirectory: p.auth.publickey.from_directory,
-        keysFile: p.auth.publickey.keys_file ? loaded.resolvePath(p.auth.publickey.keys_file) : undefined,
-      },
-    }),
     audit,
     logger,
     recordingsDir: () => statePaths(loaded).recordingsDir,
@@ -187,9 +283,10 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   let directoryOkAt = 0;
   let directoryError = "not checked yet";
   const pingDirectory = async () => {
-    if (!directory) return;
+    const dir = directory();
+    if (!dir) return;
     try {
-      await directory.ping();
+      await dir.ping();
       directoryOkAt = Date.now();
     } catch (err) {
       directoryError = (err as Error).message;
@@ -203,7 +300,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   let lastPing = Date.now();
   const checks = async (): Promise<HealthCheck[]> => {
     // A health probe asks the directory itself when the last answer is older than 5 s (bounded by ldap.timeout).
-    if (directory && Date.now() - lastPing > 5000) {
+    if (directory() && Date.now() - lastPing > 5000) {
       lastPing = Date.now();
       directoryOkAt = 0;
       await pingDirectory();
@@ -216,8 +313,8 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
     { name: "listener", ok: bound.length > 0, detail: bound.map((b) => `${b.address}:${b.port}`).join(",") },
     {
       name: "directory",
-      ok: !directory || Date.now() - directoryOkAt < 90_000,
-      detail: !directory
+      ok: !directory() || Date.now() - directoryOkAt < 90_000,
+      detail: !directory()
         ? "local users only"
         : directoryOkAt
           ? `answered ${Math.round((Date.now() - directoryOkAt) / 1000)} s ago`
@@ -238,12 +335,40 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       })
     : undefined;
 
-  const reload = (): LoadedPolicy | PolicyError => {
+  /**
+   * Reload: a whole new runtime from the new policy, swapped in one assignment; on any error the old
+   * one stays. Reloads run one at a time, in order, so a slow older one never overwrites a newer one.
+   */
+  let reloading: Promise<unknown> = Promise.resolve();
+  const reload = (): Promise<LoadedPolicy | PolicyError> => {
+    const next = reloading.then(reloadNow, reloadNow);
+    reloading = next;
+    return next;
+  };
+  const reloadNow = async (): Promise<LoadedPolicy | PolicyError> => {
+    // Read first: a refusal names the version of the file it refused.
+    const digest = fileDigest(policyFile);
     try {
       const next = loadPolicyFile(policyFile);
-      checkSupported(next.policy);
+      const changed = restartRequired(
+        loaded,
+        next,
+        bound.map((b) => b.port),
+      );
+      if (changed.length > 0) {
+        throw new PolicyError(
+          changed.map((k) => ({
+            file: next.file,
+            line: 1,
+            col: 1,
+            message: `${k} changed: restart required (the running gateway keeps its last good policy)`,
+          })),
+        );
+      }
+      const nextRuntime = await buildRuntime(next, stores);
       loaded = next;
-      logger.info({ policy: next.file }, "policy reloaded");
+      runtime = nextRuntime;
+      logger.info({ policy: next.file, sha256: next.sha256 }, "policy reloaded");
       metrics.policyReload("ok");
       audit.append({ type: "policy_reload", result: "ok", data: { file: next.file } });
       gateway.policyChanged();
@@ -252,12 +377,28 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       const e =
         err instanceof PolicyError ? err : new PolicyError([{ file: policyFile, line: 1, col: 1, message: (err as Error).message }]);
       logger.error(
-        { errors: e.issues.map((i) => `${i.file}:${i.line}:${i.col}: ${i.message}`) },
+        { errors: e.issues.map((i) => `${i.file}:${i.line}:${i.col}: ${i.message}`), sha256: digest },
         "policy reload refused; keeping the last good policy",
       );
+      metrics.policyReload("refused");
+      audit.append({ type: "policy_reload", result: "refused", data: { file: policyFile, errors: e.issues.map((i) => i.message) } });
       return e;
     }
   };
+  // Refused logins while a uid or source is locked are counted, not written one by one: a summary row per minute.
+  const flushLockedAttempts = () => {
+    for (const a of lockout.takeLockedAttempts()) {
+      audit.append({
+        type: "login_refused",
+        uid: a.uid || undefined,
+        source: a.source,
+        result: "locked",
+        data: { attempts: a.count, first_at: new Date(a.firstAt).toISOString(), last_at: new Date(a.lastAt).toISOString() },
+      });
+    }
+  };
+  const lockedFlusher = setInterval(flushLockedAttempts, 60_000);
+  lockedFlusher.unref();
   const onHup = () => void reload();
   process.on("SIGHUP", onHup);
   let debounce: NodeJS.Timeout | undefined;
@@ -281,6 +422,8 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       await health?.close();
       await gateway.close(drainMs);
       clearInterval(signer);
+      clearInterval(lockedFlusher);
+      flushLockedAttempts();
       signHead();
       totp.close();
       lockout.close();

@@ -1,11 +1,11 @@
 export {
-  type Authenticator,
-  type AuthenticatorParts,
-  createAuthenticator,
-  type Enrolment,
-  type PasswordVerdict,
-  type TotpVerdict,
-} from "./authenticator.ts";
+  checkAccountSyntax,
+  DEFAULT_UID_PATTERN,
+  MAX_USERNAME_BYTES,
+  splitAccount,
+  truncateUtf8,
+} from "./account.ts";
+export { type Authenticator, type AuthenticatorParts, createAuthenticator, type GatewayAccount } from "./authenticator.ts";
 export {
   createLdapDirectory,
   type Directory,
@@ -17,6 +17,22 @@ export {
 } from "./ldap.ts";
 export { createLocalUsers, hashPassword, type LocalUser, LocalUserError, type LocalUsers } from "./local.ts";
 export { type LockedAttempts, type Lockout, type LockoutSettings, MAX_LOCKED_KEYS, openLockout } from "./lockout.ts";
+export {
+  type Account,
+  type AccountLookup,
+  AuthenticatedIdentity,
+  CODE_PROMPT,
+  type Credential,
+  createLogin,
+  type Enrolment,
+  type FactorVerdict,
+  type Login,
+  type LoginEvent,
+  type LoginFactors,
+  type LoginStep,
+  PASSWORD_PROMPT,
+  type Prompt,
+} from "./login.ts";
 export { findKey, keysFilePath, parseAuthorizedKeys } from "./publickey.ts";
 export { displayAddress, sourceKey } from "./source.ts";
 export {

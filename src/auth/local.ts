@@ -12,6 +12,11 @@ export interface LocalUser {
 
 export interface LocalUsers {
   has(uid: string): boolean;
+  /**
+   * The configured uid a typed name refers to, compared case-insensitively like a directory's
+   * `uid` (caseIgnoreMatch, RFC 4519 §2.39): `Admin.Local` → `admin.local`. Undefined if none.
+   */
+  canonical(typed: string): string | undefined;
   /** Verifies a password; unknown users and wrong passwords both give undefined (after similar work). */
   verify(uid: string, password: string): Promise<{ groups: readonly string[] } | undefined>;
   groups(uid: string): readonly string[] | undefined;
@@ -34,9 +39,11 @@ export async function createLocalUsers(users: readonly LocalUser[]): Promise<Loc
     }
   }
   const byUid = new Map(users.map((u) => [u.uid, u]));
+  const byFolded = new Map(users.map((u) => [u.uid.normalize("NFC").toLowerCase(), u.uid]));
   const dummy = await argon2.hash(`varco-dummy-${Math.random()}`, { type: argon2.argon2id });
   return {
     has: (uid) => byUid.has(uid),
+    canonical: (typed) => byFolded.get(typed.normalize("NFC").toLowerCase()),
     groups: (uid) => byUid.get(uid)?.groups,
     async verify(uid, password) {
       const u = byUid.get(uid);

@@ -53,6 +53,8 @@ export interface Lockout {
   lockedAttempt(uid: string, source: string, nowMs: number): void;
   /** Returns and forgets the counters of {@link Lockout.lockedAttempt}, for one summary audit row each. */
   takeLockedAttempts(): LockedAttempts[];
+  /** Replaces the thresholds (a policy reload); counted failures stay. */
+  configure(settings: LockoutSettings): void;
   /** A completed login clears the uid's failures. */
   succeed(uid: string): void;
   /** Lifts a lockout; returns how many failures were forgotten. */
@@ -70,7 +72,8 @@ CREATE INDEX IF NOT EXISTS auth_failures_source ON auth_failures(source, at);
 `;
 
 /** Opens the lockout counters in `stateDir/state.db`. */
-export function openLockout(stateDir: string, s: LockoutSettings): Lockout {
+export function openLockout(stateDir: string, settings: LockoutSettings): Lockout {
+  let s = settings;
   const db = new Database(join(stateDir, "state.db"));
   db.pragma("journal_mode = WAL");
   db.pragma("busy_timeout = 5000");
@@ -136,6 +139,9 @@ export function openLockout(stateDir: string, s: LockoutSettings): Lockout {
       const out = [...counters.values()];
       counters.clear();
       return out;
+    },
+    configure(next) {
+      s = next;
     },
     succeed(uid) {
       forget.run(uid);

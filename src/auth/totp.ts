@@ -87,6 +87,8 @@ export interface TotpStore {
    * of the typed text are ignored, as are Crockford look-alikes (i/l → 1, o → 0).
    */
   consumeInvitation(uid: string, code: string, nowMs: number): boolean;
+  /** Whether `code` is the uid's unexpired invitation, without consuming it (the login consumes it at confirmation). */
+  invitationValid(uid: string, code: string, nowMs: number): boolean;
   close(): void;
 }
 
@@ -297,6 +299,17 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
     },
     hasInvitation: (uid, nowMs) =>
       db.prepare("SELECT 1 FROM totp_invitations WHERE uid = ? AND expires_at > ?").get(uid, nowMs) !== undefined,
+    invitationValid(uid, code, nowMs) {
+      const normal = normaliseOneTimeCode(code);
+      if (normal === undefined) return false;
+      return (
+        db
+          .prepare(
+            "SELECT 1 FROM totp_invitations WHERE uid = ? AND code_mac = ? AND expires_at > ? AND NOT EXISTS (SELECT 1 FROM totp WHERE totp.uid = ?)",
+          )
+          .get(uid, mac(invitationKey, uid, normal), nowMs, uid) !== undefined
+      );
+    },
     consumeInvitation(uid, code, nowMs) {
       const normal = normaliseOneTimeCode(code);
       if (normal === undefined) return false;

@@ -10,7 +10,15 @@ import { fileURLToPath } from "node:url";
 import { Command, CommanderError, Option } from "commander";
 import { type AuditSession, replay } from "../audit/index.ts";
 import { displayAddress, hashPassword, newRecoveryCodes, newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
-import { networkContext, openAuditForPolicy, openLockoutForPolicy, openTotpForPolicy, runGateway, totpSettings } from "../main.ts";
+import {
+  canonicalUid,
+  networkContext,
+  openAuditForPolicy,
+  openLockoutForPolicy,
+  openTotpForPolicy,
+  runGateway,
+  totpSettings,
+} from "../main.ts";
 import {
   ApplyError,
   apply,
@@ -29,7 +37,15 @@ import {
   status,
 } from "../net/index.ts";
 import { createLogger, printable, printableJson } from "../obs/index.ts";
-import { formatIssue, loadPolicyFile, PolicyError, parseDurationMs, parseHostPort, policyJsonSchema } from "../policy/index.ts";
+import {
+  formatIssue,
+  type LoadedPolicy,
+  loadPolicyFile,
+  PolicyError,
+  parseDurationMs,
+  parseHostPort,
+  policyJsonSchema,
+} from "../policy/index.ts";
 import { doctor, fetchHealth, scanHostKeys } from "./ops.ts";
 
 const DEFAULT_POLICY = "policies/gateway.yaml";
@@ -148,6 +164,13 @@ export function buildCli(): Command {
     .description("print the policy's JSON Schema (for YAML language servers)")
     .action(() => console.log(JSON.stringify(policyJsonSchema(), null, 2)));
 
+  /** The canonical uid for a uid typed on the command line (a login would resolve it the same way). */
+  const resolveUid = async (loaded: LoadedPolicy, typed: string): Promise<string> => {
+    const c = await canonicalUid(loaded, typed);
+    if (c.uid !== typed) console.error(`varco: ${typed} is ${c.uid} in the directory; using ${c.uid}`);
+    else if (c.problem) console.error(`varco: ${c.problem}; using ${typed} as typed`);
+    return c.uid;
+  };
   const user = program.command("user").description("manage users' second factor");
   const totp = user.command("totp").description("TOTP secrets (RFC 6238)");
   totp
@@ -156,8 +179,9 @@ export function buildCli(): Command {
     .option("--secret <base32>", "import a known base32 secret instead of generating one")
     .option("--json", "print the result as JSON")
     .option("--no-qr", "do not draw the QR code")
-    .action(async (uid: string, opts: { secret?: string; json?: boolean; qr: boolean }) => {
+    .action(async (typed: string, opts: { secret?: string; json?: boolean; qr: boolean }) => {
       const loaded = loadOrExit(policyPath(program.opts()));
+      const uid = await resolveUid(loaded, typed);
       const store = openTotpForPolicy(loaded);
       try {
         const secret = opts.secret ?? newSecret();
@@ -195,8 +219,9 @@ export function buildCli(): Command {
     .description("create a one-time enrolment code: the user types it at the login's code prompt, then enrols an authenticator")
     .option("--valid <duration>", "how long the code stays valid (e.g. 30m, 24h, 7d)", "24h")
     .option("--json", 'print {"uid", "code", "expires_at"} as JSON')
-    .action((uid: string, opts: { valid: string; json?: boolean }) => {
+    .action(async (typed: string, opts: { valid: string; json?: boolean }) => {
       const loaded = loadOrExit(policyPath(program.opts()));
+      const uid = await resolveUid(loaded, typed);
       const t = loaded.policy.auth.totp;
       if (t.secrets === "ldap")
         throw new ExitError(
@@ -244,9 +269,10 @@ export function buildCli(): Command {
     });
   totp
     .command("reset <uid>")
-    .description("forget a user's TOTP secret and recovery codes")
-    .action((uid: string) => {
+    .description("forget a user's TOTP secret, recovery codes and enrolment invitation (they need a new invitation)")
+    .action(async (typed: string) => {
       const loaded = loadOrExit(policyPath(program.opts()));
+      const uid = await resolveUid(loaded, typed);
       const store = openTotpForPolicy(loaded);
       const existed = store.reset(uid);
       store.close();
@@ -254,13 +280,14 @@ export function buildCli(): Command {
       const audit = openAuditForPolicy(loaded);
       audit.append({ type: "totp_reset", uid, result: "ok", data: { by: "cli" } });
       audit.close();
-      console.log(`TOTP secret of ${uid} removed; the user must enrol again`);
+      console.log(`TOTP secret of ${uid} removed; the user must enrol again (\`varco user totp invite ${uid}\` or \`enroll\`)`);
     });
   user
     .command("unlock <uid>")
     .description("lift a lockout (auth.lockout) for a user")
-    .action((uid: string) => {
+    .action(async (typed: string) => {
       const loaded = loadOrExit(policyPath(program.opts()));
+      const uid = await resolveUid(loaded, typed);
       const lockout = openLockoutForPolicy(loaded);
       const n = lockout.unlock(uid);
       lockout.close();

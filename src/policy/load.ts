@@ -2,6 +2,7 @@
  * Loading the policy: YAML with source positions → zod validation → cross-reference checks.
  * Every error carries `file:line:col` (1-based), so editors and CI can jump to it.
  */
+import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
 import ipaddr from "ipaddr.js";
@@ -39,6 +40,8 @@ export interface LoadedPolicy {
   readonly file: string;
   /** Resolves a path written in the policy against the policy file's folder. */
   readonly resolvePath: (p: string) => string;
+  /** SHA-256 (hex) of the text that was read (loadPolicyFile only): which version of the file this is. */
+  readonly sha256?: string | undefined;
 }
 
 type Path = readonly PropertyKey[];
@@ -71,7 +74,7 @@ export function loadPolicyFile(file: string): LoadedPolicy {
     const reason = (err as NodeJS.ErrnoException).code ?? String(err);
     throw new PolicyError([{ file: abs, line: 1, col: 1, message: `cannot read the policy file (${reason})` }]);
   }
-  return parsePolicyText(text, abs);
+  return { ...parsePolicyText(text, abs), sha256: createHash("sha256").update(text, "utf8").digest("hex") };
 }
 
 /**

@@ -5,6 +5,7 @@
  */
 import { isIP } from "node:net";
 import { z } from "zod";
+import { DEFAULT_UID_PATTERN } from "../auth/account.ts";
 import { parseDurationMs, parseHostPort, parseSizeBytes } from "./units.ts";
 
 /** A duration string (`30s`, `15m`, `12h`) → milliseconds. */
@@ -63,6 +64,8 @@ const limits = z.strictObject({
   max_unauthenticated: z.number().int().positive().default(50),
   max_unauthenticated_per_source: z.number().int().positive().default(10),
   max_auth_attempts: z.number().int().positive().default(6),
+  /** Channels (sessions and forwarded streams) open at once on one connection. */
+  max_channels: z.number().int().positive().max(10_000).default(64),
   login_grace: duration.default(30_000),
   idle_timeout: duration.default(3_600_000),
 });
@@ -168,7 +171,25 @@ const directory = z.strictObject({
 export const AUTH_METHODS = ["password", "totp", "publickey"] as const;
 export type AuthMethod = (typeof AUTH_METHODS)[number];
 
+/** A regular expression (JavaScript syntax), compiled once to check it. */
+const regexSource = z.string().refine(
+  (s) => {
+    try {
+      new RegExp(s, "u");
+      return s.startsWith("^") && s.endsWith("$");
+    } catch {
+      return false;
+    }
+  },
+  { message: "must be a regular expression anchored with ^ and $" },
+);
+
 const auth = z.strictObject({
+  /**
+   * What the uid part of an SSH user name may look like; checked before any directory call
+   * (after Unicode NFC). The default allows letters, digits, '.', '_', '-' and '@', 1–64 characters.
+   */
+  uid_pattern: regexSource.default(DEFAULT_UID_PATTERN),
   chains: z
     .array(z.array(z.enum(AUTH_METHODS)).min(1))
     .min(1)

@@ -2,10 +2,7 @@ export { authorizeChannel, type ChannelDecision, type ChannelRequest, execPermis
 export { type GitService, isTransfer, type ParsedCommand, parseCommand, SFTP_SERVER_PATHS } from "./command.ts";
 export {
   type ApprovedTarget,
-  type AuthenticatedIdentity,
   aliasesFor,
-  markAuthenticated,
-  parseAccount,
   type RouteDecision,
   refusalMessage,
   resolveRoute,

@@ -2,19 +2,10 @@
  * Routing is one pure function: (authenticated identity, requested alias, policy) → an approved
  * target, or a refusal listing the aliases this identity may use (and nothing about anyone else).
  */
+import { AuthenticatedIdentity } from "../auth/login.ts";
 import type { Policy, PolicyRoute, PolicyTarget } from "../policy/index.ts";
 
 declare const approved: unique symbol;
-declare const authenticated: unique symbol;
-
-/** Proof that every factor of an auth chain passed. Only the auth code path creates one. */
-export interface AuthenticatedIdentity {
-  readonly [authenticated]: true;
-  readonly uid: string;
-  readonly groups: readonly string[];
-  /** The factors that were completed, in order (e.g. ["password", "totp"]). */
-  readonly factors: readonly string[];
-}
 
 /** Proof that a route grants this identity this target. Only `resolveRoute` creates one. */
 export interface ApprovedTarget {
@@ -32,18 +23,6 @@ export type RouteDecision =
   | { readonly kind: "approved"; readonly approved: ApprovedTarget }
   | { readonly kind: "refused"; readonly reason: "no_alias" | "no_route"; readonly aliases: readonly string[] };
 
-/** Marks an identity as authenticated. Call only after every factor of a chain has passed. */
-export function markAuthenticated(uid: string, groups: readonly string[], factors: readonly string[]): AuthenticatedIdentity {
-  return { uid, groups, factors } as unknown as AuthenticatedIdentity;
-}
-
-/** Splits an SSH user name at the last `_`: `mario.rossi_vm1` → uid `mario.rossi`, alias `vm1`. */
-export function parseAccount(username: string): { uid: string; alias: string | undefined } {
-  const i = username.lastIndexOf("_");
-  if (i <= 0 || i === username.length - 1) return { uid: i === username.length - 1 ? username.slice(0, -1) : username, alias: undefined };
-  return { uid: username.slice(0, i), alias: username.slice(i + 1) };
-}
-
 function routeGrants(route: PolicyRoute, id: AuthenticatedIdentity): boolean {
   return route.users.includes(id.uid) || route.groups.some((g) => id.groups.includes(g));
 }
@@ -55,6 +34,7 @@ export function aliasesFor(policy: Policy, id: AuthenticatedIdentity): string[] 
 
 /** Decides where an authenticated identity asking for `alias` may go. Pure. */
 export function resolveRoute(policy: Policy, id: AuthenticatedIdentity, alias: string | undefined): RouteDecision {
+  if (!(id instanceof AuthenticatedIdentity)) throw new TypeError("resolveRoute needs an identity from a completed login");
   const aliases = aliasesFor(policy, id);
   if (alias === undefined) return { kind: "refused", reason: "no_alias", aliases };
   const route = policy.routes.find((r) => r.alias === alias && routeGrants(r, id));

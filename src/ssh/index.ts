@@ -1,3 +1,4 @@
+export type { GatewayRuntime } from "./connection.ts";
 export { KeyFileError, loadOrCreateKey, publicKeyLine } from "./keys.ts";
 export { type ByteCounter, type ExitInfo, finishDownstream, pump, relaySession } from "./relay.ts";
 export { type ScannedKey, scanHostKeys } from "./scan.ts";

@@ -105,8 +105,15 @@ const execOver = (c: InstanceType<typeof ssh2.Client>, cmd: string) =>
     }),
   );
 
+/** An enrolment invitation from the CLI, as an administrator would issue it. */
+async function invite(uid: string): Promise<string> {
+  const r = await execa("node", [join(ROOT, "bin/varco.mjs"), "--policy", h.env.policyFile, "user", "totp", "invite", uid, "--json"]);
+  return (JSON.parse(r.stdout) as { code: string }).code;
+}
+
 describe("enrolment on first login", () => {
-  it("shows a QR code and the otpauth URI after the password, confirms with a code, then gives recovery codes", async () => {
+  it("asks for the invitation, shows a QR code and the otpauth URI, confirms with a code, then gives recovery codes", async () => {
+    const invitation = await invite("k01");
     let secret = "";
     let recovery: string[] = [];
     let qrSeen = false;
@@ -117,8 +124,11 @@ describe("enrolment on first login", () => {
         secret = /secret=([A-Z2-7]+)/.exec(instructions)?.[1] ?? "";
         return currentCode(TOTP, secret, Date.now());
       }
-      if (instructions.includes("recovery codes")) recovery = instructions.match(/[a-z0-9]{4}-[a-z0-9]{4}/g) ?? [];
-      return "";
+      if (instructions.includes("recovery codes")) {
+        recovery = instructions.match(/[0-9a-z]{4}(?:-[0-9a-z]{4}){3}/g) ?? [];
+        return "";
+      }
+      return invitation;
     });
     expect(await execOver(c, "echo enrolled")).toBe("enrolled\n");
     c.end();
@@ -136,16 +146,33 @@ describe("enrolment on first login", () => {
     const again = await h.ssh("k01_vm1", ["echo replayed"], { code: recovery[0] });
     expect(again.exitCode).toBe(255);
     expect(events("recovery_code_used").filter((e) => e.uid === "k01")).toHaveLength(1);
+    // The invitation was single use.
+    const reuse = ssh2Login("k01_vm1", (prompt) => (prompt === PASSWORD_PROMPT ? "k01-pw" : invitation));
+    await expect(reuse).rejects.toThrow(/authentication methods failed/);
   });
 
-  it("refuses the enrolment with a wrong confirmation code and stores nothing", async () => {
-    await expect(ssh2Login("k02_vm1", (prompt) => (prompt === PASSWORD_PROMPT ? "k02-pw" : "000000"))).rejects.toThrow(
-      /authentication methods failed/,
-    );
+  it("without an invitation the password alone shows no QR code; a wrong confirmation code stores nothing", async () => {
+    let offered = false;
+    await expect(
+      ssh2Login("k02_vm1", (prompt, instructions) => {
+        offered ||= instructions.includes("otpauth://");
+        return prompt === PASSWORD_PROMPT ? "k02-pw" : "000000";
+      }),
+    ).rejects.toThrow(/authentication methods failed/);
+    expect(offered).toBe(false);
+    const invitation = await invite("k02");
+    await expect(
+      ssh2Login("k02_vm1", (prompt, instructions) => {
+        if (prompt === PASSWORD_PROMPT) return "k02-pw";
+        return instructions.includes("otpauth://") ? "000000" : invitation;
+      }),
+    ).rejects.toThrow(/authentication methods failed/);
+    // The invitation survives a wrong confirmation code: the next try enrols.
     const c = await ssh2Login("k02_vm1", (prompt, instructions) => {
       if (prompt === PASSWORD_PROMPT) return "k02-pw";
       const secret = /secret=([A-Z2-7]+)/.exec(instructions)?.[1];
-      return secret ? currentCode(TOTP, secret, Date.now()) : "";
+      if (secret) return currentCode(TOTP, secret, Date.now());
+      return instructions.includes("recovery codes") ? "" : invitation;
     });
     c.end();
   });

@@ -115,8 +115,10 @@ const USERNAMES: string[] = [
   "mario.rоssi_vm1", // Cyrillic о
   "ｍａｒｉｏ.rossi_vm1", // full width
   "mario.rossi\u200b_vm1", // zero width space
-  "MARIO.ROSSI_vm1",
-  "Mario.Rossi_vm1",
+  // "MARIO.ROSSI_vm1" and "Mario.Rossi_vm1" are mario.rossi to the directory, so they are mario:
+  // they log in as the canonical uid (test/e2e/identity.test.ts). Spaces of other kinds are not.
+  "mario.rossi\u00a0_vm1",
+  "mario.rossi_vm1\r",
   "mario.rossi _vm1",
   " mario.rossi_vm1",
   "mario.rossi_vm1 ",

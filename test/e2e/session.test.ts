@@ -220,7 +220,10 @@ describe("login", () => {
   });
 
   it("works for a client that only offers password (partial success, then the code)", async () => {
-    const r = await h.ssh("t04_vm1", ["echo partial"], { extra: ["-o", "PreferredAuthentications=password,keyboard-interactive"] });
+    const r = await h.ssh("t04_vm1", ["echo partial"], {
+      extra: ["-o", "PreferredAuthentications=password,keyboard-interactive"],
+      env: { VARCO_TEST_PASSWORD_METHOD: "1" },
+    });
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toBe("partial\n");
   });

@@ -5,5 +5,7 @@
 case "$1" in
   *"Verification code:"*) printf '%s\n' "$VARCO_TEST_CODE" ;;
   *"Password:"*) printf '%s\n' "$VARCO_TEST_PASSWORD" ;;
+  # OpenSSH's own prompt for the password method: answered only when a test asks for it.
+  *"'s password:"*) [ -n "$VARCO_TEST_PASSWORD_METHOD" ] && printf '%s\n' "$VARCO_TEST_PASSWORD" || exit 1 ;;
   *) exit 1 ;;
 esac

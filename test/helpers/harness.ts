@@ -3,6 +3,7 @@
  * as a child process, its stdout/stderr captured) per test file; the real OpenSSH client driven
  * through SSH_ASKPASS. Every daemon is stopped by PID and every temp folder removed in `stop()`.
  */
+import { createHash } from "node:crypto";
 import { createWriteStream, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -58,7 +59,7 @@ export interface Harness {
   ssh(
     account: string,
     args: readonly string[],
-    o?: { password?: string; code?: string; input?: string | Buffer; extra?: readonly string[] },
+    o?: { password?: string; code?: string; input?: string | Buffer; extra?: readonly string[]; env?: NodeJS.ProcessEnv },
   ): Promise<SshResult>;
   /** Opens a ControlMaster login for `account`; returns the options that reuse it. */
   master(account: string): Promise<string[]>;
@@ -66,6 +67,8 @@ export interface Harness {
   restartGateway(): Promise<void>;
   /** Sends a signal to the gateway process. */
   signalGateway(signal: NodeJS.Signals): void;
+  /** Sends SIGHUP and waits (bounded, 20 s) until the gateway logged the outcome of that reload. */
+  reloadGateway(): Promise<"reloaded" | "refused">;
   stop(): Promise<void>;
 }
 
@@ -188,7 +191,7 @@ export async function startHarness(
     const uid = uidOf(account);
     const r = await execa("ssh", [...sshOptions(opt.extra), `${account}@127.0.0.1`, ...args], {
       reject: false,
-      env: askpassEnv(opt.password ?? password(env, uid), opt.code ?? nextCode(uid)),
+      env: { ...askpassEnv(opt.password ?? password(env, uid), opt.code ?? nextCode(uid)), ...opt.env },
       ...(opt.input !== undefined ? { input: opt.input } : { stdin: "ignore" }),
       timeout: 120_000,
       stripFinalNewline: false,
@@ -234,6 +237,21 @@ export async function startHarness(
     },
     signalGateway(signal) {
       child?.kill(signal);
+    },
+    async reloadGateway() {
+      // The outcome line of a reload that read the file as it is now (the file watcher may reload too).
+      const sha = createHash("sha256").update(readFileSync(env.policyFile)).digest("hex");
+      const from = output.length;
+      const outcome = () =>
+        output
+          .slice(from)
+          .split("\n")
+          .find((l) => l.includes(`"sha256":"${sha}"`) && /"msg":"policy reload(ed| refused)/.test(l));
+      child?.kill("SIGHUP");
+      for (let i = 0; i < 400 && !outcome(); i++) await new Promise((r) => setTimeout(r, 50));
+      const line = outcome();
+      if (!line) throw new Error("the gateway did not log the outcome of a reload within 20 s");
+      return line.includes('"msg":"policy reloaded"') ? "reloaded" : "refused";
     },
     async stop() {
       for (const m of masters) await execa("ssh", [...m, "-O", "exit", "x@127.0.0.1"], { reject: false, timeout: 10_000 });

@@ -1,6 +1,9 @@
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
+import type { AuthenticatedIdentity } from "../../src/auth/index.ts";
+import { splitAccount as parseAccount } from "../../src/auth/index.ts";
 import { parsePolicyText } from "../../src/policy/index.ts";
-import { markAuthenticated, parseAccount, refusalMessage, resolveRoute } from "../../src/routing/index.ts";
+import { refusalMessage, resolveRoute } from "../../src/routing/index.ts";
+import { identityFor } from "../helpers/identity.ts";
 
 const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFm6vDyUu3Cq0cVl3kKq6a2lJjJx1m4Hq0rS2y3gk1Xz";
 const { policy } = parsePolicyText(
@@ -29,8 +32,12 @@ describe("account syntax", () => {
 });
 
 describe("resolveRoute", () => {
-  const mario = markAuthenticated("mario.rossi", ["astro"], ["password", "totp"]);
-  const anna = markAuthenticated("anna.bianchi", [], ["password", "totp"]);
+  let mario: AuthenticatedIdentity;
+  let anna: AuthenticatedIdentity;
+  beforeAll(async () => {
+    mario = await identityFor("mario.rossi", ["astro"]);
+    anna = await identityFor("anna.bianchi", []);
+  });
 
   it("approves a user's own alias with the target's login name", () => {
     const d = resolveRoute(policy, mario, "vm1");
@@ -44,6 +51,16 @@ describe("resolveRoute", () => {
     const d = resolveRoute(policy, mario, "shared");
     expect(d.kind === "approved" && d.approved.login).toBe("mario.rossi");
     expect(d.kind === "approved" && d.approved.route.allow.sftp).toBe(false);
+  });
+
+  it("refuses an identity that did not come from a completed login", () => {
+    const forged = {
+      uid: "mario.rossi",
+      groups: ["astro"],
+      factors: ["password", "totp"],
+      breakGlass: false,
+    } as unknown as AuthenticatedIdentity;
+    expect(() => resolveRoute(policy, forged, "vm1")).toThrow(TypeError);
   });
 
   it("refuses another user's alias, listing only the caller's aliases", () => {
