@@ -103,16 +103,16 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
     },
     // With directory secrets, enrolment is the directory's business: every user counts as enrolled.
     hasTotp: (a) => (p.totpFromDirectory && !a.local) || p.totp.hasSecret(a.uid),
-    async totp(account, code, nowMs) {
+    async totp(account, code, nowMs, consume) {
       try {
         if (!account) {
           await matchStep(p.totpSettings, DUMMY_SECRET, code, nowMs);
           return "invalid";
         }
         if (p.totpFromDirectory && !account.local) {
-          if (account.totpSecret && (await p.totp.verifyExternal(account.uid, account.totpSecret, code, nowMs))) return "ok";
-        } else if (await p.totp.verifyCode(account.uid, code, nowMs)) return "ok";
-        return p.totp.useRecoveryCode(account.uid, code) ? "recovery" : "invalid";
+          if (account.totpSecret && (await p.totp.verifyExternal(account.uid, account.totpSecret, code, nowMs, consume))) return "ok";
+        } else if (await p.totp.verifyCode(account.uid, code, nowMs, consume)) return "ok";
+        return p.totp.useRecoveryCode(account.uid, code, consume) ? "recovery" : "invalid";
       } catch {
         return "invalid";
       }

@@ -85,8 +85,12 @@ export interface LoginFactors<A extends Account = Account> {
     signed?: { blob: Buffer; signature: Buffer; hashAlgo?: string | undefined },
   ): Promise<boolean>;
   hasTotp(account: A): boolean;
-  /** Checks and consumes a TOTP code, else a recovery code; `account` undefined costs the same. */
-  totp(account: A | undefined, code: string, nowMs: number): Promise<"ok" | "recovery" | "invalid">;
+  /**
+   * Checks a TOTP code, else a recovery code; `account` undefined costs the same. With `consume`,
+   * a valid code's step (or the recovery code) is used up atomically — only one caller wins;
+   * without, nothing changes. A login checks every factor first and consumes only when all passed.
+   */
+  totp(account: A | undefined, code: string, nowMs: number, consume: boolean): Promise<"ok" | "recovery" | "invalid">;
   /** auth.totp.enrol_on_first_login (and secrets kept by varco). */
   readonly enrolOnFirstLogin: boolean;
   /** Whether `code` is a valid, unexpired enrolment invitation for the account (does not consume it). */
@@ -378,10 +382,9 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
         ? Promise.resolve("ok" as const)
         : enrolling && account
           ? Promise.resolve(factors.invitationValid(account, code, o.now()) ? ("invitation" as const) : ("no_invitation" as const))
-          : factors.totp(account, code, o.now()),
+          : factors.totp(account, code, o.now(), false),
     ]);
     if (typeof pw === "object") return refuse("directory_unavailable", false);
-    if (second === "recovery" && account && pw === "ok" && hidden === undefined) o.emit({ type: "recovery_code_used", uid: account.uid });
     if (hidden !== undefined) return refuse(hidden);
     if (pw === "inactive") return refuse("account_inactive");
     if (pw !== "ok") return refuse("bad_password");
@@ -395,7 +398,13 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
       const instructions = `No second factor is set up for ${account.uid} yet. Scan this QR code with an authenticator app, or add the key by hand:\n${e.qr}\n${e.uri}\n`;
       return { kind: "prompt", title: ENROL_TITLE, instructions, prompts: [{ prompt: CODE_PROMPT, echo: false }] };
     }
-    if (code !== undefined) done.add("totp");
+    if (code !== undefined && account) {
+      // Every factor passed: now use the code up (compare-and-set; a racing login with it loses).
+      const used = await factors.totp(account, code, o.now(), true);
+      if (used === "invalid") return refuse("bad_code");
+      if (used === "recovery") o.emit({ type: "recovery_code_used", uid: account.uid });
+      done.add("totp");
+    }
     return progress();
   };
 

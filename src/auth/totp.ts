@@ -46,15 +46,17 @@ export interface TotpStore {
    */
   reset(uid: string): boolean;
   /**
-   * Checks a code and, if valid, consumes its time step atomically.
+   * Checks a code and, if valid, consumes its time step atomically (with `consume: false`, only
+   * says whether it would be accepted now: a login checks every factor first and consumes only
+   * when all of them passed).
    * @param nowMs the current time, ms since epoch (injectable clock).
    */
-  verifyCode(uid: string, code: string, nowMs: number): Promise<boolean>;
+  verifyCode(uid: string, code: string, nowMs: number, consume?: boolean): Promise<boolean>;
   /**
    * Checks a code against a secret kept elsewhere (the directory) and consumes its step in this
-   * store, so a code is still single use.
+   * store, so a code is still single use (`consume: false`: check only).
    */
-  verifyExternal(uid: string, secret: string, code: string, nowMs: number): Promise<boolean>;
+  verifyExternal(uid: string, secret: string, code: string, nowMs: number, consume?: boolean): Promise<boolean>;
   /**
    * Replaces the user's recovery codes (from `newRecoveryCodes`), stored only as
    * HMAC-SHA256(uid, code) under a key derived from totp.key.
@@ -66,7 +68,7 @@ export interface TotpStore {
    * code cannot both win); true if it was valid and unused. Case, spaces and dashes of the typed
    * text are ignored (`normaliseOneTimeCode`). Codes of the old 8-character format never match.
    */
-  useRecoveryCode(uid: string, code: string): boolean;
+  useRecoveryCode(uid: string, code: string, consume?: boolean): boolean;
   /** Unused recovery codes left (old-format rows, which can no longer match, are not counted). */
   recoveryCodesLeft(uid: string): number;
   /**
@@ -257,7 +259,7 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
   const getRow = db.prepare<[string], { nonce: Buffer; ciphertext: Buffer; tag: Buffer; last_step: number | null }>(
     "SELECT nonce, ciphertext, tag, last_step FROM totp WHERE uid = ?",
   );
-  const consume = db.prepare("UPDATE totp SET last_step = ? WHERE uid = ? AND (last_step IS NULL OR last_step < ?)");
+  const consumeStep = db.prepare("UPDATE totp SET last_step = ? WHERE uid = ? AND (last_step IS NULL OR last_step < ?)");
 
   // The uid is part of the MAC input: the same code for two users gives unrelated rows. The code
   // has a fixed length, so `uid NUL code` is unambiguous.
@@ -323,7 +325,7 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
           .run(uid, mac(invitationKey, uid, normal), nowMs, uid).changes === 1
       );
     },
-    async verifyExternal(uid, secret, code, nowMs) {
+    async verifyExternal(uid, secret, code, nowMs, consume = true) {
       let normal: string;
       try {
         normal = normaliseSecret(secret);
@@ -333,6 +335,7 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
       const last = (db.prepare("SELECT last_step FROM totp_steps WHERE uid = ?").get(uid) as { last_step: number } | undefined)?.last_step;
       const step = await matchStep(settings, normal, code, nowMs);
       if (step === undefined || (last !== undefined && step <= last)) return false;
+      if (!consume) return true;
       const r = db
         .prepare(
           "INSERT INTO totp_steps (uid, last_step) VALUES (?, ?) ON CONFLICT(uid) DO UPDATE SET last_step = excluded.last_step WHERE totp_steps.last_step < excluded.last_step",
@@ -352,9 +355,15 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
         for (const m of macs) insert.run(uid, m);
       })();
     },
-    useRecoveryCode(uid, code) {
+    useRecoveryCode(uid, code, consume = true) {
       const normal = normaliseOneTimeCode(code);
       if (normal === undefined) return false;
+      if (!consume)
+        return (
+          db
+            .prepare("SELECT 1 FROM recovery_codes WHERE uid = ? AND code_hash = ? AND used_at IS NULL")
+            .get(uid, recoveryMac(uid, normal)) !== undefined
+        );
       return (
         db
           .prepare("UPDATE recovery_codes SET used_at = ? WHERE uid = ? AND code_hash = ? AND used_at IS NULL")
@@ -367,13 +376,14 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
           .prepare("SELECT COUNT(*) AS n FROM recovery_codes WHERE uid = ? AND used_at IS NULL AND substr(code_hash, 1, ?) = ?")
           .get(uid, RECOVERY_MAC_PREFIX.length, RECOVERY_MAC_PREFIX) as { n: number }
       ).n,
-    async verifyCode(uid, code, nowMs) {
+    async verifyCode(uid, code, nowMs, consume = true) {
       const row = getRow.get(uid);
       if (!row) return false;
       const step = await matchStep(settings, decrypt(uid, row), code, nowMs);
       if (step === undefined || (row.last_step !== null && step <= row.last_step)) return false;
+      if (!consume) return true;
       // Compare-and-set: two logins racing with the same code cannot both win.
-      return consume.run(step, uid, step).changes === 1;
+      return consumeStep.run(step, uid, step).changes === 1;
     },
     close: () => db.close(),
   };

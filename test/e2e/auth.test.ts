@@ -286,3 +286,37 @@ describe("pre-auth limits", () => {
     for (const s of sockets) s.destroy();
   });
 });
+
+describe("reload rebuilds authentication", () => {
+  it("a change that cannot apply live (listen) is refused as restart required, and the old policy stays", async () => {
+    const good = readFileSync(h.env.policyFile, "utf8");
+    writeFileSync(h.env.policyFile, good.replace(/listen: \["127\.0\.0\.1:\d+"\]/, 'listen: ["127.0.0.1:1"]'));
+    expect(await h.reloadGateway()).toBe("refused");
+    expect(h.gatewayOutput()).toMatch(/gateway\.listen changed: restart required/);
+    writeFileSync(h.env.policyFile, good);
+    expect(await h.reloadGateway()).toBe("reloaded");
+    const r = await h.ssh("k04_vm1", ["echo still"]);
+    expect(r.stdout).toBe("still\n");
+  });
+
+  it("removing a break-glass user and reloading refuses that user at once", async () => {
+    // The break-glass test above ended with three wrong passwords: lift that lockout first.
+    await execa("node", [join(ROOT, "bin/varco.mjs"), "--policy", h.env.policyFile, "user", "unlock", "admin.local"]);
+    const before = await h.ssh("admin.local_vm1", ["echo glass"], {
+      password: "break-glass-pw",
+      code: currentCode(TOTP, BREAK_GLASS_SECRET, Date.now() + 30_000),
+    });
+    expect(before.stdout).toBe("glass\n");
+    const good = readFileSync(h.env.policyFile, "utf8");
+    writeFileSync(h.env.policyFile, good.replace(/ {2}local_users:\n {4}- \{ uid: admin\.local[^\n]*\n/, ""));
+    expect(await h.reloadGateway()).toBe("reloaded");
+    const after = await h.ssh("admin.local_vm1", ["echo glass"], {
+      password: "break-glass-pw",
+      code: currentCode(TOTP, BREAK_GLASS_SECRET, Date.now() + 60_000),
+      extra: ["-o", "NumberOfPasswordPrompts=1", "-o", "PreferredAuthentications=keyboard-interactive"],
+    });
+    expect(after.exitCode).toBe(255);
+    writeFileSync(h.env.policyFile, good);
+    expect(await h.reloadGateway()).toBe("reloaded");
+  });
+});

@@ -3,6 +3,7 @@
  * that is down, the directory going away mid-run, an invalid policy file (check and reload).
  */
 import { readFileSync, writeFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import { execa } from "execa";
 import ssh2 from "ssh2";
@@ -88,6 +89,45 @@ describe("idle sessions", () => {
     });
     expect(closedAfter).toBeGreaterThanOrEqual(2500);
     await waitFor(() => h.gatewayOutput().includes("idle_timeout; closing"), "the idle_timeout log line");
+  });
+});
+
+describe("idle sessions (forwarded traffic)", () => {
+  it("a -L forward that moves data is activity: not cut by idle_timeout (3 s here)", async () => {
+    // A loopback echo service the target (127.0.0.1 here) forwards to.
+    const echo = createServer((sock) => sock.pipe(sock));
+    await new Promise<void>((r) => echo.listen(0, "127.0.0.1", () => r()));
+    const echoPort = (echo.address() as AddressInfo).port;
+    const c = new ssh2.Client();
+    let closed = false;
+    c.on("close", () => {
+      closed = true;
+    });
+    c.on("error", () => undefined);
+    c.on("keyboard-interactive", (_n, _i, _l, prompts, finish) =>
+      finish(prompts.map((p) => (p.prompt.startsWith("Password") ? "f05-pw" : h.nextCode("f05")))),
+    );
+    await new Promise<void>((resolve, reject) => {
+      c.on("ready", () => resolve());
+      c.connect({ host: "127.0.0.1", port: h.port, username: "f05_vm1", tryKeyboard: true, readyTimeout: 20_000 });
+      setTimeout(() => reject(new Error("login timed out")), 20_000);
+    });
+    const stream = await new Promise<ssh2.ClientChannel>((resolve, reject) =>
+      c.forwardOut("127.0.0.1", 40000, "127.0.0.1", echoPort, (err, ch) => (err ? reject(err) : resolve(ch))),
+    );
+    let echoed = 0;
+    stream.on("data", (d: Buffer) => {
+      echoed += d.length;
+    });
+    // 7 s of traffic, a chunk every 500 ms: more than twice idle_timeout, never idle for long.
+    for (let i = 0; i < 14 && !closed; i++) {
+      stream.write("ping\n");
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(closed).toBe(false);
+    expect(echoed).toBeGreaterThan(0);
+    c.end();
+    echo.close();
   });
 });
 

@@ -46,8 +46,8 @@ function fakeFactors(users: FakeUser[], o: { enrol?: boolean } = {}) {
       return users.find((x) => x.uid === account.uid)?.key === key.algo;
     },
     hasTotp: (a) => secrets.has(a.uid),
-    async totp(account, code) {
-      calls.push(`totp:${account?.uid ?? "?"}`);
+    async totp(account, code, _now, consume) {
+      calls.push(`totp:${account?.uid ?? "?"}${consume ? ":consume" : ""}`);
       const u = account && users.find((x) => x.uid === account.uid);
       return u?.code !== undefined && u.code === code ? "ok" : "invalid";
     },
