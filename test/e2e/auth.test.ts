@@ -8,12 +8,12 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
-import ssh2 from "ssh2";
+import type ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openAuditStore } from "../../src/audit/index.ts";
 import { currentCode, hashPassword } from "../../src/auth/index.ts";
 import { PASSWORD_PROMPT } from "../../src/ssh/index.ts";
-import { type Harness, ROOT, startHarness } from "../helpers/harness.ts";
+import { type Harness, ROOT, ssh2LoginAt, startHarness } from "../helpers/harness.ts";
 
 let h: Harness;
 let dir: string;
@@ -81,17 +81,7 @@ const events = (type: string) => {
 };
 
 /** Logs in with the ssh2 library, answering prompts with `answer(prompt, instructions)`. */
-function ssh2Login(account: string, answer: (prompt: string, instructions: string) => string): Promise<InstanceType<typeof ssh2.Client>> {
-  return new Promise((resolve, reject) => {
-    const c = new ssh2.Client();
-    c.on("ready", () => resolve(c));
-    c.on("error", reject);
-    c.on("keyboard-interactive", (_name, instructions, _lang, prompts, finish) =>
-      finish(prompts.map((p) => answer(p.prompt, instructions))),
-    );
-    c.connect({ host: "127.0.0.1", port: h.port, username: account, tryKeyboard: true, readyTimeout: 20_000 });
-  });
-}
+const ssh2Login = (account: string, answer: (prompt: string, instructions: string) => string) => ssh2LoginAt(h.port, account, answer);
 
 const execOver = (c: InstanceType<typeof ssh2.Client>, cmd: string) =>
   new Promise<string>((resolve, reject) =>

@@ -7,12 +7,11 @@
 import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execa } from "execa";
-import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openAuditStore } from "../../src/audit/index.ts";
 import { currentCode } from "../../src/auth/index.ts";
 import { PASSWORD_PROMPT } from "../../src/ssh/index.ts";
-import { type Harness, ROOT, startHarness } from "../helpers/harness.ts";
+import { type Harness, ROOT, ssh2LoginAt, startHarness } from "../helpers/harness.ts";
 
 const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
 const BIN = join(ROOT, "bin/varco.mjs");
@@ -55,17 +54,7 @@ async function lastRefusal(matching: (e: ReturnType<typeof events>[number]) => b
 const KBD_ONLY = ["-o", "PreferredAuthentications=keyboard-interactive", "-o", "NumberOfPasswordPrompts=1"];
 
 /** Logs in with the ssh2 library, answering prompts with `answer(prompt, instructions)`. */
-function ssh2Login(account: string, answer: (prompt: string, instructions: string) => string) {
-  return new Promise<InstanceType<typeof ssh2.Client>>((resolve, reject) => {
-    const c = new ssh2.Client();
-    c.on("ready", () => resolve(c));
-    c.on("error", reject);
-    c.on("keyboard-interactive", (_name, instructions, _lang, prompts, finish) =>
-      finish(prompts.map((p) => answer(p.prompt, instructions))),
-    );
-    c.connect({ host: "127.0.0.1", port: h.port, username: account, tryKeyboard: true, readyTimeout: 20_000 });
-  });
-}
+const ssh2Login = (account: string, answer: (prompt: string, instructions: string) => string) => ssh2LoginAt(h.port, account, answer);
 
 describe("spellings of a uid are one identity", () => {
   it("MARIO.ROSSI is mario.rossi: his code, his routes, his uid in the audit and on the target", async () => {

@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa, type ResultPromise } from "execa";
+import ssh2 from "ssh2";
 import { currentCode, openTotpStore } from "../../src/auth/index.ts";
 import { type DemoEnvironment, type SlapdOptions, startDemoEnvironment, stopChild, waitForPort } from "../../src/demo/index.ts";
 
@@ -70,6 +71,26 @@ export interface Harness {
   /** Sends SIGHUP and waits (bounded, 20 s) until the gateway logged the outcome of that reload. */
   reloadGateway(): Promise<"reloaded" | "refused">;
   stop(): Promise<void>;
+}
+
+/**
+ * Logs in to a gateway on 127.0.0.1:`port` with the ssh2 library (keyboard-interactive), answering
+ * each prompt with `answer(prompt, instructions)`; resolves with the connected client.
+ */
+export function ssh2LoginAt(
+  port: number,
+  account: string,
+  answer: (prompt: string, instructions: string) => string,
+): Promise<InstanceType<typeof ssh2.Client>> {
+  return new Promise((resolve, reject) => {
+    const c = new ssh2.Client();
+    c.on("ready", () => resolve(c));
+    c.on("error", reject);
+    c.on("keyboard-interactive", (_name, instructions, _lang, prompts, finish) =>
+      finish(prompts.map((p) => answer(p.prompt, instructions))),
+    );
+    c.connect({ host: "127.0.0.1", port, username: account, tryKeyboard: true, readyTimeout: 20_000 });
+  });
 }
 
 function password(env: DemoEnvironment, uid: string): string {
