@@ -244,6 +244,8 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     round = undefined;
   };
   const startOver = (name: string) => {
+    // A guess under the previous name is counted before it is forgotten.
+    if (hidden !== undefined) refuse(hidden);
     username = name;
     reset();
     account = undefined;
@@ -266,8 +268,14 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
       : { kind: "continue", methods: nextMethods(), partial: false };
   };
 
-  /** Every refusal looks the same to the client; the reason goes to the event stream only. */
-  const refuse = (reason: string, count = true): LoginStep => {
+  /**
+   * Every refusal looks the same to the client; the reason goes to the event stream only. A hidden
+   * failure still pending (a wrong password answered with partial success) is what is refused then,
+   * and it always counts: no later request may make a password guess free.
+   */
+  const refuse = (why: string, counted = true): LoginStep => {
+    const reason = hidden ?? why;
+    const count = counted || hidden !== undefined;
     const uid = auditUid();
     reset();
     if (count) {

@@ -18,7 +18,7 @@ export type GitService = "git-upload-pack" | "git-receive-pack" | "git-upload-ar
 export type ParsedCommand =
   /** Legacy scp (`scp -O`): `-t` = sink, files go *to* the target (upload); `-f` = source, *from* it (download). */
   | { readonly kind: "scp"; readonly mode: "to" | "from"; readonly recursive: boolean; readonly path: string }
-  /** `rsync --server`: `sender` = the target sends (download). `paths` may be empty with `--protect-args` (`-s`). */
+  /** `rsync --server`: `sender` = the target sends (download). */
   | { readonly kind: "rsync"; readonly sender: boolean; readonly paths: readonly string[] }
   | { readonly kind: "git"; readonly service: GitService; readonly path: string }
   /** The SFTP server binary run as a command (`sftp -s /usr/lib/openssh/sftp-server`). */
@@ -102,36 +102,85 @@ function scp(argv: readonly string[]): ParsedCommand | undefined {
   return { kind: "scp", mode, recursive, path };
 }
 
-/** Long options an rsync server never needs and that change what it runs or which files it writes besides the transfer. */
-const RSYNC_DENIED = new Set([
-  "daemon",
-  "config",
-  "dparam",
-  "early-input",
-  "remote-option",
-  "rsh",
-  "rsync-path",
-  "log-file",
-  "log-file-format",
-  "write-batch",
-  "only-write-batch",
-  "read-batch",
-  "server",
-  "sender",
+/**
+ * The long options an rsync 3.x client passes to its server (rsync's options.c server_options()),
+ * that only shape the transfer. Anything else (`--daemon`, `--config`, `--log-file`, `--*-batch`,
+ * `--remote-option`, …) makes the command an ordinary exec: it then needs `allow.exec` and is
+ * recorded like any other command. A `no-` prefix of an allowed option is allowed too.
+ */
+const RSYNC_LONG_ALLOWED = new Set([
+  "append",
+  "append-verify",
+  "backup-dir",
+  "checksum-choice",
+  "checksum-seed",
+  "chmod",
+  "compare-dest",
+  "compress-choice",
+  "compress-level",
+  "copy-dest",
+  "copy-unsafe-links",
+  "debug",
+  "delay-updates",
+  "delete",
+  "delete-after",
+  "delete-before",
+  "delete-delay",
+  "delete-during",
+  "delete-excluded",
+  "delete-missing-args",
+  "existing",
+  "fake-super",
+  "force",
+  "from0",
+  "groupmap",
+  "iconv",
+  "ignore-errors",
+  "ignore-existing",
+  "ignore-missing-args",
+  "info",
+  "inplace",
+  "link-dest",
+  "list-only",
+  "log-format",
+  "max-alloc",
+  "max-delete",
+  "max-size",
+  "min-size",
+  "mkpath",
+  "modify-window",
+  "msgs2stderr",
+  "munge-links",
+  "numeric-ids",
+  "partial",
+  "partial-dir",
+  "preallocate",
+  "remove-source-files",
+  "safe-links",
+  "size-only",
+  "stop-at",
+  "suffix",
+  "temp-dir",
+  "time-limit",
+  "timeout",
+  "bwlimit",
+  "usermap",
+  "implied-dirs",
+  "r",
 ]);
 /** Long options rsync's client passes to the server as two words (`--partial-dir DIR`), per rsync's options.c server_options(). */
 const RSYNC_WITH_VALUE = new Set(["backup-dir", "partial-dir", "temp-dir", "link-dest", "compare-dest", "copy-dest"]);
 
 /**
  * `rsync --server [--sender] OPTIONS . PATH…` (rsync's server_options(): short flags in one word,
- * `-e.CAPS` compatibility letters, long options); with `-s` (protect-args) there may be no `.` and no path.
+ * `-e.CAPS` compatibility letters, the long options of RSYNC_LONG_ALLOWED). `-s` (protect-args) is
+ * not a transfer: its options come on stdin, unchecked.
  */
 function rsync(argv: readonly string[]): ParsedCommand | undefined {
   if (argv[1] !== "--server") return undefined;
   let i = 2;
   const sender = argv[i] === "--sender";
   if (sender) i++;
-  let protectArgs = false;
   for (; i < argv.length; i++) {
     const w = argv[i] as string;
     if (w === ".") break;
@@ -139,17 +188,20 @@ function rsync(argv: readonly string[]): ParsedCommand | undefined {
     if (short) {
       const flags = short[1] as string;
       if (flags.includes("M")) return undefined; // --remote-option
-      if (flags.includes("s")) protectArgs = true;
+      // -s (--protect-args / --secluded-args): the real options then arrive on stdin, where nobody
+      // checks them (`--daemon --config=…` would run what a config file says): an ordinary exec.
+      if (flags.includes("s")) return undefined;
       continue;
     }
     const long = /^--([a-z][a-z0-9-]*)(=.*)?$/.exec(w);
-    if (!long || RSYNC_DENIED.has(long[1] as string)) return undefined;
+    const name = long?.[1]?.replace(/^no-/, "");
+    if (!long || name === undefined || !RSYNC_LONG_ALLOWED.has(name)) return undefined;
     if (long[2] === undefined && RSYNC_WITH_VALUE.has(long[1] as string)) {
       if (!isOperand(argv[i + 1])) return undefined;
       i++;
     }
   }
-  if (i >= argv.length) return protectArgs ? { kind: "rsync", sender, paths: [] } : undefined;
+  if (i >= argv.length) return undefined;
   const paths = argv.slice(i + 1);
   if (!paths.every(isOperand)) return undefined;
   return { kind: "rsync", sender, paths };

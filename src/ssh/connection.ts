@@ -13,7 +13,7 @@ import { type ApprovedTarget, type RouteDecision, resolveRoute } from "../routin
 import { relayAgent } from "./agent.ts";
 import { adaptAuthentication } from "./auth.ts";
 import type { ConnectionContext } from "./context.ts";
-import { connectionEvents } from "./events.ts";
+import { type ConnectionEvent, connectionEvents } from "./events.ts";
 import { serveForwarding, serveRemoteForwards } from "./forwarding.ts";
 import { createMonitor } from "./monitor.ts";
 import { serveSession } from "./session.ts";
@@ -42,6 +42,8 @@ export interface LiveSession {
   readonly identity: AuthenticatedIdentity;
   readonly alias: string | undefined;
   readonly targetName: string;
+  /** The connection's event stream. */
+  readonly emit: (e: ConnectionEvent) => void;
   end(why: string): void;
 }
 
@@ -164,7 +166,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       emit({ type: "route_refused", uid: identity.uid, account, reason: decision.reason, aliases: decision.aliases });
     } else {
       const a = decision.approved;
-      const live: LiveSession = { identity, alias, targetName: a.targetName, end: (why) => ctx.terminate(why) };
+      const live: LiveSession = { identity, alias, targetName: a.targetName, emit, end: (why) => ctx.terminate(why) };
       if (!hooks.sessionStarting(connId, live)) {
         emit({ type: "closing", reason: "max_sessions" });
         return client.end();

@@ -160,13 +160,12 @@ export function createGateway(deps: GatewayDeps): Gateway {
     policyChanged() {
       const policy = deps.runtime().policy;
       let affected = 0;
-      for (const [id, s] of live) {
+      for (const s of live.values()) {
         const d = resolveRoute(policy, s.identity, s.alias);
         if (d.kind === "approved" && d.approved.targetName === s.targetName) continue;
         affected += 1;
         const action = policy.gateway.on_route_removed;
-        deps.audit.append({ type: "route_removed", sessionId: id, uid: s.identity.uid, target: s.targetName, result: action });
-        deps.logger.warn({ conn: id, uid: s.identity.uid, target: s.targetName, action }, "a reload removed the route of a live session");
+        s.emit({ type: "route_removed", uid: s.identity.uid, target: s.targetName, action });
         if (action === "terminate") s.end("route_removed");
       }
       return affected;

@@ -138,17 +138,34 @@ describe("what real clients send", () => {
     expect(parseCommand("scp -r -p -t dir with space").kind).toBe("exec");
   });
 
-  it("rsync both directions, escaped spaces, long options, two-word options, protect-args", () => {
+  it("rsync both directions, escaped spaces, long options, two-word options", () => {
     expect(parseCommand("rsync --server -e.LsfxCIvu . dest/")).toEqual({ kind: "rsync", sender: false, paths: ["dest/"] });
     expect(parseCommand("rsync --server --sender -vlogDtpre.iLsfxCIvu . src/")).toEqual({ kind: "rsync", sender: true, paths: ["src/"] });
     expect(parseCommand("rsync --server -logDtprze.iLsfxCIvu --delete . d\\ d")).toEqual({ kind: "rsync", sender: false, paths: ["d d"] });
     expect(parseCommand("rsync --server --sender -e.LsfxCIvu . a b")).toEqual({ kind: "rsync", sender: true, paths: ["a", "b"] });
-    expect(parseCommand("rsync --server -se.LsfxCIvu")).toEqual({ kind: "rsync", sender: false, paths: [] });
     expect(
       parseCommand(
         "rsync --server -be.LsfxCIvu --timeout=5 --bwlimit=100 --backup-dir bk --suffix=.old --max-size=1048576 --partial-dir .p --temp-dir t --link-dest /l . x",
       ),
     ).toEqual({ kind: "rsync", sender: false, paths: ["x"] });
+  });
+
+  it("rsync whose options could run something is an exec (needs allow.exec, recorded)", () => {
+    // -s: the real options arrive on stdin, unchecked (e.g. --daemon --config=FILE with a pre-xfer exec).
+    for (const c of [
+      "rsync --server -se.LsfxCIvu",
+      "rsync --server -s .",
+      "rsync --server --sender -vse.LsfxCIvu . x",
+      "rsync --server --log-file=x . y",
+      "rsync --server --log-file x . y",
+      "rsync --server --write-batch=b . y",
+      "rsync --server --config=c . y",
+      "rsync --server --daemon .",
+      "rsync --server --early-input=f . y",
+      "rsync --server --some-future-option . y",
+      "rsync --server -M--log-file=x . y",
+    ])
+      expect(parseCommand(c).kind, c).toBe("exec");
   });
 
   it("git clone, push, archive", () => {

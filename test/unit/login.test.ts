@@ -144,6 +144,25 @@ describe("login state machine", () => {
     expect(t.events.some((e) => e.type === "login")).toBe(false);
   });
 
+  it("a hidden wrong password is always counted, whatever the client sends next", async () => {
+    const t = login([MARIO]);
+    for (let i = 0; i < 3; i++) {
+      await t.submit("mario.rossi_vm1", { method: "password", password: `guess${i}` });
+      // A second password request (not wanted any more), a change request, or another user name.
+      await t.submit("mario.rossi_vm1", { method: "password", password: "x" });
+    }
+    expect(t.f.failures.get("mario.rossi")).toBe(3);
+    await t.submit("mario.rossi_vm1", { method: "password", password: "guess" });
+    await t.submit("mario.rossi_vm1", { method: "password", password: "pw", newPassword: "n" });
+    expect(t.f.failures.get("mario.rossi")).toBe(4);
+    await t.submit("mario.rossi_vm1", { method: "password", password: "guess" });
+    await t.submit("anna_vm1", { method: "none" });
+    expect(t.f.failures.get("mario.rossi")).toBe(5);
+    expect(t.events.filter((e) => e.type === "login_refused").every((e) => e.type === "login_refused" && e.reason === "bad_password")).toBe(
+      true,
+    );
+  });
+
   it("counts a hidden failure when the client disconnects before the code", async () => {
     const t = login([MARIO]);
     await t.submit("mario.rossi_vm1", { method: "password", password: "wrong" });
