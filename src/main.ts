@@ -4,9 +4,10 @@
  */
 import { createHash, createPrivateKey } from "node:crypto";
 import { readFileSync, watch } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type AuditStore, openAuditStore } from "./audit/index.ts";
+import { type AuditStore, anchorOf, createSealer, openAuditStore, type Sealer } from "./audit/index.ts";
 import {
   createAuthenticator,
   createLdapDirectory,
@@ -64,6 +65,21 @@ export function openLockoutForPolicy(loaded: LoadedPolicy): Lockout {
     lockForMs: l.lock_for,
     maxFailuresPerSource: l.max_failures_per_source,
   });
+}
+
+/** This gateway's name in audit seals and anchors: `gateway.node`, else the host name. */
+export function nodeName(policy: Policy): string {
+  return policy.gateway.node ?? hostname();
+}
+
+/**
+ * The forward-secure sealer for `gateway.audit_seal_state` (undefined when it is not set), for the
+ * gateway's periodic seals and for `varco audit prune` (which seals its checkpoint).
+ * @throws SealStateError if the state file is missing, unsafe or malformed.
+ */
+export function sealerForPolicy(loaded: LoadedPolicy, audit: AuditStore): Sealer | undefined {
+  const file = loaded.policy.gateway.audit_seal_state;
+  return file ? createSealer(loaded.resolvePath(file), nodeName(loaded.policy), audit) : undefined;
 }
 
 export function openAuditForPolicy(loaded: LoadedPolicy): AuditStore {
@@ -214,6 +230,9 @@ export function restartRequired(before: LoadedPolicy, after: LoadedPolicy, bound
       "gateway.metrics_listen": p.gateway.metrics_listen,
       "gateway.state_dir": statePaths(l).stateDir,
       "gateway.audit_signing_key": p.gateway.audit_signing_key ? l.resolvePath(p.gateway.audit_signing_key) : undefined,
+      "gateway.audit_seal_state": p.gateway.audit_seal_state ? l.resolvePath(p.gateway.audit_seal_state) : undefined,
+      "gateway.node": p.gateway.node,
+      "gateway.audit_checkpoint_interval": p.gateway.audit_checkpoint_interval,
       "auth.totp.period": p.auth.totp.period,
       "auth.totp.digits": p.auth.totp.digits,
     };
@@ -264,16 +283,35 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   // Signed checkpoints of the audit chain head (ed25519), if a signing key is configured.
   const signingKeyFile = p.gateway.audit_signing_key ? loaded.resolvePath(p.gateway.audit_signing_key) : undefined;
   const signingKey = signingKeyFile ? createPrivateKey(readSecret(signingKeyFile, "gateway.audit_signing_key")) : undefined;
+  // Forward-secure seals of the chain head (HMAC ratchet), each logged as an "audit anchor" line for journald.
+  let sealer: Sealer | undefined;
+  try {
+    sealer = sealerForPolicy(loaded, audit);
+  } catch (err) {
+    audit.close();
+    totp.close();
+    lockout.close();
+    throw new StartupError((err as Error).message);
+  }
   const signHead = () => {
-    if (!signingKey) return;
-    try {
-      audit.signHead(signingKey);
-    } catch (err) {
-      logger.error({ err: (err as Error).message }, "could not sign the audit chain head");
+    if (signingKey) {
+      try {
+        audit.signHead(signingKey);
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, "could not sign the audit chain head");
+      }
+    }
+    if (sealer) {
+      try {
+        const row = sealer.sealHead();
+        if (row) logger.info({ anchor: anchorOf(row) }, "audit anchor");
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, "could not seal the audit chain head");
+      }
     }
   };
   signHead();
-  const signer = signingKey ? setInterval(signHead, p.gateway.audit_checkpoint_interval) : undefined;
+  const signer = signingKey || sealer ? setInterval(signHead, p.gateway.audit_checkpoint_interval) : undefined;
   signer?.unref();
 
   const bound = await gateway.listen(p.gateway.listen);

@@ -2,6 +2,20 @@ export { type ChannelAudit, createChannelAudit, type Tap } from "./channel.ts";
 export { createRecorder, type Recorder, type RecordingResult, recordingPath } from "./recording.ts";
 export { RecordingFormatError, type ReplayOptions, readCast, replay } from "./replay.ts";
 export {
+  anchorOf,
+  checkSeals,
+  computeSeal,
+  createSealer,
+  createSealState,
+  deriveEpochKey,
+  parseVerificationKey,
+  ratchetKey,
+  type SealAnchor,
+  type Sealer,
+  SealStateError,
+  sealMessage,
+} from "./seal.ts";
+export {
   type AuditEvent,
   type AuditEventInput,
   type AuditEventType,
@@ -13,6 +27,8 @@ export {
   hashFile,
   openAuditStore,
   type RecordingRow,
+  type SealRow,
+  type SealStep,
   type SessionEnd,
   type SessionFilter,
   type SessionStart,

@@ -123,6 +123,26 @@ export interface VerifyReport {
   readonly problem?: VerifyProblem;
 }
 
+/** A row of the `seals` table: the forward-secure HMAC seal of one chain head (or prune checkpoint), see seal.ts. */
+export interface SealRow {
+  readonly eventId: number;
+  /** Index of the ratchet key that made `seal` (0 = the verification key K0). */
+  readonly epoch: number;
+  readonly hash: string;
+  readonly node: string;
+  /** ISO 8601 UTC. */
+  readonly ts: string;
+  /** Hex HMAC-SHA256. */
+  readonly seal: string;
+}
+
+/**
+ * One sealing step, run by the store inside its write transaction: seals (eventId, hash) with the
+ * current key, ratchets and persists the next key, and returns the epoch, node and seal to store.
+ * Throwing aborts the transaction (nothing is stored).
+ */
+export type SealStep = (head: { eventId: number; hash: string }) => { epoch: number; node: string; seal: string };
+
 /** The narrow interface the gateway writes through (injectable in tests). */
 export interface AuditSink {
   /** Appends an event: committed before returning, except high-rate types (file, login_refused, channel_refused), committed within the tick. */
@@ -155,8 +175,17 @@ export interface AuditStore extends AuditSink {
   verify(publicKey?: KeyObject): VerifyReport;
   /** Signs the chain head with an ed25519 key if it moved since the last signature; returns the signed event id. */
   signHead(privateKey: KeyObject): number | undefined;
-  /** Deletes events and sessions older than `beforeMs`, keeping the chain verifiable with a checkpoint. Returns rows deleted. */
-  prune(beforeMs: number): { events: number; sessions: number; recordings: string[] };
+  /**
+   * Seals the chain head with `step` if it moved since the newest seal, in one write transaction
+   * (read head, seal, insert the `seals` row). Returns the stored row, or undefined if there was nothing new.
+   */
+  sealHead(step: SealStep): SealRow | undefined;
+  /**
+   * Deletes events and sessions older than `beforeMs`, keeping the chain verifiable with a checkpoint.
+   * With `seal`, the checkpoint (pruned_through_id, last_hash) is sealed in the same transaction.
+   * Returns rows deleted.
+   */
+  prune(beforeMs: number, seal?: SealStep): { events: number; sessions: number; recordings: string[] };
   close(): void;
 }
 
@@ -209,6 +238,14 @@ CREATE TABLE IF NOT EXISTS signatures (
   hash TEXT NOT NULL,
   ts TEXT NOT NULL,
   signature TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seals (
+  event_id INTEGER NOT NULL,
+  epoch INTEGER NOT NULL,
+  hash TEXT NOT NULL,
+  node TEXT NOT NULL,
+  ts TEXT NOT NULL,
+  seal TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -412,6 +449,20 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
     })();
   };
 
+  const insertSeal = (eventId: number, hash: string, step: SealStep): SealRow => {
+    const s = step({ eventId, hash });
+    const row: SealRow = { eventId, hash, epoch: s.epoch, node: s.node, seal: s.seal, ts: now().toISOString() };
+    db.prepare("INSERT INTO seals (event_id, epoch, hash, node, ts, seal) VALUES (?, ?, ?, ?, ?, ?)").run(
+      row.eventId,
+      row.epoch,
+      row.hash,
+      row.node,
+      row.ts,
+      row.seal,
+    );
+    return row;
+  };
+
   const store: AuditStore = {
     append,
     flush,
@@ -544,7 +595,21 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
       );
       return head.id;
     },
-    prune(beforeMs) {
+    sealHead(step) {
+      flush();
+      return db
+        .transaction((): SealRow | undefined => {
+          const head = lastStmt.get();
+          if (!head) return undefined;
+          const last = db.prepare("SELECT event_id, hash FROM seals ORDER BY epoch DESC, rowid DESC LIMIT 1").get() as
+            | { event_id: number; hash: string }
+            | undefined;
+          if (last?.event_id === head.id && last.hash === head.hash) return undefined;
+          return insertSeal(head.id, head.hash, step);
+        })
+        .immediate();
+    },
+    prune(beforeMs, seal) {
       flush();
       const cutoff = new Date(beforeMs).toISOString();
       return db.transaction(() => {
@@ -570,6 +635,7 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
           through,
           boundary.hash,
         );
+        if (seal) insertSeal(through, boundary.hash, seal);
         const events = db.prepare("DELETE FROM events WHERE id <= ?").run(through).changes;
         const pruneIds = [...ids].filter(
           (id) => (db.prepare("SELECT COUNT(*) AS n FROM events WHERE session_id = ?").get(id) as { n: number }).n === 0,

@@ -4,11 +4,12 @@
  */
 
 import { spawn } from "node:child_process";
-import { createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createPublicKey, type KeyObject } from "node:crypto";
+import { readFileSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import Database from "better-sqlite3";
 import { Command, CommanderError, Option } from "commander";
-import { type AuditSession, replay } from "../audit/index.ts";
+import { type AuditSession, checkSeals, createSealState, parseVerificationKey, replay, SealStateError } from "../audit/index.ts";
 import { displayAddress, hashPassword, newRecoveryCodes, newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
 import {
   canonicalUid,
@@ -17,6 +18,8 @@ import {
   openLockoutForPolicy,
   openTotpForPolicy,
   runGateway,
+  sealerForPolicy,
+  statePaths,
   totpSettings,
 } from "../main.ts";
 import {
@@ -49,6 +52,13 @@ import {
 import { doctor, fetchHealth, scanHostKeys } from "./ops.ts";
 
 const DEFAULT_POLICY = "policies/gateway.yaml";
+
+/** All of stdin as bytes (for `--seal-key -`). */
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
 
 /** Exit with a message on stderr. */
 class ExitError extends Error {
@@ -426,8 +436,17 @@ export function buildCli(): Command {
     .command("verify")
     .description("check the hash chain, the session rows and the recordings; exit 1 naming the first broken one")
     .option("--pubkey <file>", "also check the ed25519-signed checkpoints with this public key (PEM)")
+    .option("--seal-key <file>", "also check the forward-secure seals with the verification key from varco audit keygen (hex; - for stdin)")
     .option("--json", "print the report as JSON")
-    .action((opts: { json?: boolean; pubkey?: string }) => {
+    .action(async (opts: { json?: boolean; pubkey?: string; sealKey?: string }) => {
+      let sealKey: Buffer | undefined;
+      if (opts.sealKey) {
+        try {
+          sealKey = parseVerificationKey(opts.sealKey === "-" ? await readStdin() : readFileSync(opts.sealKey));
+        } catch (err) {
+          throw new ExitError(`--seal-key: ${(err as Error).message}`, 2);
+        }
+      }
       let publicKey: KeyObject | undefined;
       if (opts.pubkey) {
         try {
@@ -436,9 +455,26 @@ export function buildCli(): Command {
           throw new ExitError(`--pubkey: cannot read an ed25519 public key from ${opts.pubkey} (${(err as Error).message})`, 2);
         }
       }
-      const store = openStore();
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const store = openAuditForPolicy(loaded);
       const report = store.verify(publicKey);
       store.close();
+      // --- SEAL slice: forward-secure seals. The main developer moves this into verifyAuditDb({ sealKey, checkSeals }). ---
+      if (sealKey) {
+        const db = new Database(statePaths(loaded).auditDb, { readonly: true, fileMustExist: true });
+        const issues = checkSeals(db, sealKey);
+        db.close();
+        sealKey.fill(0);
+        if (opts.json) for (const i of issues) console.log(printableJson(i));
+        else
+          for (const i of issues)
+            console.error(
+              `audit verify: ${shown(i.kind)} ${shown(i.id)}: ${shown(i.reason)}${i.expected ? ` (expected ${shown(i.expected)}${i.found ? `, found ${shown(i.found)}` : ""})` : ""}`,
+            );
+        if (issues.length > 0 && report.ok)
+          throw new ExitError(opts.json ? "" : `audit verify: FAILED: ${issues.length} seal problem(s)`, 1);
+      }
+      // --- end SEAL slice ---
       if (opts.json) console.log(printableJson(report));
       if (!report.ok) {
         const p = report.problem;
@@ -449,15 +485,21 @@ export function buildCli(): Command {
     });
   audit
     .command("keygen")
-    .description("create an ed25519 key pair for signing audit checkpoints (set gateway.audit_signing_key to FILE)")
-    .requiredOption("--out <file>", "private key file (PEM, mode 0600); the public key goes to FILE.pub")
+    .description("create the forward-secure sealing state (set gateway.audit_seal_state to FILE) and print the verification key once")
+    .requiredOption("--out <file>", "sealing state file to create (mode 0600; never overwritten)")
     .action((opts: { out: string }) => {
-      const { privateKey, publicKey } = generateKeyPairSync("ed25519");
-      writeFileSync(opts.out, privateKey.export({ type: "pkcs8", format: "pem" }), { mode: 0o600, flag: "wx" });
-      writeFileSync(`${opts.out}.pub`, publicKey.export({ type: "spki", format: "pem" }), { mode: 0o644, flag: "wx" });
-      console.log(
-        `wrote ${opts.out} (keep it off the audit volume) and ${opts.out}.pub (give it to auditors: varco audit verify --pubkey)`,
-      );
+      let k0: Buffer;
+      try {
+        k0 = createSealState(opts.out);
+      } catch (err) {
+        throw new ExitError(`audit keygen: ${(err as Error).message}`, err instanceof SealStateError ? 1 : 2);
+      }
+      const hex = k0.toString("hex");
+      k0.fill(0);
+      console.log(`wrote ${opts.out}: set gateway.audit_seal_state to it (the gateway ratchets it; it never holds an older key).`);
+      console.log("Verification key (shown only now; store it OFFLINE, away from the gateway, e.g. printed or in a vault):");
+      console.log(hex);
+      console.log("Check with: varco audit verify --seal-key FILE_WITH_THIS_KEY   (or --seal-key - to read it from stdin)");
     });
   audit
     .command("prune")
@@ -466,8 +508,17 @@ export function buildCli(): Command {
     .action((opts: { olderThan: string }) => {
       const d = parseDurationMs(opts.olderThan);
       if (d === undefined) throw new ExitError(`--older-than: "${opts.olderThan}" is not a duration (e.g. 180d)`, 2);
-      const store = openStore();
-      const r = store.prune(Date.now() - d);
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const store = openAuditForPolicy(loaded);
+      let r: ReturnType<typeof store.prune>;
+      try {
+        // With gateway.audit_seal_state, the prune checkpoint is sealed in the same transaction.
+        const sealer = sealerForPolicy(loaded, store);
+        r = store.prune(Date.now() - d, sealer?.step);
+      } catch (err) {
+        store.close();
+        throw new ExitError(`audit prune: ${(err as Error).message}`, 1);
+      }
       store.close();
       for (const f of r.recordings) rmSync(f, { force: true });
       console.log(`pruned ${r.events} events, ${r.sessions} sessions, ${r.recordings.length} recordings`);

@@ -82,6 +82,17 @@ const gateway = z.strictObject({
   audit_signing_key: z.string().min(1).optional(),
   /** How often the chain head is signed when there are new events. */
   audit_checkpoint_interval: duration.default(60_000),
+  /**
+   * Forward-secure sealing state file (`varco audit keygen --out FILE`; relative to the policy, mode 0600).
+   * Every audit_checkpoint_interval the gateway seals the chain head with it, logs an "audit anchor" line
+   * and ratchets the key; the auditor verifies with the key keygen printed once.
+   */
+  audit_seal_state: z.string().min(1).optional(),
+  /** This gateway's name in audit seals and anchor lines (default: the host name). */
+  node: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,253}$/, "must be a host name (letters, digits, '.', '_', '-')")
+    .optional(),
   limits: limits.prefault({}),
   metrics_listen: listenAddress.optional(),
   upstream_timeout: duration.default(10_000),
