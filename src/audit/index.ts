@@ -3,6 +3,7 @@ export { createRecorder, type Recorder, type RecordingResult, recordingPath } fr
 export { RecordingFormatError, type ReplayOptions, readCast, replay } from "./replay.ts";
 export {
   anchorOf,
+  checkpointSealMessage,
   checkSeals,
   computeSeal,
   createSealer,

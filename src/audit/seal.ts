@@ -67,6 +67,14 @@ export function sealMessage(node: string, eventId: number, hash: string, epoch: 
   return `varco-audit-seal:v1:${node}:${eventId}:${hash}:${epoch}`;
 }
 
+/**
+ * The text a prune checkpoint's seal covers: `varco-audit-prune:v1:${node}:${eventId}:${hash}:${epoch}`
+ * (another domain than {@link sealMessage}, so a head seal can never pass for a checkpoint seal).
+ */
+export function checkpointSealMessage(node: string, eventId: number, hash: string, epoch: number): string {
+  return `varco-audit-prune:v1:${node}:${eventId}:${hash}:${epoch}`;
+}
+
 /** HMAC-SHA256(key, message) as lowercase hex. */
 export function computeSeal(key: Buffer, message: string): string {
   return createHmac("sha256", key).update(message, "utf8").digest("hex");
@@ -81,6 +89,7 @@ export interface SealAnchor {
   readonly seal: string;
 }
 
+/** The anchor line's fields for a stored seal row (log only `kind: "head"` rows as anchors). */
 export function anchorOf(row: SealRow): SealAnchor {
   return { node: row.node, event_id: row.eventId, hash: row.hash, epoch: row.epoch, seal: row.seal };
 }
@@ -266,12 +275,13 @@ export interface Sealer {
 export function createSealer(stateFile: string, node: string, store: { sealHead(step: SealStep): SealRow | undefined }): Sealer {
   if (!/^[A-Za-z0-9._-]{1,253}$/.test(node)) throw new SealStateError(`gateway.node: "${node}" is not a host name`);
   readSealState(stateFile).key.fill(0);
-  const step: SealStep = ({ eventId, hash }) => {
+  const step: SealStep = ({ kind, eventId, hash }) => {
     const st = readSealState(stateFile);
     let seal: string;
     let next: Buffer;
     try {
-      seal = computeSeal(st.key, sealMessage(node, eventId, hash, st.epoch));
+      const message = kind === "checkpoint" ? checkpointSealMessage : sealMessage;
+      seal = computeSeal(st.key, message(node, eventId, hash, st.epoch));
       next = ratchetKey(st.key);
     } finally {
       st.key.fill(0);
@@ -287,6 +297,7 @@ export function createSealer(stateFile: string, node: string, store: { sealHead(
 }
 
 interface SealDbRow {
+  kind: string;
   event_id: number;
   epoch: number;
   hash: string;
@@ -308,7 +319,8 @@ function sealsEqual(a: string, b: string): boolean {
  * - every seal verifies with K_epoch (a seal forged or re-made with a later key does not);
  * - epochs run 0, 1, 2… without gaps or repeats (a deleted seal row, or a state file restored from a copy);
  * - each sealed event still exists with the sealed hash, unless a prune checkpoint covers it;
- * - every prune checkpoint (pruned_through_id, last_hash) carries a valid seal.
+ * - every prune checkpoint (pruned_through_id, last_hash) carries a valid checkpoint seal (a head seal
+ *   of the same event does not count: a root deleting history up to a sealed head is caught).
  * Returns every problem found (empty = all good). Issues never contain the expected seal value
  * (printing it would hand a forger a valid seal). Does not check the hash chain itself (verify does).
  * @throws RangeError if `k0` is not 32 bytes.
@@ -319,7 +331,7 @@ export function checkSeals(db: Database.Database, k0: Buffer): VerifyIssue[] {
   const table = (name: string) => db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined;
   if (!table("seals") || !table("events"))
     return [{ kind: "seal", id: "-", reason: "the database has no seals table (was gateway.audit_seal_state set?)" }];
-  const rows = db.prepare("SELECT event_id, epoch, hash, node, seal FROM seals ORDER BY epoch, rowid").all() as SealDbRow[];
+  const rows = db.prepare("SELECT kind, event_id, epoch, hash, node, seal FROM seals ORDER BY epoch, rowid").all() as SealDbRow[];
   const checkpoints = table("checkpoints")
     ? (db.prepare("SELECT id, pruned_through_id, last_hash FROM checkpoints ORDER BY id").all() as Array<{
         id: number;
@@ -331,7 +343,7 @@ export function checkSeals(db: Database.Database, k0: Buffer): VerifyIssue[] {
   const minEventId = (db.prepare("SELECT MIN(id) AS id FROM events").get() as { id: number | null }).id;
   const eventHash = db.prepare("SELECT hash FROM events WHERE id = ?");
   const maxEpoch = rows.length + MAX_EPOCH_SLACK;
-  const valid = new Set<string>();
+  const sealedCheckpoints = new Set<string>();
   let key: Buffer = Buffer.from(k0);
   let keyEpoch = 0;
   let expect = 0;
@@ -364,11 +376,13 @@ export function checkSeals(db: Database.Database, k0: Buffer): VerifyIssue[] {
         key = next;
         keyEpoch += 1;
       }
+      const message = r.kind === "head" ? sealMessage : r.kind === "checkpoint" ? checkpointSealMessage : undefined;
       const good =
+        message !== undefined &&
         typeof r.seal === "string" &&
         typeof r.hash === "string" &&
         typeof r.node === "string" &&
-        sealsEqual(r.seal, computeSeal(key, sealMessage(r.node, r.event_id, r.hash, r.epoch)));
+        sealsEqual(r.seal, computeSeal(key, message(r.node, r.event_id, r.hash, r.epoch)));
       if (!good) {
         issues.push({
           kind: "seal",
@@ -377,7 +391,7 @@ export function checkSeals(db: Database.Database, k0: Buffer): VerifyIssue[] {
         });
         continue;
       }
-      valid.add(`${r.event_id}:${r.hash}`);
+      if (r.kind === "checkpoint") sealedCheckpoints.add(`${r.event_id}:${r.hash}`);
       const ev = eventHash.get(r.event_id) as { hash: string } | undefined;
       if (ev) {
         if (ev.hash !== r.hash)
@@ -403,7 +417,7 @@ export function checkSeals(db: Database.Database, k0: Buffer): VerifyIssue[] {
     key.fill(0);
   }
   for (const c of checkpoints) {
-    if (!valid.has(`${c.pruned_through_id}:${c.last_hash}`))
+    if (!sealedCheckpoints.has(`${c.pruned_through_id}:${c.last_hash}`))
       issues.push({
         kind: "checkpoint",
         id: String(c.id),

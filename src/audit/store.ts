@@ -125,6 +125,8 @@ export interface VerifyReport {
 
 /** A row of the `seals` table: the forward-secure HMAC seal of one chain head (or prune checkpoint), see seal.ts. */
 export interface SealRow {
+  /** `head`: the chain head at a periodic seal (anchored in the log); `checkpoint`: a prune checkpoint's (pruned_through_id, last_hash). */
+  readonly kind: "head" | "checkpoint";
   readonly eventId: number;
   /** Index of the ratchet key that made `seal` (0 = the verification key K0). */
   readonly epoch: number;
@@ -141,7 +143,11 @@ export interface SealRow {
  * current key, ratchets and persists the next key, and returns the epoch, node and seal to store.
  * Throwing aborts the transaction (nothing is stored).
  */
-export type SealStep = (head: { eventId: number; hash: string }) => { epoch: number; node: string; seal: string };
+export type SealStep = (what: { kind: "head" | "checkpoint"; eventId: number; hash: string }) => {
+  epoch: number;
+  node: string;
+  seal: string;
+};
 
 /** The narrow interface the gateway writes through (injectable in tests). */
 export interface AuditSink {
@@ -245,7 +251,8 @@ CREATE TABLE IF NOT EXISTS seals (
   hash TEXT NOT NULL,
   node TEXT NOT NULL,
   ts TEXT NOT NULL,
-  seal TEXT NOT NULL
+  seal TEXT NOT NULL,
+  kind TEXT NOT NULL DEFAULT 'head'
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -449,16 +456,17 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
     })();
   };
 
-  const insertSeal = (eventId: number, hash: string, step: SealStep): SealRow => {
-    const s = step({ eventId, hash });
-    const row: SealRow = { eventId, hash, epoch: s.epoch, node: s.node, seal: s.seal, ts: now().toISOString() };
-    db.prepare("INSERT INTO seals (event_id, epoch, hash, node, ts, seal) VALUES (?, ?, ?, ?, ?, ?)").run(
+  const insertSeal = (kind: SealRow["kind"], eventId: number, hash: string, step: SealStep): SealRow => {
+    const s = step({ kind, eventId, hash });
+    const row: SealRow = { kind, eventId, hash, epoch: s.epoch, node: s.node, seal: s.seal, ts: now().toISOString() };
+    db.prepare("INSERT INTO seals (event_id, epoch, hash, node, ts, seal, kind) VALUES (?, ?, ?, ?, ?, ?, ?)").run(
       row.eventId,
       row.epoch,
       row.hash,
       row.node,
       row.ts,
       row.seal,
+      row.kind,
     );
     return row;
   };
@@ -601,11 +609,11 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
         .transaction((): SealRow | undefined => {
           const head = lastStmt.get();
           if (!head) return undefined;
-          const last = db.prepare("SELECT event_id, hash FROM seals ORDER BY epoch DESC, rowid DESC LIMIT 1").get() as
+          const last = db.prepare("SELECT event_id, hash FROM seals WHERE kind = 'head' ORDER BY epoch DESC, rowid DESC LIMIT 1").get() as
             | { event_id: number; hash: string }
             | undefined;
           if (last?.event_id === head.id && last.hash === head.hash) return undefined;
-          return insertSeal(head.id, head.hash, step);
+          return insertSeal("head", head.id, head.hash, step);
         })
         .immediate();
     },
@@ -635,7 +643,7 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
           through,
           boundary.hash,
         );
-        if (seal) insertSeal(through, boundary.hash, seal);
+        if (seal) insertSeal("checkpoint", through, boundary.hash, seal);
         const events = db.prepare("DELETE FROM events WHERE id <= ?").run(through).changes;
         const pruneIds = [...ids].filter(
           (id) => (db.prepare("SELECT COUNT(*) AS n FROM events WHERE session_id = ?").get(id) as { n: number }).n === 0,
