@@ -5,10 +5,12 @@
 
 import { spawn } from "node:child_process";
 import { createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createReadStream, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError, Option } from "commander";
 import { type AuditSession, replay } from "../audit/index.ts";
+import { type Anchor, parseAnchors, verifyAuditDb } from "../audit/verify.ts";
 import { displayAddress, hashPassword, newRecoveryCodes, newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
 import {
   canonicalUid,
@@ -17,6 +19,7 @@ import {
   openLockoutForPolicy,
   openTotpForPolicy,
   runGateway,
+  statePaths,
   totpSettings,
 } from "../main.ts";
 import {
@@ -110,6 +113,14 @@ function sessionRows(sessions: readonly AuditSession[]): string[][] {
 /** An audit value as terminal-safe text: strings escaped, objects as printable JSON, the rest through String(). */
 const shown = (v: unknown): string =>
   typeof v === "object" && v !== null ? printableJson(v) : printable(typeof v === "string" ? v : String(v));
+
+/** The lines of a log that may be anchor lines (streamed: a whole journal need not fit in memory). */
+async function anchorLines(input: NodeJS.ReadableStream): Promise<string> {
+  const keep: string[] = [];
+  for await (const line of createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY }))
+    if (line.includes("audit anchor")) keep.push(line);
+  return keep.join("\n");
+}
 
 /** Builds the command tree (exported for tests of the CLI surface). */
 export function buildCli(): Command {
@@ -424,10 +435,17 @@ export function buildCli(): Command {
     });
   audit
     .command("verify")
-    .description("check the hash chain, the session rows and the recordings; exit 1 naming the first broken one")
+    .description("check the hash chain, session rows, recordings, checkpoints and anchors (read-only); exit 1 listing every problem")
     .option("--pubkey <file>", "also check the ed25519-signed checkpoints with this public key (PEM)")
+    .option(
+      "--anchor <file>",
+      "chain heads logged by the gateway (journalctl -u varco -o cat > FILE, or - for stdin); repeatable",
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
+    .option("--seal-key <file>", "file holding the sealing verification key (hex) printed by `varco audit keygen`")
     .option("--json", "print the report as JSON")
-    .action((opts: { json?: boolean; pubkey?: string }) => {
+    .action(async (opts: { json?: boolean; pubkey?: string; anchor: string[]; sealKey?: string }) => {
       let publicKey: KeyObject | undefined;
       if (opts.pubkey) {
         try {
@@ -436,16 +454,56 @@ export function buildCli(): Command {
           throw new ExitError(`--pubkey: cannot read an ed25519 public key from ${opts.pubkey} (${(err as Error).message})`, 2);
         }
       }
-      const store = openStore();
-      const report = store.verify(publicKey);
-      store.close();
-      if (opts.json) console.log(printableJson(report));
-      if (!report.ok) {
-        const p = report.problem;
-        throw new ExitError(opts.json ? "" : `audit verify: FAILED at ${shown(p?.kind)} ${shown(p?.id)}: ${shown(p?.reason)}`, 1);
+      let sealKey: Buffer | undefined;
+      if (opts.sealKey) {
+        let text: string;
+        try {
+          text = readFileSync(opts.sealKey, "utf8").trim();
+        } catch (err) {
+          throw new ExitError(`--seal-key: cannot read ${opts.sealKey} (${(err as NodeJS.ErrnoException).code ?? "error"})`, 2);
+        }
+        // The key itself is never echoed.
+        if (!/^[0-9a-fA-F]{64}$/.test(text)) throw new ExitError(`--seal-key: ${opts.sealKey} does not hold a 64-digit hex key`, 2);
+        sealKey = Buffer.from(text, "hex");
       }
-      if (!opts.json)
-        console.log(`audit verify: ok (${report.events} events, ${report.sessions} sessions, ${report.recordings} recordings)`);
+      let anchors: Anchor[] | undefined;
+      if (opts.anchor.length > 0) {
+        anchors = [];
+        let malformed = 0;
+        for (const f of opts.anchor) {
+          let text: string;
+          try {
+            text = await anchorLines(f === "-" ? process.stdin : createReadStream(f));
+          } catch (err) {
+            throw new ExitError(`--anchor: cannot read ${f} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, 2);
+          }
+          const parsed = parseAnchors(text);
+          anchors.push(...parsed.anchors);
+          malformed += parsed.malformed;
+        }
+        if (malformed > 0) console.log(`audit verify: warning: ${malformed} "audit anchor" lines were malformed and ignored`);
+      }
+      // Read-only: never creates the state folder or the database (openAuditForPolicy would).
+      const file = statePaths(loadOrExit(policyPath(program.opts()))).auditDb;
+      // Wiring for slice SEAL: pass `checkSeals` from ../audit/seal.ts here.
+      const report = verifyAuditDb(file, { publicKey, sealKey, anchors, checkSeals: undefined });
+      if (opts.json) {
+        console.log(printableJson(report));
+        if (!report.ok) throw new ExitError("", 1);
+        return;
+      }
+      const counts = `${report.events} events, ${report.sessions} sessions, ${report.recordings} recordings`;
+      if (report.ok) console.log(`audit verify: ok (${counts})`);
+      for (const w of report.warnings) console.log(`audit verify: warning: ${shown(w)}`);
+      if (report.ok) return;
+      for (const i of report.issues) {
+        const detail =
+          i.expected !== undefined || i.found !== undefined
+            ? ` (expected ${shown(i.expected ?? "-")}, found ${shown(i.found ?? "-")})`
+            : "";
+        console.error(`audit verify: FAILED at ${shown(i.kind)} ${shown(i.id)}: ${shown(i.reason)}${detail}`);
+      }
+      throw new ExitError(`audit verify: FAILED: ${report.issues.length} problem${report.issues.length === 1 ? "" : "s"} (${counts})`, 1);
     });
   audit
     .command("keygen")
