@@ -376,12 +376,15 @@ function verifyOpen(db: Database.Database, o: VerifyOptions, issues: VerifyIssue
   // 3. Session rows ↔ session_start / session_end events.
   let sessionCount = 0;
   const sessionIds = new Set<string>();
+  const prunedStarts = new Set<string>();
   for (const s of db.prepare("SELECT * FROM sessions ORDER BY started_at, id").iterate() as IterableIterator<SessionRow>) {
     sessionCount += 1;
     sessionIds.add(s.id);
-    checkSessionRow(s, starts.get(s.id), ends.get(s.id), issues, {
-      startPruned: startCp !== undefined && first !== undefined && s.started_at < first.ts && sessionsWithEvents.has(s.id),
-    });
+    // store.prune() keeps the row of an ended session whose end is newer than the cutoff while pruning its start.
+    const startPruned =
+      !starts.has(s.id) && startCp !== undefined && first !== undefined && s.started_at < first.ts && sessionsWithEvents.has(s.id);
+    if (startPruned) prunedStarts.add(s.id);
+    checkSessionRow(s, starts.get(s.id), ends.get(s.id), issues, { startPruned });
   }
   for (const [sid, e] of starts)
     if (!sessionIds.has(sid))
@@ -409,7 +412,12 @@ function verifyOpen(db: Database.Database, o: VerifyOptions, issues: VerifyIssue
     recordingCount += 1;
     const key = `${r.session_id}/${r.channel}`;
     rowKeys.add(key);
-    checkRecordingRow(r, recordingEvents.get(key) ?? [], ends.get(r.session_id), issues, warnings);
+    const evs = recordingEvents.get(key) ?? [];
+    if (evs.length === 0 && r.status !== "open" && prunedStarts.has(r.session_id)) {
+      warnings.push(`recording ${r.session_id}-${r.channel} (${r.path}): its recording event was pruned, its file cannot be checked`);
+      continue;
+    }
+    checkRecordingRow(r, evs, ends.get(r.session_id), issues, warnings);
   }
   for (const [key, evs] of recordingEvents) {
     if (rowKeys.has(key)) continue;

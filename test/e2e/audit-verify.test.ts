@@ -339,4 +339,21 @@ describe("nothing to verify", () => {
     expect(r.stderr).toContain(`FAILED at file ${join(empty, "audit.db")}: the audit database does not exist`);
     expect(readdirSync(empty)).toEqual([]);
   });
+
+  it("unreadable --anchor and --seal-key files are usage errors; a bad key is not echoed", async () => {
+    const c = await copyCase();
+    let r = await c.verify("--anchor", join(c.dir, "nope.log"));
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain("--anchor: cannot read");
+    const keyFile = join(c.dir, "seal.key");
+    writeFileSync(keyFile, "secret-not-hex-secret\n", { mode: 0o600 });
+    r = await c.verify("--seal-key", keyFile);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).not.toContain("secret");
+    writeFileSync(keyFile, `${"ab".repeat(32)}\n`);
+    r = await c.verify("--seal-key", keyFile);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain("FAILED at seal -: no seals in the database (is sealing on?)");
+    expect(r.stdout + r.stderr).not.toContain("ab".repeat(32));
+  });
 });

@@ -285,13 +285,24 @@ describe("verifyAuditDb: prune checkpoints", () => {
     let now = Date.UTC(2026, 0, 1);
     const store = openAuditStore(file, () => new Date(now));
     store.startSession({ id: "long", uid: "u", account: "u_vm1", target: "vm1", source: "10.0.0.1" });
+    store.recordingStarted("long", 1, join(dir, "long-1.cast"));
+    writeFileSync(join(dir, "long-1.cast"), "x");
+    store.recordingClosed("long", 1, { sha256: createHash("sha256").update("x").digest("hex"), bytes: 1, status: "complete" });
     store.append({ type: "exec", sessionId: "long", data: { command: "sleep" } });
     now = Date.UTC(2026, 0, 5);
     store.endSession("long", { result: "ok", upBytes: 1, downBytes: 2, exitStatus: 0 });
     store.prune(Date.UTC(2026, 0, 3));
     store.close();
     expect(rows(file, "SELECT id FROM sessions")).toEqual([{ id: "long" }]);
-    expect(verifyAuditDb(file).issues).toEqual([]);
+    const r = verifyAuditDb(file);
+    expect(r.issues).toEqual([]);
+    expect(r.warnings.join("\n")).toContain("its recording event was pruned");
+    // Not a loophole: a row without any chained event of its session is still reported.
+    raw(
+      file,
+      "INSERT INTO sessions (id, started_at, uid, account, source) VALUES ('fake', '2025-01-01T00:00:00.000Z', 'x', 'x_vm1', '1.1.1.1')",
+    );
+    expect(has(verifyAuditDb(file).issues, { id: "fake", reason: "no session_start event" })).toBe(true);
   });
 
   it("catches a forged prune: checkpoint inserted by hand, old events and their rows deleted", () => {
