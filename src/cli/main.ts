@@ -467,9 +467,9 @@ export function buildCli(): Command {
         sealKey = Buffer.from(text, "hex");
       }
       let anchors: Anchor[] | undefined;
+      let malformed = 0;
       if (opts.anchor.length > 0) {
         anchors = [];
-        let malformed = 0;
         for (const f of opts.anchor) {
           let text: string;
           try {
@@ -481,12 +481,12 @@ export function buildCli(): Command {
           anchors.push(...parsed.anchors);
           malformed += parsed.malformed;
         }
-        if (malformed > 0) console.log(`audit verify: warning: ${malformed} "audit anchor" lines were malformed and ignored`);
       }
       // Read-only: never creates the state folder or the database (openAuditForPolicy would).
       const file = statePaths(loadOrExit(policyPath(program.opts()))).auditDb;
       // Wiring for slice SEAL: pass `checkSeals` from ../audit/seal.ts here.
       const report = verifyAuditDb(file, { publicKey, sealKey, anchors, checkSeals: undefined });
+      if (malformed > 0) report.warnings.unshift(`${malformed} "audit anchor" lines were malformed and ignored`);
       if (opts.json) {
         console.log(printableJson(report));
         if (!report.ok) throw new ExitError("", 1);
