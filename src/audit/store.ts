@@ -3,10 +3,11 @@
  * Every event row carries the SHA-256 of the previous row (a hash chain), so edits are detectable.
  * Callers must never pass passwords, codes or secrets in `data`.
  */
-import { createHash, type KeyObject, sign, verify } from "node:crypto";
+import { createHash, type KeyObject, sign } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import { type VerifyIssue, type VerifyResult, verifyAuditDb } from "./verify.ts";
 
 /** Event types written by the gateway. */
 export type AuditEventType =
@@ -108,19 +109,12 @@ export interface RecordingRow {
   readonly status: string;
 }
 
-/** The first problem `verify()` found, named so an auditor can find it. */
-export interface VerifyProblem {
-  readonly kind: "event" | "session" | "recording" | "checkpoint";
-  readonly id: string;
-  readonly reason: string;
-}
+/** A problem `verify()` found, named so an auditor can find it (see verify.ts). */
+export type VerifyProblem = VerifyIssue;
 
-export interface VerifyReport {
-  readonly ok: boolean;
-  readonly events: number;
-  readonly sessions: number;
-  readonly recordings: number;
-  readonly problem?: VerifyProblem;
+/** `verifyAuditDb`'s result plus `problem`, the first issue (if any). */
+export interface VerifyReport extends VerifyResult {
+  readonly problem?: VerifyProblem | undefined;
 }
 
 /** A row of the `seals` table: the forward-secure HMAC seal of one chain head (or prune checkpoint), see seal.ts. */
@@ -177,7 +171,7 @@ export interface AuditStore extends AuditSink {
   recordings(sessionId?: string): RecordingRow[];
   /** Marks sessions (and recordings) left open by a crash as `interrupted`; returns how many sessions. */
   closeInterrupted(): number;
-  /** Recomputes the hash chain, session rows and recording files; with `publicKey`, also the signed checkpoints. */
+  /** Commits what is queued, then runs `verifyAuditDb` on this file (chain, rows, recording files; with `publicKey`, the signed checkpoints). */
   verify(publicKey?: KeyObject): VerifyReport;
   /** Signs the chain head with an ed25519 key if it moved since the last signature; returns the signed event id. */
   signHead(privateKey: KeyObject): number | undefined;
@@ -271,7 +265,8 @@ export function canonicalEvent(e: Omit<AuditEvent, "hash">): string {
   return canonicalParts(e.id, e.ts, e, JSON.stringify(e.data ?? {}), e.prevHash);
 }
 
-function canonicalParts(id: number, ts: string, e: AuditEventInput, dataJson: string, prev: string): string {
+/** The canonical encoding from its parts; `dataJson` is the exact JSON text stored in the row. */
+export function canonicalParts(id: number, ts: string, e: AuditEventInput, dataJson: string, prev: string): string {
   const j = (v: string | undefined) => (v === undefined ? "null" : JSON.stringify(v));
   return `[${id},${j(ts)},${j(e.type)},${j(e.sessionId)},${j(e.uid)},${j(e.account)},${j(e.target)},${j(e.source)},${j(e.result)},${dataJson},${j(prev)}]`;
 }
@@ -583,10 +578,8 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
     },
     verify(publicKey) {
       flush();
-      const report = verifyDb(db);
-      if (!report.ok || !publicKey) return report;
-      const problem = verifySignatures(db, publicKey);
-      return problem ? { ...report, ok: false, problem } : report;
+      const report = verifyAuditDb(file, { publicKey });
+      return { ...report, problem: report.issues[0] };
     },
     signHead(privateKey) {
       flush();
@@ -685,106 +678,4 @@ export function hashFile(path: string): { sha256: string; bytes: number } {
 /** The bytes an audit checkpoint signature covers. */
 export function checkpointMessage(eventId: number, hash: string): string {
   return `varco-audit-checkpoint:v1:${eventId}:${hash}`;
-}
-
-/** Every signature must verify and name an event that still has that hash; the newest signed event must still exist. */
-function verifySignatures(db: Database.Database, publicKey: KeyObject): VerifyProblem | undefined {
-  const sigs = db.prepare("SELECT * FROM signatures ORDER BY event_id").all() as Array<{
-    event_id: number;
-    hash: string;
-    signature: string;
-  }>;
-  if (sigs.length === 0) return { kind: "checkpoint", id: "-", reason: "no signed checkpoint in the database (is audit_signing_key set?)" };
-  const minId = (db.prepare("SELECT MIN(id) AS id FROM events").get() as { id: number | null }).id ?? 0;
-  for (const s of sigs) {
-    const id = String(s.event_id);
-    if (!verify(null, Buffer.from(checkpointMessage(s.event_id, s.hash)), publicKey, Buffer.from(s.signature, "base64"))) {
-      return { kind: "checkpoint", id, reason: "the signature does not verify with this public key (checkpoint forged or re-signed)" };
-    }
-    if (s.event_id < minId) continue; // pruned
-    const ev = db.prepare("SELECT hash FROM events WHERE id = ?").get(s.event_id) as { hash: string } | undefined;
-    if (!ev) return { kind: "checkpoint", id, reason: "the signed event is missing (the chain was truncated)" };
-    if (ev.hash !== s.hash) return { kind: "checkpoint", id, reason: "the signed event's hash changed (the chain was rewritten)" };
-  }
-  return undefined;
-}
-
-function verifyDb(db: Database.Database): VerifyReport {
-  const checkpoints = new Set(
-    (db.prepare("SELECT last_hash FROM checkpoints").all() as Array<{ last_hash: string }>).map((r) => r.last_hash),
-  );
-  let prev: string | undefined;
-  let count = 0;
-  const starts = new Map<string, AuditEvent>();
-  const ends = new Map<string, AuditEvent>();
-  const recordingEvents = new Map<string, AuditEvent>();
-  const fail = (problem: VerifyProblem, events = count): VerifyReport => ({ ok: false, events, sessions: 0, recordings: 0, problem });
-  for (const row of db.prepare("SELECT * FROM events ORDER BY id").iterate() as IterableIterator<EventRow>) {
-    const e = toEvent(row);
-    const hash = row.hash;
-    if (prev === undefined) {
-      if (e.prevHash !== GENESIS && !checkpoints.has(e.prevHash)) {
-        return fail({
-          kind: "event",
-          id: String(e.id),
-          reason: "the first event does not start the chain and matches no prune checkpoint (rows deleted?)",
-        });
-      }
-    } else if (e.prevHash !== prev) {
-      return fail({
-        kind: "event",
-        id: String(e.id),
-        reason: "prev_hash does not match the previous event's hash (a row was deleted or inserted)",
-      });
-    }
-    const recomputed = createHash("sha256")
-      .update(canonicalParts(row.id, row.ts, e, row.data, row.prev_hash))
-      .digest("hex");
-    if (recomputed !== hash)
-      return fail({ kind: "event", id: String(e.id), reason: "the event's content does not match its hash (the row was edited)" });
-    prev = hash;
-    count += 1;
-    if (e.type === "session_start" && e.sessionId) starts.set(e.sessionId, e);
-    if (e.type === "session_end" && e.sessionId) ends.set(e.sessionId, e);
-    if (e.type === "recording" && e.sessionId) recordingEvents.set(`${e.sessionId}/${String(e.data?.channel)}`, e);
-  }
-  let sessions = 0;
-  for (const s of (db.prepare("SELECT * FROM sessions").all() as SessionRow[]).map(toSession)) {
-    const start = starts.get(s.id);
-    if (!start) return fail({ kind: "session", id: s.id, reason: "no session_start event in the chain for this session row" });
-    if (start.uid !== s.uid || start.account !== s.account || (start.target ?? null) !== s.target || start.source !== s.source) {
-      return fail({ kind: "session", id: s.id, reason: "the session row differs from its chained session_start event" });
-    }
-    const end = ends.get(s.id);
-    if (s.endedAt !== null) {
-      const d = end?.data ?? {};
-      if (
-        !end ||
-        end.result !== s.result ||
-        d.up_bytes !== s.upBytes ||
-        d.down_bytes !== s.downBytes ||
-        (d.exit_status ?? null) !== s.exitStatus
-      ) {
-        return fail({ kind: "session", id: s.id, reason: "the session row differs from its chained session_end event" });
-      }
-    }
-    sessions += 1;
-  }
-  let recordings = 0;
-  const rows = db.prepare("SELECT * FROM recordings WHERE status != 'open'").all() as Array<{
-    session_id: string;
-    channel: number;
-    path: string;
-    sha256: string | null;
-  }>;
-  for (const r of rows) {
-    const ev = recordingEvents.get(`${r.session_id}/${r.channel}`);
-    const id = `${r.session_id}-${r.channel} (${r.path})`;
-    if (!ev || ev.data?.sha256 !== r.sha256)
-      return fail({ kind: "recording", id, reason: "the recording row differs from its chained recording event" });
-    if (hashFile(r.path).sha256 !== r.sha256)
-      return fail({ kind: "recording", id, reason: "the recording file's SHA-256 does not match the one stored when it was closed" });
-    recordings += 1;
-  }
-  return { ok: true, events: count, sessions, recordings };
 }

@@ -5,11 +5,12 @@
 
 import { spawn } from "node:child_process";
 import { createPublicKey, type KeyObject } from "node:crypto";
-import { readFileSync, rmSync } from "node:fs";
+import { createReadStream, readFileSync, rmSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import Database from "better-sqlite3";
 import { Command, CommanderError, Option } from "commander";
 import { type AuditSession, checkSeals, createSealState, parseVerificationKey, replay, SealStateError } from "../audit/index.ts";
+import { type Anchor, parseAnchors, verifyAuditDb } from "../audit/verify.ts";
 import { displayAddress, hashPassword, newRecoveryCodes, newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
 import {
   canonicalUid,
@@ -120,6 +121,14 @@ function sessionRows(sessions: readonly AuditSession[]): string[][] {
 /** An audit value as terminal-safe text: strings escaped, objects as printable JSON, the rest through String(). */
 const shown = (v: unknown): string =>
   typeof v === "object" && v !== null ? printableJson(v) : printable(typeof v === "string" ? v : String(v));
+
+/** The lines of a log that may be anchor lines (streamed: a whole journal need not fit in memory). */
+async function anchorLines(input: NodeJS.ReadableStream): Promise<string> {
+  const keep: string[] = [];
+  for await (const line of createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY }))
+    if (line.includes("audit anchor")) keep.push(line);
+  return keep.join("\n");
+}
 
 /** Builds the command tree (exported for tests of the CLI surface). */
 export function buildCli(): Command {
@@ -434,19 +443,17 @@ export function buildCli(): Command {
     });
   audit
     .command("verify")
-    .description("check the hash chain, the session rows and the recordings; exit 1 naming the first broken one")
+    .description("check the hash chain, session rows, recordings, checkpoints and anchors (read-only); exit 1 listing every problem")
     .option("--pubkey <file>", "also check the ed25519-signed checkpoints with this public key (PEM)")
-    .option("--seal-key <file>", "also check the forward-secure seals with the verification key from varco audit keygen (hex; - for stdin)")
+    .option(
+      "--anchor <file>",
+      "chain heads logged by the gateway (journalctl -u varco -o cat > FILE, or - for stdin); repeatable",
+      (v: string, acc: string[]) => [...acc, v],
+      [] as string[],
+    )
+    .option("--seal-key <file>", "the sealing verification key (hex) printed by `varco audit keygen`, from a file (- for stdin)")
     .option("--json", "print the report as JSON")
-    .action(async (opts: { json?: boolean; pubkey?: string; sealKey?: string }) => {
-      let sealKey: Buffer | undefined;
-      if (opts.sealKey) {
-        try {
-          sealKey = parseVerificationKey(opts.sealKey === "-" ? await readStdin() : readFileSync(opts.sealKey));
-        } catch (err) {
-          throw new ExitError(`--seal-key: ${(err as Error).message}`, 2);
-        }
-      }
+    .action(async (opts: { json?: boolean; pubkey?: string; anchor: string[]; sealKey?: string }) => {
       let publicKey: KeyObject | undefined;
       if (opts.pubkey) {
         try {
@@ -455,33 +462,55 @@ export function buildCli(): Command {
           throw new ExitError(`--pubkey: cannot read an ed25519 public key from ${opts.pubkey} (${(err as Error).message})`, 2);
         }
       }
+      let sealKey: Buffer | undefined;
+      if (opts.sealKey) {
+        if (opts.sealKey === "-" && opts.anchor.includes("-")) throw new ExitError("--seal-key - and --anchor - cannot both read stdin", 2);
+        try {
+          // The key itself is never echoed.
+          sealKey = parseVerificationKey(opts.sealKey === "-" ? await readStdin() : readFileSync(opts.sealKey));
+        } catch (err) {
+          throw new ExitError(`--seal-key: ${opts.sealKey}: ${(err as Error).message}`, 2);
+        }
+      }
+      let anchors: Anchor[] | undefined;
+      let malformed = 0;
+      if (opts.anchor.length > 0) {
+        anchors = [];
+        for (const f of opts.anchor) {
+          let text: string;
+          try {
+            text = await anchorLines(f === "-" ? process.stdin : createReadStream(f));
+          } catch (err) {
+            throw new ExitError(`--anchor: cannot read ${f} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, 2);
+          }
+          const parsed = parseAnchors(text);
+          anchors.push(...parsed.anchors);
+          malformed += parsed.malformed;
+        }
+      }
+      // Read-only: never creates the state folder or the database (openAuditForPolicy would).
       const loaded = loadOrExit(policyPath(program.opts()));
-      const store = openAuditForPolicy(loaded);
-      const report = store.verify(publicKey);
-      store.close();
-      // --- SEAL slice: forward-secure seals. The main developer moves this into verifyAuditDb({ sealKey, checkSeals }). ---
-      if (sealKey) {
-        const db = new Database(statePaths(loaded).auditDb, { readonly: true, fileMustExist: true });
-        const issues = checkSeals(db, sealKey);
-        db.close();
-        sealKey.fill(0);
-        if (opts.json) for (const i of issues) console.log(printableJson(i));
-        else
-          for (const i of issues)
-            console.error(
-              `audit verify: ${shown(i.kind)} ${shown(i.id)}: ${shown(i.reason)}${i.expected ? ` (expected ${shown(i.expected)}${i.found ? `, found ${shown(i.found)}` : ""})` : ""}`,
-            );
-        if (issues.length > 0 && report.ok)
-          throw new ExitError(opts.json ? "" : `audit verify: FAILED: ${issues.length} seal problem(s)`, 1);
+      const file = statePaths(loaded).auditDb;
+      const report = verifyAuditDb(file, { publicKey, sealKey, anchors, checkSeals, node: loaded.policy.gateway.node });
+      sealKey?.fill(0);
+      if (malformed > 0) report.warnings.unshift(`${malformed} "audit anchor" lines were malformed and ignored`);
+      if (opts.json) {
+        console.log(printableJson(report));
+        if (!report.ok) throw new ExitError("", 1);
+        return;
       }
-      // --- end SEAL slice ---
-      if (opts.json) console.log(printableJson(report));
-      if (!report.ok) {
-        const p = report.problem;
-        throw new ExitError(opts.json ? "" : `audit verify: FAILED at ${shown(p?.kind)} ${shown(p?.id)}: ${shown(p?.reason)}`, 1);
+      const counts = `${report.events} events, ${report.sessions} sessions, ${report.recordings} recordings`;
+      if (report.ok) console.log(`audit verify: ok (${counts})`);
+      for (const w of report.warnings) console.log(`audit verify: warning: ${shown(w)}`);
+      if (report.ok) return;
+      for (const i of report.issues) {
+        const detail =
+          i.expected !== undefined || i.found !== undefined
+            ? ` (expected ${shown(i.expected ?? "-")}, found ${shown(i.found ?? "-")})`
+            : "";
+        console.error(`audit verify: FAILED at ${shown(i.kind)} ${shown(i.id)}: ${shown(i.reason)}${detail}`);
       }
-      if (!opts.json)
-        console.log(`audit verify: ok (${report.events} events, ${report.sessions} sessions, ${report.recordings} recordings)`);
+      throw new ExitError(`audit verify: FAILED: ${report.issues.length} problem${report.issues.length === 1 ? "" : "s"} (${counts})`, 1);
     });
   audit
     .command("keygen")

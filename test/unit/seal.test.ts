@@ -355,9 +355,11 @@ describe("prune checkpoints", () => {
       db.prepare("INSERT INTO checkpoints (ts, pruned_through_id, last_hash) VALUES ('2026-01-01T00:00:00.000Z', 4, ?)").run(h);
       db.prepare("DELETE FROM events WHERE id <= 4").run();
     });
+    // verify without the key already sees no chained audit_pruned event for that checkpoint …
     const again = openAuditStore(dbFile);
-    expect(again.verify().ok).toBe(true);
+    expect(again.verify().ok).toBe(false);
     again.close();
+    // … and with the key, the checkpoint has no valid seal.
     expect(issuesWith(k0)).toEqual([
       expect.objectContaining({ kind: "checkpoint", id: "1", reason: expect.stringMatching(/no valid seal/) }),
     ]);
