@@ -15,6 +15,9 @@ export interface Tap {
   onDrain(fn: () => void): void;
 }
 
+/** How long a blocked tap holds the relay when nobody calls `release()`, ms. */
+const RELEASE_MS = 5000;
+
 export interface ChannelAuditOptions {
   readonly audit: AuditSink;
   /** Folder of the recordings (`gateway.recordings_dir`). */
@@ -56,6 +59,12 @@ export interface ChannelAudit {
    */
   readonly stderr: Tap | undefined;
   resize(cols: number, rows: number): void;
+  /**
+   * Call when the user's (downstream) channel has closed. Once the session is being terminated the
+   * taps hold the relay paused; this lets it run on (its bytes go to the closed channel), so the
+   * upstream channel can end and `close` be reached. Without it, the taps let go RELEASE_MS (5 s) after blocking.
+   */
+  release(): void;
   /** Call when the channel has closed; `bytes` are the channel's totals. */
   close(bytes: { up: number; down: number }): Promise<void>;
 }
@@ -78,9 +87,21 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
   // the taps refuse every chunk and never drain: the relay stays paused until the channel closes,
   // so nothing more passes unaudited while the termination message goes out.
   let blocked = false;
+  // A blocked relay must still be let go once the user's side is gone: a paused upstream channel
+  // never emits 'end', so it would never close and the recording never be closed. `release()` (on
+  // the downstream channel's close) or, as a safety net, RELEASE_MS after blocking, lets the held
+  // relay run on; by then its bytes go to a closed channel.
+  let released = false;
+  const held: Array<() => void> = [];
+  const release = () => {
+    if (released) return;
+    released = true;
+    for (const fn of held.splice(0)) fn();
+  };
   const block = (reason: string) => {
     if (blocked) return;
     blocked = true;
+    setTimeout(release, RELEASE_MS).unref();
     o.terminate(reason);
   };
   const append = (e: AuditEventInput) => {
@@ -170,17 +191,19 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
   }
 
   const noop = () => undefined;
-  /** Holds `fn` forever once blocked (released with the channel); otherwise asks `inner`. */
+  /** Holds `fn` once blocked, until released; otherwise asks `inner`. */
   const drainVia = (inner: ((fn: () => void) => void) | undefined) => (fn: () => void) => {
-    if (blocked) return;
-    if (inner) inner(fn);
+    if (blocked && !released) held.push(fn);
+    else if (inner && !blocked) inner(fn);
     else fn();
   };
+  /** Whether a tap lets the relay go on: false while blocked and not yet released. */
+  const open = () => !blocked || released;
   const up: Tap | undefined =
     observer || recorder
       ? {
           write(chunk) {
-            if (blocked) return false;
+            if (blocked) return open();
             observer?.up(chunk);
             const ok = recorder ? recorder.input(chunk) : true;
             return ok && !blocked;
@@ -192,7 +215,7 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
     observer || recorder
       ? {
           write(chunk) {
-            if (blocked) return false;
+            if (blocked) return open();
             observer?.down(chunk);
             const ok = recorder ? recorder.output(chunk) : true;
             return ok && !blocked;
@@ -205,7 +228,7 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
     observer || recorder
       ? {
           write(chunk) {
-            if (blocked) return false;
+            if (blocked) return open();
             const ok = recorder ? recorder.output(chunk) : true;
             return ok && !blocked;
           },
@@ -218,6 +241,7 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
     down,
     stderr,
     resize: recorder ? (cols, rows) => recorder?.resize(cols, rows) : noop,
+    release,
     async close(bytes) {
       observer?.finish();
       if (rsync) {

@@ -86,6 +86,13 @@ describe("max_bytes under on_recording_failure", () => {
     expect(await drains((fn) => audit.down?.onDrain(fn))).toBe(false);
     expect(await drains((fn) => audit.up?.onDrain(fn))).toBe(false);
     expect(terminated).toHaveLength(1);
+    // Once the user's channel has closed, the held relay is let go (its bytes go nowhere) so the
+    // upstream channel can end; still nothing more is recorded.
+    let resumed = 0;
+    audit.down?.onDrain(() => resumed++);
+    audit.release();
+    expect(resumed).toBe(1);
+    expect(audit.down?.write(Buffer.from("after"))).toBe(true);
     await audit.close({ up: 1, down: 2000 });
     expect(closed).toEqual([expect.objectContaining({ status: "truncated" })]);
   });
