@@ -84,8 +84,8 @@ export interface ChannelAudit {
  */
 export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
   // Once the session is being cut (a recording failure or an unparsed transfer under `terminate`),
-  // the taps refuse every chunk and never drain: the relay stays paused until the channel closes,
-  // so nothing more passes unaudited while the termination message goes out.
+  // the taps refuse every chunk and hold their drain: the relay stays paused, so nothing more
+  // passes unaudited while the termination message goes out.
   let blocked = false;
   // A blocked relay must still be let go once the user's side is gone: a paused upstream channel
   // never emits 'end', so it would never close and the recording never be closed. `release()` (on
