@@ -6,14 +6,17 @@
 import type { RecordSettings } from "../policy/index.ts";
 import type { ParsedCommand } from "../routing/command.ts";
 import { createRecorder, type Recorder, recordingPath } from "./recording.ts";
-import type { AuditSink } from "./store.ts";
-import { type FileEvent, rsyncPaths, scpObserver, sftpObserver, type TransferObserver } from "./transfers.ts";
+import type { AuditEventInput, AuditSink } from "./store.ts";
+import { type FileEvent, rsyncPaths, scpObserver, sftpObserver, type TransferObserver, type UnparsedTransfer } from "./transfers.ts";
 
 /** A sink the relay feeds; `write` returning false asks the relay to pause until `onDrain`. */
 export interface Tap {
   write(chunk: Buffer): boolean;
   onDrain(fn: () => void): void;
 }
+
+/** How long a blocked tap holds the relay when nobody calls `release()`, ms. */
+const RELEASE_MS = 5000;
 
 export interface ChannelAuditOptions {
   readonly audit: AuditSink;
@@ -34,8 +37,13 @@ export interface ChannelAuditOptions {
   readonly command: ParsedCommand | undefined;
   readonly pty: { cols: number; rows: number; term: string } | undefined;
   readonly record: RecordSettings;
+  /** Wall clock, ms since epoch: the recording header's start time and file name date. */
   readonly now: () => number;
-  /** Called when the recording fails and the route says `terminate`. */
+  /**
+   * Ends the session with `reason` shown to the user; called at most once, when the recording fails
+   * (write error or `max_bytes`) under `on_recording_failure: terminate`, or an SFTP stream cannot be
+   * parsed under `on_unparsed: terminate`. From then on both taps refuse data and never drain.
+   */
   readonly terminate: (reason: string) => void;
   readonly log: (msg: string, fields: Record<string, unknown>) => void;
 }
@@ -43,9 +51,20 @@ export interface ChannelAuditOptions {
 export interface ChannelAudit {
   /** User → target bytes. */
   readonly up: Tap | undefined;
-  /** Target → user bytes. */
+  /** Target → user bytes (stdout; until the relay feeds stderr to `stderr`, both streams). */
   readonly down: Tap | undefined;
+  /**
+   * Target → user stderr bytes: recorded like output, but kept out of the transfer parsers (a
+   * target's stderr interleaved with SFTP or scp framing would read as a broken stream).
+   */
+  readonly stderr: Tap | undefined;
   resize(cols: number, rows: number): void;
+  /**
+   * Call when the user's (downstream) channel has closed. Once the session is being terminated the
+   * taps hold the relay paused; this lets it run on (its bytes go to the closed channel), so the
+   * upstream channel can end and `close` be reached. Without it, the taps let go RELEASE_MS (5 s) after blocking.
+   */
+  release(): void;
   /** Call when the channel has closed; `bytes` are the channel's totals. */
   close(bytes: { up: number; down: number }): Promise<void>;
 }
@@ -55,12 +74,46 @@ export interface ChannelAudit {
  * and exec commands that `parseCommand` classified as scp, rsync, git or sftp-server (exactly the
  * program, no shell syntax); any other exec, even one starting with `scp`, is recorded.
  * Transfer events: SFTP for the `sftp` subsystem and a parsed sftp-server exec, scp for a parsed
- * scp, one rsync event at close for a parsed rsync.
- * Never throws: a recording that cannot start is reported through `recording_failed` and `terminate`.
+ * scp, one rsync event at close for a parsed rsync. An SFTP stream that is not SFTP (first packet not
+ * INIT/VERSION, an absurd length) or that overflows the parser's bounds yields one `transfer_unparsed`
+ * event and, unless `record.on_unparsed: continue`, termination.
+ * A recording failure (write error, or `max_bytes` reached by output or recorded input) yields
+ * `recording_failed` (`data.error`: the errno code or `max_bytes`) and, unless
+ * `on_recording_failure: continue`, termination; with `continue` the channel goes on unrecorded.
+ * Never throws: an audit write that throws (e.g. `AuditWriteError`) is logged and terminates the session.
  */
 export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
+  // Once the session is being cut (a recording failure or an unparsed transfer under `terminate`),
+  // the taps refuse every chunk and hold their drain: the relay stays paused, so nothing more
+  // passes unaudited while the termination message goes out.
+  let blocked = false;
+  // A blocked relay must still be let go once the user's side is gone: a paused upstream channel
+  // never emits 'end', so it would never close and the recording never be closed. `release()` (on
+  // the downstream channel's close) or, as a safety net, RELEASE_MS after blocking, lets the held
+  // relay run on; by then its bytes go to a closed channel.
+  let released = false;
+  const held: Array<() => void> = [];
+  const release = () => {
+    if (released) return;
+    released = true;
+    for (const fn of held.splice(0)) fn();
+  };
+  const block = (reason: string) => {
+    if (blocked) return;
+    blocked = true;
+    setTimeout(release, RELEASE_MS).unref();
+    o.terminate(reason);
+  };
+  const append = (e: AuditEventInput) => {
+    try {
+      o.audit.append(e);
+    } catch (err) {
+      o.log("audit write failed", { channel: o.channel, type: e.type, error: (err as Error).message });
+      block("the audit trail cannot be written");
+    }
+  };
   const emit = (e: FileEvent) =>
-    o.audit.append({
+    append({
       type: "file",
       sessionId: o.sessionId,
       uid: o.uid,
@@ -68,10 +121,23 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
       result: e.ok === false ? "failed" : "ok",
       data: { channel: o.channel, ...e },
     });
+  const onUnparsed = (u: UnparsedTransfer) => {
+    const action = o.record.on_unparsed ?? "terminate";
+    append({
+      type: "transfer_unparsed",
+      sessionId: o.sessionId,
+      uid: o.uid,
+      target: o.target,
+      result: action,
+      data: { channel: o.channel, protocol: u.protocol, reason: u.reason, ...(u.dropped !== undefined ? { dropped: u.dropped } : {}) },
+    });
+    o.log("transfer not parsed", { channel: o.channel, protocol: u.protocol, reason: u.reason, action });
+    if (action === "terminate") block(`the ${u.protocol} stream could not be audited (${u.reason})`);
+  };
   const command = o.kind === "exec" ? o.command : undefined;
   let observer: TransferObserver | undefined;
   const rsync = command?.kind === "rsync" ? rsyncPaths(command) : undefined;
-  if ((o.kind === "subsystem" && o.arg === "sftp") || command?.kind === "sftp") observer = sftpObserver(emit);
+  if ((o.kind === "subsystem" && o.arg === "sftp") || command?.kind === "sftp") observer = sftpObserver(emit, { onUnparsed });
   else if (command?.kind === "scp") observer = scpObserver(command, emit);
 
   let recorder: Recorder | undefined;
@@ -86,7 +152,6 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
         file,
         input: o.record.input,
         maxBytes: o.record.max_bytes,
-        now: o.now,
         header: {
           width: o.pty?.cols ?? 80,
           height: o.pty?.rows ?? 24,
@@ -102,54 +167,81 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
             ...(o.kind === "exec" ? { command: o.arg } : {}),
           },
         },
-        onError: (err) => failed(err),
+        onError: (err) => failed(err.code ?? err.message, `recording failed: ${err.code ?? err.message}`),
+        onLimit: () => failed("max_bytes", `recording limit reached (${o.record.max_bytes} bytes)`),
       });
     } catch (err) {
-      failed(err as NodeJS.ErrnoException);
+      const e = err as NodeJS.ErrnoException;
+      failed(e.code ?? e.message, `recording failed: ${e.code ?? e.message}`);
     }
   }
 
-  function failed(err: NodeJS.ErrnoException): void {
-    const reason = `recording failed: ${err.code ?? err.message}`;
-    o.audit.append({
+  /** A recording failure: `error` is the errno code or `max_bytes`; `message` is what the user reads. */
+  function failed(error: string, message: string): void {
+    append({
       type: "recording_failed",
       sessionId: o.sessionId,
       uid: o.uid,
       target: o.target,
       result: o.record.on_recording_failure,
-      data: { channel: o.channel, error: err.code ?? err.message },
+      data: { channel: o.channel, error, ...(error === "max_bytes" ? { reason: "max_bytes", max_bytes: o.record.max_bytes } : {}) },
     });
-    o.log("recording failed", { channel: o.channel, error: err.code ?? err.message, action: o.record.on_recording_failure });
-    if (o.record.on_recording_failure === "terminate") o.terminate(reason);
+    o.log("recording failed", { channel: o.channel, error, action: o.record.on_recording_failure });
+    if (o.record.on_recording_failure === "terminate") block(message);
   }
 
   const noop = () => undefined;
+  /** Holds `fn` once blocked, until released; otherwise asks `inner`. */
+  const drainVia = (inner: ((fn: () => void) => void) | undefined) => (fn: () => void) => {
+    if (blocked && !released) held.push(fn);
+    else if (inner && !blocked) inner(fn);
+    else fn();
+  };
+  /** Whether a tap lets the relay go on: false while blocked and not yet released. */
+  const open = () => !blocked || released;
   const up: Tap | undefined =
     observer || recorder
       ? {
           write(chunk) {
+            if (blocked) return open();
             observer?.up(chunk);
-            recorder?.input(chunk);
-            return true;
+            const ok = recorder ? recorder.input(chunk) : true;
+            return ok && !blocked;
           },
-          onDrain: (fn) => fn(),
+          onDrain: drainVia(recorder ? (fn) => recorder?.onDrain(fn) : undefined),
         }
       : undefined;
   const down: Tap | undefined =
     observer || recorder
       ? {
           write(chunk) {
+            if (blocked) return open();
             observer?.down(chunk);
-            return recorder ? recorder.output(chunk) : true;
+            const ok = recorder ? recorder.output(chunk) : true;
+            return ok && !blocked;
           },
-          onDrain: (fn) => (recorder ? recorder.onDrain(fn) : fn()),
+          onDrain: drainVia(recorder ? (fn) => recorder?.onDrain(fn) : undefined),
+        }
+      : undefined;
+
+  const stderr: Tap | undefined =
+    observer || recorder
+      ? {
+          write(chunk) {
+            if (blocked) return open();
+            const ok = recorder ? recorder.output(chunk) : true;
+            return ok && !blocked;
+          },
+          onDrain: drainVia(recorder ? (fn) => recorder?.onDrain(fn) : undefined),
         }
       : undefined;
 
   return {
     up,
     down,
+    stderr,
     resize: recorder ? (cols, rows) => recorder?.resize(cols, rows) : noop,
+    release,
     async close(bytes) {
       observer?.finish();
       if (rsync) {

@@ -1,19 +1,23 @@
 /**
  * Terminal recordings in asciicast v2 (the asciinema format: a JSON header line, then one
- * `[seconds, "o"|"i"|"r", data]` line per event). Lines are written through a bounded buffer; the
- * SHA-256 of the file is computed as it is written and returned by `close()`.
+ * `[seconds, "o"|"i"|"r"|"m", data]` line per event). Lines are written through a bounded buffer;
+ * the SHA-256 of the file is computed as it is written and returned by `close()`.
+ * Event times come from a monotonic clock relative to the recorder's creation (a wall-clock step,
+ * NTP or manual, cannot reorder or stretch a recording); the header's `timestamp` is the wall-clock start.
  * Spec: https://docs.asciinema.org/manual/asciicast/v2/
  */
 import { createHash } from "node:crypto";
 import { createWriteStream, mkdirSync, readFileSync, type WriteStream } from "node:fs";
 import { dirname, join } from "node:path";
+import { performance } from "node:perf_hooks";
 import { StringDecoder } from "node:string_decoder";
+import { stripVTControlCharacters } from "node:util";
 
 export interface RecordingHeader {
   /** Terminal size, columns × rows. */
   readonly width: number;
   readonly height: number;
-  /** Start time, ms since epoch. */
+  /** Start time, ms since epoch (wall clock; only the header's `timestamp` uses it). */
   readonly startedAtMs: number;
   readonly term?: string | undefined;
   readonly title?: string | undefined;
@@ -27,17 +31,37 @@ const COALESCE_BYTES = 64 * 1024;
 export interface RecordingOptions {
   readonly file: string;
   readonly header: RecordingHeader;
-  /** Record "i" (input) events. */
+  /**
+   * Record "i" (input) events. Input typed after a password-like prompt in the output
+   * (`Password:`, `[sudo] password for x:`, `Verification code:`, `… passphrase …:`) up to the next
+   * CR/LF is written as the marker `[input hidden]` instead (see `PROMPT`).
+   */
   readonly input: boolean;
-  /** Stop recording output after this many bytes (a marker line says so). */
+  /**
+   * Cap on recorded terminal bytes, output and (with `input`) input together, counted before JSON
+   * encoding. Reaching it writes an "m" marker line, calls `onLimit` once and records nothing more.
+   */
   readonly maxBytes: number;
-  /** Bytes buffered towards the disk before `output()` returns false (backpressure), default 1 MiB: with `terminate`, at most this much output passes unrecorded before the session is cut. */
+  /** Bytes buffered towards the disk before `output()`/`input()` return false (backpressure), default 1 MiB: with `terminate`, at most this much passes unrecorded before the session is cut. */
   readonly highWaterMark?: number;
-  /** Clock, ms since epoch (injectable for tests). */
-  readonly now?: () => number;
+  /** Monotonic clock in ms (any origin; default `performance.now`), injectable for tests. Event times are relative to its value at creation. */
+  readonly monotonic?: () => number;
   /** Called once if the file cannot be written (e.g. ENOSPC). */
   readonly onError: (err: NodeJS.ErrnoException) => void;
+  /** Called once, synchronously from the `output()`/`input()` call that reached `maxBytes`. */
+  readonly onLimit?: (direction: "input" | "output") => void;
 }
+
+/**
+ * A password-like prompt at the end of the output (the terminal's current line, escape sequences
+ * removed): sudo's `[sudo] password for USER:`, `Password:`, `password:`, OpenSSH's
+ * `Verification code:` and `Enter passphrase for key …:`. Case-insensitive; the prompt must end the
+ * line (optionally followed by spaces), so text merely mentioning a password does not hide the next line.
+ * Escape sequences (colours) are removed first with `util.stripVTControlCharacters`.
+ */
+export const PROMPT = /(?:password|passphrase|pass phrase|verification code)[^\r\n]{0,200}[:?]\s*$/i;
+/** What replaces hidden input in the recording. */
+export const HIDDEN_INPUT_MARKER = "[input hidden]";
 
 export interface RecordingResult {
   readonly file: string;
@@ -46,6 +70,8 @@ export interface RecordingResult {
   readonly bytes: number;
   /** Bytes of terminal output recorded (before JSON encoding). */
   readonly outputBytes: number;
+  /** Bytes of terminal input recorded (before masking and JSON encoding); 0 without `input`. */
+  readonly inputBytes: number;
   readonly truncated: boolean;
   readonly failed: boolean;
 }
@@ -53,7 +79,8 @@ export interface RecordingResult {
 export interface Recorder {
   /** Records target output. Returns false when the buffer is full: wait for `onDrain` before more. */
   output(data: Buffer): boolean;
-  input(data: Buffer): void;
+  /** Records user input (only with `input`); same backpressure contract as `output`. */
+  input(data: Buffer): boolean;
   resize(width: number, height: number): void;
   /** Calls `fn` once the buffer has room again. */
   onDrain(fn: () => void): void;
@@ -70,16 +97,21 @@ export function recordingPath(recordingsDir: string, sessionId: string, channel:
   return join(recordingsDir, yyyy, mm, dd, `${sessionId}-${channel}.cast`);
 }
 
-/** Opens a recording file (mode 0600) and writes the asciicast v2 header. */
+/**
+ * Opens a recording file (mode 0600, created exclusively) and writes the asciicast v2 header.
+ * Throws what `mkdirSync`/`createWriteStream` throw synchronously; later write errors go to `onError`.
+ */
 export function createRecorder(o: RecordingOptions): Recorder {
   mkdirSync(dirname(o.file), { recursive: true, mode: 0o750 });
-  const now = o.now ?? Date.now;
+  const clock = o.monotonic ?? (() => performance.now());
+  const t0 = clock();
   const stream: WriteStream = createWriteStream(o.file, { mode: 0o600, flags: "wx", highWaterMark: o.highWaterMark ?? 1024 * 1024 });
   const hash = createHash("sha256");
   const outDecoder = new StringDecoder("utf8");
   const inDecoder = new StringDecoder("utf8");
   let bytes = 0;
   let outputBytes = 0;
+  let inputBytes = 0;
   let truncated = false;
   let failed = false;
   const drains: Array<() => void> = [];
@@ -100,7 +132,7 @@ export function createRecorder(o: RecordingOptions): Recorder {
     bytes += buf.length;
     return stream.write(buf);
   };
-  const elapsed = () => Math.max(0, (now() - o.header.startedAtMs) / 1000);
+  const elapsed = () => Math.max(0, (clock() - t0) / 1000);
   const line = (t: number, code: string, data: string) => write(`${JSON.stringify([Number(t.toFixed(6)), code, data])}\n`);
   // Output arriving within COALESCE_MS (or up to COALESCE_BYTES) becomes one "o" event: fewer,
   // larger lines cost less to encode and hash, and 5 ms is below what a player can show.
@@ -138,6 +170,40 @@ export function createRecorder(o: RecordingOptions): Recorder {
     return lastOk;
   };
 
+  // Privacy (only with input recording): `armed` while the terminal's current line is a
+  // password-like prompt; `hiding` from the first answer byte to the next CR/LF the user sends.
+  let currentLine = "";
+  let armed = false;
+  let hiding = false;
+  const watchOutput = (text: string) => {
+    if (!o.input || text.length === 0) return;
+    const cut = Math.max(text.lastIndexOf("\n"), text.lastIndexOf("\r"));
+    currentLine = cut === -1 ? currentLine + text : text.slice(cut + 1);
+    if (currentLine.length > 512) currentLine = currentLine.slice(-512);
+    armed = PROMPT.test(stripVTControlCharacters(currentLine));
+  };
+  const maskInput = (text: string): string => {
+    if (!armed && !hiding) return text;
+    const eol = text.search(/[\r\n]/);
+    const secretLen = eol === -1 ? text.length : eol;
+    const head = secretLen > 0 && !hiding ? HIDDEN_INPUT_MARKER : "";
+    if (secretLen > 0) hiding = true;
+    if (eol === -1) return head;
+    // The answer ends here; the prompt has been used.
+    hiding = false;
+    armed = false;
+    currentLine = "";
+    return head + text.slice(eol);
+  };
+
+  /** `maxBytes` reached: a marker line, then nothing more is recorded. */
+  const reachLimit = (direction: "input" | "output"): boolean => {
+    truncated = true;
+    const ok = event("m", `varco: recording truncated at ${o.maxBytes} bytes`);
+    o.onLimit?.(direction);
+    return ok;
+  };
+
   const header: Record<string, unknown> = {
     version: 2,
     // A client without a terminal (ssh -tt < file) reports 0×0; players need a real size.
@@ -153,18 +219,22 @@ export function createRecorder(o: RecordingOptions): Recorder {
   return {
     output(data) {
       if (failed || truncated) return true;
-      if (outputBytes + data.length > o.maxBytes) {
-        const room = o.maxBytes - outputBytes;
-        if (room > 0) queueOutput(outDecoder.write(data.subarray(0, room)));
-        outputBytes = o.maxBytes;
-        truncated = true;
-        return event("m", `varco: recording truncated at ${o.maxBytes} bytes`);
-      }
-      outputBytes += data.length;
-      return queueOutput(outDecoder.write(data));
+      const room = o.maxBytes - outputBytes - inputBytes;
+      const part = data.length > room ? data.subarray(0, Math.max(0, room)) : data;
+      outputBytes += part.length;
+      const text = part.length > 0 ? outDecoder.write(part) : "";
+      watchOutput(text);
+      const ok = queueOutput(text);
+      return part.length < data.length ? reachLimit("output") : ok;
     },
     input(data) {
-      if (o.input && !failed) event("i", inDecoder.write(data));
+      if (!o.input || failed || truncated) return true;
+      const room = o.maxBytes - outputBytes - inputBytes;
+      const part = data.length > room ? data.subarray(0, Math.max(0, room)) : data;
+      inputBytes += part.length;
+      const text = part.length > 0 ? maskInput(inDecoder.write(part)) : "";
+      const ok = text.length > 0 ? event("i", text) : stream.writableLength < stream.writableHighWaterMark;
+      return part.length < data.length ? reachLimit("input") : ok;
     },
     resize(width, height) {
       if (!failed) event("r", `${width}x${height}`);
@@ -178,7 +248,7 @@ export function createRecorder(o: RecordingOptions): Recorder {
       if (rest) queueOutput(rest);
       flushOutput();
       return new Promise((resolve) => {
-        const done = () => resolve({ file: o.file, sha256: hash.digest("hex"), bytes, outputBytes, truncated, failed });
+        const done = () => resolve({ file: o.file, sha256: hash.digest("hex"), bytes, outputBytes, inputBytes, truncated, failed });
         if (failed) {
           // What reached the disk is what the hash must cover.
           stream.destroy();
@@ -193,6 +263,7 @@ export function createRecorder(o: RecordingOptions): Recorder {
             sha256: createHash("sha256").update(onDisk).digest("hex"),
             bytes: onDisk.length,
             outputBytes,
+            inputBytes,
             truncated,
             failed,
           });

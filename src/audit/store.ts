@@ -25,6 +25,7 @@ export type AuditEventType =
   | "host_key_mismatch"
   | "forward"
   | "file"
+  | "transfer_unparsed"
   | "recording"
   | "recording_failed"
   | "audit_pruned"

@@ -1,6 +1,8 @@
 /**
  * File-transfer audit by watching the bytes that pass through a channel (never altering them):
- * - SFTP v3 (draft-ietf-secsh-filexfer-02): requests from the client, HANDLE/DATA/STATUS replies.
+ * - SFTP v3 (draft-ietf-secsh-filexfer-02): requests from the client, HANDLE/DATA/STATUS replies, and
+ *   the OpenSSH extensions that change files (OpenSSH PROTOCOL §4: posix-rename, hardlink, lsetstat;
+ *   draft-ietf-secsh-filexfer-extensions-00 §7: copy-data).
  * - Legacy scp (`scp -t` sink / `scp -f` source): `C`/`D`/`E`/`T` control lines and file data.
  * The parsers only keep packet headers; file data is counted and skipped, not copied.
  */
@@ -24,16 +26,51 @@ export interface FileEvent {
     | "mkdir"
     | "rmdir"
     | "setstat"
+    | "symlink"
+    | "hardlink"
+    | "copy"
+    | "extended"
     | "upload"
     | "download"
     | "transfer";
+  /** For rename/hardlink/symlink/copy: the existing path (symlink: what the link points to). */
   readonly path: string;
+  /** For rename/hardlink/symlink/copy: the path created or written. */
   readonly toPath?: string;
   readonly bytesRead?: number;
   readonly bytesWritten?: number;
   readonly size?: number;
   readonly flags?: string;
+  /** For op `extended`: the request name of an SFTP extension varco does not know. */
+  readonly extension?: string;
   readonly ok?: boolean;
+}
+
+/**
+ * Why part of a transfer could not be audited (one per channel, the first that happens):
+ * - `not_sftp`: the first packet from the user is not INIT or the first from the target is not VERSION,
+ *   or a later packet has a type SFTP v3 does not define;
+ * - `oversized`: a packet length above 16 MiB (OpenSSH's sftp-server refuses more than 256 KiB);
+ * - `overflow`: more unanswered requests or open handles than the observer keeps; the oldest were
+ *   dropped, so their replies go unaudited (`dropped` counts them when reported).
+ * After `not_sftp` or `oversized` the observer stops parsing the channel.
+ */
+export interface UnparsedTransfer {
+  readonly protocol: "sftp";
+  readonly reason: "not_sftp" | "oversized" | "overflow";
+  readonly dropped?: number;
+}
+
+/** Bounds and callbacks of `sftpObserver`. */
+export interface SftpObserverOptions {
+  /** Called once per channel when the stream cannot be (fully) audited. */
+  readonly onUnparsed?: (u: UnparsedTransfer) => void;
+  /** Most unanswered requests kept (default 1000; OpenSSH's sftp client keeps at most 64 by default, `-R`). */
+  readonly maxPending?: number;
+  /** Most characters of paths kept across unanswered requests (default 1 MiB). */
+  readonly maxPendingChars?: number;
+  /** Most open handles tracked (default 1000). */
+  readonly maxOpen?: number;
 }
 
 /** Receives the channel's bytes in both directions. */
@@ -47,7 +84,11 @@ export interface TransferObserver {
 }
 
 /** Frames a byte stream into packets `uint32 length | body`, keeping only the first `headBytes(len, type)` bytes. */
-function framer(onPacket: (head: Buffer, length: number) => void, headBytes: (type: number, length: number) => number) {
+function framer(
+  onPacket: (head: Buffer, length: number) => void,
+  headBytes: (type: number, length: number) => number,
+  onGiveUp: () => void = () => undefined,
+) {
   let chunks: Buffer[] = [];
   let have = 0;
   let skip = 0;
@@ -105,6 +146,7 @@ function framer(onPacket: (head: Buffer, length: number) => void, headBytes: (ty
         chunks = [];
         have = 0;
         skip = Number.POSITIVE_INFINITY;
+        onGiveUp();
         return;
       }
       const want = Math.min(4 + length, 4 + headBytes(first.readUInt8(4), length));
@@ -142,7 +184,27 @@ const SSH_FXP = {
   DATA: 103,
   NAME: 104,
   ATTRS: 105,
+  EXTENDED: 200,
+  EXTENDED_REPLY: 201,
 } as const;
+
+/** Packet types of SFTP v3 in each direction; any other type means the stream is not SFTP v3. */
+const REQUEST_TYPES = new Set<number>([1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 200]);
+const REPLY_TYPES = new Set<number>([2, 101, 102, 103, 104, 105, 201]);
+
+/** Extended requests that only read (not audited); any other unknown name is audited as `extended`. */
+const READ_ONLY_EXTENSIONS = new Set([
+  "statvfs@openssh.com",
+  "fstatvfs@openssh.com",
+  "limits@openssh.com",
+  "expand-path@openssh.com",
+  "home-directory",
+  "users-groups-by-id@openssh.com",
+  "fsync@openssh.com",
+  "check-file-name",
+  "check-file-handle",
+  "space-available",
+]);
 
 function readString(b: Buffer, off: number): [Buffer, number] {
   const n = b.readUInt32BE(off);
@@ -160,11 +222,86 @@ function openFlags(pflags: number): string {
   return f.join(",");
 }
 
-/** Watches an SFTP v3 session. */
-export function sftpObserver(emit: (e: FileEvent) => void): TransferObserver {
-  type Pending = { op: number; path?: string; toPath?: string; handle?: string; flags?: string; len?: number };
+/**
+ * Watches an SFTP v3 session (draft-ietf-secsh-filexfer-02) and emits one `FileEvent` per file
+ * operation when its reply arrives: OPEN (at HANDLE: ok, at STATUS: failed), CLOSE (with the bytes
+ * read and written through the handle), REMOVE, MKDIR, RMDIR, SETSTAT/FSETSTAT, RENAME, SYMLINK
+ * (OpenSSH argument order, PROTOCOL §4.1: target path first, then the link), and the extensions
+ * posix-rename@openssh.com (op rename), hardlink@openssh.com, lsetstat@openssh.com (op setstat),
+ * copy-data (op copy, paths of both handles, `size` = requested length, 0 = to the end) and any
+ * unknown extension that is not known to be read-only (op extended).
+ * State is bounded (`SftpObserverOptions`); what cannot be audited is reported through `onUnparsed`.
+ */
+export function sftpObserver(emit: (e: FileEvent) => void, options: SftpObserverOptions = {}): TransferObserver {
+  const maxPending = options.maxPending ?? 1000;
+  const maxPendingChars = options.maxPendingChars ?? 1024 * 1024;
+  const maxOpen = options.maxOpen ?? 1000;
+  type Pending = {
+    op: number;
+    path?: string;
+    toPath?: string;
+    handle?: string;
+    toHandle?: string;
+    flags?: string;
+    len?: number;
+    ext?: string;
+    chars: number;
+  };
+  type Open = { path: string; flags: string; read: number; written: number };
   const pending = new Map<number, Pending>();
-  const open = new Map<string, { path: string; flags: string; read: number; written: number }>();
+  let pendingChars = 0;
+  const open = new Map<string, Open>();
+  let reported = false;
+  let dead = false;
+  let dropped = 0;
+  const unparsed = (reason: UnparsedTransfer["reason"]) => {
+    if (reason !== "overflow") {
+      dead = true;
+      pending.clear();
+      pendingChars = 0;
+    }
+    if (reported) return;
+    reported = true;
+    options.onUnparsed?.({ protocol: "sftp", reason, ...(reason === "overflow" ? { dropped } : {}) });
+  };
+  const closeEvent = (f: Open, ok: boolean): FileEvent => ({
+    protocol: "sftp",
+    op: "close",
+    path: f.path,
+    flags: f.flags,
+    bytesRead: f.read,
+    bytesWritten: f.written,
+    ok,
+  });
+  const remember = (id: number, req: Omit<Pending, "chars">) => {
+    const old = pending.get(id);
+    if (old) {
+      pending.delete(id);
+      pendingChars -= old.chars;
+    }
+    const chars = (req.path?.length ?? 0) + (req.toPath?.length ?? 0) + (req.handle?.length ?? 0) + (req.toHandle?.length ?? 0);
+    pending.set(id, { ...req, chars });
+    pendingChars += chars;
+    // Map iteration is insertion order: the first key is the oldest request.
+    while (pending.size > maxPending || pendingChars > maxPendingChars) {
+      const [oldestId, oldest] = pending.entries().next().value as [number, Pending];
+      pending.delete(oldestId);
+      pendingChars -= oldest.chars;
+      dropped++;
+      unparsed("overflow");
+    }
+  };
+  const opened = (handle: string, f: Open) => {
+    open.delete(handle);
+    open.set(handle, f);
+    while (open.size > maxOpen) {
+      const [h, oldest] = open.entries().next().value as [string, Open];
+      open.delete(h);
+      dropped++;
+      emit(closeEvent(oldest, false));
+      unparsed("overflow");
+    }
+  };
   const safe = (fn: () => void) => {
     try {
       fn();
@@ -172,32 +309,40 @@ export function sftpObserver(emit: (e: FileEvent) => void): TransferObserver {
       /* a malformed packet is the target's or client's problem; the relay carries on */
     }
   };
+  let firstUp = true;
+  let firstDown = true;
 
   const up = framer(
     (p) =>
       safe(() => {
-        const type = p.readUInt8(0);
+        if (dead) return;
+        const type = p.length > 0 ? p.readUInt8(0) : -1;
+        if (firstUp) {
+          firstUp = false;
+          if (type !== SSH_FXP.INIT) return unparsed("not_sftp");
+          return;
+        }
+        if (!REQUEST_TYPES.has(type)) return unparsed("not_sftp");
         if (type === SSH_FXP.INIT) return;
         const id = p.readUInt32BE(1);
-        let off = 5;
+        const off = 5;
         switch (type) {
           case SSH_FXP.OPEN: {
             const [path, o1] = readString(p, off);
-            pending.set(id, { op: type, path: path.toString(), flags: openFlags(p.readUInt32BE(o1)) });
+            remember(id, { op: type, path: path.toString(), flags: openFlags(p.readUInt32BE(o1)) });
             return;
           }
           case SSH_FXP.CLOSE:
           case SSH_FXP.READ:
           case SSH_FXP.FSETSTAT: {
             const [h, o1] = readString(p, off);
-            off = o1;
-            pending.set(id, { op: type, handle: h.toString("hex"), ...(type === SSH_FXP.READ ? { len: p.readUInt32BE(off + 8) } : {}) });
+            remember(id, { op: type, handle: h.toString("hex"), ...(type === SSH_FXP.READ ? { len: p.readUInt32BE(o1 + 8) } : {}) });
             return;
           }
           case SSH_FXP.WRITE: {
             const [h, o1] = readString(p, off);
             const dataLen = p.readUInt32BE(o1 + 8);
-            pending.set(id, { op: type, handle: h.toString("hex"), len: dataLen });
+            remember(id, { op: type, handle: h.toString("hex"), len: dataLen });
             return;
           }
           case SSH_FXP.REMOVE:
@@ -205,13 +350,36 @@ export function sftpObserver(emit: (e: FileEvent) => void): TransferObserver {
           case SSH_FXP.RMDIR:
           case SSH_FXP.SETSTAT: {
             const [path] = readString(p, off);
-            pending.set(id, { op: type, path: path.toString() });
+            remember(id, { op: type, path: path.toString() });
             return;
           }
-          case SSH_FXP.RENAME: {
+          case SSH_FXP.RENAME:
+          case SSH_FXP.SYMLINK: {
             const [from, o1] = readString(p, off);
             const [to] = readString(p, o1);
-            pending.set(id, { op: type, path: from.toString(), toPath: to.toString() });
+            remember(id, { op: type, path: from.toString(), toPath: to.toString() });
+            return;
+          }
+          case SSH_FXP.EXTENDED: {
+            const [nameBuf, o1] = readString(p, off);
+            const ext = nameBuf.toString();
+            if (READ_ONLY_EXTENSIONS.has(ext)) return;
+            if (ext === "posix-rename@openssh.com" || ext === "hardlink@openssh.com") {
+              const [from, o2] = readString(p, o1);
+              const [to] = readString(p, o2);
+              remember(id, { op: type, ext, path: from.toString(), toPath: to.toString() });
+            } else if (ext === "lsetstat@openssh.com") {
+              const [path] = readString(p, o1);
+              remember(id, { op: type, ext, path: path.toString() });
+            } else if (ext === "copy-data") {
+              // string read-handle, uint64 read-offset, uint64 read-length, string write-handle, uint64 write-offset
+              const [from, o2] = readString(p, o1);
+              const len = Number(p.readBigUInt64BE(o2 + 8));
+              const [to] = readString(p, o2 + 16);
+              remember(id, { op: type, ext, handle: from.toString("hex"), toHandle: to.toString("hex"), len });
+            } else {
+              remember(id, { op: type, ext: ext.slice(0, 256) });
+            }
             return;
           }
           default:
@@ -219,27 +387,42 @@ export function sftpObserver(emit: (e: FileEvent) => void): TransferObserver {
         }
       }),
     (type) => (type === SSH_FXP.WRITE ? 4 + 1 + 4 + 4 + 256 + 8 + 4 : 1 + 4 + 8192),
+    () => unparsed("oversized"),
   );
 
   const statusOk = (p: Buffer) => p.readUInt32BE(5) === 0;
   const down = framer(
     (p, length) =>
       safe(() => {
-        const type = p.readUInt8(0);
+        if (dead) return;
+        const type = p.length > 0 ? p.readUInt8(0) : -1;
+        if (firstDown) {
+          firstDown = false;
+          if (type !== SSH_FXP.VERSION) return unparsed("not_sftp");
+          return;
+        }
+        if (!REPLY_TYPES.has(type)) return unparsed("not_sftp");
         if (type === SSH_FXP.VERSION) return;
         const id = p.readUInt32BE(1);
         const req = pending.get(id);
         if (!req) return;
         pending.delete(id);
+        pendingChars -= req.chars;
         if (type === SSH_FXP.HANDLE && req.op === SSH_FXP.OPEN && req.path !== undefined) {
           const [h] = readString(p, 5);
-          open.set(h.toString("hex"), { path: req.path, flags: req.flags ?? "", read: 0, written: 0 });
+          const flags = req.flags ?? "";
+          opened(h.toString("hex"), { path: req.path, flags, read: 0, written: 0 });
+          emit({ protocol: "sftp", op: "open", path: req.path, flags, ok: true });
           return;
         }
         if (type === SSH_FXP.DATA && req.op === SSH_FXP.READ && req.handle) {
           const f = open.get(req.handle);
           // DATA: type(1) id(4) string data → data length = packet length - 9.
           if (f) f.read += length - 9;
+          return;
+        }
+        if (type === SSH_FXP.EXTENDED_REPLY && req.op === SSH_FXP.EXTENDED && req.ext && !req.path && !req.handle) {
+          emit({ protocol: "sftp", op: "extended", path: "", extension: req.ext, ok: true });
           return;
         }
         if (type !== SSH_FXP.STATUS) return;
@@ -253,7 +436,7 @@ export function sftpObserver(emit: (e: FileEvent) => void): TransferObserver {
           case SSH_FXP.CLOSE: {
             const f = req.handle ? open.get(req.handle) : undefined;
             if (req.handle) open.delete(req.handle);
-            if (f) emit({ protocol: "sftp", op: "close", path: f.path, flags: f.flags, bytesRead: f.read, bytesWritten: f.written, ok });
+            if (f) emit(closeEvent(f, ok));
             return;
           }
           case SSH_FXP.OPEN:
@@ -279,20 +462,42 @@ export function sftpObserver(emit: (e: FileEvent) => void): TransferObserver {
           case SSH_FXP.RENAME:
             emit({ protocol: "sftp", op: "rename", path: req.path ?? "", toPath: req.toPath ?? "", ok });
             return;
+          case SSH_FXP.SYMLINK:
+            emit({ protocol: "sftp", op: "symlink", path: req.path ?? "", toPath: req.toPath ?? "", ok });
+            return;
+          case SSH_FXP.EXTENDED: {
+            if (req.ext === "posix-rename@openssh.com" || req.ext === "hardlink@openssh.com")
+              emit({
+                protocol: "sftp",
+                op: req.ext === "hardlink@openssh.com" ? "hardlink" : "rename",
+                path: req.path ?? "",
+                toPath: req.toPath ?? "",
+                ok,
+              });
+            else if (req.ext === "lsetstat@openssh.com") emit({ protocol: "sftp", op: "setstat", path: req.path ?? "", ok });
+            else if (req.ext === "copy-data") {
+              const from = req.handle ? open.get(req.handle) : undefined;
+              const to = req.toHandle ? open.get(req.toHandle) : undefined;
+              emit({ protocol: "sftp", op: "copy", path: from?.path ?? "", toPath: to?.path ?? "", size: req.len ?? 0, ok });
+            } else emit({ protocol: "sftp", op: "extended", path: "", extension: req.ext ?? "", ok });
+            return;
+          }
           default:
             return;
         }
       }),
     (type) => (type === SSH_FXP.DATA ? 1 + 4 : 1 + 4 + 8192),
+    () => unparsed("oversized"),
   );
 
   return {
     up,
     down,
     finish() {
-      for (const f of open.values())
-        emit({ protocol: "sftp", op: "close", path: f.path, flags: f.flags, bytesRead: f.read, bytesWritten: f.written, ok: false });
+      for (const f of open.values()) emit(closeEvent(f, false));
       open.clear();
+      pending.clear();
+      pendingChars = 0;
     },
   };
 }

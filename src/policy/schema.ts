@@ -261,8 +261,18 @@ const recordObject = z.strictObject({
   input: z.boolean().default(false),
   /** What to do when the recording cannot be written (disk full): fail closed or carry on. */
   on_recording_failure: z.enum(["terminate", "continue"]).default("terminate"),
-  /** Cap per recording, bytes of recorded output (exec sessions without a pty can be large). */
+  /**
+   * Cap per recording, bytes of recorded output plus (with `input`) recorded input (exec sessions
+   * without a pty can be large). Reaching it is a recording failure: `on_recording_failure` applies.
+   */
   max_bytes: size.default(64 * 1024 * 1024),
+  /**
+   * An `sftp` subsystem (or sftp-server exec) whose bytes are not SFTP (the first packets are not
+   * INIT/VERSION, an absurd packet length) or that overflows the parser's bounds cannot be audited:
+   * `terminate` (the default when absent: such a channel would be an unrecorded tunnel) or `continue`
+   * (a `transfer_unparsed` event either way). Optional so that parsed policies stay as they were.
+   */
+  on_unparsed: z.enum(["terminate", "continue"]).optional(),
 });
 
 /** `record: true|false` or the full object; always normalised to the object. */
