@@ -98,8 +98,10 @@ export function guardAudit(sink: AuditSink, onFailure: (err: AuditWriteError) =>
   };
 }
 
-/** How long a connection whose audit failed stays up for its session channel to show why (ms). */
+/** How long a connection refused at login for the audit stays up for its session channel to show why (ms). */
 const AUDIT_REFUSAL_GRACE_MS = 5000;
+/** After a failed write mid-session: time for session.ts to write the message before the connection ends (ms). */
+const AUDIT_FAILURE_GRACE_MS = 1000;
 
 /** Serves one ssh2 connection. */
 export function serveConnection(deps: ConnectionDeps, client: Connection, address: string, hooks: ConnectionHooks): void {
@@ -116,7 +118,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
     log.error({ call: err.call, code: err.code, err: err.message }, "audit write failed");
     if (!ready || closed || terminated === "audit_failed") return;
     terminated = "audit_failed";
-    const t = setTimeout(() => client.end(), AUDIT_REFUSAL_GRACE_MS);
+    const t = setTimeout(() => client.end(), AUDIT_FAILURE_GRACE_MS);
     t.unref();
     client.once("close", () => clearTimeout(t));
   });
