@@ -148,11 +148,17 @@ export interface AuditSink {
   append(event: AuditEventInput): void;
   /** Commits the session row and its session_start event before returning. @throws AuditWriteError */
   startSession(s: SessionStart): void;
-  /** Commits the session's end and its session_end event. @throws AuditWriteError */
+  /**
+   * Commits the session's end and its session_end event.
+   * @throws AuditWriteError when it could not be committed now; the end stays queued (in order) and is written by the retry.
+   */
   endSession(id: string, end: SessionEnd): void;
   /** Commits the row of a recording being written (status open) before returning. @throws AuditWriteError */
   recordingStarted(sessionId: string, channel: number, path: string): void;
-  /** Stores the recording's SHA-256 and chains a `recording` event with it. @throws AuditWriteError */
+  /**
+   * Stores the recording's SHA-256 and chains a `recording` event with it.
+   * @throws AuditWriteError when it could not be committed now; it stays queued (in order) and is written by the retry.
+   */
   recordingClosed(sessionId: string, channel: number, r: { sha256: string; bytes: number; status: string }): void;
   /** Commits everything queued; never throws (what fails stays queued and is retried). */
   flush(): void;
@@ -395,8 +401,8 @@ export function openAuditStore(file: string, now: () => Date = () => new Date(),
     "INSERT INTO events (id, ts, type, session_id, uid, account, target, source, result, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   );
   const probeStmt = db.prepare("INSERT OR REPLACE INTO write_probe (id, ts) VALUES (1, ?)");
-  /** An event as queued: its time and its data's JSON fixed when it was appended. */
-  type Queued = { e: AuditEventInput; ts: string; data: string };
+  /** An event as queued: its time and its data's JSON fixed when it was appended; `apply` updates the row it goes with. */
+  type Queued = { e: AuditEventInput; ts: string; data: string; apply?: () => void };
   let queue: Queued[] = [];
   let scheduled = false;
   let retryTimer: NodeJS.Timeout | undefined;
@@ -433,7 +439,8 @@ export function openAuditStore(file: string, now: () => Date = () => new Date(),
     const last = lastStmt.get();
     let id = last?.id ?? 0;
     let prev = last?.hash ?? GENESIS;
-    for (const { e, ts, data } of items) {
+    for (const { e, ts, data, apply } of items) {
+      apply?.();
       id += 1;
       const hash = createHash("sha256")
         .update(canonicalParts(id, ts, e, data, prev))
@@ -538,41 +545,43 @@ export function openAuditStore(file: string, now: () => Date = () => new Date(),
 
   const startStmt = db.prepare("INSERT INTO sessions (id, started_at, uid, account, target, source) VALUES (?, ?, ?, ?, ?, ?)");
   const endStmt = db.prepare("UPDATE sessions SET ended_at = ?, result = ?, up_bytes = ?, down_bytes = ?, exit_status = ? WHERE id = ?");
+  /**
+   * Ends and recording closes are facts after the fact: queued like batched events (with the row
+   * update they carry) and committed now; if that fails they stay queued, in order, and the caller
+   * still gets AuditWriteError (the session ends either way).
+   */
   const endSession = (id: string, end: SessionEnd) => {
     if (!db.open) return;
-    const q = queued({
-      type: "session_end",
-      sessionId: id,
-      result: end.result,
-      data: { up_bytes: end.upBytes, down_bytes: end.downBytes, exit_status: end.exitStatus },
+    const endedAt = now().toISOString();
+    queue.push({
+      ...queued({
+        type: "session_end",
+        sessionId: id,
+        result: end.result,
+        data: { up_bytes: end.upBytes, down_bytes: end.downBytes, exit_status: end.exitStatus },
+      }),
+      apply: () => endStmt.run(endedAt, end.result, end.upBytes, end.downBytes, end.exitStatus, id),
     });
-    commit("endSession", (write) => {
-      endStmt.run(now().toISOString(), end.result, end.upBytes, end.downBytes, end.exitStatus, id);
-      write(q);
-    });
+    commit("endSession", () => undefined);
   };
   const recordingClosed = (sessionId: string, channel: number, r: { sha256: string; bytes: number; status: string }) => {
     if (!db.open) return;
-    commit("recordingClosed", (write) => {
-      const row = db.prepare("SELECT path FROM recordings WHERE session_id = ? AND channel = ?").get(sessionId, channel) as
-        | { path: string }
-        | undefined;
-      db.prepare("UPDATE recordings SET sha256 = ?, bytes = ?, status = ? WHERE session_id = ? AND channel = ?").run(
-        r.sha256,
-        r.bytes,
-        r.status,
+    const row = db.prepare("SELECT path FROM recordings WHERE session_id = ? AND channel = ?").get(sessionId, channel) as
+      | { path: string }
+      | undefined;
+    queue.push({
+      ...queued({
+        type: "recording",
         sessionId,
-        channel,
-      );
-      write(
-        queued({
-          type: "recording",
-          sessionId,
-          result: r.status,
-          data: { channel, path: row?.path ?? null, sha256: r.sha256, bytes: r.bytes },
-        }),
-      );
+        result: r.status,
+        data: { channel, path: row?.path ?? null, sha256: r.sha256, bytes: r.bytes },
+      }),
+      apply: () =>
+        db
+          .prepare("UPDATE recordings SET sha256 = ?, bytes = ?, status = ? WHERE session_id = ? AND channel = ?")
+          .run(r.sha256, r.bytes, r.status, sessionId, channel),
     });
+    commit("recordingClosed", () => undefined);
   };
 
   const store: AuditStore = {

@@ -290,7 +290,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       let result = "ok";
       if (!upstreamClient) result = "upstream_failed";
       if (terminated) result = "terminated";
-      // A failure here is logged by the guard; the row stays open and the next start closes it as interrupted.
+      // A failure here is logged by the guard; the store keeps the end queued and writes it when it can.
       audit.endSession(connId, { result, upBytes: counters.up, downBytes: counters.down, exitStatus: lastExit });
       log.info({ up: counters.up, down: counters.down, exit_status: lastExit }, "session ended");
     }

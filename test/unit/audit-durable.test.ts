@@ -106,13 +106,15 @@ describe("audit store durability", () => {
     const h = store.healthy();
     expect(h.ok).toBe(false);
     expect(h.detail).toMatch(/SQLITE_BUSY/);
-    expect(h.detail).toMatch(/3 events waiting/);
+    expect(h.detail).toMatch(/5 events waiting/);
     store.append({ type: "file", data: { path: "/c" } });
     release();
     // The retry timer writes them without any further call (next tick, then ≤ 5 s backoff; well under here).
     for (let i = 0; i < 100 && store.healthy().ok === false; i++) await sleep(50);
     expect(store.healthy().ok).toBe(true);
-    expect(types(file)).toEqual(["login:", "file:/a", "login_refused:", "file:/b", "file:/c"]);
+    // The exec (it must not happen) and the session start (refused) are not kept; the end and the
+    // recording close (facts after the fact) are, in order.
+    expect(types(file)).toEqual(["login:", "file:/a", "login_refused:", "file:/b", "session_end:", "recording:", "file:/c"]);
     expect(store.listSessions()).toEqual([]);
     expect(store.recordings()).toEqual([]);
     expect(store.verify().ok).toBe(true);
