@@ -82,8 +82,18 @@ export function sealerForPolicy(loaded: LoadedPolicy, audit: AuditStore): Sealer
   return file ? createSealer(loaded.resolvePath(file), nodeName(loaded.policy), audit) : undefined;
 }
 
-export function openAuditForPolicy(loaded: LoadedPolicy): AuditStore {
-  return openAuditStore(statePaths(loaded).auditDb);
+/** Opens the audit store; with a logger, every change of its health (writes failing, working again) is logged. */
+export function openAuditForPolicy(loaded: LoadedPolicy, logger?: Logger): AuditStore {
+  return openAuditStore(
+    statePaths(loaded).auditDb,
+    undefined,
+    logger
+      ? {
+          onHealthChange: (h) =>
+            h.ok ? logger.info({ detail: h.detail }, "audit writes work again") : logger.error({ detail: h.detail }, "audit writes fail"),
+        }
+      : {},
+  );
 }
 
 function checkSupported(policy: Policy): void {
@@ -265,7 +275,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   const stores: Stores = { totp, lockout };
   let runtime = await buildRuntime(loaded, stores);
   const directory = () => runtime.directory;
-  const audit = openAuditForPolicy(loaded);
+  const audit = openAuditForPolicy(loaded, logger);
   const interrupted = audit.closeInterrupted();
   if (interrupted > 0) logger.warn({ interrupted }, "closed sessions left open by an earlier stop as interrupted");
 
@@ -347,7 +357,8 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   };
   const checkList = (): HealthCheck[] => [
     { name: "policy", ok: true, detail: loaded.file },
-    { name: "audit_db", ok: audit.writable(), detail: statePaths(loaded).auditDb },
+    // Not ok while audit writes fail or too many events wait (no lock taken; a real write probe at most once a second while failing).
+    { name: "audit_db", ...audit.healthy() },
     { name: "listener", ok: bound.length > 0, detail: bound.map((b) => `${b.address}:${b.port}`).join(",") },
     {
       name: "directory",
@@ -465,7 +476,11 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       signHead();
       totp.close();
       lockout.close();
-      audit.close();
+      try {
+        audit.close();
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, "audit events could not be written before the stop");
+      }
     },
   };
 }

@@ -144,21 +144,71 @@ export type SealStep = (what: { kind: "head" | "checkpoint"; eventId: number; ha
   seal: string;
 };
 
-/** The narrow interface the gateway writes through (injectable in tests). */
+/** The audit's state for /healthz: `ok` false while writes fail or too many events wait; `detail` says why (no secrets). */
+export interface AuditHealth {
+  readonly ok: boolean;
+  readonly detail: string;
+}
+
+/**
+ * The narrow interface the gateway writes through (injectable in tests).
+ *
+ * Failure contract: the calls that precede something the gateway then does, or that a session needs
+ * (`append` of a non-batched type, `startSession`, `endSession`, `recordingStarted`,
+ * `recordingClosed`) throw {@link AuditWriteError} when the database refuses the write (locked past
+ * busy_timeout, disk full, I/O error); the caller must not go on as if it was written. Batched events
+ * never throw: a failed batch goes back at the head of the queue, in order, and is retried.
+ */
 export interface AuditSink {
-  /** Appends an event: committed before returning, except high-rate types (file, login_refused, channel_refused), committed within the tick. */
+  /**
+   * Appends an event: committed before returning, except high-rate types (file, login_refused,
+   * channel_refused, policy_reload), queued and committed within the tick.
+   * @throws AuditWriteError for a non-batched type the database did not commit (that event is not kept).
+   * @throws TypeError when `data` cannot be serialised as JSON (checked before anything is queued).
+   */
   append(event: AuditEventInput): void;
-  /** Commits the session row and its session_start event before returning. */
+  /** Commits the session row and its session_start event before returning. @throws AuditWriteError */
   startSession(s: SessionStart): void;
+  /**
+   * Commits the session's end and its session_end event.
+   * @throws AuditWriteError when it could not be committed now; the end stays queued (in order) and is written by the retry.
+   */
   endSession(id: string, end: SessionEnd): void;
-  /** Commits the row of a recording being written (status open) before returning. */
+  /** Commits the row of a recording being written (status open) before returning. @throws AuditWriteError */
   recordingStarted(sessionId: string, channel: number, path: string): void;
-  /** Stores the recording's SHA-256 and chains a `recording` event with it. */
+  /**
+   * Stores the recording's SHA-256 and chains a `recording` event with it.
+   * @throws AuditWriteError when it could not be committed now; it stays queued (in order) and is written by the retry.
+   */
   recordingClosed(sessionId: string, channel: number, r: { sha256: string; bytes: number; status: string }): void;
-  /** Commits everything queued. */
+  /** Commits everything queued; never throws (what fails stays queued and is retried). */
   flush(): void;
-  /** Whether the database accepts writes right now (takes and releases a write lock). */
+  /** `healthy().ok` (kept for older callers; takes no lock). */
   writable(): boolean;
+  /**
+   * Whether audit writes succeed: not ok since the last write failed until one succeeds again, or
+   * while at least 100 000 events wait in the queue. While not ok it probes with a real write at
+   * most once a second; while ok it does no I/O.
+   */
+  healthy(): AuditHealth;
+}
+
+/**
+ * A write the audit could not commit (SQLite said SQLITE_BUSY past busy_timeout, SQLITE_FULL,
+ * SQLITE_IOERR…). `code` is SQLite's extended code name; the message names the call and SQLite's
+ * text only (no event content, so no secret can leak through it).
+ */
+export class AuditWriteError extends Error {
+  override readonly name = "AuditWriteError";
+  constructor(
+    /** Which store call failed (e.g. `append login`, `startSession`). */
+    readonly call: string,
+    /** SQLite's error code, e.g. `SQLITE_BUSY`, `SQLITE_FULL`, `SQLITE_IOERR_WRITE`. */
+    readonly code: string,
+    message: string,
+  ) {
+    super(`the audit log cannot be written (${call}): ${code}: ${message}`);
+  }
 }
 
 export interface AuditStore extends AuditSink {
@@ -192,8 +242,24 @@ export interface AuditStore extends AuditSink {
 
 const GENESIS = "0".repeat(64);
 
-/** High-rate event types committed in batches (once per tick); every other type is committed at once. */
-const BATCHED: ReadonlySet<AuditEventType> = new Set(["file", "login_refused", "channel_refused"]);
+/**
+ * Event types committed in batches (once per tick) and never lost: high-rate ones, and facts recorded
+ * after the fact by callers that cannot stop anything (a policy reload already happened). Every other
+ * type is committed before `append` returns.
+ */
+const BATCHED: ReadonlySet<AuditEventType> = new Set(["file", "login_refused", "channel_refused", "policy_reload"]);
+
+/** Events waiting past this many: `healthy()` is not ok (new sessions are refused); nothing is dropped. */
+export const AUDIT_QUEUE_LIMIT = 100_000;
+/** busy_timeout (ms) while writes succeed: a second writer (the CLI) is waited for this long. */
+const BUSY_TIMEOUT_MS = 5000;
+/** busy_timeout (ms) while writes fail: a known-bad database does not freeze the event loop 5 s per call. */
+const BUSY_TIMEOUT_FAILING_MS = 250;
+/** Retry backoff of the queue after a failed batch: next tick, then 50 ms doubling up to 5 s. */
+const RETRY_MIN_MS = 50;
+const RETRY_MAX_MS = 5000;
+/** While unhealthy, `healthy()` probes with a real write at most this often (ms). */
+const PROBE_INTERVAL_MS = 1000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
@@ -254,6 +320,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
   ts TEXT NOT NULL,
   pruned_through_id INTEGER NOT NULL,
   last_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS write_probe (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  ts TEXT NOT NULL
 );
 `;
 
@@ -338,35 +408,80 @@ function toSession(r: SessionRow): AuditSession {
   };
 }
 
+/** Options of {@link openAuditStore}. */
+export interface AuditStoreOptions {
+  /** Called when `healthy()` changes (a write failed, writes work again, the queue passed its limit). */
+  readonly onHealthChange?: ((h: AuditHealth) => void) | undefined;
+  /** busy_timeout in ms while writes succeed (default 5000; tests use less). */
+  readonly busyTimeoutMs?: number | undefined;
+}
+
 /**
- * Opens (creating if needed) the audit database at `file` in WAL mode.
- * `append` queues events and commits them in one transaction per tick (fast, ordered); session
- * starts and recording starts are committed before the call returns. `now` is injectable for tests.
+ * Opens (creating if needed) the audit database at `file` in WAL mode with `synchronous = FULL`
+ * (a committed event survives a power loss, https://sqlite.org/pragma.html#pragma_synchronous).
+ * Every write is one `BEGIN IMMEDIATE` transaction, so a second writer (the CLI) makes it wait up to
+ * busy_timeout (5 s) instead of failing at once (https://sqlite.org/lang_transaction.html: a deferred
+ * transaction that read first gets SQLITE_BUSY without the busy handler when it upgrades).
+ * `append` queues batched events and commits them in one transaction per tick (fast, ordered); a
+ * failed batch is put back at the head of the queue and retried (next tick, then 50 ms doubling to
+ * 5 s). Session starts and recording starts are committed before the call returns.
+ * `now` is injectable for tests.
  */
-export function openAuditStore(file: string, now: () => Date = () => new Date()): AuditStore {
+export function openAuditStore(file: string, now: () => Date = () => new Date(), options: AuditStoreOptions = {}): AuditStore {
   mkdirSync(dirname(file), { recursive: true, mode: 0o750 });
   const db = new Database(file);
   db.pragma("journal_mode = WAL");
-  db.pragma("synchronous = NORMAL");
-  db.pragma("busy_timeout = 5000");
+  db.pragma("synchronous = FULL");
+  const busyMs = options.busyTimeoutMs ?? BUSY_TIMEOUT_MS;
+  db.pragma(`busy_timeout = ${busyMs}`);
   db.exec(SCHEMA);
 
   const lastStmt = db.prepare<[], { id: number; hash: string }>("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1");
   const insertStmt = db.prepare(
     "INSERT INTO events (id, ts, type, session_id, uid, account, target, source, result, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   );
-  type Queued = { e: AuditEventInput; ts: string };
+  const probeStmt = db.prepare("INSERT OR REPLACE INTO write_probe (id, ts) VALUES (1, ?)");
+  /** An event as queued: its time and its data's JSON fixed when it was appended; `apply` updates the row it goes with. */
+  type Queued = { e: AuditEventInput; ts: string; data: string; apply?: () => void };
   let queue: Queued[] = [];
   let scheduled = false;
+  let retryTimer: NodeJS.Timeout | undefined;
+  let backoffMs = 0;
+  let failure: { call: string; code: string; message: string; since: string } | undefined;
+  let lastProbe = 0;
+  let lastReported: AuditHealth = { ok: true, detail: "" };
 
-  /** Writes queued events; hashes are computed here, inside the transaction, from the last stored row. */
-  const writeQueued = db.transaction((items: Queued[]) => {
+  const health = (): AuditHealth => {
+    if (!db.open) return { ok: false, detail: `${file}: closed` };
+    if (failure)
+      return {
+        ok: false,
+        detail: `${file}: writes fail since ${failure.since} (${failure.call}: ${failure.code}: ${failure.message}); ${queue.length} events waiting`,
+      };
+    if (queue.length >= AUDIT_QUEUE_LIMIT)
+      return { ok: false, detail: `${file}: ${queue.length} events wait to be written (limit ${AUDIT_QUEUE_LIMIT})` };
+    return { ok: true, detail: file };
+  };
+  const report = () => {
+    const h = health();
+    if (h.ok !== lastReported.ok) {
+      lastReported = h;
+      options.onHealthChange?.(h);
+    }
+  };
+
+  /** Serialises `data` now: an event that cannot be stored is refused to its caller, never queued. */
+  const queued = (e: AuditEventInput): Queued => ({ e, ts: now().toISOString(), data: JSON.stringify(e.data ?? {}) });
+
+  /** Inserts events after the last stored row; call inside a write transaction only. */
+  const insertEvents = (items: readonly Queued[]) => {
+    if (items.length === 0) return;
     const last = lastStmt.get();
     let id = last?.id ?? 0;
     let prev = last?.hash ?? GENESIS;
-    for (const { e, ts } of items) {
+    for (const { e, ts, data, apply } of items) {
+      apply?.();
       id += 1;
-      const data = JSON.stringify(e.data ?? {});
       const hash = createHash("sha256")
         .update(canonicalParts(id, ts, e, data, prev))
         .digest("hex");
@@ -386,70 +501,127 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
       );
       prev = hash;
     }
-  });
+  };
+
+  const runTx = db.transaction((work: () => unknown) => work());
+  /**
+   * One IMMEDIATE transaction: the queued events (in order), then `work`. On a database error nothing
+   * of it is committed, the queued events are back at the head of the queue, and AuditWriteError is
+   * thrown; any other error is rethrown as is (after the same put-back).
+   */
+  const commit = <T>(call: string, work: (write: (q: Queued) => void) => T): T => {
+    const pending = queue;
+    queue = [];
+    try {
+      const out = runTx.immediate(() => {
+        insertEvents(pending);
+        return work((q) => insertEvents([q]));
+      }) as T;
+      if (failure) {
+        failure = undefined;
+        backoffMs = 0;
+        db.pragma(`busy_timeout = ${busyMs}`);
+      }
+      report();
+      return out;
+    } catch (err) {
+      queue = pending.length > 0 ? pending.concat(queue) : queue;
+      if (!(err instanceof Database.SqliteError)) throw err;
+      if (!failure) db.pragma(`busy_timeout = ${Math.min(busyMs, BUSY_TIMEOUT_FAILING_MS)}`);
+      failure = { call, code: err.code, message: err.message, since: failure?.since ?? new Date().toISOString() };
+      report();
+      if (queue.length > 0) schedule();
+      throw new AuditWriteError(call, err.code, err.message);
+    }
+  };
+
+  /** Commits the queue; never throws for a database error (the queue stays, a retry is scheduled). */
   const flush = () => {
     if (queue.length === 0 || !db.open) return;
-    const items = queue;
-    queue = [];
-    writeQueued(items);
+    try {
+      commit("flush", () => undefined);
+    } catch (err) {
+      if (!(err instanceof AuditWriteError)) throw err;
+    }
   };
+  /** Next tick while healthy; with a bounded backoff while writes fail. Timers never keep the process up. */
+  const schedule = () => {
+    if (scheduled || !db.open) return;
+    scheduled = true;
+    const run = () => {
+      scheduled = false;
+      retryTimer = undefined;
+      if (!db.open) return;
+      try {
+        flush();
+      } catch {
+        // Not a database error (cannot happen: data is serialised at append); never let a timer throw.
+      }
+      if (queue.length > 0 && failure) {
+        backoffMs = backoffMs === 0 ? RETRY_MIN_MS : Math.min(backoffMs * 2, RETRY_MAX_MS);
+        schedule();
+      }
+    };
+    if (!failure || backoffMs === 0) setImmediate(run);
+    else {
+      retryTimer = setTimeout(run, backoffMs);
+      retryTimer.unref();
+    }
+  };
+
   const append = (e: AuditEventInput) => {
-    queue.push({ e, ts: now().toISOString() });
+    if (!db.open) return;
+    const q = queued(e);
     // Events that precede something the gateway then does (an exec reaching the target, a login
-    // being accepted) are committed before append returns; only high-rate ones wait for the tick.
+    // being accepted) are committed before append returns; only batched ones wait for the tick.
     if (!BATCHED.has(e.type)) {
-      flush();
+      commit(`append ${e.type}`, (write) => write(q));
       return;
     }
-    if (!scheduled) {
-      scheduled = true;
-      setImmediate(() => {
-        scheduled = false;
-        if (db.open) flush();
-      });
-    }
-  };
-  const appendNow = (e: AuditEventInput) => {
-    queue.push({ e, ts: now().toISOString() });
-    flush();
+    queue.push(q);
+    if (queue.length === AUDIT_QUEUE_LIMIT) report();
+    schedule();
   };
 
   const startStmt = db.prepare("INSERT INTO sessions (id, started_at, uid, account, target, source) VALUES (?, ?, ?, ?, ?, ?)");
   const endStmt = db.prepare("UPDATE sessions SET ended_at = ?, result = ?, up_bytes = ?, down_bytes = ?, exit_status = ? WHERE id = ?");
+  /**
+   * Ends and recording closes are facts after the fact: queued like batched events (with the row
+   * update they carry) and committed now; if that fails they stay queued, in order, and the caller
+   * still gets AuditWriteError (the session ends either way).
+   */
   const endSession = (id: string, end: SessionEnd) => {
     if (!db.open) return;
-    db.transaction(() => {
-      flush();
-      endStmt.run(now().toISOString(), end.result, end.upBytes, end.downBytes, end.exitStatus, id);
-      appendNow({
+    const endedAt = now().toISOString();
+    queue.push({
+      ...queued({
         type: "session_end",
         sessionId: id,
         result: end.result,
         data: { up_bytes: end.upBytes, down_bytes: end.downBytes, exit_status: end.exitStatus },
-      });
-    })();
+      }),
+      apply: () => endStmt.run(endedAt, end.result, end.upBytes, end.downBytes, end.exitStatus, id),
+    });
+    commit("endSession", () => undefined);
   };
   const recordingClosed = (sessionId: string, channel: number, r: { sha256: string; bytes: number; status: string }) => {
     if (!db.open) return;
-    db.transaction(() => {
-      flush();
-      const row = db.prepare("SELECT path FROM recordings WHERE session_id = ? AND channel = ?").get(sessionId, channel) as
-        | { path: string }
-        | undefined;
-      db.prepare("UPDATE recordings SET sha256 = ?, bytes = ?, status = ? WHERE session_id = ? AND channel = ?").run(
-        r.sha256,
-        r.bytes,
-        r.status,
-        sessionId,
-        channel,
-      );
-      appendNow({
+    const row = db.prepare("SELECT path FROM recordings WHERE session_id = ? AND channel = ?").get(sessionId, channel) as
+      | { path: string }
+      | undefined;
+    queue.push({
+      ...queued({
         type: "recording",
         sessionId,
         result: r.status,
         data: { channel, path: row?.path ?? null, sha256: r.sha256, bytes: r.bytes },
-      });
-    })();
+      }),
+      apply: () =>
+        db
+          .prepare("UPDATE recordings SET sha256 = ?, bytes = ?, status = ? WHERE session_id = ? AND channel = ?")
+          .run(r.sha256, r.bytes, r.status, sessionId, channel),
+    });
+    commit("recordingClosed", () => undefined);
   };
 
   const insertSeal = (kind: SealRow["kind"], eventId: number, hash: string, step: SealStep): SealRow => {
@@ -470,35 +642,43 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
   const store: AuditStore = {
     append,
     flush,
-    writable() {
-      try {
-        db.exec("BEGIN IMMEDIATE; ROLLBACK;");
-        return true;
-      } catch {
-        return false;
+    healthy() {
+      if (db.open && (failure || queue.length >= AUDIT_QUEUE_LIMIT) && Date.now() - lastProbe >= PROBE_INTERVAL_MS) {
+        lastProbe = Date.now();
+        // A real write (a WAL frame), so a full disk shows; a lock is not waited for long while failing.
+        try {
+          commit("probe", () => probeStmt.run(new Date().toISOString()));
+        } catch (err) {
+          if (!(err instanceof AuditWriteError)) throw err;
+        }
       }
+      return health();
+    },
+    writable() {
+      return store.healthy().ok;
     },
     startSession(s) {
-      db.transaction(() => {
-        flush();
+      if (!db.open) return;
+      const q = queued({
+        type: "session_start",
+        sessionId: s.id,
+        uid: s.uid,
+        account: s.account,
+        target: s.target ?? undefined,
+        source: s.source,
+      });
+      commit("startSession", (write) => {
         startStmt.run(s.id, now().toISOString(), s.uid, s.account, s.target, s.source);
-        appendNow({
-          type: "session_start",
-          sessionId: s.id,
-          uid: s.uid,
-          account: s.account,
-          target: s.target ?? undefined,
-          source: s.source,
-        });
-      })();
+        write(q);
+      });
     },
     endSession,
     recordingStarted(sessionId, channel, path) {
       if (!db.open) return;
-      db.prepare("INSERT OR REPLACE INTO recordings (session_id, channel, path, status) VALUES (?, ?, ?, 'open')").run(
-        sessionId,
-        channel,
-        path,
+      commit("recordingStarted", () =>
+        db
+          .prepare("INSERT OR REPLACE INTO recordings (session_id, channel, path, status) VALUES (?, ?, ?, 'open')")
+          .run(sessionId, channel, path),
       );
     },
     recordingClosed,
@@ -612,9 +792,8 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
         .immediate();
     },
     prune(beforeMs, seal) {
-      flush();
       const cutoff = new Date(beforeMs).toISOString();
-      return db.transaction(() => {
+      return commit("prune", (write) => {
         const lastOld = db.prepare("SELECT id, hash FROM events WHERE ts < ? ORDER BY id DESC LIMIT 1").get(cutoff) as
           | { id: number; hash: string }
           | undefined;
@@ -649,18 +828,27 @@ export function openAuditStore(file: string, now: () => Date = () => new Date())
           db.prepare("DELETE FROM recordings WHERE session_id = ?").run(id);
           db.prepare("DELETE FROM sessions WHERE id = ?").run(id);
         }
-        appendNow({
-          type: "audit_pruned",
-          result: "ok",
-          data: { before: cutoff, pruned_through_id: through, events, sessions: pruneIds.length },
-        });
+        write(
+          queued({
+            type: "audit_pruned",
+            result: "ok",
+            data: { before: cutoff, pruned_through_id: through, events, sessions: pruneIds.length },
+          }),
+        );
         return { events, sessions: pruneIds.length, recordings };
-      })();
+      });
     },
     close() {
       if (!db.open) return;
+      clearTimeout(retryTimer);
+      // Last chance for the queue, with the full busy_timeout.
+      db.pragma(`busy_timeout = ${busyMs}`);
       flush();
+      const lost = queue.length;
+      const why = failure;
+      queue = [];
       db.close();
+      if (lost > 0) throw new AuditWriteError("close", why?.code ?? "SQLITE_ERROR", `${lost} queued events could not be written`);
     },
   };
   return store;

@@ -6,6 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type { Connection, Client as UpstreamClient } from "ssh2";
 import type { AuditSink } from "../audit/index.ts";
+import { type AuditHealth, AuditWriteError } from "../audit/store.ts";
 import { type AuthenticatedIdentity, type Authenticator, createLogin, displayAddress } from "../auth/index.ts";
 import type { GatewayMetrics, Logger } from "../obs/index.ts";
 import type { Policy } from "../policy/index.ts";
@@ -16,7 +17,7 @@ import type { ConnectionContext } from "./context.ts";
 import { type ConnectionEvent, connectionEvents } from "./events.ts";
 import { serveForwarding, serveRemoteForwards } from "./forwarding.ts";
 import { createMonitor } from "./monitor.ts";
-import { serveSession } from "./session.ts";
+import { serveAuditRefusal, serveSession } from "./session.ts";
 import { connectUpstream, HostKeyMismatchError, parseHostKeyLine } from "./upstream.ts";
 
 /** Everything that a policy reload replaces at once; a connection keeps the one it started with. */
@@ -56,6 +57,52 @@ export interface ConnectionHooks {
   closed(): void;
 }
 
+/** The audit as one connection writes it: the store's calls, with write failures remembered. */
+export interface ConnectionAudit extends AuditSink {
+  /** The first write of this connection the database refused, if any. */
+  failure(): AuditWriteError | undefined;
+}
+
+/**
+ * Wraps `sink` for one connection: an {@link AuditWriteError} from any call is caught, remembered
+ * and passed to `onFailure` (each time), never thrown into the ssh2 handlers, the login state
+ * machine or the channel audit (an exception there would end the process). Callers that must not go
+ * on after a failed write check `failure()` or `healthy()` right after the call. Any other error
+ * is rethrown. `healthy()` is not ok for the rest of the connection once one of its writes failed;
+ * before that it is the store's.
+ */
+export function guardAudit(sink: AuditSink, onFailure: (err: AuditWriteError) => void): ConnectionAudit {
+  let failed: AuditWriteError | undefined;
+  const guard =
+    <A extends unknown[]>(fn: (...a: A) => void) =>
+    (...a: A): void => {
+      try {
+        fn(...a);
+      } catch (err) {
+        if (!(err instanceof AuditWriteError)) throw err;
+        failed ??= err;
+        onFailure(err);
+      }
+    };
+  const healthy = (): AuditHealth => (failed ? { ok: false, detail: failed.message } : sink.healthy());
+  return {
+    append: guard((e) => sink.append(e)),
+    startSession: guard((s) => sink.startSession(s)),
+    endSession: guard((id, end) => sink.endSession(id, end)),
+    recordingStarted: guard((id, channel, path) => sink.recordingStarted(id, channel, path)),
+    recordingClosed: guard((id, channel, r) => sink.recordingClosed(id, channel, r)),
+    flush: () => sink.flush(),
+    healthy,
+    writable: () => healthy().ok,
+    failure: () => failed,
+  };
+}
+
+/** How long a connection refused at login for the audit stays up for its session channel to show why (ms). */
+const AUDIT_REFUSAL_GRACE_MS = 5000;
+/** After a failed write mid-session: time for session.ts to write the message before the connection ends (ms). */
+const AUDIT_FAILURE_GRACE_MS = 1000;
+
 /** Serves one ssh2 connection. */
 export function serveConnection(deps: ConnectionDeps, client: Connection, address: string, hooks: ConnectionHooks): void {
   const rt = deps.runtime();
@@ -63,9 +110,20 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
   const source = displayAddress(address);
   const connId = randomUUID();
   const log = deps.logger.child({ conn: connId, source });
-  const emit = connectionEvents({ audit: deps.audit, log, metrics: deps.metrics, connId, source, now: deps.now });
-
   let terminated: string | undefined;
+  let ready = false;
+  let closed = false;
+  /** After login: an audit write failed, so the connection ends (session.ts shows why on a channel it serves). */
+  const audit = guardAudit(deps.audit, (err) => {
+    log.error({ call: err.call, code: err.code, err: err.message }, "audit write failed");
+    if (!ready || closed || terminated === "audit_failed") return;
+    terminated = "audit_failed";
+    const t = setTimeout(() => client.end(), AUDIT_FAILURE_GRACE_MS);
+    t.unref();
+    client.once("close", () => clearTimeout(t));
+  });
+  const emit = connectionEvents({ audit, log, metrics: deps.metrics, connId, source, now: deps.now });
+
   let lastExit: number | null = null;
   let sessionStarted = false;
   let upstream: Promise<UpstreamClient> | undefined;
@@ -126,9 +184,25 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
     );
   };
 
+  /**
+   * The login or session row could not be written, or the audit is unhealthy: nothing is routed; the
+   * first session channel gets the message, then the connection ends (at the latest after 5 s).
+   */
+  const refuseForAudit = (detail: string) => {
+    terminated = "audit_failed";
+    log.error({ detail }, "the audit log cannot be written; session refused");
+    client.on("session", (acceptSession) => serveAuditRefusal(acceptSession(), () => client.end()));
+    const t = setTimeout(() => client.end(), AUDIT_REFUSAL_GRACE_MS);
+    t.unref();
+    client.once("close", () => clearTimeout(t));
+  };
+
   client.on("ready", () => {
+    ready = true;
     hooks.authenticated();
     if (!accepted) return client.end();
+    const failedAtLogin = audit.failure();
+    if (failedAtLogin) return refuseForAudit(failedAtLogin.message);
     const { identity, alias, account } = accepted;
     const decision: RouteDecision = resolveRoute(deps.runtime().policy, identity, alias);
     const ctx: ConnectionContext = {
@@ -137,7 +211,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       account,
       identity,
       decision,
-      audit: deps.audit,
+      audit,
       recordingsDir: deps.recordingsDir,
       now: deps.now,
       emit,
@@ -166,13 +240,21 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       emit({ type: "route_refused", uid: identity.uid, account, reason: decision.reason, aliases: decision.aliases });
     } else {
       const a = decision.approved;
+      // A new session needs its row and session_start event written: refused while the audit is unhealthy.
+      const health = audit.healthy();
+      if (!health.ok) return refuseForAudit(health.detail);
       const live: LiveSession = { identity, alias, targetName: a.targetName, emit, end: (why) => ctx.terminate(why) };
       if (!hooks.sessionStarting(connId, live)) {
         emit({ type: "closing", reason: "max_sessions" });
         return client.end();
       }
+      audit.startSession({ id: connId, uid: identity.uid, account, target: a.targetName, source });
+      const failed = audit.failure();
+      if (failed) {
+        hooks.sessionEnded(connId);
+        return refuseForAudit(failed.message);
+      }
       sessionStarted = true;
-      deps.audit.startSession({ id: connId, uid: identity.uid, account, target: a.targetName, source });
       upstream = openUpstream(a, ctx);
       upstream.then(
         (c) => {
@@ -195,6 +277,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
 
   client.on("error", (err) => log.debug({ err: err.message }, "downstream error"));
   client.on("close", () => {
+    closed = true;
     login.abandon();
     monitor.stop();
     hooks.closed();
@@ -207,7 +290,8 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       let result = "ok";
       if (!upstreamClient) result = "upstream_failed";
       if (terminated) result = "terminated";
-      deps.audit.endSession(connId, { result, upBytes: counters.up, downBytes: counters.down, exitStatus: lastExit });
+      // A failure here is logged by the guard; the store keeps the end queued and writes it when it can.
+      audit.endSession(connId, { result, upBytes: counters.up, downBytes: counters.down, exitStatus: lastExit });
       log.info({ up: counters.up, down: counters.down, exit_status: lastExit }, "session ended");
     }
   });

@@ -31,6 +31,11 @@ export function serveForwarding(ctx: ConnectionContext): void {
       return reject();
     }
     ctx.emit({ type: "forward", uid, target: a?.targetName, data: { host: info.destIP, port: info.destPort } });
+    // A forward whose event could not be written does not run.
+    if (!ctx.audit.healthy().ok) {
+      ctx.monitor.closeChannel();
+      return reject();
+    }
     ctx.upstream
       .then(
         (up) =>
@@ -68,6 +73,10 @@ export function serveForwarding(ctx: ConnectionContext): void {
         up.forwardIn(bindAddr, bindPort, (err, port) => {
           if (err) return reject?.();
           ctx.emit({ type: "forward", uid, target: a?.targetName, data: { remote: true, bind: bindAddr, port } });
+          if (!ctx.audit.healthy().ok) {
+            up.unforwardIn(bindAddr, port ?? bindPort, () => undefined);
+            return reject?.();
+          }
           (accept as ((port?: number) => void) | undefined)?.(port);
         });
       },

@@ -148,7 +148,7 @@ export function relaySession(
   down: ServerChannel,
   up: ClientChannel,
   count: ByteCounter,
-  taps: { up?: Tap | undefined; down?: Tap | undefined } = {},
+  taps: { up?: Tap | undefined; down?: Tap | undefined; stderr?: Tap | undefined } = {},
 ): Promise<ExitInfo | undefined> {
   let exit: ExitInfo | undefined;
   up.on("exit", (code: number | null, signal?: string, dump?: boolean, desc?: string) => {
@@ -165,7 +165,8 @@ export function relaySession(
 
   const upClosed = new Promise<void>((resolve) => up.once("close", () => resolve()));
   const outDone = pump(up, down, (n) => count("down", n), taps.down);
-  const errDone = pump(up.stderr, down.stderr, (n) => count("down", n), taps.down);
+  // stderr is recorded apart from stdout (taps.stderr), so it never mixes into an SFTP/scp stream parse.
+  const errDone = pump(up.stderr, down.stderr, (n) => count("down", n), taps.stderr ?? taps.down);
 
   // The user closed the channel (or the connection went away): tear down the upstream side.
   down.once("close", () => up.close());

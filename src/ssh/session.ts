@@ -13,6 +13,7 @@ import { HostKeyMismatchError } from "./upstream.ts";
 
 export const HOST_KEY_CHANGED_MESSAGE = "varco: the target's host key changed, contact an administrator.\r\n";
 export const TARGET_UNREACHABLE_MESSAGE = "varco: the target is unreachable right now; try again later or contact an administrator.\r\n";
+export const AUDIT_UNAVAILABLE_MESSAGE = "varco: the audit log cannot be written; the session is ended.\r\n";
 
 function envAllowed(patterns: readonly string[], key: string): boolean {
   return patterns.some((p) => (p.endsWith("*") ? key.startsWith(p.slice(0, -1)) : p === key));
@@ -21,6 +22,27 @@ function envAllowed(patterns: readonly string[], key: string): boolean {
 /** Writes `text` to the channel's stderr, then EOF, exit-status `code`, CLOSE. */
 export function refuseOnChannel(ch: ServerChannel, text: string, code = 1): void {
   ch.stderr.write(text, () => finishDownstream(ch, { kind: "status", code }));
+}
+
+/**
+ * Serves a session channel of a connection whose audit cannot be written: pty requests are accepted
+ * (so the message reaches an interactive terminal), everything else refused; the first shell, exec
+ * or subsystem gets {@link AUDIT_UNAVAILABLE_MESSAGE} on stderr and exit status 1, then `done()`.
+ */
+export function serveAuditRefusal(session: Session, done: () => void): void {
+  session.on("pty", (accept) => accept?.());
+  session.on("env", (_accept, reject) => reject?.());
+  session.on("x11", (_accept, reject) => reject?.());
+  session.on("auth-agent", (_accept, reject) => reject?.());
+  session.on("window-change", (accept) => accept?.());
+  const refuse = (ch: ServerChannel | undefined) => {
+    if (!ch) return;
+    ch.once("close", done);
+    refuseOnChannel(ch, AUDIT_UNAVAILABLE_MESSAGE);
+  };
+  session.on("shell", (accept) => refuse(accept()));
+  session.on("exec", (accept) => refuse(accept()));
+  session.on("subsystem", (accept) => refuse(accept()));
 }
 
 /** Serves one accepted session channel. */
@@ -106,6 +128,12 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
             ? { name: arg }
             : { pty: Boolean(pty), term: pty?.term },
     });
+    // The program may reach the target only once its event is committed.
+    const auditRefused = () => {
+      down.once("close", () => ctx.terminate("audit_failed"));
+      refuseOnChannel(down, AUDIT_UNAVAILABLE_MESSAGE);
+    };
+    if (!ctx.audit.healthy().ok) return auditRefused();
     const ready = ctx.upstream ?? Promise.reject(new Error("no upstream"));
     ready
       .then(
@@ -149,19 +177,29 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
             },
             log: (msg, fields) => ctx.log.warn(fields, msg),
           });
+          // Once the user's side is gone, the taps stop holding the relay (a terminated session's recording closes).
+          down.once("close", () => audit.release());
+          // The recording's row (or its failure event) could not be written: nothing is relayed.
+          if (!ctx.audit.healthy().ok) {
+            ch.close();
+            auditRefused();
+            return audit.close(mine);
+          }
           resizeRecording = audit.resize;
-          return relaySession(down, ch, count, { up: audit.up, down: audit.down }).then(async (exit: ExitInfo | undefined) => {
-            if (exit?.kind === "status") ctx.setExit(exit.code);
-            await audit.close(mine);
-            ctx.emit({
-              type: "channel_closed",
-              kind,
-              up: mine.up,
-              down: mine.down,
-              exitStatus: exit?.kind === "status" ? exit.code : null,
-              exitSignal: exit?.kind === "signal" ? exit.signal : null,
-            });
-          });
+          return relaySession(down, ch, count, { up: audit.up, down: audit.down, stderr: audit.stderr }).then(
+            async (exit: ExitInfo | undefined) => {
+              if (exit?.kind === "status") ctx.setExit(exit.code);
+              await audit.close(mine);
+              ctx.emit({
+                type: "channel_closed",
+                kind,
+                up: mine.up,
+                down: mine.down,
+                exitStatus: exit?.kind === "status" ? exit.code : null,
+                exitSignal: exit?.kind === "signal" ? exit.signal : null,
+              });
+            },
+          );
         },
         (err: unknown) => {
           if (!(err instanceof HostKeyMismatchError) && ctx.upstreamClient()) {

@@ -156,8 +156,12 @@ describe("file transfers", () => {
     expect(find((d) => d.protocol === "sftp" && d.path === `${remote}/sftp.bin` && d.op === "close")).toMatchObject({
       bytesRead: sizes.sftp,
     });
-    expect(find((d) => d.protocol === "sftp" && d.path === `${remote}/up-sftp.bin`)).toMatchObject({ bytesWritten: 12_345 });
-    expect(find((d) => d.protocol === "sftp" && d.path === `${remote}/scpNew.bin`)).toMatchObject({ bytesRead: sizes.scpNew });
+    expect(find((d) => d.protocol === "sftp" && d.path === `${remote}/up-sftp.bin` && d.op === "close")).toMatchObject({
+      bytesWritten: 12_345,
+    });
+    expect(find((d) => d.protocol === "sftp" && d.path === `${remote}/scpNew.bin` && d.op === "close")).toMatchObject({
+      bytesRead: sizes.scpNew,
+    });
     expect(find((d) => d.protocol === "scp" && d.path === `${remote}/scpOld.bin`)).toMatchObject({ op: "download", size: sizes.scpOld });
     expect(find((d) => d.protocol === "scp" && d.path === `${remote}/up.bin`)).toMatchObject({ op: "upload", size: 12_345 });
     const rs = find((d) => d.protocol === "rsync");

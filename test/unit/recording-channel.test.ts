@@ -32,6 +32,7 @@ function setup(record: Partial<RecordSettings>, kind: "shell" | "subsystem" = "s
     endSession: () => undefined,
     recordingStarted: () => undefined,
     recordingClosed: (_s, _c, r) => closed.push(r),
+    healthy: () => ({ ok: true, detail: "" }),
     flush: () => undefined,
     writable: () => true,
   };
