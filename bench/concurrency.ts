@@ -7,6 +7,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import ssh2 from "ssh2";
 import { currentCode } from "../src/auth/index.ts";
+import { generateEd25519 } from "../src/ssh/index.ts";
 import { cpuSeconds, fmt, MiB, rssBytes } from "./lib.ts";
 
 type SshClient = InstanceType<typeof ssh2.Client>;
@@ -19,7 +20,7 @@ export interface LightTarget {
 
 /** An ssh2 server that accepts any key and echoes shell input: cheap stand-in for thousands of VMs. */
 export async function startLightTarget(): Promise<LightTarget> {
-  const pair = ssh2.utils.generateKeyPairSync("ed25519");
+  const pair = generateEd25519("light-target");
   const server = new ssh2.Server({ hostKeys: [pair.private] }, (client) => {
     client.on("authentication", (ctx) => ctx.accept());
     client.on("session", (accept) => {

@@ -436,7 +436,18 @@ export function openAuditStore(file: string, now: () => Date = () => new Date(),
   db.pragma(`busy_timeout = ${busyMs}`);
   db.exec(SCHEMA);
 
-  const lastStmt = db.prepare<[], { id: number; hash: string }>("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1");
+  const lastEventStmt = db.prepare<[], { id: number; hash: string }>("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1");
+  const lastCheckpointStmt = db.prepare<[], { id: number; hash: string }>(
+    "SELECT pruned_through_id AS id, last_hash AS hash FROM checkpoints ORDER BY pruned_through_id DESC LIMIT 1",
+  );
+  /** The chain head: the newest event, or (every event pruned) the newest prune checkpoint, so ids never restart. */
+  const lastStmt = {
+    get(): { id: number; hash: string } | undefined {
+      const e = lastEventStmt.get();
+      const c = lastCheckpointStmt.get();
+      return c && (!e || c.id > e.id) ? c : e;
+    },
+  };
   const insertStmt = db.prepare(
     "INSERT INTO events (id, ts, type, session_id, uid, account, target, source, result, data, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   );

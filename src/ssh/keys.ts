@@ -16,13 +16,26 @@ export class KeyFileError extends Error {
 }
 
 /**
+ * A new ed25519 pair in OpenSSH format that ssh2 itself can read back. ssh2's generator drops the
+ * leading zero bytes of a public key that starts with 0x00 (about 1 key in 256), producing a key
+ * its own parser rejects (mscdex/ssh2#1513): such a pair is thrown away and another one made.
+ */
+export function generateEd25519(comment: string): { private: string; public: string } {
+  for (let i = 0; i < 16; i++) {
+    const pair = utils.generateKeyPairSync("ed25519", { comment });
+    if (!(utils.parseKey(pair.private) instanceof Error) && !(utils.parseKey(pair.public) instanceof Error)) return pair;
+  }
+  throw new KeyFileError("could not generate a readable ed25519 key pair (16 attempts)");
+}
+
+/**
  * Returns the private key at `file`, generating an ed25519 pair (`file` and `file.pub`) if missing.
  * @throws KeyFileError when the file is readable by group/others or does not parse.
  */
 export function loadOrCreateKey(file: string, comment: string): Buffer {
   if (!existsSync(file)) {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    const pair = utils.generateKeyPairSync("ed25519", { comment });
+    const pair = generateEd25519(comment);
     writeFileSync(file, pair.private, { mode: 0o600, flag: "wx" });
     writeFileSync(`${file}.pub`, `${pair.public}\n`, { mode: 0o644 });
   }

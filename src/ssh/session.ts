@@ -173,7 +173,12 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
             record: a.route.record,
             now: ctx.now,
             terminate: (reason) => {
-              down.stderr.write(`\r\nvarco: ${reason}; the session is terminated.\r\n`, () => ctx.terminate(reason));
+              // Tell the user why, but never wait on a client that stopped reading: end within 1 s anyway.
+              const end = setTimeout(() => ctx.terminate(reason), 1000);
+              down.stderr.write(`\r\nvarco: ${reason}; the session is terminated.\r\n`, () => {
+                clearTimeout(end);
+                ctx.terminate(reason);
+              });
             },
             log: (msg, fields) => ctx.log.warn(fields, msg),
           });

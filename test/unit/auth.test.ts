@@ -1,8 +1,10 @@
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import ssh2 from "ssh2";
 import { afterEach, describe, expect, it } from "vitest";
 import { currentCode, fillFilter, newSecret, normaliseSecret, openTotpStore, otpauthUri, TotpSecretError } from "../../src/auth/index.ts";
+import { generateEd25519 } from "../../src/ssh/index.ts";
 
 const settings = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
 const dirs: string[] = [];
@@ -90,5 +92,15 @@ describe("TOTP store", () => {
     expect(uri).toMatch(/^otpauth:\/\/totp\/varco:mario\.rossi\?/);
     expect(uri).toContain("secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP");
     expect(uri).toContain("issuer=varco");
+  });
+});
+
+describe("generated keys", () => {
+  it("every generated ed25519 pair parses back (ssh2 drops a leading zero byte in 1 of 256, ssh2#1513)", () => {
+    for (let i = 0; i < 2000; i++) {
+      const pair = generateEd25519("t");
+      expect(ssh2.utils.parseKey(pair.private)).not.toBeInstanceOf(Error);
+      expect(ssh2.utils.parseKey(pair.public)).not.toBeInstanceOf(Error);
+    }
   });
 });
