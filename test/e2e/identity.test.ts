@@ -139,7 +139,7 @@ describe("names that are not uids never reach the directory", () => {
     async (name) => {
       const r = await h.ssh(name, ["echo in"], { password: "mario-demo-pw", code: "000000", extra: KBD_ONLY });
       expect(r.exitCode).toBe(255);
-      expect(events("login_refused").at(-1)).toMatchObject({ result: "account_syntax" });
+      expect(await lastRefusal((e) => e.account === name)).toMatchObject({ result: "account_syntax" });
     },
   );
 
