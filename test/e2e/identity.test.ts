@@ -127,8 +127,12 @@ describe("spellings of a uid are one identity", () => {
 
   it("once locked, further attempts add no audit row each", async () => {
     for (let i = 0; i < 3; i++) await h.ssh("i04_vm1", ["true"], { password: "wrong", code: "000000", extra: KBD_ONLY });
+    expect(events("lock").some((e) => e.uid === "i04")).toBe(true);
+    // Refusals are committed once per tick: let the last one land before counting.
+    await new Promise((r) => setTimeout(r, 300));
     const before = events("login_refused").length;
     for (let i = 0; i < 5; i++) await h.ssh("i04_vm1", ["true"], { password: "wrong", code: "000000", extra: KBD_ONLY });
+    await new Promise((r) => setTimeout(r, 300));
     expect(events("login_refused").length).toBe(before);
   });
 });
