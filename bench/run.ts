@@ -357,6 +357,7 @@ async function main(): Promise<void> {
   - groups: [testers]
     alias: vm1
     target: vm1-mario
+    record: { max_bytes: 1GiB }    # 100 MiB through a recorded pty must fit (the default 64 MiB ends the session)
   - groups: [testers]
     alias: light
     target: light
