@@ -10,11 +10,13 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError, Option } from "commander";
 import { type AuditSession, checkSeals, createSealState, parseVerificationKey, replay, SealStateError } from "../audit/index.ts";
+import { eventJsonSchema, openAuditQuery, SearchTextError, sessionJson, snakeKeys } from "../audit/query.ts";
 import { type Anchor, parseAnchors, verifyAuditDb } from "../audit/verify.ts";
 import { displayAddress, hashPassword, newRecoveryCodes, newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
 import {
   canonicalUid,
   networkContext,
+  nodeName,
   openAuditForPolicy,
   openLockoutForPolicy,
   openTotpForPolicy,
@@ -338,33 +340,71 @@ export function buildCli(): Command {
     return t;
   };
   const openStore = () => openAuditForPolicy(loadOrExit(policyPath(program.opts())));
+  const openQuery = () => {
+    const loaded = loadOrExit(policyPath(program.opts()));
+    const file = statePaths(loaded).auditDb;
+    // The gateway creates the database; a missing one is opened (and created) through the store.
+    openAuditForPolicy(loaded).close();
+    return { query: openAuditQuery(file), node: nodeName(loaded.policy) };
+  };
+  const count = (text: string | undefined, flag: string, min: number, fallback: number): number => {
+    if (text === undefined) return fallback;
+    if (!/^\d{1,15}$/.test(text) || Number(text) < min) throw new ExitError(`${flag}: "${printable(text)}" is not an integer >= ${min}`, 2);
+    return Number(text);
+  };
   audit
     .command("list")
-    .description("sessions, newest first")
+    .description("sessions, newest first, a page at a time (says how many more there are)")
     .option("--user <uid>", "only this directory user")
-    .option("--target <name>", "only this target")
+    .option("--target <name>", "only this target name or route alias (the account after its last _)")
     .option("--since <when>", "only sessions started within this duration (24h) or after this date")
     .option("--until <when>", "only sessions started before this duration ago or this date")
     .option("--result <result>", "only sessions with this result (ok, interrupted, terminated, upstream_failed, open)")
-    .option("--json", "print JSON lines")
-    .action((opts: { user?: string; target?: string; since?: string; until?: string; result?: string; json?: boolean }) => {
-      const filter = {
-        user: opts.user,
-        target: opts.target,
-        result: opts.result,
-        sinceMs: since(opts.since, "--since"),
-        untilMs: since(opts.until, "--until"),
-      };
-      const store = openStore();
-      const sessions = store.listSessions(filter);
-      store.close();
-      if (opts.json) for (const s of sessions) console.log(printableJson(s));
-      else console.log(table(sessionRows(sessions)));
-    });
+    .option("--limit <n>", "at most this many sessions", "100")
+    .option("--offset <n>", "skip this many (newest first)", "0")
+    .option("--json", 'print JSON lines (snake_case); when more match, a last line {"more": N, "next_offset": M}')
+    .action(
+      (opts: {
+        user?: string;
+        target?: string;
+        since?: string;
+        until?: string;
+        result?: string;
+        limit: string;
+        offset: string;
+        json?: boolean;
+      }) => {
+        const limit = count(opts.limit, "--limit", 1, 100);
+        const offset = count(opts.offset, "--offset", 0, 0);
+        const filter = {
+          user: opts.user,
+          target: opts.target,
+          result: opts.result,
+          sinceMs: since(opts.since, "--since"),
+          untilMs: since(opts.until, "--until"),
+        };
+        const { query } = openQuery();
+        const { sessions, total } = (() => {
+          try {
+            return query.sessions({ ...filter, limit, offset });
+          } finally {
+            query.close();
+          }
+        })();
+        const more = Math.max(0, total - offset - sessions.length);
+        if (opts.json) {
+          for (const s of sessions) console.log(printableJson(sessionJson(s)));
+          if (more > 0) console.log(printableJson({ more, next_offset: offset + sessions.length, total }));
+        } else {
+          console.log(table(sessionRows(sessions)));
+          if (more > 0) console.log(`… ${more} more; use --limit/--offset (next: --offset ${offset + sessions.length})`);
+        }
+      },
+    );
   audit
     .command("show <id>")
     .description("one session: its row, events, commands, file transfers and recordings (id or its first 8 characters)")
-    .option("--json", "print one JSON object")
+    .option("--json", "print one JSON object (snake_case)")
     .action((id: string, opts: { json?: boolean }) => {
       const store = openStore();
       const session = store.findSession(id);
@@ -374,7 +414,7 @@ export function buildCli(): Command {
       store.close();
       if (!session && events.length === 0) throw new ExitError(`no session ${printable(id)}`, 1);
       if (opts.json) {
-        console.log(printableJson({ session, events, recordings }));
+        console.log(printableJson(snakeKeys({ session, events, recordings })));
         return;
       }
       if (session) console.log(table(sessionRows([session])));
@@ -401,21 +441,68 @@ export function buildCli(): Command {
         console.log(`  ${shown(e.ts)}  ${shown(e.type).padEnd(16)} ${shown(e.result ?? "")} ${printableJson(e.data ?? {})}`);
     });
   audit
+    .command("search <text>")
+    .description("full-text search (case-insensitive substring, 3+ characters) over commands, transfer paths and recorded terminal output")
+    .option("--limit <n>", "at most this many hits", "50")
+    .option("--json", 'print JSON lines (snake_case); when more match, a last line {"more": true}')
+    .action((text: string, opts: { limit: string; json?: boolean }) => {
+      const limit = count(opts.limit, "--limit", 1, 50);
+      const { query } = openQuery();
+      let result: ReturnType<typeof query.search>;
+      try {
+        result = query.search(text, limit);
+      } catch (err) {
+        if (err instanceof SearchTextError) throw new ExitError(`audit search: ${err.message}`, 2);
+        throw new ExitError(`audit search: ${printable((err as Error).message)}`, 1);
+      } finally {
+        query.close();
+      }
+      if (opts.json) {
+        for (const hit of result.hits) console.log(printableJson(hit));
+        if (result.more) console.log(printableJson({ more: true }));
+        return;
+      }
+      const rows = [
+        ["SESSION", "TIME", "USER", "KIND", "MATCH"],
+        ...result.hits.map((hit) =>
+          [(hit.session_id ?? "-").slice(0, 8), hit.ts, hit.uid ?? "-", hit.kind, hit.snippet].map((c) => printable(c, 200)),
+        ),
+      ];
+      console.log(table(rows));
+      if (result.more) console.log(`… more hits; use --limit (now ${limit})`);
+    });
+  audit
     .command("replay <id>")
-    .description("play a session's terminal recording (id or its first 8 characters)")
+    .description(
+      "play a session's terminal recording (id or its first 8 characters) after checking its SHA-256 against the chained recording event",
+    )
     .option("--speed <factor>", "playback speed", "1")
     .option("--idle-limit <seconds>", "longest pause kept between two outputs", "2")
     .option("--channel <n>", "which channel of the session (default: the first recorded)")
-    .action(async (id: string, opts: { speed: string; idleLimit: string; channel?: string }) => {
+    .option("--force", "play even when the hash check fails (the failure is still printed on stderr)")
+    .action(async (id: string, opts: { speed: string; idleLimit: string; channel?: string; force?: boolean }) => {
       const store = openStore();
       const session = store.findSession(id);
       const recs = store.recordings(session?.id ?? id);
       store.close();
       const rec = opts.channel ? recs.find((r) => r.channel === Number(opts.channel)) : recs[0];
-      if (!rec) throw new ExitError(`no recording for session ${id}`, 1);
+      if (!rec) throw new ExitError(`no recording for session ${printable(id)}`, 1);
       const speed = Number(opts.speed);
       const idle = Number(opts.idleLimit);
       if (!(speed > 0) || !(idle >= 0)) throw new ExitError("--speed must be > 0 and --idle-limit >= 0", 2);
+      const { query } = openQuery();
+      const check = (() => {
+        try {
+          return query.checkRecording(rec.sessionId, rec.channel, rec.path);
+        } finally {
+          query.close();
+        }
+      })();
+      if (!check.ok) {
+        const detail = `audit replay: ${printable(rec.path)}: ${check.reason} (expected ${check.expected ?? "-"}, found ${check.found ?? "-"})`;
+        if (!opts.force) throw new ExitError(`${detail}; refusing to play it (--force plays it anyway)`, 1);
+        console.error(`${detail}; playing it anyway (--force)`);
+      }
       await replay(rec.path, {
         speed,
         idleLimitS: idle,
@@ -424,23 +511,84 @@ export function buildCli(): Command {
       });
     });
   audit
-    .command("export")
-    .description("stream events as JSON lines for a SIEM")
-    .option("--since <when>", "only events from this duration ago (24h) or date on")
-    .option("--format <format>", "output format (jsonl)", "jsonl")
-    .action((opts: { since?: string; format: string }) => {
-      if (opts.format !== "jsonl") throw new ExitError(`--format: only jsonl is supported (got ${opts.format})`, 2);
-      const store = openStore();
-      const sinceMs = since(opts.since, "--since") ?? 0;
-      let after = 0;
-      for (let page = 0; page < 1_000_000; page++) {
-        const events = store.eventsSince(sinceMs, after, 5000);
-        if (events.length === 0) break;
-        process.stdout.write(`${events.map((e) => printableJson(e)).join("\n")}\n`);
-        after = events[events.length - 1]?.id ?? after;
-      }
-      store.close();
+    .command("schema")
+    .description("the JSON Schema (draft 2020-12) of the events `audit export` prints, versioned")
+    .action(() => {
+      console.log(JSON.stringify(eventJsonSchema(), null, 2));
     });
+  audit
+    .command("export")
+    .description("stream events as JSON lines for a SIEM (see `varco audit schema`); --follow keeps streaming new events")
+    .option("--format <format>", "output format (jsonl)", "jsonl")
+    .option("--since <when>", "only events from this duration ago (24h) or date on")
+    .option("--until <when>", "only events before this duration ago or date")
+    .option("--user <uid>", "only events of this directory user")
+    .option("--target <name>", "only events of this target name or route alias")
+    .option("--type <types>", "only these event types (comma-separated, e.g. exec,file)")
+    .option("--after-id <n>", "only events after this id (resume where a previous export stopped)", "0")
+    .option("--follow", "after the existing events, poll every second for new ones until SIGINT/SIGTERM (the last id goes to stderr)")
+    .action(
+      async (opts: {
+        format: string;
+        since?: string;
+        until?: string;
+        user?: string;
+        target?: string;
+        type?: string;
+        afterId: string;
+        follow?: boolean;
+      }) => {
+        if (opts.format !== "jsonl") throw new ExitError(`--format: only jsonl is supported (got ${printable(opts.format)})`, 2);
+        const types = opts.type
+          ?.split(",")
+          .map((x) => x.trim())
+          .filter(Boolean);
+        const filter = {
+          sinceMs: since(opts.since, "--since"),
+          untilMs: since(opts.until, "--until"),
+          user: opts.user,
+          target: opts.target,
+          types,
+        };
+        let after = count(opts.afterId, "--after-id", 0, 0);
+        const { query, node } = openQuery();
+        // Pages of 1000: memory stays bounded however long the log or the follow.
+        const drain = async () => {
+          for (let page = 0; page < 1_000_000; page++) {
+            const head = query.headId();
+            const events = query.events({ ...filter, afterId: after, limit: 1000 }, node);
+            if (events.length > 0) {
+              const ok = process.stdout.write(`${events.map((e) => printableJson(e)).join("\n")}\n`);
+              if (!ok) await new Promise((r) => process.stdout.once("drain", r));
+            }
+            // Filtered-out events still move the resume point (up to the head read before the page).
+            const last = events[events.length - 1]?.id ?? after;
+            after = events.length === 1000 ? last : Math.max(last, head);
+            if (events.length < 1000) return;
+          }
+        };
+        try {
+          await drain();
+          if (!opts.follow) return;
+          let stop = false;
+          const onSignal = () => {
+            stop = true;
+          };
+          process.once("SIGINT", onSignal);
+          process.once("SIGTERM", onSignal);
+          while (!stop) {
+            await new Promise((r) => setTimeout(r, 1000));
+            if (stop) break;
+            await drain();
+          }
+          process.removeListener("SIGINT", onSignal);
+          process.removeListener("SIGTERM", onSignal);
+          console.error(`audit export: stopped; last id ${after} (resume with --after-id ${after})`);
+        } finally {
+          query.close();
+        }
+      },
+    );
   audit
     .command("verify")
     .description("check the hash chain, session rows, recordings, checkpoints and anchors (read-only); exit 1 listing every problem")
