@@ -226,6 +226,11 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       },
       upstreamClient: () => upstreamClient,
       terminate: (reason) => {
+        if (terminated === undefined) {
+          // ssh2's end() sends DISCONNECT and half-closes; a peer that never closes its side is cut after 5 s.
+          const sock = (client as unknown as { _sock?: { destroy(): void } })._sock;
+          setTimeout(() => sock?.destroy(), 5000).unref();
+        }
         terminated = reason;
         client.end();
       },

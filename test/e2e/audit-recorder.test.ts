@@ -148,13 +148,13 @@ describe("sftp", () => {
     expect(ops("open")).toContainEqual(
       expect.objectContaining({ path: `${remote}/d/f`, ok: true, flags: expect.stringContaining("write") }),
     );
-    expect(ops("close")).toContainEqual(expect.objectContaining({ path: `${remote}/d/f`, bytesWritten: 3000 }));
-    expect(ops("rename").map((d) => [d.path, d.toPath, d.ok])).toEqual([
+    expect(ops("close")).toContainEqual(expect.objectContaining({ path: `${remote}/d/f`, bytes_written: 3000 }));
+    expect(ops("rename").map((d) => [d.path, d.to_path, d.ok])).toEqual([
       [`${remote}/d/f`, `${remote}/d/g`, true],
       [`${remote}/d/g`, `${remote}/d/h`, true],
     ]);
-    expect(ops("symlink")).toEqual([expect.objectContaining({ path: `${remote}/d/h`, toPath: `${remote}/d/sym`, ok: true })]);
-    expect(ops("hardlink")).toEqual([expect.objectContaining({ path: `${remote}/d/h`, toPath: `${remote}/d/hard`, ok: true })]);
+    expect(ops("symlink")).toEqual([expect.objectContaining({ path: `${remote}/d/h`, to_path: `${remote}/d/sym`, ok: true })]);
+    expect(ops("hardlink")).toEqual([expect.objectContaining({ path: `${remote}/d/h`, to_path: `${remote}/d/hard`, ok: true })]);
     expect(ops("setstat").map((d) => d.path)).toContain(`${remote}/d/h`);
     expect(ops("remove").map((d) => d.path)).toEqual([`${remote}/d/hard`]);
     expect(ops("rmdir").map((d) => d.path)).toEqual([`${remote}/gone`]);

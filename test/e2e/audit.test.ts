@@ -154,19 +154,19 @@ describe("file transfers", () => {
     const files = (await show(s.id)).events.filter((e) => e.type === "file").map((e) => e.data);
     const find = (pred: (d: Record<string, unknown>) => boolean) => files.find(pred);
     expect(find((d) => d.protocol === "sftp" && d.path === `${remote}/sftp.bin` && d.op === "close")).toMatchObject({
-      bytesRead: sizes.sftp,
+      bytes_read: sizes.sftp,
     });
     expect(find((d) => d.protocol === "sftp" && d.path === `${remote}/up-sftp.bin` && d.op === "close")).toMatchObject({
-      bytesWritten: 12_345,
+      bytes_written: 12_345,
     });
     expect(find((d) => d.protocol === "sftp" && d.path === `${remote}/scpNew.bin` && d.op === "close")).toMatchObject({
-      bytesRead: sizes.scpNew,
+      bytes_read: sizes.scpNew,
     });
     expect(find((d) => d.protocol === "scp" && d.path === `${remote}/scpOld.bin`)).toMatchObject({ op: "download", size: sizes.scpOld });
     expect(find((d) => d.protocol === "scp" && d.path === `${remote}/up.bin`)).toMatchObject({ op: "upload", size: 12_345 });
     const rs = find((d) => d.protocol === "rsync");
     expect(String(rs?.path)).toContain(`${remote}/rsync.bin`);
-    expect(Number(rs?.bytesRead)).toBeGreaterThan(sizes.rsync * 0.9);
+    expect(Number(rs?.bytes_read)).toBeGreaterThan(sizes.rsync * 0.9);
     const text = await varco("audit", "show", s.id);
     expect(String(text.stdout)).toContain(`${remote}/scpOld.bin`);
     expect(String(text.stdout)).toContain(`${sizes.scpOld} bytes`);

@@ -157,9 +157,9 @@ describe("a route that allows sftp but not exec", () => {
     const s = await closedSession("c03");
     expect(s.events.find((e) => e.type === "exec")?.data.command).toBe("/usr/lib/openssh/sftp-server");
     const files = s.events.filter((e) => e.type === "file").map((e) => e.data);
-    expect(files).toContainEqual(expect.objectContaining({ protocol: "sftp", op: "close", path: `${remote}/get.bin`, bytesRead: 40_000 }));
+    expect(files).toContainEqual(expect.objectContaining({ protocol: "sftp", op: "close", path: `${remote}/get.bin`, bytes_read: 40_000 }));
     expect(files).toContainEqual(
-      expect.objectContaining({ protocol: "sftp", op: "close", path: `${remote}/put.bin`, bytesWritten: 5_000 }),
+      expect.objectContaining({ protocol: "sftp", op: "close", path: `${remote}/put.bin`, bytes_written: 5_000 }),
     );
     expect(s.recordings).toEqual([]);
   });
