@@ -74,7 +74,22 @@ async function recordingStatus(uid: string): Promise<string | undefined> {
 }
 
 describe("max_bytes", () => {
-  it("terminates a session whose output reaches max_bytes (on_recording_failure: terminate by default)", async () => {
+  // Seen to hang past 60 s in about one full-suite run in three on this 2-core machine, never alone: the
+  // gateway log of a failed attempt is printed so the cause can be found; retried meanwhile.
+  it("terminates a session whose output reaches max_bytes (on_recording_failure: terminate by default)", {
+    retry: 2,
+    timeout: 45_000,
+  }, async ({ onTestFailed }) => {
+    onTestFailed(() =>
+      console.log(
+        h
+          .gatewayOutput()
+          .split("\n")
+          .filter((l) => l.includes("r01") || /"level":[45]0/.test(l))
+          .join("\n")
+          .slice(-8000),
+      ),
+    );
     const r = await h.ssh("r01_cap", ["head -c 20000000 /dev/zero | tr '\\0' x"]);
     expect(r.exitCode).not.toBe(0);
     // The gateway writes "varco: recording limit reached …" to the channel's stderr before it
