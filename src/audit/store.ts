@@ -346,7 +346,8 @@ export function hashEvent(e: Omit<AuditEvent, "hash">): string {
   return createHash("sha256").update(canonicalEvent(e)).digest("hex");
 }
 
-interface EventRow {
+/** An `events` row as stored. */
+export interface EventRow {
   id: number;
   ts: string;
   type: string;
@@ -361,7 +362,8 @@ interface EventRow {
   hash: string;
 }
 
-interface SessionRow {
+/** A `sessions` row as stored. */
+export interface SessionRow {
   id: string;
   started_at: string;
   ended_at: string | null;

@@ -18,7 +18,7 @@ import { createHash, verify as verifySignature } from "node:crypto";
 import { existsSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
-import { canonicalParts, checkpointMessage, hashFile } from "./store.ts";
+import { canonicalParts, checkpointMessage, type EventRow, hashFile, type SessionRow } from "./store.ts";
 
 /** One problem found by `verifyAuditDb`. `id` names the row (event id, session id, …) so an auditor can find it. */
 export interface VerifyIssue {
@@ -108,35 +108,6 @@ export function parseAnchors(text: string): { anchors: Anchor[]; malformed: numb
     } else malformed += 1;
   }
   return { anchors, malformed };
-}
-
-interface EventRow {
-  id: number;
-  ts: string;
-  type: string;
-  session_id: string | null;
-  uid: string | null;
-  account: string | null;
-  target: string | null;
-  source: string | null;
-  result: string | null;
-  data: string;
-  prev_hash: string;
-  hash: string;
-}
-
-interface SessionRow {
-  id: string;
-  started_at: string;
-  ended_at: string | null;
-  uid: string;
-  account: string;
-  target: string | null;
-  source: string;
-  result: string;
-  up_bytes: number;
-  down_bytes: number;
-  exit_status: number | null;
 }
 
 interface RecordingDbRow {
