@@ -46,6 +46,9 @@ export interface ChannelAuditOptions {
    */
   readonly terminate: (reason: string) => void;
   readonly log: (msg: string, fields: Record<string, unknown>) => void;
+  /** Recording running-hash checkpoint spacing (see `RecordingOptions`); defaults 4 MiB / 10 s. */
+  readonly checkpointBytes?: number;
+  readonly checkpointMs?: number;
 }
 
 export interface ChannelAudit {
@@ -80,6 +83,8 @@ export interface ChannelAudit {
  * A recording failure (write error, or `max_bytes` reached by output or recorded input) yields
  * `recording_failed` (`data.error`: the errno code or `max_bytes`) and, unless
  * `on_recording_failure: continue`, termination; with `continue` the channel goes on unrecorded.
+ * While recording, every 4 MiB or 10 s of file data yields a batched `recording_checkpoint` event
+ * (`data: { channel, bytes, sha256 }`: the SHA-256 of the file's first `bytes` bytes, fsync'ed).
  * Never throws: an audit write that throws (e.g. `AuditWriteError`) is logged and terminates the session.
  */
 export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
@@ -169,6 +174,18 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
         },
         onError: (err) => failed(err.code ?? err.message, `recording failed: ${err.code ?? err.message}`),
         onLimit: () => failed("max_bytes", `recording limit reached (${o.record.max_bytes} bytes)`),
+        // A chained running hash of the open file: after a crash, verify checks the file still
+        // starts with the newest checkpoint's prefix instead of trusting the hash taken at restart.
+        onCheckpoint: (c) =>
+          append({
+            type: "recording_checkpoint",
+            sessionId: o.sessionId,
+            uid: o.uid,
+            target: o.target,
+            data: { channel: o.channel, bytes: c.bytes, sha256: c.sha256 },
+          }),
+        ...(o.checkpointBytes !== undefined ? { checkpointBytes: o.checkpointBytes } : {}),
+        ...(o.checkpointMs !== undefined ? { checkpointMs: o.checkpointMs } : {}),
       });
     } catch (err) {
       const e = err as NodeJS.ErrnoException;

@@ -7,7 +7,7 @@
  * Spec: https://docs.asciinema.org/manual/asciicast/v2/
  */
 import { createHash } from "node:crypto";
-import { createWriteStream, mkdirSync, readFileSync, type WriteStream } from "node:fs";
+import { createWriteStream, fsync, mkdirSync, readFileSync, type WriteStream } from "node:fs";
 import { dirname, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { StringDecoder } from "node:string_decoder";
@@ -27,6 +27,20 @@ export interface RecordingHeader {
 
 const COALESCE_MS = 5;
 const COALESCE_BYTES = 64 * 1024;
+/** Default file bytes between two running-hash checkpoints. */
+export const CHECKPOINT_BYTES = 4 * 1024 * 1024;
+/** Default interval between two running-hash checkpoints while data is being recorded, ms. */
+export const CHECKPOINT_MS = 10_000;
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * A verifiable prefix of an open recording: the SHA-256 (hex) of the file's first `bytes` bytes,
+ * reported only once those bytes have been written and fsync(2)ed.
+ */
+export interface RecordingCheckpoint {
+  readonly bytes: number;
+  readonly sha256: string;
+}
 
 export interface RecordingOptions {
   readonly file: string;
@@ -50,6 +64,16 @@ export interface RecordingOptions {
   readonly onError: (err: NodeJS.ErrnoException) => void;
   /** Called once, synchronously from the `output()`/`input()` call that reached `maxBytes`. */
   readonly onLimit?: (direction: "input" | "output") => void;
+  /**
+   * Running-hash checkpoints: once `checkpointBytes` (default `CHECKPOINT_BYTES`, 4 MiB) more file
+   * bytes have been written, or every `checkpointMs` (default `CHECKPOINT_MS`, 10 s) if any were,
+   * the file is fsync(2)ed and `onCheckpoint` called with the SHA-256 of the file so far, in order.
+   * A crash then leaves a file whose prefix is vouched for by the last checkpoint chained before it.
+   * Not called after a write error, nor for the final state (`close()` returns that).
+   */
+  readonly onCheckpoint?: (c: RecordingCheckpoint) => void;
+  readonly checkpointBytes?: number;
+  readonly checkpointMs?: number;
 }
 
 /**
@@ -84,7 +108,7 @@ export interface Recorder {
   resize(width: number, height: number): void;
   /** Calls `fn` once the buffer has room again. */
   onDrain(fn: () => void): void;
-  /** Flushes and closes; resolves with the file's SHA-256. */
+  /** Flushes, fsyncs (after pending checkpoints) and closes; resolves with the file's SHA-256. */
   close(): Promise<RecordingResult>;
 }
 
@@ -105,7 +129,13 @@ export function createRecorder(o: RecordingOptions): Recorder {
   mkdirSync(dirname(o.file), { recursive: true, mode: 0o750 });
   const clock = o.monotonic ?? (() => performance.now());
   const t0 = clock();
-  const stream: WriteStream = createWriteStream(o.file, { mode: 0o600, flags: "wx", highWaterMark: o.highWaterMark ?? 1024 * 1024 });
+  // flush: the file is fsync(2)ed before it is closed (Node >= 20.10).
+  const stream: WriteStream = createWriteStream(o.file, {
+    mode: 0o600,
+    flags: "wx",
+    highWaterMark: o.highWaterMark ?? 1024 * 1024,
+    flush: true,
+  });
   const hash = createHash("sha256");
   const outDecoder = new StringDecoder("utf8");
   const inDecoder = new StringDecoder("utf8");
@@ -125,12 +155,39 @@ export function createRecorder(o: RecordingOptions): Recorder {
     for (const fn of drains.splice(0)) fn();
   });
 
+  // Running-hash checkpoints: the prefix hash is taken from a copy of the running hash (cheap),
+  // then reported once everything written before it has reached the file and been fsync'ed.
+  // `chain` keeps the reports in order; `close()` waits for it before closing the fd.
+  const every = o.checkpointBytes ?? CHECKPOINT_BYTES;
+  let marked = 0;
+  let chain: Promise<void> = Promise.resolve();
+  const checkpoint = () => {
+    const report = o.onCheckpoint;
+    if (!report || failed || bytes === marked) return;
+    marked = bytes;
+    const mark: RecordingCheckpoint = { bytes, sha256: hash.copy().digest("hex") };
+    // An empty write's callback runs once every earlier write has reached the file.
+    const written = new Promise<boolean>((resolve) => stream.write(EMPTY, (err) => resolve(!err)));
+    chain = chain.then(async () => {
+      // WriteStream#fd is documented (fs.WriteStream) but missing from @types/node.
+      if (!(await written) || failed) return;
+      const fd = (stream as unknown as { fd: number | null }).fd;
+      if (typeof fd !== "number") return;
+      const synced = await new Promise<boolean>((resolve) => fsync(fd, (err) => resolve(!err)));
+      if (synced && !failed) report(mark);
+    });
+  };
+  const ticker = o.onCheckpoint ? setInterval(checkpoint, o.checkpointMs ?? CHECKPOINT_MS) : undefined;
+  ticker?.unref();
+
   const write = (line: string): boolean => {
     if (failed) return true;
     const buf = Buffer.from(line, "utf8");
     hash.update(buf);
     bytes += buf.length;
-    return stream.write(buf);
+    const ok = stream.write(buf);
+    if (bytes - marked >= every) checkpoint();
+    return ok;
   };
   const elapsed = () => Math.max(0, (clock() - t0) / 1000);
   const line = (t: number, code: string, data: string) => write(`${JSON.stringify([Number(t.toFixed(6)), code, data])}\n`);
@@ -247,6 +304,7 @@ export function createRecorder(o: RecordingOptions): Recorder {
       const rest = outDecoder.end();
       if (rest) queueOutput(rest);
       flushOutput();
+      if (ticker) clearInterval(ticker);
       return new Promise((resolve) => {
         const done = () => resolve({ file: o.file, sha256: hash.digest("hex"), bytes, outputBytes, inputBytes, truncated, failed });
         if (failed) {
@@ -269,8 +327,9 @@ export function createRecorder(o: RecordingOptions): Recorder {
           });
           return;
         }
-        stream.end(() => done());
         stream.once("error", () => done());
+        // Checkpoints in flight fsync the fd: let them finish before it is closed.
+        void chain.then(() => stream.end(() => done()));
       });
     },
   };

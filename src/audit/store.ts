@@ -27,6 +27,7 @@ export type AuditEventType =
   | "file"
   | "transfer_unparsed"
   | "recording"
+  | "recording_checkpoint"
   | "recording_failed"
   | "audit_pruned"
   | "lock"
@@ -247,7 +248,7 @@ const GENESIS = "0".repeat(64);
  * after the fact by callers that cannot stop anything (a policy reload already happened). Every other
  * type is committed before `append` returns.
  */
-const BATCHED: ReadonlySet<AuditEventType> = new Set(["file", "login_refused", "channel_refused", "policy_reload"]);
+const BATCHED: ReadonlySet<AuditEventType> = new Set(["file", "login_refused", "channel_refused", "policy_reload", "recording_checkpoint"]);
 
 /** Events waiting past this many: `healthy()` is not ok (new sessions are refused); nothing is dropped. */
 export const AUDIT_QUEUE_LIMIT = 100_000;
