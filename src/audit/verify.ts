@@ -8,14 +8,17 @@
  * - The chain starts at GENESIS (event 1) or at the newest prune checkpoint, which must be recorded
  *   by a chained `audit_pruned` event; only the sealing key (`checkSeals`) authenticates it.
  * - Session and recording rows are checked against their chained events in both directions, and
- *   recording files against the SHA-256 chained when they were closed.
+ *   recording files against the SHA-256 chained when they were closed, and against every running-hash
+ *   checkpoint chained while they were open (`recording_checkpoint`: the SHA-256 of the file's first
+ *   `bytes` bytes). An `interrupted` recording's closing hash was taken at the restart after a crash,
+ *   so it vouches for nothing edited before that restart: only its checkpoints do (up to the newest one).
  * - Whoever can write the database can rewrite the chain consistently, or cut its newest events:
  *   only anchors (heads logged off the box, `parseAnchors`), seals and signatures catch that, and
  *   only up to the newest anchor. Events after it (the "unanchored tail") are reported as a warning.
  */
 import type { KeyObject } from "node:crypto";
 import { createHash, verify as verifySignature } from "node:crypto";
-import { existsSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, readSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { canonicalParts, checkpointMessage, type EventRow, hashFile, type SessionRow } from "./store.ts";
@@ -208,6 +211,7 @@ function verifyOpen(db: Database.Database, o: VerifyOptions, issues: VerifyIssue
   const ends = new Map<string, Chained>();
   const sessionsWithEvents = new Set<string>();
   const recordingEvents = new Map<string, Chained[]>();
+  const recordingCheckpoints = new Map<string, Chained[]>();
   const prunedThrough = new Set<number>();
   for (const row of db.prepare("SELECT * FROM events ORDER BY id").iterate() as IterableIterator<EventRow>) {
     const id = String(row.id);
@@ -302,6 +306,12 @@ function verifyOpen(db: Database.Database, o: VerifyOptions, issues: VerifyIssue
         const key = `${sid}/${str(data.channel)}`;
         recordingEvents.set(key, [...(recordingEvents.get(key) ?? []), e]);
       }
+      if (row.type === "recording_checkpoint") {
+        const key = `${sid}/${str(data.channel)}`;
+        const list = recordingCheckpoints.get(key);
+        if (list) list.push(e);
+        else recordingCheckpoints.set(key, [e]);
+      }
     }
     if (row.type === "audit_pruned" && Number.isSafeInteger(data.pruned_through_id)) prunedThrough.add(data.pruned_through_id as number);
     prev = row;
@@ -389,6 +399,7 @@ function verifyOpen(db: Database.Database, o: VerifyOptions, issues: VerifyIssue
       continue;
     }
     checkRecordingRow(r, evs, ends.get(r.session_id), issues, warnings);
+    checkRecordingCheckpoints(r, recordingCheckpoints.get(key) ?? [], issues);
   }
   for (const [key, evs] of recordingEvents) {
     if (rowKeys.has(key)) continue;
@@ -583,6 +594,91 @@ function checkRecordingRow(
       found: f.sha256,
       reason: "the recording file's SHA-256 does not match the one stored when it was closed",
     });
+}
+
+/**
+ * Every chained running-hash checkpoint of recording `r` must be a prefix of its file: the SHA-256 of
+ * the file's first `data.bytes` bytes equals `data.sha256`. One issue per recording (the first
+ * checkpoint that fails, and how many do). A missing file is reported by `checkRecordingRow`.
+ * For an `interrupted` recording this is the only check that covers edits made between the crash
+ * and the restart that hashed the file (the restart's hash is of the edited file).
+ */
+function checkRecordingCheckpoints(r: RecordingDbRow, checkpoints: readonly Chained[], issues: VerifyIssue[]): void {
+  if (checkpoints.length === 0) return;
+  const id = `${r.session_id}-${r.channel} (${r.path})`;
+  const valid: Array<{ e: Chained; bytes: number; sha256: string }> = [];
+  for (const e of checkpoints) {
+    const bytes = e.data.bytes;
+    const sha256 = e.data.sha256;
+    if (typeof bytes === "number" && Number.isSafeInteger(bytes) && bytes >= 0 && typeof sha256 === "string")
+      valid.push({ e, bytes, sha256 });
+    else
+      issues.push({
+        kind: "recording",
+        id,
+        expected: "a checkpoint with integer bytes and a SHA-256",
+        found: `event ${e.id}: ${JSON.stringify(e.data).slice(0, 120)}`,
+        reason: "a chained recording checkpoint is malformed",
+      });
+  }
+  if (valid.length === 0) return;
+  const prefixes = hashPrefixes(
+    r.path,
+    valid.map((c) => c.bytes),
+  );
+  if (!prefixes) return;
+  const bad = valid.filter((c) => prefixes.get(c.bytes) !== c.sha256);
+  if (bad.length === 0) return;
+  const newest = valid[valid.length - 1] as (typeof valid)[number];
+  const first = bad.reduce((a, b) => (b.bytes < a.bytes ? b : a));
+  const found = prefixes.get(first.bytes);
+  issues.push({
+    kind: "recording",
+    id,
+    expected: `the file's first ${first.bytes} bytes with SHA-256 ${first.sha256} (checkpoint event ${first.e.id})`,
+    found: found === undefined ? `a file of ${prefixes.get(-1) ?? "?"} bytes` : found,
+    reason:
+      r.status === "interrupted" && bad.includes(newest)
+        ? `the interrupted recording's file does not start with the prefix chained by its newest checkpoint (event ${newest.e.id}): edited or cut before the restart hashed it (${bad.length} of ${valid.length} checkpoints differ)`
+        : `the recording file is not an extension of its chained running-hash checkpoints (${bad.length} of ${valid.length} differ: edited or cut)`,
+  });
+}
+
+/**
+ * SHA-256 (hex) of the first `n` bytes of `path` for each `n` of `offsets`, in one pass; the key -1
+ * holds the file's size. An offset past the end of the file has no entry. Undefined if the file
+ * cannot be read.
+ */
+function hashPrefixes(path: string, offsets: readonly number[]): Map<number, string> | undefined {
+  const want = [...new Set(offsets)].sort((a, b) => a - b);
+  const out = new Map<number, string>();
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch {
+    return undefined;
+  }
+  try {
+    const hash = createHash("sha256");
+    const buf = Buffer.alloc(1024 * 1024);
+    let pos = 0;
+    let i = 0;
+    while (i < want.length && want[i] === 0) out.set(want[i++] as number, hash.copy().digest("hex"));
+    while (i < want.length) {
+      const next = want[i] as number;
+      const n = readSync(fd, buf, 0, Math.min(buf.length, next - pos), pos);
+      if (n === 0) break;
+      hash.update(buf.subarray(0, n));
+      pos += n;
+      if (pos === next) out.set(want[i++] as number, hash.copy().digest("hex"));
+    }
+    out.set(-1, String(statSync(path).size));
+    return out;
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Every signature must verify and name an event that still has that hash (unless pruned); at least one must exist. */
