@@ -126,7 +126,7 @@ export interface AuditStreamSink {
   event(e: AuditEvent): void;
   /** Queues an anchor line; never throws, never blocks. */
   anchor(a: SealAnchor): void;
-  /** Sends what is queued for up to `timeoutMs` (default 2000), then closes the connection. */
+  /** Sends what is queued for up to `timeoutMs` (default 2000; also waits for a pending connect), then closes; the rest is lost. */
   close(timeoutMs?: number): Promise<void>;
 }
 
@@ -326,7 +326,8 @@ export function createSyslogSink(o: SyslogSinkOptions): SyslogSink {
     stats: () => ({ queued: size(), sent, dropped, connected }),
     async close(timeoutMs = 2000) {
       if (closing) return;
-      if (socket && connected && (size() > 0 || !writable)) {
+      // Queued messages (or a connection not yet up or not drained): wait, bounded, for them to go out.
+      if (size() > 0 || (socket && !writable)) {
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, timeoutMs);
           t.unref();
