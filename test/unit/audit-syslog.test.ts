@@ -2,10 +2,12 @@
  * The remote syslog stream: RFC 5424 formatting and SD-PARAM escaping, octet-counting framing,
  * the bounded queue (drop oldest, report the count), reconnect, and the store's onCommitted hook.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
+import { execa } from "execa";
 import { afterEach, describe, expect, it } from "vitest";
 import { type AuditEvent, openAuditStore } from "../../src/audit/store.ts";
 import {
@@ -216,6 +218,63 @@ describe("syslog sink", () => {
     expect(sink.stats().dropped).toBe(0);
     await sink.close();
   });
+});
+
+describe("syslog over TLS (RFC 5425)", () => {
+  it("delivers to a receiver whose certificate the CA file signs for the URL's host name, and to no other", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "varco-syslog-tls-"));
+    const servers: TlsServer[] = [];
+    try {
+      const key = join(dir, "key.pem");
+      const cert = join(dir, "cert.pem");
+      await execa("openssl", [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=syslog.test",
+        "-addext",
+        "subjectAltName=DNS:localhost",
+      ]);
+      const chunks: Buffer[] = [];
+      const server = createTlsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (s) =>
+        s.on("data", (d: Buffer) => chunks.push(d)),
+      );
+      servers.push(server);
+      await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+      const port = (server.address() as { port: number }).port;
+      const good = createSyslogSink({ url: `tls://localhost:${port}`, caFile: cert, node: "gw1" });
+      good.event(EVENT);
+      await good.close();
+      for (let i = 0; i < 50 && chunks.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(unframe(Buffer.concat(chunks))).toHaveLength(1);
+      expect(unframe(Buffer.concat(chunks))[0]).toContain(`hash="${EVENT.hash}"`);
+      // Without the CA (system CAs only), and by IP (the certificate names only localhost): nothing is sent.
+      const warnings: string[] = [];
+      const log = { info: () => undefined, warn: (o: object) => warnings.push(JSON.stringify(o)) };
+      for (const url of [`tls://localhost:${port}`, `tls://127.0.0.1:${port}`]) {
+        const bad = createSyslogSink({ url, caFile: url.includes("127") ? cert : undefined, node: "gw1", logger: log, minBackoffMs: 1000 });
+        bad.event(EVENT);
+        await bad.close(500);
+        expect(bad.stats().connected).toBe(false);
+      }
+      expect(unframe(Buffer.concat(chunks))).toHaveLength(1);
+      expect(warnings.join("\n")).toMatch(/self.signed|certificate|altnames/i);
+    } finally {
+      for (const s of servers) s.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 20_000);
 });
 
 describe("store onCommitted", () => {
