@@ -8,6 +8,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type AuditStore, anchorOf, createSealer, openAuditStore, type Sealer } from "./audit/index.ts";
+import { type AuditStreamSink, createSyslogSink, type SyslogSink } from "./audit/syslog.ts";
 import {
   createAuthenticator,
   createLdapDirectory,
@@ -82,18 +83,46 @@ export function sealerForPolicy(loaded: LoadedPolicy, audit: AuditStore): Sealer
   return file ? createSealer(loaded.resolvePath(file), nodeName(loaded.policy), audit) : undefined;
 }
 
-/** Opens the audit store; with a logger, every change of its health (writes failing, working again) is logged. */
-export function openAuditForPolicy(loaded: LoadedPolicy, logger?: Logger): AuditStore {
-  return openAuditStore(
-    statePaths(loaded).auditDb,
-    undefined,
-    logger
+/**
+ * Opens the audit store; with a logger, every change of its health (writes failing, working again) is logged;
+ * with a stream sink, every committed event is handed to it (in id order).
+ */
+export function openAuditForPolicy(loaded: LoadedPolicy, logger?: Logger, stream?: AuditStreamSink): AuditStore {
+  return openAuditStore(statePaths(loaded).auditDb, undefined, {
+    ...(logger
       ? {
           onHealthChange: (h) =>
             h.ok ? logger.info({ detail: h.detail }, "audit writes work again") : logger.error({ detail: h.detail }, "audit writes fail"),
         }
-      : {},
-  );
+      : {}),
+    ...(stream
+      ? {
+          onCommitted: (events) => {
+            for (const e of events) stream.event(e);
+          },
+        }
+      : {}),
+  });
+}
+
+/**
+ * The remote syslog sink for `gateway.audit_syslog` (undefined when it is not set). Read at start only.
+ * @throws StartupError if the URL is invalid or the CA file unreadable.
+ */
+export function syslogForPolicy(loaded: LoadedPolicy, logger: Logger): SyslogSink | undefined {
+  const c = loaded.policy.gateway.audit_syslog;
+  if (!c) return undefined;
+  try {
+    return createSyslogSink({
+      url: c.url,
+      caFile: c.ca_file ? loaded.resolvePath(c.ca_file) : undefined,
+      appName: c.app_name,
+      node: nodeName(loaded.policy),
+      logger,
+    });
+  } catch (err) {
+    throw new StartupError(`gateway.audit_syslog: ${(err as Error).message}`);
+  }
 }
 
 function checkSupported(policy: Policy): void {
@@ -275,7 +304,15 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   const stores: Stores = { totp, lockout };
   let runtime = await buildRuntime(loaded, stores);
   const directory = () => runtime.directory;
-  const audit = openAuditForPolicy(loaded, logger);
+  let syslog: SyslogSink | undefined;
+  try {
+    syslog = syslogForPolicy(loaded, logger);
+  } catch (err) {
+    totp.close();
+    lockout.close();
+    throw err;
+  }
+  const audit = openAuditForPolicy(loaded, logger, syslog);
   const interrupted = audit.closeInterrupted();
   if (interrupted > 0) logger.warn({ interrupted }, "closed sessions left open by an earlier stop as interrupted");
 
@@ -299,6 +336,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
     sealer = sealerForPolicy(loaded, audit);
   } catch (err) {
     audit.close();
+    void syslog?.close(0);
     totp.close();
     lockout.close();
     throw new StartupError((err as Error).message);
@@ -314,7 +352,11 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
     if (sealer) {
       try {
         const row = sealer.sealHead();
-        if (row) logger.info({ anchor: anchorOf(row) }, "audit anchor");
+        if (row) {
+          const anchor = anchorOf(row);
+          logger.info({ anchor }, "audit anchor");
+          syslog?.anchor(anchor);
+        }
       } catch (err) {
         logger.error({ err: (err as Error).message }, "could not seal the audit chain head");
       }
@@ -481,6 +523,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       } catch (err) {
         logger.error({ err: (err as Error).message }, "audit events could not be written before the stop");
       }
+      await syslog?.close();
     },
   };
 }

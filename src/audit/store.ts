@@ -417,6 +417,12 @@ export interface AuditStoreOptions {
   readonly onHealthChange?: ((h: AuditHealth) => void) | undefined;
   /** busy_timeout in ms while writes succeed (default 5000; tests use less). */
   readonly busyTimeoutMs?: number | undefined;
+  /**
+   * Called after each successful commit with the events it wrote, in id order (never with an empty
+   * list; not called for a rolled-back transaction). Runs synchronously after COMMIT: it must not
+   * block; an exception it throws is caught and ignored (the events stay committed).
+   */
+  readonly onCommitted?: ((events: readonly AuditEvent[]) => void) | undefined;
 }
 
 /**
@@ -488,6 +494,7 @@ export function openAuditStore(file: string, now: () => Date = () => new Date(),
   const queued = (e: AuditEventInput): Queued => ({ e, ts: now().toISOString(), data: JSON.stringify(e.data ?? {}) });
 
   /** Inserts events after the last stored row; call inside a write transaction only. */
+  let written: AuditEvent[] = [];
   const insertEvents = (items: readonly Queued[]) => {
     if (items.length === 0) return;
     const last = lastStmt.get();
@@ -513,6 +520,7 @@ export function openAuditStore(file: string, now: () => Date = () => new Date(),
         prev,
         hash,
       );
+      if (options.onCommitted) written.push({ ...e, id, ts, data: JSON.parse(data) as Record<string, unknown>, prevHash: prev, hash });
       prev = hash;
     }
   };
@@ -526,11 +534,21 @@ export function openAuditStore(file: string, now: () => Date = () => new Date(),
   const commit = <T>(call: string, work: (write: (q: Queued) => void) => T): T => {
     const pending = queue;
     queue = [];
+    written = [];
     try {
       const out = runTx.immediate(() => {
         insertEvents(pending);
         return work((q) => insertEvents([q]));
       }) as T;
+      const committed = written;
+      written = [];
+      if (committed.length > 0 && options.onCommitted) {
+        try {
+          options.onCommitted(committed);
+        } catch {
+          // The events are committed; a failing observer must not turn that into an error.
+        }
+      }
       if (failure) {
         failure = undefined;
         backoffMs = 0;

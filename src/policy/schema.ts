@@ -70,6 +70,31 @@ const limits = z.strictObject({
   idle_timeout: duration.default(3_600_000),
 });
 
+/** `tcp://host:port` or `tls://host:port` (host a name or an IP, `[v6]` bracketed) of a remote syslog receiver. */
+export const syslogUrl = z.string().refine(
+  (s) => {
+    // Same grammar as parseSyslogUrl in src/audit/syslog.ts.
+    const m = /^(tcp|tls):\/\/(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+)):(\d{1,5})$/.exec(s);
+    const port = Number(m?.[4]);
+    return m !== null && port >= 1 && port <= 65535 && (m[2] === undefined || isIP(m[2]) === 6);
+  },
+  { message: 'not a syslog URL (e.g. "tcp://10.0.0.5:514", "tls://logs.example.org:6514", "tcp://[::1]:514")' },
+);
+
+/** Remote syslog stream of the audit trail (RFC 5424 over TCP, RFC 6587 octet counting; `tls://` = RFC 5425). */
+const auditSyslog = z
+  .strictObject({
+    url: syslogUrl,
+    /** PEM CA bundle that signs the receiver's certificate (tls:// only; default: the system CAs). */
+    ca_file: z.string().min(1).optional(),
+    /** RFC 5424 APP-NAME (printable US-ASCII, at most 48 characters). */
+    app_name: z
+      .string()
+      .regex(/^[\x21-\x7e]{1,48}$/, "must be 1-48 printable ASCII characters without spaces")
+      .default("varco"),
+  })
+  .refine((o) => o.ca_file === undefined || o.url.startsWith("tls://"), { message: "ca_file needs a tls:// url", path: ["ca_file"] });
+
 const gateway = z.strictObject({
   listen: z.array(listenAddress).min(1).default(["0.0.0.0:22"]),
   host_keys: z.array(z.string().min(1)).min(1).default(["keys/ssh_host_ed25519_key"]),
@@ -93,6 +118,8 @@ const gateway = z.strictObject({
     .string()
     .regex(/^[A-Za-z0-9._-]{1,253}$/, "must be a host name (letters, digits, '.', '_', '-')")
     .optional(),
+  /** Streams every committed audit event and every anchor to a remote syslog (absent = off). */
+  audit_syslog: auditSyslog.optional(),
   limits: limits.prefault({}),
   metrics_listen: listenAddress.optional(),
   upstream_timeout: duration.default(10_000),
