@@ -205,6 +205,37 @@ describe("durability", () => {
   });
 });
 
+describe("a transfer cut by kill -9", () => {
+  it("leaves the OPEN of the file in the chain, and the session closes as interrupted", async () => {
+    const local = join(h.dir, "big-upload.bin");
+    writeFileSync(local, randomBytes(8 * 1024 * 1024));
+    const remote = `${h.dir}/cut-by-crash.bin`;
+    const batch = join(h.dir, "cut.batch");
+    writeFileSync(batch, `put ${local} ${remote}\n`);
+    // sftp -b runs in batch mode (no password prompts): log in once through a ControlMaster.
+    const cm = (await h.master("a08_vm1")).map((o) => (o === "-p" ? "-P" : o));
+    // -l 800: 800 Kbit/s, so the 8 MiB upload is still running when the gateway dies.
+    const child = execa("sftp", ["-l", "800", "-b", batch, ...cm, "a08_vm1@127.0.0.1"], { reject: false, stdin: "ignore" });
+    const opened = async () => {
+      const [s] = await sessionsOf("a08");
+      if (!s) return false;
+      return (await show(s.id)).events.some((e) => e.type === "file" && e.data.op === "open" && e.data.path === remote);
+    };
+    let seen = false;
+    for (let i = 0; i < 30 && !seen; i++) {
+      seen = await opened();
+      if (!seen) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(seen).toBe(true);
+    h.signalGateway("SIGKILL");
+    await child;
+    await h.restartGateway();
+    const s = await waitSessionClosed("a08");
+    expect(s.result).toBe("interrupted");
+    expect((await show(s.id)).events.some((e) => e.type === "file" && e.data.op === "open" && e.data.path === remote)).toBe(true);
+  });
+});
+
 describe.runIf(isRoot)("a full recordings disk (tmpfs of 256 KiB)", () => {
   beforeAll(async () => {
     tmpfs = join(h.dir, "tiny");
