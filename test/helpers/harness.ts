@@ -50,6 +50,8 @@ export interface Harness {
   readonly dir: string;
   /** Everything the gateway process wrote to stdout and stderr so far. */
   gatewayOutput(): string;
+  /** PID of the running gateway process (changes on restartGateway); undefined before it started. */
+  gatewayPid(): number | undefined;
   /** A TOTP code for `uid` that has not been used yet: the step now, else now+1 (both stay valid across a step boundary with window 1). */
   nextCode(uid: string): string;
   /** OpenSSH client options for this gateway (known_hosts pinned to the gateway's host key). */
@@ -112,6 +114,8 @@ export async function startHarness(
     totpAttribute?: string;
     /** Uids whose TOTP secret is removed after start (for enrolment tests). */
     unenrolled?: readonly string[];
+    /** Extra environment of the gateway process (e.g. NODE_OPTIONS for memory measurements). */
+    gatewayEnv?: NodeJS.ProcessEnv;
   } = {},
 ): Promise<Harness> {
   const dir = o.dir ?? mkdtempSync(join(tmpdir(), "varco-test-"));
@@ -141,7 +145,11 @@ export async function startHarness(
 
   const startGateway = async () => {
     const out = createWriteStream(logPath, { flags: "a" });
-    child = execa("node", [BIN, "serve", "--policy", env.policyFile], { reject: false, all: true, env: { VARCO_LOG_LEVEL: "debug" } });
+    child = execa("node", [BIN, "serve", "--policy", env.policyFile], {
+      reject: false,
+      all: true,
+      env: { ...o.gatewayEnv, VARCO_LOG_LEVEL: "debug" },
+    });
     child.all?.on("data", (d: Buffer) => {
       output += d.toString();
       out.write(d);
@@ -247,6 +255,7 @@ export async function startHarness(
     },
     dir,
     gatewayOutput: () => output,
+    gatewayPid: () => child?.pid,
     nextCode,
     sshOptions,
     askpassEnv,
