@@ -272,6 +272,7 @@ export function restartRequired(before: LoadedPolicy, after: LoadedPolicy, bound
       "gateway.audit_seal_state": p.gateway.audit_seal_state ? l.resolvePath(p.gateway.audit_seal_state) : undefined,
       "gateway.node": p.gateway.node,
       "gateway.audit_checkpoint_interval": p.gateway.audit_checkpoint_interval,
+      "gateway.audit_syslog": p.gateway.audit_syslog,
       "auth.totp.period": p.auth.totp.period,
       "auth.totp.digits": p.auth.totp.digits,
     };
