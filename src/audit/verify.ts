@@ -413,23 +413,7 @@ function verifyOpen(db: Database.Database, o: VerifyOptions, issues: VerifyIssue
       found: "no row",
       reason: "a chained recording has no recording row (row deleted)",
     });
-    const f = path ? hashFile(path) : { sha256: "", bytes: -1 };
-    if (f.bytes < 0)
-      issues.push({
-        kind: "recording",
-        id,
-        expected: `a file with SHA-256 ${str(e.data.sha256)}`,
-        found: "no file",
-        reason: "the recording file is missing",
-      });
-    else if (f.sha256 !== e.data.sha256)
-      issues.push({
-        kind: "recording",
-        id,
-        expected: str(e.data.sha256),
-        found: f.sha256,
-        reason: "the recording file's SHA-256 does not match the chained one",
-      });
+    checkRecordingFile(path, e.data.sha256, id, "the recording file's SHA-256 does not match the chained one", issues);
   }
 
   // 5. ed25519 signed checkpoints (older scheme), seals (forward-secure), anchors.
@@ -577,23 +561,7 @@ function checkRecordingRow(
         found: str(found),
         reason: `the recording row differs from its chained recording event (${field})`,
       });
-  const f = hashFile(r.path);
-  if (f.bytes < 0)
-    issues.push({
-      kind: "recording",
-      id,
-      expected: `a file with SHA-256 ${str(e.data.sha256)}`,
-      found: "no file",
-      reason: "the recording file is missing",
-    });
-  else if (f.sha256 !== e.data.sha256)
-    issues.push({
-      kind: "recording",
-      id,
-      expected: str(e.data.sha256),
-      found: f.sha256,
-      reason: "the recording file's SHA-256 does not match the one stored when it was closed",
-    });
+  checkRecordingFile(r.path, e.data.sha256, id, "the recording file's SHA-256 does not match the one stored when it was closed", issues);
 }
 
 /**
@@ -603,6 +571,20 @@ function checkRecordingRow(
  * For an `interrupted` recording this is the only check that covers edits made between the crash
  * and the restart that hashed the file (the restart's hash is of the edited file).
  */
+/** The file at `path` must exist and hash to the chained `sha256`; `mismatch` is the reason given when it does not. */
+function checkRecordingFile(path: string, sha256: unknown, id: string, mismatch: string, issues: VerifyIssue[]): void {
+  const f = path ? hashFile(path) : { sha256: "", bytes: -1 };
+  if (f.bytes < 0)
+    issues.push({
+      kind: "recording",
+      id,
+      expected: `a file with SHA-256 ${str(sha256)}`,
+      found: "no file",
+      reason: "the recording file is missing",
+    });
+  else if (f.sha256 !== sha256) issues.push({ kind: "recording", id, expected: str(sha256), found: f.sha256, reason: mismatch });
+}
+
 function checkRecordingCheckpoints(r: RecordingDbRow, checkpoints: readonly Chained[], issues: VerifyIssue[]): void {
   if (checkpoints.length === 0) return;
   const id = `${r.session_id}-${r.channel} (${r.path})`;

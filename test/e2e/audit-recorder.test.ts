@@ -9,7 +9,7 @@ import { existsSync, lstatSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Harness, ROOT, startHarness, TEST_ROUTES } from "../helpers/harness.ts";
+import { closedSessionOf, type Harness, startHarness, TEST_ROUTES } from "../helpers/harness.ts";
 
 let h: Harness;
 
@@ -36,31 +36,8 @@ afterAll(async () => {
   await h?.stop();
 });
 
-const varco = (...args: string[]) => execa("node", [join(ROOT, "bin/varco.mjs"), "--policy", h.env.policyFile, ...args], { reject: false });
-
-type Show = {
-  session: { id: string; result: string };
-  events: Array<{ type: string; result?: string; data: Record<string, unknown> }>;
-  recordings: Array<{ path: string; status: string; channel: number }>;
-};
-
-/** The newest session of `uid`, once closed (bounded wait), as `varco audit show --json` prints it. */
-async function closedSession(uid: string): Promise<Show> {
-  for (let i = 0; i < 100; i++) {
-    const r = await varco("audit", "list", "--json", "--user", uid);
-    const [s] = String(r.stdout)
-      .split("\n")
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { id: string; result: string });
-    if (s && s.result !== "open") {
-      const shown = await varco("audit", "show", s.id, "--json");
-      expect(shown.exitCode).toBe(0);
-      return JSON.parse(String(shown.stdout)) as Show;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`session of ${uid} never closed`);
-}
+/** The newest session of `uid`, once closed, as `varco audit show --json` prints it. */
+const closedSession = (uid: string) => closedSessionOf(h.env.policyFile, uid);
 
 /** The status of the newest session's first recording once it is no longer open (closed after the session row, bounded wait). */
 async function recordingStatus(uid: string): Promise<string | undefined> {

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Harness, ROOT, startHarness, TEST_ROUTES } from "../helpers/harness.ts";
+import { closedSessionOf, type Harness, startHarness, TEST_ROUTES } from "../helpers/harness.ts";
 
 let h: Harness;
 
@@ -35,33 +35,12 @@ afterAll(async () => {
   await h?.stop();
 });
 
-const varco = (...args: string[]) => execa("node", [join(ROOT, "bin/varco.mjs"), "--policy", h.env.policyFile, ...args], { reject: false });
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 /** scp and sftp spell the port option -P. */
 const forScp = (opts: string[]) => opts.map((o) => (o === "-p" ? "-P" : o));
 
-type Show = {
-  events: Array<{ type: string; result?: string; data: Record<string, unknown> }>;
-  recordings: Array<{ path: string; status: string; channel: number }>;
-};
-
 /** The newest session of `uid`, once closed, as `varco audit show --json` prints it. */
-async function closedSession(uid: string): Promise<Show> {
-  for (let i = 0; i < 100; i++) {
-    const r = await varco("audit", "list", "--json", "--user", uid);
-    const [s] = String(r.stdout)
-      .split("\n")
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { id: string; result: string });
-    if (s && s.result !== "open") {
-      const shown = await varco("audit", "show", s.id, "--json");
-      expect(shown.exitCode).toBe(0);
-      return JSON.parse(String(shown.stdout)) as Show;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`no closed session for ${uid}`);
-}
+const closedSession = (uid: string) => closedSessionOf(h.env.policyFile, uid);
 
 describe("a route that allows scp but not exec", () => {
   it("refuses scp-prefixed shell commands and audits them, while scp -O up and down works", async () => {

@@ -75,6 +75,33 @@ export interface Harness {
   stop(): Promise<void>;
 }
 
+/** A session as `varco audit show --json` prints it (the parts tests read). */
+export interface ShownSession {
+  readonly session: { id: string; result: string };
+  readonly events: Array<{ type: string; result?: string; data: Record<string, unknown> }>;
+  readonly recordings: Array<{ path: string; status: string; channel: number }>;
+}
+
+/** The newest session of `uid` once it is closed (bounded wait: 10 s), as `varco audit show --json` prints it. */
+export async function closedSessionOf(policyFile: string, uid: string): Promise<ShownSession> {
+  const varco = (...args: string[]) => execa("node", [BIN, "--policy", policyFile, ...args], { reject: false });
+  for (let i = 0; i < 100; i++) {
+    const r = await varco("audit", "list", "--json", "--user", uid);
+    const [s] = String(r.stdout)
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { id?: string; result?: string })
+      .filter((l) => l.id !== undefined);
+    if (s?.id && s.result !== "open") {
+      const shown = await varco("audit", "show", s.id, "--json");
+      if (shown.exitCode !== 0) throw new Error(`audit show ${s.id} failed: ${shown.stderr}`);
+      return JSON.parse(String(shown.stdout)) as ShownSession;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`session of ${uid} never closed`);
+}
+
 /**
  * Logs in to a gateway on 127.0.0.1:`port` with the ssh2 library (keyboard-interactive), answering
  * each prompt with `answer(prompt, instructions)`; resolves with the connected client.
