@@ -1,3 +1,6 @@
+export { type KeepalivedInputs, redactKeepalived, renderKeepalived } from "./keepalived.ts";
+export { type LinkCheck, type LinkOp, renderInterfaces, renderLinkOps } from "./links.ts";
+export { renderNft, renderNftDelete } from "./nft.ts";
 export {
   ApplyError,
   apply,
@@ -19,13 +22,4 @@ export {
   setPending,
   status,
 } from "./reconcile.ts";
-export {
-  type KeepalivedInputs,
-  type LinkOp,
-  redactKeepalived,
-  renderInterfaces,
-  renderKeepalived,
-  renderLinkOps,
-  renderNft,
-} from "./render.ts";
 export { CommandError, type CommandRunner, createExecaRunner, createRecordingRunner, type RunResult } from "./runner.ts";

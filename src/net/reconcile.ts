@@ -11,16 +11,9 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, w
 import { dirname, join } from "node:path";
 import { createTwoFilesPatch } from "diff";
 import type { NetworkPolicy } from "../policy/index.ts";
-import {
-  type KeepalivedInputs,
-  type LinkCheck,
-  type LinkOp,
-  redactKeepalived,
-  renderKeepalived,
-  renderLinkOps,
-  renderNft,
-  renderNftDelete,
-} from "./render.ts";
+import { type KeepalivedInputs, redactKeepalived, renderKeepalived } from "./keepalived.ts";
+import { type LinkCheck, type LinkOp, renderLinkOps } from "./links.ts";
+import { renderNft, renderNftDelete } from "./nft.ts";
 import type { CommandRunner } from "./runner.ts";
 
 /** Thrown when an apply failed; the host was restored to its state before the apply. */

@@ -5,10 +5,10 @@
 import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { dirname, isAbsolute, resolve } from "node:path";
-import ipaddr from "ipaddr.js";
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 import type { z } from "zod";
-import { type NetworkPolicy, type Policy, policySchema } from "./schema.ts";
+import { checkNetwork } from "./network.ts";
+import { type Policy, policySchema } from "./schema.ts";
 
 /** One problem in a policy file; `line` and `col` are 1-based. */
 export interface PolicyIssue {
@@ -209,83 +209,9 @@ function crossCheck(policy: Policy): Array<[Path, string]> {
   if (!policy.directory.ldap && policy.directory.local_users.length === 0) {
     out.push([["directory"], "directory needs ldap or local_users"]);
   }
-  if (policy.network) out.push(...checkNetwork(policy.network));
-  policy.network?.vips.forEach((v, i) => {
-    if (v.track_gateway_health && !policy.gateway.metrics_listen && !policy.network?.keepalived.health_command) {
-      out.push([
-        ["network", "vips", i, "track_gateway_health"],
-        "track_gateway_health needs gateway.metrics_listen (the /healthz the check asks) or network.keepalived.health_command",
-      ]);
-    }
-  });
+  if (policy.network) out.push(...checkNetwork(policy));
   if (policy.auth.totp.secrets === "ldap" && !policy.auth.totp.ldap_attribute) {
     out.push([["auth", "totp", "secrets"], "secrets: ldap needs auth.totp.ldap_attribute"]);
   }
-  return out;
-}
-
-function parseCidr(text: string): [ipaddr.IPv4 | ipaddr.IPv6, number] {
-  if (text.includes("/")) return ipaddr.parseCIDR(text);
-  const a = ipaddr.parse(text);
-  return [a, a.kind() === "ipv4" ? 32 : 128];
-}
-
-/** Checks of the network section that span entries (contract section 2; keepalived.conf(5) for VRRP). */
-function checkNetwork(n: NetworkPolicy): Array<[Path, string]> {
-  const out: Array<[Path, string]> = [];
-  const v6 = (path: Path, text: string): void => {
-    if (parseCidr(text)[0].kind() === "ipv6") out.push([path, `${text}: IPv6 is not supported in the network section yet (IPv4 NAT only)`]);
-  };
-  n.private_networks.forEach((c, i) => {
-    v6(["network", "private_networks", i], c);
-  });
-  const privates = n.private_networks.map(parseCidr).filter(([a]) => a.kind() === "ipv4");
-  const inPrivate = (ip: string) => {
-    const a = ipaddr.parse(ip);
-    return privates.some(([net, len]) => a.kind() === net.kind() && a.match(net, len));
-  };
-  const names = new Map<string, string>();
-  const unique = (path: Path, kind: string, name: string) => {
-    const seen = names.get(`${kind}:${name}`);
-    if (seen) out.push([path, `duplicate ${kind} name "${name}" (also at ${seen})`]);
-    else names.set(`${kind}:${name}`, path.join("."));
-  };
-  const forwards = new Map<string, string>();
-  n.port_forwards.forEach((f, i) => {
-    unique(["network", "port_forwards", i, "name"], "port forward", f.name);
-    const key = `${f.external_ip}:${f.external_port}/${f.protocol}`;
-    const seen = forwards.get(key);
-    if (seen) out.push([["network", "port_forwards", i, "external_port"], `${key} is forwarded twice (also by "${seen}")`]);
-    else forwards.set(key, f.name);
-    if (!inPrivate(f.internal_ip)) {
-      out.push([
-        ["network", "port_forwards", i, "internal_ip"],
-        `internal_ip ${f.internal_ip} is not inside private_networks (${n.private_networks.join(", ") || "none"})`,
-      ]);
-    }
-    v6(["network", "port_forwards", i, "external_ip"], f.external_ip);
-    f.sources.forEach((s, j) => {
-      v6(["network", "port_forwards", i, "sources", j], s);
-    });
-  });
-  n.forward_allow.forEach((f, i) => {
-    unique(["network", "forward_allow", i, "name"], "forward_allow", f.name);
-    for (const c of [...f.from, ...f.to]) v6(["network", "forward_allow", i], c);
-  });
-  n.bridges.forEach((b, i) => {
-    unique(["network", "bridges", i, "name"], "bridge", b.name);
-  });
-  const vrids = new Map<string, string>();
-  n.vips.forEach((v, i) => {
-    unique(["network", "vips", i, "instance"], "VRRP instance", v.instance);
-    const key = `${v.interface}/${v.virtual_router_id}`;
-    const seen = vrids.get(key);
-    if (seen)
-      out.push([
-        ["network", "vips", i, "virtual_router_id"],
-        `virtual_router_id ${v.virtual_router_id} is used twice on ${v.interface} (also by ${seen})`,
-      ]);
-    else vrids.set(key, v.instance);
-  });
   return out;
 }

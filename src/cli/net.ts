@@ -1,0 +1,176 @@
+/**
+ * `varco net …`: plan, apply (with confirm-or-revert), confirm, rollback, status and render of the
+ * network the gateway fronts. Thin: every decision is in `net/`.
+ */
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import type { Command } from "commander";
+import { networkContext } from "../main.ts";
+import {
+  ApplyError,
+  apply,
+  type CommandRunner,
+  confirm,
+  createExecaRunner,
+  netStateDir,
+  type Plan,
+  plan,
+  readPending,
+  redactKeepalived,
+  renderInterfaces,
+  revertIfExpired,
+  rollback,
+  setPending,
+  status,
+} from "../net/index.ts";
+import { parseDurationMs } from "../policy/index.ts";
+import { ExitError, loadOrExit, policyPath } from "./common.ts";
+
+/** Adds the `net` command group to `program` (whose `--policy` option it reads). */
+export function registerNet(program: Command): void {
+  const net = program
+    .command("net")
+    .description("the network the gateway fronts: nftables NAT/forwarding, bridges, keepalived VIPs")
+    .option("--netns <name>", "run every host command inside this network namespace (ip netns exec)");
+  const netSetup = () => {
+    const loaded = loadOrExit(policyPath(program.opts()));
+    const ctx = networkContext(loaded);
+    const runner = createExecaRunner({ netns: (net.opts() as { netns?: string }).netns });
+    return { loaded, runner, ...ctx };
+  };
+  /** Every net command first reverts an unconfirmed apply whose deadline passed (the watcher may be gone). */
+  const netPrelude = async (runner: CommandRunner, stateDir: string) => {
+    if (await revertIfExpired(runner, stateDir, Date.now()))
+      console.error("varco net: an unconfirmed apply passed its deadline and was rolled back");
+  };
+  const printPlan = (p: Plan, commands: boolean) => {
+    if (!p.changed && p.drift.length === 0) {
+      console.log("no changes: the host matches the policy");
+      return;
+    }
+    for (const d of p.drift) console.log(`DRIFT: ${d}`);
+    if (p.nftChanged) console.log(p.nftDiff);
+    for (const op of p.linkOps) console.log(`+ ${op.describe}${commands ? `\n    ${op.argv.join(" ")}` : ""}`);
+    if (p.keepalivedChanged) console.log(p.keepalivedDiff);
+    if (commands) {
+      if (p.nftChanged) console.log("nft -f - < (the desired table above, one transaction)");
+      if (p.keepalivedChanged) console.log("keepalived --config-test -f <tmp>; write the file atomically; kill -HUP $(cat pid_file)");
+    }
+  };
+  net
+    .command("plan")
+    .description("show what apply would change: a diff of rules, links and keepalived config")
+    .option("--json", "print the plan as JSON")
+    .option("--commands", "also print the exact commands apply would run")
+    .action(async (opts: { json?: boolean; commands?: boolean }) => {
+      const { runner, desired, stateDir } = netSetup();
+      await netPrelude(runner, stateDir);
+      const p = await plan(runner, desired, stateDir);
+      if (opts.json) {
+        console.log(
+          JSON.stringify({
+            changed: p.changed,
+            drift: p.drift,
+            nft: { changed: p.nftChanged, diff: p.nftDiff },
+            links: p.linkOps.map((o) => ({ describe: o.describe, argv: o.argv })),
+            keepalived: { changed: p.keepalivedChanged, diff: p.keepalivedDiff },
+          }),
+        );
+      } else printPlan(p, Boolean(opts.commands));
+    });
+  net
+    .command("apply")
+    .description("apply atomically; with --confirm it reverts unless `varco net confirm` follows in time")
+    .option("--confirm <duration>", "revert automatically after this long (e.g. 60s) unless confirmed")
+    .action(async (opts: { confirm?: string }) => {
+      const { runner, desired, stateDir, loaded } = netSetup();
+      await netPrelude(runner, stateDir);
+      let confirmMs: number | undefined;
+      if (opts.confirm) {
+        confirmMs = parseDurationMs(opts.confirm);
+        if (confirmMs === undefined) throw new ExitError(`--confirm: "${opts.confirm}" is not a duration (e.g. 60s)`, 2);
+      }
+      try {
+        const r = await apply(runner, desired, stateDir);
+        console.log(`applied generation ${r.generation}`);
+        if (confirmMs !== undefined) {
+          const pending = setPending(stateDir, r.generation, Date.now() + confirmMs);
+          const netns = (net.opts() as { netns?: string }).netns;
+          const bin = fileURLToPath(new URL("../../bin/varco.mjs", import.meta.url));
+          const child = spawn(
+            process.execPath,
+            [bin, "--policy", loaded.file, "net", ...(netns ? ["--netns", netns] : []), "confirm-wait", "--token", pending.token],
+            { detached: true, stdio: "ignore" },
+          );
+          child.unref();
+          console.log(`run \`varco net confirm\` within ${opts.confirm}, or generation ${r.generation} is rolled back`);
+        }
+      } catch (err) {
+        if (err instanceof ApplyError) throw new ExitError(err.message, 1);
+        throw err;
+      }
+    });
+  net
+    .command("confirm-wait", { hidden: true })
+    .requiredOption("--token <token>")
+    .action(async (opts: { token: string }) => {
+      const { runner, stateDir } = netSetup();
+      // Poll (bounded, 24 h at most) so a confirm or a newer apply ends this watcher promptly.
+      for (let i = 0; i < 24 * 3600 * 4; i++) {
+        const p = readPending(netStateDir(stateDir));
+        if (!p || p.token !== opts.token) return;
+        if (Date.now() >= p.deadline) break;
+        await new Promise((r) => setTimeout(r, Math.min(250, Math.max(10, p.deadline - Date.now()))));
+      }
+      await revertIfExpired(runner, stateDir, Date.now(), opts.token);
+    });
+  net
+    .command("confirm")
+    .description("keep the last apply")
+    .action(async () => {
+      const { runner, stateDir } = netSetup();
+      await netPrelude(runner, stateDir);
+      if (!confirm(stateDir)) throw new ExitError("nothing to confirm (no apply is waiting, or it was already rolled back)", 1);
+      console.log("confirmed");
+    });
+  net
+    .command("rollback")
+    .description("revert the last apply (restore the previous generation)")
+    .action(async () => {
+      const { runner, stateDir } = netSetup();
+      try {
+        const prev = await rollback(runner, stateDir);
+        console.log(prev ? `rolled back to generation ${prev.id}` : "rolled back: varco's table and links are removed");
+      } catch (err) {
+        throw new ExitError(`varco net rollback: ${(err as Error).message}`, 1);
+      }
+    });
+  net
+    .command("status")
+    .description("live state vs policy: exit 0 in sync, 1 with the drift")
+    .option("--json", "print JSON")
+    .action(async (opts: { json?: boolean }) => {
+      const { runner, desired, stateDir } = netSetup();
+      await netPrelude(runner, stateDir);
+      const st = await status(runner, desired, stateDir);
+      if (opts.json) console.log(JSON.stringify(st));
+      else {
+        console.log(`generation ${st.generation ?? "-"}: ${st.inSync ? "in sync" : "OUT OF SYNC"}`);
+        if (st.policyChanged) console.log("the policy changed since the last apply (run varco net plan)");
+        if (st.pending) console.log(`waiting for \`varco net confirm\` until ${new Date(st.pending.deadline).toISOString()}`);
+        for (const d of st.drift) console.log(`DRIFT: ${d}`);
+      }
+      if (!st.inSync) throw new ExitError("", 1);
+    });
+  net
+    .command("render <what>")
+    .description("print a rendering: nft | links | interfaces | keepalived (secrets masked)")
+    .action((what: string) => {
+      const { desired, network } = netSetup();
+      if (what === "nft") console.log(desired.nft);
+      else if (what === "links") for (const op of desired.links) console.log(op.argv.join(" "));
+      else if (what === "interfaces") console.log(renderInterfaces(network));
+      else if (what === "keepalived") console.log(redactKeepalived(desired.keepalived ?? "# no vips\n"));
+      else throw new ExitError(`render: unknown "${what}" (nft, links, interfaces, keepalived)`, 2);
+    });
+}
