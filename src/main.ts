@@ -20,7 +20,7 @@ import {
   type TotpSettings,
   type TotpStore,
 } from "./auth/index.ts";
-import { currentGeneration, type Desired, desiredState, netStateDir } from "./net/index.ts";
+import { currentGeneration, type Desired, desiredState, type GatewayServices, netStateDir, type ServiceAddress } from "./net/index.ts";
 import { createMetrics, type HealthCheck, type Logger, serveHealth } from "./obs/index.ts";
 import {
   checkPrivateFiles,
@@ -530,7 +530,12 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
 }
 
 /** The desired network state and where its generations live, for the `varco net` commands. */
-export function networkContext(loaded: LoadedPolicy): { desired: Desired; stateDir: string; network: NetworkPolicy } {
+export function networkContext(loaded: LoadedPolicy): {
+  desired: Desired;
+  stateDir: string;
+  network: NetworkPolicy;
+  services: GatewayServices;
+} {
   const network = loaded.policy.network;
   if (!network) throw new StartupError(`${loaded.file}: the policy has no network section, so varco manages no network state`);
   const authPass: Record<string, string> = {};
@@ -551,5 +556,15 @@ export function networkContext(loaded: LoadedPolicy): { desired: Desired; stateD
       pid_file: loaded.resolvePath(network.keepalived.pid_file),
     },
   };
-  return { desired: desiredState(resolved, { authPass, healthCommand }), stateDir: statePaths(loaded).stateDir, network: resolved };
+  const gw = loaded.policy.gateway;
+  const services: GatewayServices = {
+    listen: gw.listen.map((l) => parseHostPort(l)).filter((x): x is ServiceAddress => x !== undefined),
+    metrics: gw.metrics_listen ? parseHostPort(gw.metrics_listen) : undefined,
+  };
+  return {
+    desired: desiredState(resolved, { authPass, healthCommand }, services),
+    stateDir: statePaths(loaded).stateDir,
+    network: resolved,
+    services,
+  };
 }

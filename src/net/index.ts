@@ -1,3 +1,4 @@
+export { type GatewayServices, renderInputChain, type ServiceAddress } from "./input.ts";
 export { type KeepalivedInputs, redactKeepalived, renderKeepalived } from "./keepalived.ts";
 export { type LinkCheck, type LinkOp, renderInterfaces, renderLinkOps } from "./links.ts";
 export { renderNft, renderNftDelete } from "./nft.ts";

@@ -9,6 +9,7 @@
  * only restricted forwards pay for them).
  */
 import type { NetworkPolicy } from "../policy/index.ts";
+import { type GatewayServices, renderInputChain } from "./input.ts";
 
 const q = (s: string) => JSON.stringify(s);
 
@@ -17,7 +18,7 @@ function element(parts: readonly string[]): string {
 }
 
 /** The nft script that replaces `table inet <table>` with the desired state, as one transaction. */
-export function renderNft(n: NetworkPolicy): string {
+export function renderNft(n: NetworkPolicy, services?: GatewayServices): string {
   const t = n.table;
   const privateSet = n.private_networks.length > 0 ? `elements = { ${n.private_networks.join(", ")} }` : "";
   const open = (f: NetworkPolicy["port_forwards"][number]) => f.sources.some((s) => s === "0.0.0.0/0" || s === "0.0.0.0/0.0.0.0");
@@ -72,6 +73,7 @@ export function renderNft(n: NetworkPolicy): string {
     ...(n.masquerade ? [`\t\toifname ${q(n.public_interface)} ip saddr @private4 masquerade`] : []),
     "\t}",
     "",
+    ...renderInputChain(n, services),
     "\tchain forward {",
     "\t\ttype filter hook forward priority filter; policy accept;",
     "\t\tct state established,related accept",

@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, w
 import { dirname, join } from "node:path";
 import { createTwoFilesPatch } from "diff";
 import type { NetworkPolicy } from "../policy/index.ts";
+import type { GatewayServices } from "./input.ts";
 import { type KeepalivedInputs, redactKeepalived, renderKeepalived } from "./keepalived.ts";
 import { type LinkCheck, type LinkOp, renderLinkOps } from "./links.ts";
 import { renderNft, renderNftDelete } from "./nft.ts";
@@ -57,10 +58,11 @@ export interface Pending {
   readonly token: string;
 }
 
-export function desiredState(n: NetworkPolicy, k: KeepalivedInputs): Desired {
+/** The desired state of the host for network policy `n`; `services` are the gateway's own listeners (for the input chain). */
+export function desiredState(n: NetworkPolicy, k: KeepalivedInputs, services?: GatewayServices): Desired {
   return {
     table: n.table,
-    nft: renderNft(n),
+    nft: renderNft(n, services),
     links: renderLinkOps(n),
     keepalived: n.vips.length > 0 ? renderKeepalived(n, k) : undefined,
     keepalivedFile: n.keepalived.config_file,
