@@ -44,6 +44,7 @@ export function registerNet(program: Command): void {
       console.error("varco net: an unconfirmed apply passed its deadline and was rolled back");
   };
   const printPlan = (p: Plan, commands: boolean) => {
+    for (const r of p.refusals) console.log(`REFUSED: ${r}`);
     if (!p.changed && p.drift.length === 0) {
       console.log("no changes: the host matches the policy");
       return;
@@ -70,6 +71,7 @@ export function registerNet(program: Command): void {
         console.log(
           JSON.stringify({
             changed: p.changed,
+            refusals: p.refusals,
             drift: p.drift,
             nft: { changed: p.nftChanged, diff: p.nftDiff },
             links: p.linkOps.map((o) => ({ describe: o.describe, argv: o.argv })),
@@ -77,6 +79,7 @@ export function registerNet(program: Command): void {
           }),
         );
       } else printPlan(p, Boolean(opts.commands));
+      if (p.refusals.length > 0) throw new ExitError("", 1);
     });
   net
     .command("apply")

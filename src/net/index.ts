@@ -1,6 +1,8 @@
+export { bridgeRefusals, liveRefusals, vipRefusals } from "./guard.ts";
 export { type GatewayServices, renderInputChain, type ServiceAddress } from "./input.ts";
 export { type KeepalivedInputs, redactKeepalived, renderKeepalived } from "./keepalived.ts";
 export { type LinkCheck, type LinkOp, renderInterfaces, renderLinkOps } from "./links.ts";
+export { type LiveLink, liveLinks } from "./live.ts";
 export { renderNft, renderNftDelete } from "./nft.ts";
 export {
   ApplyError,

@@ -11,17 +11,23 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, w
 import { dirname, join } from "node:path";
 import { createTwoFilesPatch } from "diff";
 import type { NetworkPolicy } from "../policy/index.ts";
+import { liveRefusals } from "./guard.ts";
 import type { GatewayServices } from "./input.ts";
 import { type KeepalivedInputs, redactKeepalived, renderKeepalived } from "./keepalived.ts";
 import { type LinkCheck, type LinkOp, renderLinkOps } from "./links.ts";
+import { type LiveLink, liveLinks } from "./live.ts";
 import { renderNft, renderNftDelete } from "./nft.ts";
 import type { CommandRunner } from "./runner.ts";
 
 /** Thrown when an apply failed; the host was restored to its state before the apply. */
 export class ApplyError extends Error {
   readonly step: string;
-  constructor(step: string, cause: unknown) {
-    super(`net apply failed at ${step}: ${(cause as Error).message}. The previous state was restored.`, { cause });
+  /** `changed`: false when the apply stopped before touching the host. */
+  constructor(step: string, cause: unknown, changed = true) {
+    super(
+      `net apply failed at ${step}: ${(cause as Error).message}. ${changed ? "The previous state was restored." : "Nothing was changed."}`,
+      { cause },
+    );
     this.name = "ApplyError";
     this.step = step;
   }
@@ -29,6 +35,8 @@ export class ApplyError extends Error {
 
 /** The desired state, rendered. */
 export interface Desired {
+  /** The network policy this was rendered from (paths resolved), for checks against the live host. */
+  readonly network: NetworkPolicy;
   readonly table: string;
   readonly nft: string;
   readonly links: readonly LinkOp[];
@@ -61,6 +69,7 @@ export interface Pending {
 /** The desired state of the host for network policy `n`; `services` are the gateway's own listeners (for the input chain). */
 export function desiredState(n: NetworkPolicy, k: KeepalivedInputs, services?: GatewayServices): Desired {
   return {
+    network: n,
     table: n.table,
     nft: renderNft(n, services),
     links: renderLinkOps(n),
@@ -149,21 +158,6 @@ async function liveListing(r: CommandRunner, table: string, terse = true): Promi
   return res.exitCode === 0 ? res.stdout : undefined;
 }
 
-interface LiveLink {
-  ifname: string;
-  master?: string;
-  flags?: string[];
-  operstate?: string;
-  addr_info?: Array<{ local: string; prefixlen: number }>;
-  linkinfo?: { info_kind?: string };
-}
-
-async function liveLinks(r: CommandRunner): Promise<Map<string, LiveLink>> {
-  const res = await r.run(["ip", "-j", "-d", "addr", "show"], { allowFailure: true });
-  const list = res.exitCode === 0 && res.stdout.trim() ? (JSON.parse(res.stdout) as LiveLink[]) : [];
-  return new Map(list.map((l) => [l.ifname, l]));
-}
-
 function satisfied(c: LinkCheck, live: Map<string, LiveLink>): boolean {
   const l = live.get(c.name);
   switch (c.kind) {
@@ -191,6 +185,8 @@ export interface Plan {
   /** Live nft table differs from what the current generation applied (someone changed it by hand). */
   readonly drift: readonly string[];
   readonly changed: boolean;
+  /** Why this policy must not be applied to this host as it is now (each with the fix); apply refuses while any. */
+  readonly refusals: readonly string[];
   /** The live `nft -t list table` output the plan was made from (undefined = no table). */
   readonly liveListing: string | undefined;
 }
@@ -233,6 +229,7 @@ export async function plan(r: CommandRunner, d: Desired, stateDir: string, opts:
     keepalivedChanged,
     drift,
     changed: nftChanged || linkOps.length > 0 || keepalivedChanged,
+    refusals: liveRefusals(d.network, live),
     liveListing: listing,
   };
 }
@@ -285,6 +282,7 @@ export interface ApplyResult {
 export async function apply(r: CommandRunner, d: Desired, stateDir: string): Promise<ApplyResult> {
   const dir = netStateDir(stateDir);
   const p = await plan(r, d, stateDir, { diff: false });
+  if (p.refusals.length > 0) throw new ApplyError("checks against this host", new Error(p.refusals.join("; ")), false);
   // nft -f is one transaction: if it fails nothing changed. Only a failure after it (keepalived)
   // needs the old table back, so only then is the full listing taken first.
   const willChangeKeepalived = d.keepalived !== undefined && p.keepalivedChanged;
