@@ -14,6 +14,7 @@ import {
   createLdapDirectory,
   createLocalUsers,
   type Directory,
+  type LdapDirectory,
   type Lockout,
   openLockout,
   openTotpStore,
@@ -125,10 +126,6 @@ export function syslogForPolicy(loaded: LoadedPolicy, logger: Logger): SyslogSin
   }
 }
 
-function checkSupported(policy: Policy): void {
-  if (policy.auth.totp.secrets === "ldap" && !policy.directory.ldap) throw new StartupError("auth.totp.secrets: ldap needs directory.ldap");
-}
-
 export interface RunningGateway {
   readonly gateway: Gateway;
   readonly ports: readonly number[];
@@ -136,12 +133,18 @@ export interface RunningGateway {
   reload(): Promise<LoadedPolicy | PolicyError>;
   /** Readiness checks (also served on /healthz). */
   checks(): Promise<HealthCheck[]>;
-  /** Stops: no new connections, sessions drain for up to `drainMs`, the DB is closed. */
+  /** The policy the gateway runs with now (the last one loaded or reloaded successfully). */
+  policy(): LoadedPolicy;
+  /**
+   * Stops: no new connections, sessions drain for up to `drainMs` (default: the running policy's
+   * `gateway.stop_timeout`; the file on disk is not read again, so a broken file cannot stall a stop),
+   * the DB is closed.
+   */
   stop(drainMs?: number): Promise<void>;
 }
 
 /** Reads the directory settings of a policy into an LDAP client (used by `serve` and `doctor`). */
-export function directoryForPolicy(loaded: LoadedPolicy): Directory | undefined {
+export function directoryForPolicy(loaded: LoadedPolicy): LdapDirectory | undefined {
   const p = loaded.policy;
   const ldap = p.directory.ldap;
   if (!ldap) return undefined;
@@ -212,7 +215,6 @@ interface Stores {
  */
 async function buildRuntime(loaded: LoadedPolicy, stores: Stores): Promise<GatewayRuntime & { directory: Directory | undefined }> {
   const p = loaded.policy;
-  checkSupported(p);
   const directory = directoryForPolicy(loaded);
   const local = await createLocalUsers(
     p.directory.local_users.map((u) => ({ uid: u.uid, passwordHash: u.password_hash, groups: u.groups })),
@@ -291,7 +293,6 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   // Everything the gateway creates (audit DB, state DB, recordings, keys) is private to its user.
   process.umask(0o077);
   let loaded = loadPolicyFile(policyFile);
-  checkSupported(loaded.policy);
   const p = loaded.policy;
   const hostKeys = p.gateway.host_keys.map((k) => loadOrCreateKey(loaded.resolvePath(k), "varco-host"));
   const egressKey = loadOrCreateKey(loaded.resolvePath(p.gateway.egress_key), "varco-egress");
@@ -506,7 +507,8 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
     ports: bound.map((b) => b.port),
     reload,
     checks,
-    async stop(drainMs = 0) {
+    policy: () => loaded,
+    async stop(drainMs = loaded.policy.gateway.stop_timeout) {
       process.off("SIGHUP", onHup);
       watcher?.close();
       clearTimeout(debounce);

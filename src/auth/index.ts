@@ -14,6 +14,7 @@ export {
   fillFilter,
   firstRdnValue,
   type LdapConfig,
+  type LdapDirectory,
 } from "./ldap.ts";
 export { createLocalUsers, hashPassword, type LocalUser, LocalUserError, type LocalUsers } from "./local.ts";
 export { type LockedAttempts, type Lockout, type LockoutSettings, MAX_LOCKED_KEYS, openLockout } from "./lockout.ts";

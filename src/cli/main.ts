@@ -97,7 +97,8 @@ export function buildCli(): Command {
         process.once("SIGINT", () => resolve("SIGINT"));
         process.once("SIGTERM", () => resolve("SIGTERM"));
       });
-      const drainMs = loadPolicyFile(file).policy.gateway.stop_timeout;
+      // The running policy's stop_timeout: the file on disk may be broken by now.
+      const drainMs = running.policy().policy.gateway.stop_timeout;
       logger.info({ signal, drain_ms: drainMs }, "stopping: no new connections; live sessions may finish");
       await running.stop(drainMs);
       logger.info("stopped");

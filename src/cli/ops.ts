@@ -4,9 +4,9 @@
 import { accessSync, constants, existsSync, statSync } from "node:fs";
 import { get } from "node:http";
 import { execa } from "execa";
-import { createLdapDirectory } from "../auth/index.ts";
+import { directoryForPolicy } from "../main.ts";
 import type { LoadedPolicy } from "../policy/index.ts";
-import { parseHostPort, readSecret } from "../policy/index.ts";
+import { parseHostPort } from "../policy/index.ts";
 import { connectUpstream, HostKeyMismatchError, loadOrCreateKey, parseHostKeyLine, scanHostKeys } from "../ssh/index.ts";
 
 export interface DoctorRow {
@@ -70,21 +70,9 @@ export async function doctor(loaded: LoadedPolicy): Promise<DoctorRow[]> {
   const ldap = p.directory.ldap;
   if (ldap) {
     try {
-      const ref = ldap.bind_password_file.startsWith("env:") ? ldap.bind_password_file : loaded.resolvePath(ldap.bind_password_file);
-      const d = createLdapDirectory({
-        url: ldap.url,
-        bindDn: ldap.bind_dn,
-        bindPassword: readSecret(ref, "directory.ldap.bind_password_file"),
-        userBase: ldap.user_base,
-        userFilter: ldap.user_filter,
-        uidAttribute: ldap.uid_attribute,
-        accountFilter: ldap.account_filter,
-        groupFilter: ldap.group_filter,
-        sshKeyAttribute: ldap.ssh_key_attribute,
-        caFile: ldap.tls.ca_file ? loaded.resolvePath(ldap.tls.ca_file) : undefined,
-        startTls: ldap.tls.starttls,
-        timeoutMs: ldap.timeout,
-      });
+      // The same settings `serve` uses (group base and attribute, TOTP attribute, TLS).
+      const d = directoryForPolicy(loaded);
+      if (!d) throw new Error("no directory.ldap");
       await d.ping();
       rows.push({ check: "directory", ok: true, detail: `service bind to ${ldap.url} as ${ldap.bind_dn}` });
       // A server that does not publish its schema (RFC 4512 §4.2) is not checked.
@@ -117,12 +105,17 @@ export async function doctor(loaded: LoadedPolicy): Promise<DoctorRow[]> {
       });
       continue;
     }
+    if (t.user === undefined) {
+      // Without target.user each user logs in as their own uid: no single account to try the egress key with.
+      rows.push(await pinnedHostKeyRow(name, t.host, t.port, t.host_key));
+      continue;
+    }
     try {
       const c = await connectUpstream({
         name,
         host: t.host,
         port: t.port,
-        username: t.user ?? "root",
+        username: t.user,
         privateKey: egress,
         hostKey: parseHostKeyLine(t.host_key),
         timeoutMs: 5000,
@@ -158,6 +151,30 @@ export async function doctor(loaded: LoadedPolicy): Promise<DoctorRow[]> {
     );
   }
   return rows;
+}
+
+/** A target without `user`: its offered host key against the pinned one (the egress key is not tried). */
+async function pinnedHostKeyRow(name: string, host: string, port: number, pinned: string): Promise<DoctorRow> {
+  const check = `target ${name}`;
+  try {
+    const want = parseHostKeyLine(pinned);
+    const offered = await scanHostKeys(host, port);
+    const match = offered.some((k) => parseHostKeyLine(k.line).blob.equals(want.blob));
+    return match
+      ? {
+          check,
+          ok: true,
+          detail: `${host}:${port}: pinned host key matches; users log in as their own uid (target.user unset), so the egress key was not tried`,
+        }
+      : {
+          check,
+          ok: false,
+          detail: `${host}:${port} does not offer the pinned host key`,
+          fix: `verify the VM, then: varco keys scan ${host}:${port}`,
+        };
+  } catch (err) {
+    return { check, ok: false, detail: `${host}:${port}: ${(err as Error).message}`, fix: "check the address and that sshd runs" };
+  }
 }
 
 export { scanHostKeys };

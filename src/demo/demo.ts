@@ -97,7 +97,7 @@ varco demo is running (gateway log: ${logFile}).
   });
   clearTimeout(timer);
   console.log("\nstopping the demo …");
-  await running.stop();
+  await running.stop(0);
   logger.flush();
   await env.stop();
   console.log("stopped; everything the demo started is gone.");

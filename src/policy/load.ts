@@ -213,5 +213,8 @@ function crossCheck(policy: Policy): Array<[Path, string]> {
   if (policy.auth.totp.secrets === "ldap" && !policy.auth.totp.ldap_attribute) {
     out.push([["auth", "totp", "secrets"], "secrets: ldap needs auth.totp.ldap_attribute"]);
   }
+  if (policy.auth.totp.secrets === "ldap" && !policy.directory.ldap) {
+    out.push([["auth", "totp", "secrets"], "secrets: ldap needs directory.ldap (the secrets are read from the directory)"]);
+  }
   return out;
 }

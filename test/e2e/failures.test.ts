@@ -186,4 +186,20 @@ describe("policy", () => {
     expect(after.stderr).toContain("is not a route you may use");
     writeFileSync(h.env.policyFile, good);
   });
+
+  it("stops promptly on SIGTERM even when the policy file on disk is broken (it uses the running policy)", async () => {
+    const good = readFileSync(h.env.policyFile, "utf8");
+    writeFileSync(h.env.policyFile, "version: [unterminated\n");
+    const from = h.gatewayOutput().length;
+    h.signalGateway("SIGTERM");
+    let stopped = false;
+    for (let i = 0; i < 200 && !stopped; i++) {
+      stopped = h.gatewayOutput().slice(from).includes('"msg":"stopped"');
+      if (!stopped) await new Promise((r) => setTimeout(r, 50));
+    }
+    writeFileSync(h.env.policyFile, good);
+    expect(stopped, h.gatewayOutput().slice(from)).toBe(true);
+    await h.restartGateway();
+    expect((await h.ssh("f06_vm1", ["echo back"])).exitCode).toBe(0);
+  });
 });

@@ -186,6 +186,19 @@ describe("doctor and keys scan", () => {
     expect(r.exitCode).toBe(1);
     expect(r.stdout).toMatch(/FAIL\s+target vm1-mario\s+.*does not match the pinned host_key\s+verify the VM, then: varco keys scan/);
   });
+
+  it("`varco doctor` checks a target without target.user by its host key only (no login as root)", async () => {
+    const file = join(h.dir, "doctor-nouser.yaml");
+    const text = readFileSync(h.env.policyFile, "utf8").replace(/^( {4}user: .*\n)/m, "");
+    expect(text).not.toBe(readFileSync(h.env.policyFile, "utf8"));
+    writeFileSync(file, text);
+    const r = await execa("node", [join(ROOT, "bin/varco.mjs"), "doctor", "--policy", file], { reject: false });
+    expect(r.stdout).toMatch(/ok\s+target vm1-mario\s+.*pinned host key matches; users log in as their own uid/);
+    writeFileSync(file, text.replace(h.env.targets.vm1.hostKeyLine, h.env.targets.vm2.hostKeyLine));
+    const bad = await execa("node", [join(ROOT, "bin/varco.mjs"), "doctor", "--policy", file], { reject: false });
+    expect(bad.stdout).toMatch(/FAIL\s+target vm1-mario\s+.*does not offer the pinned host key/);
+    expect(bad.exitCode).toBe(1);
+  });
 });
 
 describe.runIf(isRoot)("systemd units and the privilege split", () => {

@@ -85,6 +85,14 @@ describe("policy loading", () => {
     expect(found.some((l) => /alias "vm1" is given to user:mario.rossi twice/.test(l))).toBe(true);
   });
 
+  it("refuses in `policy check` what serve would refuse: TOTP secrets in a directory that is not configured", () => {
+    const text = MINIMAL.replace(
+      /directory:\n( {2}.*\n)+?targets:/,
+      'directory:\n  local_users:\n    - { uid: root1, password_hash: "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA" }\nauth: { totp: { secrets: ldap, ldap_attribute: description } }\ntargets:',
+    );
+    expect(issues(text).some((l) => l.includes("secrets: ldap needs directory.ldap"))).toBe(true);
+  });
+
   it("rejects a malformed host key and a bad duration", () => {
     const text = MINIMAL.replace('host_key: "ssh-ed25519', 'host_key: "ssh-dss').replace(
       "    user_base:",
