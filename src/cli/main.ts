@@ -32,7 +32,7 @@ import {
   parseHostPort,
   policyJsonSchema,
 } from "../policy/index.ts";
-import { ExitError, loadOrExit, policyPath, table } from "./common.ts";
+import { ExitError, loadOrExit, policyPath, refuseMissingDefault, table } from "./common.ts";
 import { registerNet } from "./net.ts";
 import { doctor, fetchHealth, scanHostKeys } from "./ops.ts";
 
@@ -77,11 +77,18 @@ async function anchorLines(input: NodeJS.ReadableStream): Promise<string> {
   return keep.join("\n");
 }
 
+/** The version in package.json (read once, at CLI start). */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
+}
+
 /** Builds the command tree (exported for tests of the CLI surface). */
 export function buildCli(): Command {
   const program = new Command("varco")
     .description("SSH bastion and network front-end gateway")
     .addOption(new Option("--policy <file>", "policy file").env("VARCO_POLICY"))
+    .version(packageVersion(), "-V, --version", "print the version")
+    .option("--debug", "print the stack of an unexpected error (also VARCO_DEBUG=1)")
     .showHelpAfterError()
     .exitOverride();
 
@@ -112,6 +119,7 @@ export function buildCli(): Command {
     .option("--json", "print issues as JSON")
     .action((file: string | undefined, opts: { json?: boolean }) => {
       const path = policyPath(program.opts(), file);
+      refuseMissingDefault(path);
       try {
         const loaded = loadPolicyFile(path);
         if (opts.json) console.log(JSON.stringify({ ok: true, file: loaded.file, issues: [] }));
@@ -755,8 +763,10 @@ export async function main(argv: readonly string[]): Promise<void> {
       process.exitCode = err.code;
       return;
     }
+    // One line a human can act on; the stack only with --debug (or VARCO_DEBUG=1).
     const e = err as Error;
-    console.error(`varco: ${e.name && e.name !== "Error" ? `${e.name}: ` : ""}${e.message}`);
+    console.error(`varco: ${e.message}`);
+    if (argv.includes("--debug") || process.env.VARCO_DEBUG === "1") console.error(e.stack);
     process.exitCode = 1;
   }
 }
