@@ -18,6 +18,8 @@ cp -a "$SRC"/{package.json,package-lock.json,bin,src,policies,deploy} /opt/varco
 install -d -m 0750 -o root -g varco /etc/varco
 install -d -m 0700 -o varco -g varco /etc/varco/secrets
 install -d -m 0700 -o varco -g varco /etc/varco/keys
+# The state folder exists before the first start, so `sudo varco user ...` run before it writes into the service's folder.
+install -d -m 0750 -o varco -g varco /var/lib/varco
 [ -f /etc/varco/gateway.yaml ] || install -m 0640 -o root -g varco /opt/varco/policies/gateway.yaml /etc/varco/gateway.yaml
 
 install -m 0644 /opt/varco/deploy/varco.service /opt/varco/deploy/varco-net.service /opt/varco/deploy/varco-net.path /etc/systemd/system/

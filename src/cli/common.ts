@@ -2,8 +2,11 @@
  * Helpers shared by the CLI's command groups: the policy path search, loading with a clear exit,
  * the exit-code error and plain-text tables.
  */
-import { existsSync } from "node:fs";
-import { formatIssue, loadPolicyFile, PolicyError } from "../policy/index.ts";
+import { execFileSync } from "node:child_process";
+import { chownSync, existsSync, lstatSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { statePaths } from "../main.ts";
+import { formatIssue, type LoadedPolicy, loadPolicyFile, PolicyError } from "../policy/index.ts";
 
 /** Where the policy is looked for when neither `--policy` nor `VARCO_POLICY` names one. */
 export const DEFAULT_POLICY = "/etc/varco/gateway.yaml";
@@ -39,7 +42,9 @@ export function refuseMissingDefault(file: string): void {
 export function loadOrExit(file: string) {
   refuseMissingDefault(file);
   try {
-    return loadPolicyFile(file);
+    const loaded = loadPolicyFile(file);
+    giveStateToServiceUser(loaded);
+    return loaded;
   } catch (err) {
     if (err instanceof PolicyError) throw new ExitError(err.issues.map(formatIssue).join("\n"), 1);
     throw err;
@@ -56,4 +61,45 @@ export function table(rows: string[][]): string {
         .trimEnd(),
     )
     .join("\n");
+}
+
+/** The service account of deploy/varco.service (`User=`), overridable for other installs. */
+const SERVICE_USER = process.env.VARCO_SERVICE_USER ?? "varco";
+
+/** uid and gid of `name` from the name service (getent(1)), or undefined when there is no such user. */
+function lookupUser(name: string): { uid: number; gid: number } | undefined {
+  try {
+    const [, , uid, gid] = execFileSync("getent", ["passwd", name], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).split(":");
+    return uid && gid ? { uid: Number(uid), gid: Number(gid) } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+let adoptionRegistered = false;
+
+/**
+ * A CLI run as root (`sudo varco user totp enroll …`) must not leave state files the service cannot
+ * open: when the process exits, the state folder (if root created it) and the root-owned regular
+ * files directly in it (state.db, totp.key, audit.db and their -wal/-shm) are given to the state
+ * folder's owner, or — when root owns the folder — to the service user (`varco`, or
+ * `VARCO_SERVICE_USER`) if it exists. A gateway that itself runs as root (no service user) keeps
+ * root's files. Sub-folders (the root-only `net/` generations, recordings) are left alone.
+ */
+export function giveStateToServiceUser(loaded: LoadedPolicy): void {
+  if (process.getuid?.() !== 0 || adoptionRegistered) return;
+  adoptionRegistered = true;
+  const { stateDir } = statePaths(loaded);
+  process.once("exit", () => {
+    if (!existsSync(stateDir)) return;
+    const dir = lstatSync(stateDir);
+    const owner = dir.uid !== 0 ? { uid: dir.uid, gid: dir.gid } : lookupUser(SERVICE_USER);
+    if (!owner) return;
+    if (dir.uid === 0) chownSync(stateDir, owner.uid, owner.gid);
+    for (const name of readdirSync(stateDir)) {
+      const f = join(stateDir, name);
+      const st = lstatSync(f);
+      if (st.isFile() && st.uid === 0) chownSync(f, owner.uid, owner.gid);
+    }
+  });
 }

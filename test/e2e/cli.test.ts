@@ -2,7 +2,7 @@
  * The command line's surface: one-line errors without internal class names, `--debug` for the
  * stack. Runs the real `bin/varco.mjs`.
  */
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
@@ -61,4 +61,32 @@ describe("finding the policy and the version", () => {
       expect(viaEnv.stdout).toContain(`${policy}: ok`);
     },
   );
+});
+
+describe.runIf(process.getuid?.() === 0)("state files created by a CLI run as root", () => {
+  it("belong to the state folder's owner afterwards, so the service can open them", async () => {
+    const d = mkdtempSync(join(tmpdir(), "varco-cli-own-"));
+    const state = join(d, "state");
+    mkdirSync(state, { mode: 0o750 });
+    chownSync(state, 65534, 65534); // the service user (here: nobody)
+    writeFileSync(
+      join(d, "gateway.yaml"),
+      `version: 1
+gateway: { state_dir: state }
+directory: { local_users: [ { uid: root1, password_hash: "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA" } ] }
+targets: { vm1: { host: 192.0.2.1, host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFm6vDyUu3Cq0cVl3kKq6a2lJjJx1m4Hq0rS2y3gk1Xz" } }
+routes: [ { users: [root1], alias: vm1, target: vm1 } ]
+`,
+    );
+    try {
+      const r = await varco("--policy", join(d, "gateway.yaml"), "user", "totp", "enroll", "root1");
+      expect(r.stderr).toBe("");
+      expect(r.exitCode).toBe(0);
+      const files = readdirSync(state);
+      expect(files).toEqual(expect.arrayContaining(["state.db", "totp.key"]));
+      for (const f of files) expect([f, statSync(join(state, f)).uid]).toEqual([f, 65534]);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
 });
