@@ -7,6 +7,7 @@ import { createPublicKey, type KeyObject } from "node:crypto";
 import { createReadStream, readFileSync, rmSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { Command, CommanderError, Option } from "commander";
+import { read } from "read";
 import { type AuditSession, checkSeals, createSealState, parseVerificationKey, replay, SealStateError } from "../audit/index.ts";
 import { eventJsonSchema, openAuditQuery, SearchTextError, sessionJson, snakeKeys } from "../audit/query.ts";
 import { type Anchor, parseAnchors, verifyAuditDb } from "../audit/verify.ts";
@@ -273,14 +274,25 @@ export function buildCli(): Command {
     });
   user
     .command("hash")
-    .description("read a password on stdin and print its argon2id hash (for directory.local_users)")
+    .description(
+      "print the argon2id hash of a password for directory.local_users: asked twice without echo on a terminal, else read from stdin",
+    )
     .action(async () => {
-      const chunks: Buffer[] = [];
-      for await (const c of process.stdin) chunks.push(c as Buffer);
-      const password = Buffer.concat(chunks)
-        .toString("utf8")
-        .replace(/\r?\n$/, "");
-      if (!password) throw new ExitError("no password on stdin", 2);
+      let password: string;
+      if (process.stdin.isTTY) {
+        // On a terminal: asked twice, never echoed, never in the shell's history.
+        const first = await read({ prompt: "password: ", silent: true, replace: "", output: process.stderr });
+        const again = await read({ prompt: "again: ", silent: true, replace: "", output: process.stderr });
+        if (first !== again) throw new ExitError("the two passwords differ; nothing printed", 1);
+        password = first;
+      } else {
+        const chunks: Buffer[] = [];
+        for await (const c of process.stdin) chunks.push(c as Buffer);
+        password = Buffer.concat(chunks)
+          .toString("utf8")
+          .replace(/\r?\n$/, "");
+      }
+      if (!password) throw new ExitError("empty password: nothing printed", 2);
       console.log(await hashPassword(password));
     });
 

@@ -90,3 +90,37 @@ routes: [ { users: [root1], alias: vm1, target: vm1 } ]
     }
   });
 });
+
+describe("user hash", () => {
+  /** Runs `varco user hash` on a pseudo-terminal (script(1)) and types `lines`, one every 400 ms. */
+  const onTerminal = async (lines: readonly string[]) => {
+    const child = execa("script", ["-qec", `node ${join(ROOT, "bin/varco.mjs")} user hash`, "/dev/null"], { reject: false });
+    for (const l of lines) {
+      await new Promise((r) => setTimeout(r, 800));
+      child.stdin?.write(`${l}\n`);
+    }
+    setTimeout(() => child.stdin?.end(), 3000);
+    return child;
+  };
+
+  it("asks twice without echo on a terminal and prints a hash of what was typed", async () => {
+    const r = await onTerminal(["S3cret-pw", "S3cret-pw"]);
+    expect(r.stdout).not.toContain("S3cret-pw");
+    const hash = /\$argon2id\$\S+/.exec(r.stdout)?.[0];
+    expect(hash).toBeDefined();
+    const { verify } = await import("argon2");
+    expect(await verify(hash as string, "S3cret-pw")).toBe(true);
+  });
+
+  it("prints nothing when the two answers differ", async () => {
+    const r = await onTerminal(["S3cret-pw", "S3cret-px"]);
+    expect(r.stdout).not.toContain("$argon2id$");
+    expect(r.stdout).toContain("the two passwords differ");
+  });
+
+  it("still reads stdin for scripts", async () => {
+    const r = await execa("node", [join(ROOT, "bin/varco.mjs"), "user", "hash"], { input: "pw-from-file\n", reject: false });
+    const { verify } = await import("argon2");
+    expect(await verify(r.stdout.trim(), "pw-from-file")).toBe(true);
+  });
+});
