@@ -5,8 +5,21 @@
 import { execFileSync } from "node:child_process";
 import { chownSync, existsSync, lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { statePaths } from "../main.ts";
-import { formatIssue, type LoadedPolicy, loadPolicyFile, PolicyError } from "../policy/index.ts";
+import type { LoadedPolicy } from "../policy/index.ts";
+
+type PolicyModule = typeof import("../policy/index.ts");
+let policyLoaded: PolicyModule | undefined;
+
+/** Loads the policy module (yaml + zod + the schema) once; the CLI runs it before any command's action. */
+export async function preloadPolicy(): Promise<void> {
+  policyLoaded ??= await import("../policy/index.ts");
+}
+
+/** The policy module, loaded by `preloadPolicy`. @throws Error when called before it. */
+export function policyModule(): PolicyModule {
+  if (!policyLoaded) throw new Error("internal: the policy module is used before preloadPolicy()");
+  return policyLoaded;
+}
 
 /** Where the policy is looked for when neither `--policy` nor `VARCO_POLICY` names one. */
 export const DEFAULT_POLICY = "/etc/varco/gateway.yaml";
@@ -41,6 +54,7 @@ export function refuseMissingDefault(file: string): void {
  */
 export function loadOrExit(file: string) {
   refuseMissingDefault(file);
+  const { loadPolicyFile, PolicyError, formatIssue } = policyModule();
   try {
     const loaded = loadPolicyFile(file);
     giveStateToServiceUser(loaded);
@@ -89,7 +103,7 @@ let adoptionRegistered = false;
 export function giveStateToServiceUser(loaded: LoadedPolicy): void {
   if (process.getuid?.() !== 0 || adoptionRegistered) return;
   adoptionRegistered = true;
-  const { stateDir } = statePaths(loaded);
+  const stateDir = loaded.resolvePath(loaded.policy.gateway.state_dir);
   process.once("exit", () => {
     if (!existsSync(stateDir)) return;
     const dir = lstatSync(stateDir);

@@ -3,39 +3,32 @@
  * prints results. Exit codes: 0 ok, 1 failed check or refused input, 2 usage error.
  */
 
-import { createPublicKey, type KeyObject } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import { createReadStream, readFileSync, rmSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { Command, CommanderError, Option } from "commander";
-import { read } from "read";
-import { type AuditSession, checkSeals, createSealState, parseVerificationKey, replay, SealStateError } from "../audit/index.ts";
-import { eventJsonSchema, openAuditQuery, SearchTextError, sessionJson, snakeKeys } from "../audit/query.ts";
-import { type Anchor, parseAnchors, verifyAuditDb } from "../audit/verify.ts";
-import { displayAddress, hashPassword, newRecoveryCodes, newSecret, otpauthUri, TotpSecretError } from "../auth/index.ts";
-import {
-  canonicalUid,
-  nodeName,
-  openAuditForPolicy,
-  openLockoutForPolicy,
-  openTotpForPolicy,
-  runGateway,
-  sealerForPolicy,
-  statePaths,
-  totpSettings,
-} from "../main.ts";
-import { createLogger, printable, printableJson } from "../obs/index.ts";
-import {
-  formatIssue,
-  type LoadedPolicy,
-  loadPolicyFile,
-  PolicyError,
-  parseDurationMs,
-  parseHostPort,
-  policyJsonSchema,
-} from "../policy/index.ts";
-import { ExitError, loadOrExit, policyPath, refuseMissingDefault, table } from "./common.ts";
+import type { AuditSession } from "../audit/index.ts";
+import type { Anchor } from "../audit/verify.ts";
+import { displayAddress } from "../auth/source.ts";
+import { printable, printableJson } from "../obs/printable.ts";
+import type { LoadedPolicy } from "../policy/index.ts";
+import { parseDurationMs, parseHostPort } from "../policy/units.ts";
+import { ExitError, loadOrExit, policyModule, policyPath, preloadPolicy, refuseMissingDefault, table } from "./common.ts";
 import { registerNet } from "./net.ts";
-import { doctor, fetchHealth, scanHostKeys } from "./ops.ts";
+
+/**
+ * Each command loads only the modules it needs, when it runs: `varco --help` loads none of them,
+ * `varco health` only the policy (start-up time is what a keepalived probe or a shell user waits for).
+ */
+const load = {
+  core: () => import("../main.ts"),
+  audit: () => import("../audit/index.ts"),
+  query: () => import("../audit/query.ts"),
+  verify: () => import("../audit/verify.ts"),
+  auth: () => import("../auth/index.ts"),
+  logger: () => import("../obs/logger.ts"),
+  ops: () => import("./ops.ts"),
+};
 
 /** All of stdin as bytes (for `--seal-key -`). */
 async function readStdin(): Promise<Buffer> {
@@ -91,13 +84,16 @@ export function buildCli(): Command {
     .version(packageVersion(), "-V, --version", "print the version")
     .option("--debug", "print the stack of an unexpected error (also VARCO_DEBUG=1)")
     .showHelpAfterError()
-    .exitOverride();
+    .exitOverride()
+    // The policy module (yaml + zod) is loaded before any action, never for --help or --version.
+    .hook("preAction", preloadPolicy);
 
   program
     .command("serve")
     .description("run the gateway; SIGHUP or a change of the policy file reloads it")
     .option("--policy <file>", "policy file")
     .action(async (opts: { policy?: string }) => {
+      const [{ createLogger }, { runGateway }] = await Promise.all([load.logger(), load.core()]);
       const logger = createLogger();
       const file = policyPath({ ...program.opts(), ...opts });
       const running = await runGateway(file, logger, { watchFile: true });
@@ -119,6 +115,7 @@ export function buildCli(): Command {
     .description("validate a policy file: exit 0, or file:line:col: message lines and exit 1")
     .option("--json", "print issues as JSON")
     .action((file: string | undefined, opts: { json?: boolean }) => {
+      const { loadPolicyFile, PolicyError, formatIssue } = policyModule();
       const path = policyPath(program.opts(), file);
       refuseMissingDefault(path);
       try {
@@ -138,11 +135,11 @@ export function buildCli(): Command {
   policy
     .command("schema")
     .description("print the policy's JSON Schema (for YAML language servers)")
-    .action(() => console.log(JSON.stringify(policyJsonSchema(), null, 2)));
+    .action(() => console.log(JSON.stringify(policyModule().policyJsonSchema(), null, 2)));
 
   /** The canonical uid for a uid typed on the command line (a login would resolve it the same way). */
   const resolveUid = async (loaded: LoadedPolicy, typed: string): Promise<string> => {
-    const c = await canonicalUid(loaded, typed);
+    const c = await (await load.core()).canonicalUid(loaded, typed);
     if (c.uid !== typed) console.error(`varco: ${typed} is ${c.uid} in the directory; using ${c.uid}`);
     else if (c.problem) console.error(`varco: ${c.problem}; using ${typed} as typed`);
     return c.uid;
@@ -156,6 +153,8 @@ export function buildCli(): Command {
     .option("--json", "print the result as JSON")
     .option("--no-qr", "do not draw the QR code")
     .action(async (typed: string, opts: { secret?: string; json?: boolean; qr: boolean }) => {
+      const [{ openTotpForPolicy, openAuditForPolicy, totpSettings }, { newSecret, newRecoveryCodes, otpauthUri, TotpSecretError }] =
+        await Promise.all([load.core(), load.auth()]);
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
       const store = openTotpForPolicy(loaded);
@@ -196,6 +195,7 @@ export function buildCli(): Command {
     .option("--valid <duration>", "how long the code stays valid (e.g. 30m, 24h, 7d)", "24h")
     .option("--json", 'print {"uid", "code", "expires_at"} as JSON')
     .action(async (typed: string, opts: { valid: string; json?: boolean }) => {
+      const { openTotpForPolicy, openAuditForPolicy } = await load.core();
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
       const t = loaded.policy.auth.totp;
@@ -247,6 +247,7 @@ export function buildCli(): Command {
     .command("reset <uid>")
     .description("forget a user's TOTP secret, recovery codes and enrolment invitation (they need a new invitation)")
     .action(async (typed: string) => {
+      const { openTotpForPolicy, openAuditForPolicy } = await load.core();
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
       const store = openTotpForPolicy(loaded);
@@ -262,6 +263,7 @@ export function buildCli(): Command {
     .command("unlock <uid>")
     .description("lift a lockout (auth.lockout) for a user")
     .action(async (typed: string) => {
+      const { openLockoutForPolicy, openAuditForPolicy } = await load.core();
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
       const lockout = openLockoutForPolicy(loaded);
@@ -281,6 +283,7 @@ export function buildCli(): Command {
       let password: string;
       if (process.stdin.isTTY) {
         // On a terminal: asked twice, never echoed, never in the shell's history.
+        const { read } = await import("read");
         const first = await read({ prompt: "password: ", silent: true, replace: "", output: process.stderr });
         const again = await read({ prompt: "again: ", silent: true, replace: "", output: process.stderr });
         if (first !== again) throw new ExitError("the two passwords differ; nothing printed", 1);
@@ -293,7 +296,7 @@ export function buildCli(): Command {
           .replace(/\r?\n$/, "");
       }
       if (!password) throw new ExitError("empty password: nothing printed", 2);
-      console.log(await hashPassword(password));
+      console.log(await (await load.auth()).hashPassword(password));
     });
 
   const audit = program.command("audit").description("read, verify and export the audit log");
@@ -305,8 +308,9 @@ export function buildCli(): Command {
     if (Number.isNaN(t)) throw new ExitError(`${flag}: "${text}" is neither a duration (30m, 24h, 7d) nor a date (2026-11-27T10:00Z)`, 2);
     return t;
   };
-  const openStore = () => openAuditForPolicy(loadOrExit(policyPath(program.opts())));
-  const openQuery = () => {
+  const openStore = async () => (await load.core()).openAuditForPolicy(loadOrExit(policyPath(program.opts())));
+  const openQuery = async () => {
+    const [{ statePaths, openAuditForPolicy, nodeName }, { openAuditQuery }] = await Promise.all([load.core(), load.query()]);
     const loaded = loadOrExit(policyPath(program.opts()));
     const file = statePaths(loaded).auditDb;
     // The gateway creates the database; a missing one is opened (and created) through the store.
@@ -330,7 +334,7 @@ export function buildCli(): Command {
     .option("--offset <n>", "skip this many (newest first)", "0")
     .option("--json", 'print JSON lines (snake_case); when more match, a last line {"more": N, "next_offset": M}')
     .action(
-      (opts: {
+      async (opts: {
         user?: string;
         target?: string;
         since?: string;
@@ -349,7 +353,8 @@ export function buildCli(): Command {
           sinceMs: since(opts.since, "--since"),
           untilMs: since(opts.until, "--until"),
         };
-        const { query } = openQuery();
+        const { sessionJson } = await load.query();
+        const { query } = await openQuery();
         const { sessions, total } = (() => {
           try {
             return query.sessions({ ...filter, limit, offset });
@@ -371,8 +376,9 @@ export function buildCli(): Command {
     .command("show <id>")
     .description("one session: its row, events, commands, file transfers and recordings (id or its first 8 characters)")
     .option("--json", "print one JSON object (snake_case)")
-    .action((id: string, opts: { json?: boolean }) => {
-      const store = openStore();
+    .action(async (id: string, opts: { json?: boolean }) => {
+      const { snakeKeys } = await load.query();
+      const store = await openStore();
       const session = store.findSession(id);
       const sid = session?.id ?? id;
       const events = store.sessionEvents(sid);
@@ -411,9 +417,10 @@ export function buildCli(): Command {
     .description("full-text search (case-insensitive substring, 3+ characters) over commands, transfer paths and recorded terminal output")
     .option("--limit <n>", "at most this many hits", "50")
     .option("--json", 'print JSON lines (snake_case); when more match, a last line {"more": true}')
-    .action((text: string, opts: { limit: string; json?: boolean }) => {
+    .action(async (text: string, opts: { limit: string; json?: boolean }) => {
       const limit = count(opts.limit, "--limit", 1, 50);
-      const { query } = openQuery();
+      const { SearchTextError } = await load.query();
+      const { query } = await openQuery();
       let result: ReturnType<typeof query.search>;
       try {
         result = query.search(text, limit);
@@ -447,7 +454,8 @@ export function buildCli(): Command {
     .option("--channel <n>", "which channel of the session (default: the first recorded)")
     .option("--force", "play even when the hash check fails (the failure is still printed on stderr)")
     .action(async (id: string, opts: { speed: string; idleLimit: string; channel?: string; force?: boolean }) => {
-      const store = openStore();
+      const { replay } = await load.audit();
+      const store = await openStore();
       const session = store.findSession(id);
       const recs = store.recordings(session?.id ?? id);
       store.close();
@@ -456,7 +464,7 @@ export function buildCli(): Command {
       const speed = Number(opts.speed);
       const idle = Number(opts.idleLimit);
       if (!(speed > 0) || !(idle >= 0)) throw new ExitError("--speed must be > 0 and --idle-limit >= 0", 2);
-      const { query } = openQuery();
+      const { query } = await openQuery();
       const check = (() => {
         try {
           return query.checkRecording(rec.sessionId, rec.channel, rec.path);
@@ -479,8 +487,8 @@ export function buildCli(): Command {
   audit
     .command("schema")
     .description("the JSON Schema (draft 2020-12) of the events `audit export` prints, versioned")
-    .action(() => {
-      console.log(JSON.stringify(eventJsonSchema(), null, 2));
+    .action(async () => {
+      console.log(JSON.stringify((await load.query()).eventJsonSchema(), null, 2));
     });
   audit
     .command("export")
@@ -517,7 +525,7 @@ export function buildCli(): Command {
           types,
         };
         let after = count(opts.afterId, "--after-id", 0, 0);
-        const { query, node } = openQuery();
+        const { query, node } = await openQuery();
         // Pages of 1000: memory stays bounded however long the log or the follow.
         const drain = async () => {
           for (let page = 0; page < 1_000_000; page++) {
@@ -568,6 +576,8 @@ export function buildCli(): Command {
     .option("--seal-key <file>", "the sealing verification key (hex) printed by `varco audit keygen`, from a file (- for stdin)")
     .option("--json", "print the report as JSON")
     .action(async (opts: { json?: boolean; pubkey?: string; anchor: string[]; sealKey?: string }) => {
+      const [{ createPublicKey }, { parseVerificationKey, checkSeals }, { parseAnchors, verifyAuditDb }, { statePaths }] =
+        await Promise.all([import("node:crypto"), load.audit(), load.verify(), load.core()]);
       let publicKey: KeyObject | undefined;
       if (opts.pubkey) {
         try {
@@ -630,7 +640,8 @@ export function buildCli(): Command {
     .command("keygen")
     .description("create the forward-secure sealing state (set gateway.audit_seal_state to FILE) and print the verification key once")
     .requiredOption("--out <file>", "sealing state file to create (mode 0600; never overwritten)")
-    .action((opts: { out: string }) => {
+    .action(async (opts: { out: string }) => {
+      const { createSealState, SealStateError } = await load.audit();
       let k0: Buffer;
       try {
         k0 = createSealState(opts.out);
@@ -648,9 +659,10 @@ export function buildCli(): Command {
     .command("prune")
     .description("delete events, sessions and recordings older than a duration, keeping the chain verifiable (checkpoint)")
     .requiredOption("--older-than <duration>", "e.g. 180d")
-    .action((opts: { olderThan: string }) => {
+    .action(async (opts: { olderThan: string }) => {
       const d = parseDurationMs(opts.olderThan);
       if (d === undefined) throw new ExitError(`--older-than: "${opts.olderThan}" is not a duration (e.g. 180d)`, 2);
+      const { openAuditForPolicy, sealerForPolicy } = await load.core();
       const loaded = loadOrExit(policyPath(program.opts()));
       const store = openAuditForPolicy(loaded);
       let r: ReturnType<typeof store.prune>;
@@ -680,7 +692,7 @@ export function buildCli(): Command {
       if (!listen)
         throw new ExitError(`${loaded.file}: gateway.metrics_listen is not set, so there is no /healthz to ask`, opts.nagios ? 3 : 1);
       try {
-        const { status, body } = await fetchHealth(listen);
+        const { status, body } = await (await load.ops()).fetchHealth(listen);
         const failing = body.checks.filter((c) => !c.ok);
         if (opts.json) console.log(JSON.stringify(body));
         else if (opts.nagios) {
@@ -706,7 +718,7 @@ export function buildCli(): Command {
     .description("check the host: keys and permissions, state dir, directory bind, targets with pinned host keys, nft/keepalived")
     .option("--json", "print the rows as JSON")
     .action(async (opts: { json?: boolean }) => {
-      const rows = await doctor(loadOrExit(policyPath(program.opts())));
+      const rows = await (await load.ops()).doctor(loadOrExit(policyPath(program.opts())));
       if (opts.json) console.log(JSON.stringify(rows));
       else console.log(table([["", "CHECK", "DETAIL", "FIX"], ...rows.map((r) => [r.ok ? "ok" : "FAIL", r.check, r.detail, r.fix ?? ""])]));
       if (rows.some((r) => !r.ok)) throw new ExitError("", 1);
@@ -719,7 +731,7 @@ export function buildCli(): Command {
     .action(async (targets: string[], opts: { json?: boolean }) => {
       let policyTargets: Record<string, { host: string; port: number }> = {};
       try {
-        policyTargets = loadPolicyFile(policyPath(program.opts())).policy.targets;
+        policyTargets = policyModule().loadPolicyFile(policyPath(program.opts())).policy.targets;
       } catch {
         /* scanning bare addresses needs no policy */
       }
@@ -731,7 +743,7 @@ export function buildCli(): Command {
         const host = named?.host ?? hp?.host ?? t;
         const port = named?.port ?? hp?.port ?? 22;
         try {
-          const found = await scanHostKeys(host, port);
+          const found = await (await load.ops()).scanHostKeys(host, port);
           if (found.length === 0) throw new Error("no host key offered");
           if (opts.json) out.push({ target: t, host, port, keys: found });
           else {
