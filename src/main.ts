@@ -33,7 +33,7 @@ import {
   parseHostPort,
   readSecret,
 } from "./policy/index.ts";
-import { createGateway, type Gateway, type GatewayRuntime, loadOrCreateKey } from "./ssh/index.ts";
+import { createGateway, type Gateway, type GatewayRuntime, loadKey } from "./ssh/index.ts";
 
 /** Thrown when the policy names something the gateway cannot do yet or cannot use. */
 export class StartupError extends Error {
@@ -285,7 +285,7 @@ export function restartRequired(before: LoadedPolicy, after: LoadedPolicy, bound
 }
 
 /**
- * Starts the gateway for a policy file: keys (generated if missing), stores, directory, listeners.
+ * Starts the gateway for a policy file: keys (made by `varco keys init`), stores, directory, listeners.
  * SIGHUP and changes of the file reload the policy atomically (new logins see it; sessions continue).
  * @throws PolicyError, StartupError, SecretError, KeyFileError with actionable messages.
  */
@@ -294,8 +294,9 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   process.umask(0o077);
   let loaded = loadPolicyFile(policyFile);
   const p = loaded.policy;
-  const hostKeys = p.gateway.host_keys.map((k) => loadOrCreateKey(loaded.resolvePath(k), "varco-host"));
-  const egressKey = loadOrCreateKey(loaded.resolvePath(p.gateway.egress_key), "varco-egress");
+  // Keys are made explicitly (`varco keys init`), never silently at start.
+  const hostKeys = p.gateway.host_keys.map((k) => loadKey(loaded.resolvePath(k), "gateway.host_keys:"));
+  const egressKey = loadKey(loaded.resolvePath(p.gateway.egress_key), "gateway.egress_key:");
   const totp = openTotpForPolicy(loaded);
   const unsafe = checkPrivateFiles({ policyFile: loaded.file, totpKeyFile: join(statePaths(loaded).stateDir, "totp.key") });
   if (unsafe.length > 0) {

@@ -117,3 +117,16 @@ export function giveStateToServiceUser(loaded: LoadedPolicy): void {
     }
   });
 }
+
+/**
+ * Files a CLI run as root just created in a folder owned by someone else (the service user's
+ * /etc/varco/keys) are given to that folder's owner, so the service can read them.
+ */
+export function giveToFolderOwner(files: readonly string[]): void {
+  if (process.getuid?.() !== 0) return;
+  for (const f of files) {
+    if (!existsSync(f)) continue;
+    const dir = lstatSync(join(f, ".."));
+    if (dir.uid !== 0 && lstatSync(f).uid === 0) chownSync(f, dir.uid, dir.gid);
+  }
+}

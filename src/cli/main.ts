@@ -13,7 +13,16 @@ import { displayAddress } from "../auth/source.ts";
 import { printable, printableJson } from "../obs/printable.ts";
 import type { LoadedPolicy } from "../policy/index.ts";
 import { parseDurationMs, parseHostPort } from "../policy/units.ts";
-import { ExitError, loadOrExit, policyModule, policyPath, preloadPolicy, refuseMissingDefault, table } from "./common.ts";
+import {
+  ExitError,
+  giveToFolderOwner,
+  loadOrExit,
+  policyModule,
+  policyPath,
+  preloadPolicy,
+  refuseMissingDefault,
+  table,
+} from "./common.ts";
 import { registerNet } from "./net.ts";
 
 /**
@@ -723,7 +732,42 @@ export function buildCli(): Command {
       else console.log(table([["", "CHECK", "DETAIL", "FIX"], ...rows.map((r) => [r.ok ? "ok" : "FAIL", r.check, r.detail, r.fix ?? ""])]));
       if (rows.some((r) => !r.ok)) throw new ExitError("", 1);
     });
-  const keys = program.command("keys").description("host keys of targets");
+  const keys = program.command("keys").description("the gateway's own keys, and the host keys of targets");
+  keys
+    .command("init")
+    .description(
+      "create the gateway's host keys and egress key named by the policy (ed25519, mode 0600) where missing; existing keys are kept",
+    )
+    .option("--json", "print the keys as JSON")
+    .action(async (opts: { json?: boolean }) => {
+      const { createKeyIfMissing, loadKey, publicKeyLine } = await import("../ssh/keys.ts");
+      const { fingerprint } = await import("../ssh/upstream.ts");
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const g = loaded.policy.gateway;
+      const wanted = [
+        ...g.host_keys.map((k) => ({ role: "host_key", file: loaded.resolvePath(k), comment: "varco-host" })),
+        { role: "egress_key", file: loaded.resolvePath(g.egress_key), comment: "varco-egress" },
+      ];
+      const out = wanted.map((w) => {
+        const created = createKeyIfMissing(w.file, w.comment);
+        if (created) giveToFolderOwner([w.file, `${w.file}.pub`]);
+        const line = publicKeyLine(loadKey(w.file), w.comment);
+        return {
+          role: w.role,
+          file: w.file,
+          created,
+          public_key: line,
+          fingerprint: fingerprint(Buffer.from(line.split(" ")[1] ?? "", "base64")),
+        };
+      });
+      if (opts.json) {
+        console.log(JSON.stringify({ keys: out }));
+        return;
+      }
+      for (const k of out) console.log(`${k.created ? "created" : "kept   "}  ${k.role.padEnd(10)}  ${k.fingerprint}  ${k.file}`);
+      const egress = out.find((k) => k.role === "egress_key");
+      if (egress) console.log(`\nPut the egress public key in each target user's authorized_keys:\n${egress.public_key}`);
+    });
   keys
     .command("scan <targets...>")
     .description("fetch targets' host keys (host[:port] or a policy target name) and print them as policy host_key lines")

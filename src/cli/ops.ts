@@ -50,7 +50,8 @@ export async function doctor(loaded: LoadedPolicy): Promise<DoctorRow[]> {
   const rows: DoctorRow[] = [{ check: "policy", ok: true, detail: `${loaded.file} is valid` }];
   const keyFile = (label: string, rel: string) => {
     const f = loaded.resolvePath(rel);
-    if (!existsSync(f)) return rows.push({ check: label, ok: true, detail: `${f} missing: it will be generated on first start` });
+    if (!existsSync(f))
+      return rows.push({ check: label, ok: false, detail: `${f} is missing: the gateway will not start`, fix: "varco keys init" });
     const m = mode(f);
     rows.push(
       (m & 0o077) === 0

@@ -85,6 +85,8 @@ export async function startDemoEnvironment(o: DemoEnvironmentOptions): Promise<D
     const slapd = await startSlapd({ dir: join(o.dir, "slapd"), users, groups, servicePassword, ...o.slapd });
     stops.push(slapd.stop);
     const egress = loadOrCreateKey(join(o.dir, "keys/egress_ed25519"), "varco-egress");
+    // The demo makes its own host key (a real gateway's come from `varco keys init`).
+    loadOrCreateKey(join(o.dir, "keys/ssh_host_ed25519_key"), "varco-demo-host");
     const egressPub = publicKeyLine(egress, "varco-egress");
     const vm1 = await startSshd({ dir: join(o.dir, "vm1"), authorizedKeys: [egressPub] });
     stops.push(vm1.stop);

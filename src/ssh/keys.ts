@@ -1,5 +1,6 @@
 /**
- * Host keys and the egress key: loaded from disk, generated (ed25519, mode 0600) when missing.
+ * Host keys and the egress key: loaded from disk; generated (ed25519, mode 0600) only when asked
+ * (`varco keys init`, the demo), never silently by the gateway.
  */
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
@@ -29,16 +30,33 @@ export function generateEd25519(comment: string): { private: string; public: str
 }
 
 /**
+ * Creates an ed25519 pair (`file`, mode 0600, and `file.pub`) unless `file` exists.
+ * Returns true when it created one. @throws KeyFileError when it cannot be generated.
+ */
+export function createKeyIfMissing(file: string, comment: string): boolean {
+  if (existsSync(file)) return false;
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  const pair = generateEd25519(comment);
+  writeFileSync(file, pair.private, { mode: 0o600, flag: "wx" });
+  writeFileSync(`${file}.pub`, `${pair.public}\n`, { mode: 0o644 });
+  return true;
+}
+
+/**
  * Returns the private key at `file`, generating an ed25519 pair (`file` and `file.pub`) if missing.
  * @throws KeyFileError when the file is readable by group/others or does not parse.
  */
 export function loadOrCreateKey(file: string, comment: string): Buffer {
-  if (!existsSync(file)) {
-    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    const pair = generateEd25519(comment);
-    writeFileSync(file, pair.private, { mode: 0o600, flag: "wx" });
-    writeFileSync(`${file}.pub`, `${pair.public}\n`, { mode: 0o644 });
-  }
+  createKeyIfMissing(file, comment);
+  return loadKey(file);
+}
+
+/**
+ * Returns the private key at `file` (`what` names the policy key for the message).
+ * @throws KeyFileError when it is missing (naming `varco keys init`), readable by group/others or does not parse.
+ */
+export function loadKey(file: string, what = "key"): Buffer {
+  if (!existsSync(file)) throw new KeyFileError(`${what} ${file} does not exist: create the keys with \`varco keys init\``);
   if ((statSync(file).mode & 0o077) !== 0) {
     throw new KeyFileError(`${file} is readable by group or others; run: chmod 600 ${file}`);
   }

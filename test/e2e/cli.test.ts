@@ -124,3 +124,55 @@ describe("user hash", () => {
     expect(await verify(r.stdout.trim(), "pw-from-file")).toBe(true);
   });
 });
+
+describe("keys", () => {
+  const keysPolicy = (d: string) => {
+    writeFileSync(
+      join(d, "gateway.yaml"),
+      `version: 1
+gateway: { listen: ["127.0.0.1:0"], state_dir: state, host_keys: [keys/host_ed25519], egress_key: keys/egress_ed25519 }
+directory: { local_users: [ { uid: root1, password_hash: "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA" } ] }
+targets: { vm1: { host: 192.0.2.1, host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFm6vDyUu3Cq0cVl3kKq6a2lJjJx1m4Hq0rS2y3gk1Xz" } }
+routes: [ { users: [root1], alias: vm1, target: vm1 } ]
+`,
+    );
+    return join(d, "gateway.yaml");
+  };
+
+  it("are never generated silently: serve refuses without them and names `varco keys init`, which makes them once", async () => {
+    const d = mkdtempSync(join(tmpdir(), "varco-keys-"));
+    try {
+      const file = keysPolicy(d);
+      const serve = await varco("--policy", file, "serve");
+      expect(serve.exitCode).toBe(1);
+      expect(serve.stderr).toContain(`gateway.host_keys: ${join(d, "keys/host_ed25519")} does not exist: create the keys with \`varco keys init\``);
+      expect(existsSync(join(d, "keys/host_ed25519"))).toBe(false);
+      const init = await varco("--policy", file, "keys", "init", "--json");
+      expect(init.exitCode).toBe(0);
+      const made = JSON.parse(init.stdout).keys as Array<{ role: string; created: boolean; public_key: string }>;
+      expect(made.map((k) => [k.role, k.created])).toEqual([
+        ["host_key", true],
+        ["egress_key", true],
+      ]);
+      expect(statSync(join(d, "keys/host_ed25519")).mode & 0o777).toBe(0o600);
+      const again = JSON.parse((await varco("--policy", file, "keys", "init", "--json")).stdout).keys as typeof made;
+      expect(again.map((k) => k.created)).toEqual([false, false]);
+      expect(again.map((k) => k.public_key)).toEqual(made.map((k) => k.public_key));
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+
+  it.runIf(process.getuid?.() === 0)("made by root in the service user's key folder belong to that user", async () => {
+    const d = mkdtempSync(join(tmpdir(), "varco-keys-own-"));
+    try {
+      const file = keysPolicy(d);
+      mkdirSync(join(d, "keys"), { mode: 0o700 });
+      chownSync(join(d, "keys"), 65534, 65534);
+      expect((await varco("--policy", file, "keys", "init")).exitCode).toBe(0);
+      for (const f of readdirSync(join(d, "keys"))) expect([f, statSync(join(d, "keys", f)).uid]).toEqual([f, 65534]);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
