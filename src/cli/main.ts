@@ -341,7 +341,7 @@ export function buildCli(): Command {
     .option("--result <result>", "only sessions with this result (ok, interrupted, terminated, upstream_failed, open)")
     .option("--limit <n>", "at most this many sessions", "100")
     .option("--offset <n>", "skip this many (newest first)", "0")
-    .option("--json", 'print JSON lines (snake_case); when more match, a last line {"more": N, "next_offset": M}')
+    .option("--json", 'print one JSON document {"sessions": [...], "total", "offset", "more", "next_offset"} (snake_case)')
     .action(
       async (opts: {
         user?: string;
@@ -373,8 +373,8 @@ export function buildCli(): Command {
         })();
         const more = Math.max(0, total - offset - sessions.length);
         if (opts.json) {
-          for (const s of sessions) console.log(printableJson(sessionJson(s)));
-          if (more > 0) console.log(printableJson({ more, next_offset: offset + sessions.length, total }));
+          const next = more > 0 ? offset + sessions.length : null;
+          console.log(printableJson({ sessions: sessions.map(sessionJson), total, offset, more, next_offset: next }));
         } else {
           console.log(table(sessionRows(sessions)));
           if (more > 0) console.log(`… ${more} more; use --limit/--offset (next: --offset ${offset + sessions.length})`);
@@ -425,7 +425,7 @@ export function buildCli(): Command {
     .command("search <text>")
     .description("full-text search (case-insensitive substring, 3+ characters) over commands, transfer paths and recorded terminal output")
     .option("--limit <n>", "at most this many hits", "50")
-    .option("--json", 'print JSON lines (snake_case); when more match, a last line {"more": true}')
+    .option("--json", 'print one JSON document {"hits": [...], "more": true|false} (snake_case)')
     .action(async (text: string, opts: { limit: string; json?: boolean }) => {
       const limit = count(opts.limit, "--limit", 1, 50);
       const { SearchTextError } = await load.query();
@@ -440,8 +440,7 @@ export function buildCli(): Command {
         query.close();
       }
       if (opts.json) {
-        for (const hit of result.hits) console.log(printableJson(hit));
-        if (result.more) console.log(printableJson({ more: true }));
+        console.log(printableJson({ hits: result.hits, more: result.more }));
         return;
       }
       const rows = [

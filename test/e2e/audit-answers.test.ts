@@ -20,9 +20,19 @@ const lines = (out: unknown) =>
     .filter(Boolean)
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 
+/** `audit list --json`: one document. */
+const sessionList = (r: { stdout: unknown }) =>
+  JSON.parse(String(r.stdout)) as {
+    sessions: Array<Record<string, unknown>>;
+    total: number;
+    offset: number;
+    more: number;
+    next_offset: number | null;
+  };
+
 async function closedSessions(uid: string, n: number): Promise<Array<Record<string, unknown>>> {
   for (let i = 0; i < 100; i++) {
-    const rows = lines((await varco("audit", "list", "--json", "--user", uid)).stdout).filter((r) => "id" in r);
+    const rows = sessionList(await varco("audit", "list", "--json", "--user", uid)).sessions;
     if (rows.length >= n && rows.every((r) => r.result !== "open")) return rows;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -71,7 +81,8 @@ afterAll(async () => {
 
 describe("audit list", () => {
   it("--target matches the route alias and the target name, exactly", async () => {
-    const users = async (t: string) => new Set(lines((await varco("audit", "list", "--json", "--target", t)).stdout).map((r) => r.uid));
+    const users = async (t: string) =>
+      new Set(sessionList(await varco("audit", "list", "--json", "--target", t)).sessions.map((r) => r.uid));
     const byAlias = await users("vm1");
     expect(byAlias.has("q01") && byAlias.has("q02")).toBe(true);
     expect(byAlias.has("q03")).toBe(false);
@@ -92,11 +103,13 @@ describe("audit list", () => {
     const second = await varco("audit", "list", "--user", "q03", "--limit", "1", "--offset", "1");
     expect(String(second.stdout).split("\n")).toHaveLength(2);
     expect(String(second.stdout)).not.toContain("more");
-    const json = lines((await varco("audit", "list", "--json", "--user", "q03", "--limit", "1")).stdout);
-    expect(json).toHaveLength(2);
-    expect(json[0]).toHaveProperty("up_bytes");
-    expect(json[0]).not.toHaveProperty("upBytes");
-    expect(json[1]).toEqual({ more: 1, next_offset: 1, total: 2 });
+    const json = sessionList(await varco("audit", "list", "--json", "--user", "q03", "--limit", "1"));
+    expect(json.sessions).toHaveLength(1);
+    expect(json.sessions[0]).toHaveProperty("up_bytes");
+    expect(json.sessions[0]).not.toHaveProperty("upBytes");
+    expect({ ...json, sessions: undefined }).toEqual({ sessions: undefined, total: 2, offset: 0, more: 1, next_offset: 1 });
+    const last = sessionList(await varco("audit", "list", "--json", "--user", "q03", "--limit", "1", "--offset", "1"));
+    expect([last.more, last.next_offset]).toEqual([0, null]);
     expect((await varco("audit", "list", "--limit", "0")).exitCode).toBe(2);
     expect((await varco("audit", "list", "--limit", "1;2")).exitCode).toBe(2);
   });
@@ -106,7 +119,7 @@ describe("audit search", () => {
   const search = async (text: string) => {
     const r = await varco("audit", "search", text, "--json");
     expect(r.exitCode, String(r.stderr)).toBe(0);
-    return lines(r.stdout);
+    return (JSON.parse(String(r.stdout)) as { hits: Array<Record<string, unknown>> }).hits;
   };
   it("finds the command, the transfer paths and the recorded output, naming session, time, user and kind", async () => {
     const [q01] = await closedSessions("q01", 2);

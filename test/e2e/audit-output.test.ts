@@ -112,7 +112,7 @@ describe("audit output on a terminal", () => {
 
     const list = await varco("audit", "list", "--json");
     expect(offending(list.stdout)).toEqual([]);
-    expect((JSON.parse(text(list.stdout)) as { target: string }).target).toBe("t1\u202e");
+    expect((JSON.parse(text(list.stdout)) as { sessions: Array<{ target: string }> }).sessions[0]?.target).toBe("t1\u202e");
 
     const exported = await varco("audit", "export", "--format", "jsonl");
     expect(exported.exitCode).toBe(0);

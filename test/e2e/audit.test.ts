@@ -47,10 +47,7 @@ const varco = (...args: string[]) => execa("node", [join(ROOT, "bin/varco.mjs"),
 
 async function sessionsOf(uid: string): Promise<Array<{ id: string; result: string; account: string }>> {
   const r = await varco("audit", "list", "--json", "--user", uid);
-  return String(r.stdout)
-    .split("\n")
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as { id: string; result: string; account: string });
+  return (JSON.parse(String(r.stdout)) as { sessions: Array<{ id: string; result: string; account: string }> }).sessions;
 }
 
 async function waitSessionClosed(uid: string): Promise<{ id: string; result: string }> {

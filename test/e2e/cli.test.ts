@@ -2,7 +2,18 @@
  * The command line's surface: one-line errors without internal class names, `--debug` for the
  * stack. Runs the real `bin/varco.mjs`.
  */
-import { chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chownSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
@@ -145,7 +156,9 @@ routes: [ { users: [root1], alias: vm1, target: vm1 } ]
       const file = keysPolicy(d);
       const serve = await varco("--policy", file, "serve");
       expect(serve.exitCode).toBe(1);
-      expect(serve.stderr).toContain(`gateway.host_keys: ${join(d, "keys/host_ed25519")} does not exist: create the keys with \`varco keys init\``);
+      expect(serve.stderr).toContain(
+        `gateway.host_keys: ${join(d, "keys/host_ed25519")} does not exist: create the keys with \`varco keys init\``,
+      );
       expect(existsSync(join(d, "keys/host_ed25519"))).toBe(false);
       const init = await varco("--policy", file, "keys", "init", "--json");
       expect(init.exitCode).toBe(0);

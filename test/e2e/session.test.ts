@@ -351,10 +351,7 @@ describe("audit", () => {
       { reject: false },
     );
     expect(cli.exitCode).toBe(0);
-    const sessions = String(cli.stdout)
-      .trim()
-      .split("\n")
-      .map((l) => JSON.parse(l) as { account: string; target: string; source: string });
+    const { sessions } = JSON.parse(String(cli.stdout)) as { sessions: Array<{ account: string; target: string; source: string }> };
     expect(sessions[0]).toMatchObject({ account: "t06_vm1", target: "vm1-mario", source: "127.0.0.1" });
     const store = openAuditStore(db);
     const events = store.allEvents().filter((e) => e.uid === "t06");

@@ -87,11 +87,7 @@ export async function closedSessionOf(policyFile: string, uid: string): Promise<
   const varco = (...args: string[]) => execa("node", [BIN, "--policy", policyFile, ...args], { reject: false });
   for (let i = 0; i < 100; i++) {
     const r = await varco("audit", "list", "--json", "--user", uid);
-    const [s] = String(r.stdout)
-      .split("\n")
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { id?: string; result?: string })
-      .filter((l) => l.id !== undefined);
+    const [s] = r.exitCode === 0 ? (JSON.parse(String(r.stdout)) as { sessions: Array<{ id?: string; result?: string }> }).sessions : [];
     if (s?.id && s.result !== "open") {
       const shown = await varco("audit", "show", s.id, "--json");
       if (shown.exitCode !== 0) throw new Error(`audit show ${s.id} failed: ${shown.stderr}`);
