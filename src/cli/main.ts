@@ -91,6 +91,11 @@ export function buildCli(): Command {
     .description("SSH bastion and network front-end gateway")
     .addOption(new Option("--policy <file>", "policy file").env("VARCO_POLICY"))
     .version(packageVersion(), "-V, --version", "print the version")
+    .addOption(
+      new Option("--log-format <format>", "gateway logs: pretty (default on a terminal) or json (default otherwise, e.g. under systemd)")
+        .choices(["pretty", "json"])
+        .env("VARCO_LOG_FORMAT"),
+    )
     .option("--debug", "print the stack of an unexpected error (also VARCO_DEBUG=1)")
     .showHelpAfterError()
     .exitOverride()
@@ -103,7 +108,7 @@ export function buildCli(): Command {
     .option("--policy <file>", "policy file")
     .action(async (opts: { policy?: string }) => {
       const [{ createLogger }, { runGateway }] = await Promise.all([load.logger(), load.core()]);
-      const logger = createLogger();
+      const logger = createLogger({ format: (program.opts() as { logFormat?: string }).logFormat });
       const file = policyPath({ ...program.opts(), ...opts });
       const running = await runGateway(file, logger, { watchFile: true });
       const signal = await new Promise<string>((resolve) => {

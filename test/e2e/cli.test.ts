@@ -189,3 +189,47 @@ routes: [ { users: [root1], alias: vm1, target: vm1 } ]
     }
   });
 });
+
+describe("log format", () => {
+  const serveOnce = async (args: readonly string[], env: NodeJS.ProcessEnv = {}) => {
+    const d = mkdtempSync(join(tmpdir(), "varco-logs-"));
+    writeFileSync(
+      join(d, "gateway.yaml"),
+      `version: 1
+gateway: { listen: ["127.0.0.1:0"], state_dir: state, host_keys: [keys/host], egress_key: keys/egress }
+directory: { local_users: [ { uid: root1, password_hash: "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA" } ] }
+targets: { vm1: { host: 192.0.2.1, host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFm6vDyUu3Cq0cVl3kKq6a2lJjJx1m4Hq0rS2y3gk1Xz" } }
+routes: [ { users: [root1], alias: vm1, target: vm1 } ]
+`,
+    );
+    const policyFile = join(d, "gateway.yaml");
+    await varco("--policy", policyFile, "keys", "init");
+    const child = execa("node", [join(ROOT, "bin/varco.mjs"), "--policy", policyFile, ...args, "serve"], {
+      reject: false,
+      all: true,
+      env,
+    });
+    let out = "";
+    child.all?.on("data", (b: Buffer) => {
+      out += b.toString();
+    });
+    for (let i = 0; i < 200 && !out.includes("gateway listening") && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
+    child.kill("SIGTERM");
+    await child;
+    rmSync(d, { recursive: true, force: true });
+    return out;
+  };
+
+  it("is JSON lines when not on a terminal, and readable lines with --log-format pretty (or VARCO_LOG_FORMAT)", async () => {
+    const json = await serveOnce([]);
+    const first = json.split("\n").find((l) => l.includes("gateway listening")) ?? "";
+    expect(JSON.parse(first)).toMatchObject({ msg: "gateway listening", name: "varco" });
+    for (const pretty of [await serveOnce(["--log-format", "pretty"]), await serveOnce([], { VARCO_LOG_FORMAT: "pretty" })]) {
+      const line = pretty.split("\n").find((l) => l.includes("gateway listening")) ?? "";
+      expect(line).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO \(varco\/\d+\): gateway listening$/);
+    }
+    const bad = await varco("--log-format", "xml", "serve");
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toContain("Allowed choices are pretty, json");
+  });
+});
