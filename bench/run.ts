@@ -5,7 +5,7 @@
  *
  * Environment: BENCH_MIB (bulk size per transfer, default 512), BENCH_ROUNDS (default 2),
  * BENCH_LOGINS (default 30), BENCH_SESSIONS (default 2000), BENCH_JUMP_SESSIONS (default 500),
- * BENCH_ONLY (comma list of: bulk,files,login,memory,concurrency).
+ * BENCH_ONLY (comma list of: login,bulk,files,memory,audit,net,cli,concurrency).
  */
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, release, tmpdir, totalmem } from "node:os";
@@ -15,6 +15,7 @@ import { execa, type ResultPromise } from "execa";
 import { openAuditStore } from "../src/audit/index.ts";
 import { currentCode } from "../src/auth/index.ts";
 import { type DemoEnvironment, freePort, startDemoEnvironment, startSshd, stopChild, waitForPort } from "../src/demo/index.ts";
+import { cliBench } from "./cli.ts";
 import { runConcurrency, startLightTarget } from "./concurrency.ts";
 import { cpuSeconds, fmt, MiB, percentile, rssBytes, sampleRss } from "./lib.ts";
 import { netBench } from "./net.ts";
@@ -23,7 +24,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SIZE_MIB = Number(process.env.BENCH_MIB ?? 512);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const LOGINS = Number(process.env.BENCH_LOGINS ?? 30);
-const ONLY = new Set((process.env.BENCH_ONLY ?? "login,bulk,files,memory,audit,net,concurrency").split(","));
+const ONLY = new Set((process.env.BENCH_ONLY ?? "login,bulk,files,memory,audit,net,cli,concurrency").split(","));
 const CIPHERS = ["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"] as const;
 const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 2000);
@@ -353,6 +354,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "varco-bench-"));
   const light = await startLightTarget();
   const gatewayPort = await freePort();
+  const metricsPort = await freePort();
   const template = `${readFileSync(join(ROOT, "policies/demo.yaml"), "utf8")}
   - groups: [testers]
     alias: vm1
@@ -366,6 +368,7 @@ async function main(): Promise<void> {
     target: vm1-mario
     record: false
 `
+    .replace("  state_dir: state\n", `  state_dir: state\n  metrics_listen: "127.0.0.1:${metricsPort}"\n`)
     .replace(
       /limits: \{[^}]*\}/,
       "limits: { login_grace: 60s, max_unauthenticated_per_source: 400, max_unauthenticated: 400, max_sessions: 10000 }",
@@ -426,6 +429,7 @@ async function main(): Promise<void> {
     if (ONLY.has("memory")) out.push(...(await memory(ctx, results)));
     if (ONLY.has("audit")) out.push(...(await auditBench(ctx, results)));
     if (ONLY.has("net")) out.push(...(await netBench(results)));
+    if (ONLY.has("cli")) out.push(...(await cliBench(ROOT, env.policyFile, results)));
     results.gateway_cpu_s = cpuSeconds(ctx.gatewayPid) - cpu0;
     if (ONLY.has("concurrency")) {
       out.push(
