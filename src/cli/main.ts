@@ -100,7 +100,7 @@ export function buildCli(): Command {
     .showHelpAfterError()
     .exitOverride()
     // The policy module (yaml + zod) is loaded before any action, never for --help or --version.
-    .hook("preAction", preloadPolicy);
+    .hook("preAction", (_program, action) => (action.name() === "health" ? undefined : preloadPolicy()));
 
   program
     .command("serve")
@@ -700,12 +700,19 @@ export function buildCli(): Command {
     .option("--nagios", "Nagios plugin output and exit codes (0 OK, 2 CRITICAL, 3 UNKNOWN)")
     .option("--json", "print the checks as JSON")
     .action(async (opts: { nagios?: boolean; json?: boolean }) => {
-      const loaded = loadOrExit(policyPath(program.opts()));
-      const listen = loaded.policy.gateway.metrics_listen;
-      if (!listen)
-        throw new ExitError(`${loaded.file}: gateway.metrics_listen is not set, so there is no /healthz to ask`, opts.nagios ? 3 : 1);
+      // Only gateway.metrics_listen is read: the running gateway is asked, whatever the file says now.
+      const { fetchHealth, metricsListenOf } = await import("./health.ts");
+      const file = policyPath(program.opts());
+      refuseMissingDefault(file);
+      let listen: string | undefined;
       try {
-        const { status, body } = await (await load.ops()).fetchHealth(listen);
+        listen = metricsListenOf(file);
+      } catch (err) {
+        throw new ExitError((err as Error).message, opts.nagios ? 3 : 1);
+      }
+      if (!listen) throw new ExitError(`${file}: gateway.metrics_listen is not set, so there is no /healthz to ask`, opts.nagios ? 3 : 1);
+      try {
+        const { status, body } = await fetchHealth(listen);
         const failing = body.checks.filter((c) => !c.ok);
         if (opts.json) console.log(JSON.stringify(body));
         else if (opts.nagios) {

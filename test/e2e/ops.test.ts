@@ -130,6 +130,15 @@ describe("health and metrics", () => {
     expect((await varco("health")).exitCode).toBe(1);
     await h.env.slapd.start();
   });
+
+  it("`varco health` asks the running gateway even when the policy file has been broken since (no false failover)", async () => {
+    const broken = join(h.dir, "broken-since.yaml");
+    writeFileSync(broken, `${readFileSync(h.env.policyFile, "utf8")}\nnot_a_key: 1\n`);
+    expect((await varco("policy", "check", broken)).exitCode).toBe(1);
+    const r = await execa("node", [join(ROOT, "bin/varco.mjs"), "--policy", broken, "health", "--nagios"], { reject: false });
+    expect(r.stdout).toMatch(/^VARCO (OK|CRITICAL) - /);
+    expect(r.exitCode === 0 || r.stdout.includes("directory")).toBe(true);
+  });
 });
 
 describe("hot reload", () => {
