@@ -20,7 +20,12 @@ install -d -m 0700 -o varco -g varco /etc/varco/secrets
 install -d -m 0700 -o varco -g varco /etc/varco/keys
 [ -f /etc/varco/gateway.yaml ] || install -m 0640 -o root -g varco /opt/varco/policies/gateway.yaml /etc/varco/gateway.yaml
 
-install -m 0644 /opt/varco/deploy/varco.service /opt/varco/deploy/varco-net.service /opt/varco/deploy/varco-net.path /etc/systemd/system/
+install -m 0644 /opt/varco/deploy/varco.service /opt/varco/deploy/varco-net.service /opt/varco/deploy/varco-net.path \
+  /opt/varco/deploy/varco-net-restore.service /etc/systemd/system/
 systemctl daemon-reload
+# Boot restore of the last confirmed network generation, before keepalived (harmless before the first apply).
+systemctl enable varco-net-restore.service
 echo "Edit /etc/varco/gateway.yaml (keys: keys/… are relative to it), put secrets in /etc/varco/secrets (owner varco, mode 0600: varco refuses secrets others can read),"
+echo "keepalived: add 'include /etc/keepalived/conf.d/varco.conf' to /etc/keepalived/keepalived.conf (varco writes only that file)"
 echo "then: varco doctor --policy /etc/varco/gateway.yaml && systemctl enable --now varco varco-net.path"
+echo "(a policy change applied by varco-net.path is rolled back unless 'varco net confirm' follows within 5 minutes)"
