@@ -31,7 +31,12 @@ function network(n: number, changedPort?: number): NetworkPolicy {
     forward_allow: [],
     bridges: [],
     vips: [],
-    keepalived: { config_file: "/nonexistent/keepalived.conf", pid_file: "/nonexistent/pid" },
+    keepalived: {
+      config_file: "/nonexistent/keepalived.conf",
+      main_config: "/nonexistent/main.conf",
+      pid_file: "/nonexistent/pid",
+      vrrp_version: 2,
+    },
   };
 }
 

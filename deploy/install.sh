@@ -64,10 +64,15 @@ if [ "$SYSTEM" != 0 ]; then
   # The state folder exists before the first start, so `sudo varco user ...` run before it writes into the service's folder.
   install -d -m 0750 -o varco -g varco /var/lib/varco
   [ -f /etc/varco/gateway.yaml ] || install -m 0640 -o root -g varco "$PREFIX/policies/gateway.yaml" /etc/varco/gateway.yaml
-  install -m 0644 "$PREFIX/deploy/varco.service" "$PREFIX/deploy/varco-net.service" "$PREFIX/deploy/varco-net.path" /etc/systemd/system/
+  install -m 0644 "$PREFIX/deploy/varco.service" "$PREFIX/deploy/varco-net.service" "$PREFIX/deploy/varco-net.path" \
+    "$PREFIX/deploy/varco-net-restore.service" /etc/systemd/system/
   systemctl daemon-reload
+  # Boot restore of the last confirmed network generation, before keepalived (harmless before the first apply).
+  systemctl enable varco-net-restore.service
 fi
 
 echo "varco $("$BIN_DIR/varco" --version) is installed in $PREFIX; \`varco\` is $BIN_DIR/varco."
 echo "Next: edit /etc/varco/gateway.yaml, put secrets in /etc/varco/secrets (owner varco, mode 0600), then"
 echo "  varco keys init && varco doctor && systemctl enable --now varco varco-net.path"
+echo "keepalived: add 'include /etc/keepalived/conf.d/varco.conf' to /etc/keepalived/keepalived.conf (varco writes only that file)."
+echo "A policy change applied by varco-net.path is rolled back unless 'varco net confirm' follows within 5 minutes."

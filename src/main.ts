@@ -21,7 +21,16 @@ import {
   type TotpSettings,
   type TotpStore,
 } from "./auth/index.ts";
-import { currentGeneration, type Desired, desiredState, type GatewayServices, netStateDir, type ServiceAddress } from "./net/index.ts";
+import {
+  authPassProblem,
+  currentGeneration,
+  type Desired,
+  desiredState,
+  type GatewayServices,
+  KeepalivedConfigError,
+  netStateDir,
+  type ServiceAddress,
+} from "./net/index.ts";
 import { createMetrics, type HealthCheck, type Logger, serveHealth } from "./obs/index.ts";
 import {
   checkPrivateFiles,
@@ -133,6 +142,8 @@ export interface RunningGateway {
   reload(): Promise<LoadedPolicy | PolicyError>;
   /** Readiness checks (also served on /healthz). */
   checks(): Promise<HealthCheck[]>;
+  /** Liveness checks (served on /livez, asked by keepalived): audit DB writable, listener bound; not the directory. */
+  liveness(): Promise<HealthCheck[]>;
   /** The policy the gateway runs with now (the last one loaded or reloaded successfully). */
   policy(): LoadedPolicy;
   /**
@@ -400,11 +411,17 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
     }
     return checkList();
   };
-  const checkList = (): HealthCheck[] => [
-    { name: "policy", ok: true, detail: loaded.file },
+  // Liveness (GET /livez, keepalived's track_script): this process answers, its SSH listener is bound and the
+  // audit DB takes writes. Never the directory: an LDAP outage seen by both nodes must not FAULT both.
+  const liveList = (): HealthCheck[] => [
     // Not ok while audit writes fail or too many events wait (no lock taken; a real write probe at most once a second while failing).
     { name: "audit_db", ...audit.healthy() },
     { name: "listener", ok: bound.length > 0, detail: bound.map((b) => `${b.address}:${b.port}`).join(",") },
+  ];
+  const liveness = async (): Promise<HealthCheck[]> => liveList();
+  const checkList = (): HealthCheck[] => [
+    { name: "policy", ok: true, detail: loaded.file },
+    ...liveList(),
     {
       name: "directory",
       ok: !directory() || Date.now() - directoryOkAt < 90_000,
@@ -417,16 +434,23 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   ];
   const metricsAt = p.gateway.metrics_listen ? parseHostPort(p.gateway.metrics_listen) : undefined;
   const health = metricsAt
-    ? await serveHealth(metricsAt.host, metricsAt.port, metrics, checks, () => {
-        const st = gateway.stats();
-        const gen = loaded.policy.network ? currentGeneration(netStateDir(statePaths(loaded).stateDir)) : undefined;
-        metrics.setGauges({
-          sessions: st.sessions,
-          unauthenticated: st.unauthenticated,
-          netGeneration: gen?.id,
-          netAppliedAt: gen ? Date.parse(gen.appliedAt) : undefined,
-        });
-      })
+    ? await serveHealth(
+        metricsAt.host,
+        metricsAt.port,
+        metrics,
+        checks,
+        () => {
+          const st = gateway.stats();
+          const gen = loaded.policy.network ? currentGeneration(netStateDir(statePaths(loaded).stateDir)) : undefined;
+          metrics.setGauges({
+            sessions: st.sessions,
+            unauthenticated: st.unauthenticated,
+            netGeneration: gen?.id,
+            netAppliedAt: gen ? Date.parse(gen.appliedAt) : undefined,
+          });
+        },
+        liveness,
+      )
     : undefined;
 
   /**
@@ -508,6 +532,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
     ports: bound.map((b) => b.port),
     reload,
     checks,
+    liveness,
     policy: () => loaded,
     async stop(drainMs = loaded.policy.gateway.stop_timeout) {
       process.off("SIGHUP", onHup);
@@ -542,10 +567,14 @@ export function networkContext(loaded: LoadedPolicy): {
   const network = loaded.policy.network;
   if (!network) throw new StartupError(`${loaded.file}: the policy has no network section, so varco manages no network state`);
   const authPass: Record<string, string> = {};
-  for (const v of network.vips) {
+  for (const [i, v] of network.vips.entries()) {
     if (v.auth_pass_file) {
       const ref = v.auth_pass_file.startsWith("env:") ? v.auth_pass_file : loaded.resolvePath(v.auth_pass_file);
-      authPass[v.instance] = readSecret(ref, `network.vips[${v.instance}].auth_pass_file`);
+      const pass = readSecret(ref, `network.vips[${i}].auth_pass_file`);
+      // keepalived would cut a longer auth_pass silently (keepalived.conf(5)): refuse it here, naming the key.
+      const bad = authPassProblem(`${loaded.file}: network.vips[${i}].auth_pass_file (${ref})`, pass);
+      if (bad) throw new StartupError(bad);
+      authPass[v.instance] = pass;
     }
   }
   const probe = fileURLToPath(new URL("../bin/varco-health.mjs", import.meta.url));
@@ -556,6 +585,7 @@ export function networkContext(loaded: LoadedPolicy): {
     keepalived: {
       ...network.keepalived,
       config_file: loaded.resolvePath(network.keepalived.config_file),
+      main_config: loaded.resolvePath(network.keepalived.main_config),
       pid_file: loaded.resolvePath(network.keepalived.pid_file),
     },
   };
@@ -564,8 +594,15 @@ export function networkContext(loaded: LoadedPolicy): {
     listen: gw.listen.map((l) => parseHostPort(l)).filter((x): x is ServiceAddress => x !== undefined),
     metrics: gw.metrics_listen ? parseHostPort(gw.metrics_listen) : undefined,
   };
+  let desired: Desired;
+  try {
+    desired = desiredState(resolved, { authPass, healthCommand }, services);
+  } catch (err) {
+    if (err instanceof KeepalivedConfigError) throw new StartupError(`${loaded.file}: ${err.message}`);
+    throw err;
+  }
   return {
-    desired: desiredState(resolved, { authPass, healthCommand }, services),
+    desired,
     stateDir: statePaths(loaded).stateDir,
     network: resolved,
     services,

@@ -18,9 +18,11 @@ import {
   readPending,
   redactKeepalived,
   renderInterfaces,
+  restoreCurrent,
   revertIfExpired,
   rollback,
   setPending,
+  stateDirFromPolicyFile,
   status,
 } from "../net/index.ts";
 import { parseDurationMs } from "../policy/index.ts";
@@ -164,6 +166,26 @@ export function registerNet(program: Command): void {
         for (const d of st.drift) console.log(`DRIFT: ${d}`);
       }
       if (!st.inSync) throw new ExitError("", 1);
+    });
+  net
+    .command("restore")
+    .description("put back the current generation as last applied (nft table, keepalived file); for boot, before keepalived starts")
+    .option("--state-dir <dir>", "the state folder (default: gateway.state_dir read from the policy file, which need not be valid)")
+    .action(async (opts: { stateDir?: string }) => {
+      // No policy validation here: a policy broken on disk must not keep the last good generation away.
+      const stateDir = opts.stateDir ?? stateDirFromPolicyFile(policyPath(program.opts()));
+      const runner = createExecaRunner({ netns: (net.opts() as { netns?: string }).netns });
+      try {
+        const res = await restoreCurrent(runner, stateDir);
+        if (res.revertedUnconfirmed !== undefined) console.log(`generation ${res.revertedUnconfirmed} was never confirmed: rolled back`);
+        console.log(
+          res.generation === undefined
+            ? `nothing to restore: no generation in ${netStateDir(stateDir)}`
+            : `restored generation ${res.generation}${res.keepalivedWritten ? " (keepalived file rewritten)" : ""}`,
+        );
+      } catch (err) {
+        throw new ExitError(`varco net restore: ${(err as Error).message}`, 1);
+      }
     });
   net
     .command("render <what>")

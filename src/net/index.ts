@@ -1,6 +1,21 @@
+export { type RestoreResult, restoreCurrent, stateDirFromPolicyFile } from "./boot.ts";
 export { bridgeRefusals, liveRefusals, vipRefusals } from "./guard.ts";
 export { type GatewayServices, renderInputChain, type ServiceAddress } from "./input.ts";
-export { type KeepalivedInputs, redactKeepalived, renderKeepalived } from "./keepalived.ts";
+export {
+  AUTH_PASS_MAX,
+  authPassProblem,
+  type FileFacts,
+  includesFile,
+  KeepalivedConfigError,
+  type KeepalivedInputs,
+  keepalivedHostRefusals,
+  LIVENESS_SCRIPT,
+  notifyScriptProblem,
+  redactKeepalived,
+  renderKeepalived,
+  SYNC_GROUP,
+  usesSyncGroup,
+} from "./keepalived.ts";
 export { type LinkCheck, type LinkOp, renderInterfaces, renderLinkOps } from "./links.ts";
 export { type LiveLink, liveLinks } from "./live.ts";
 export { renderNft, renderNftDelete } from "./nft.ts";

@@ -104,8 +104,13 @@ export interface HealthEndpoint {
 }
 
 /**
- * Serves `GET /metrics` (Prometheus text format) and `GET /healthz` (200 when every check passes,
- * 503 otherwise; JSON body with the checks) on `host:port`.
+ * Serves on `host:port`:
+ * - `GET /metrics`: Prometheus text format;
+ * - `GET /healthz`: readiness, 200 when every check of `checks` passes (directory included), 503 otherwise;
+ * - `GET /livez`: liveness, 200 when every check of `liveness` passes, 503 otherwise. Liveness is what
+ *   keepalived's track_script asks: it must not depend on anything both HA nodes share (the directory),
+ *   or one outage faults both nodes. Without `liveness`, /livez answers 200 while the process serves HTTP.
+ * Both health bodies are JSON `{ ok, checks: [{ name, ok, detail }] }`.
  */
 export async function serveHealth(
   host: string,
@@ -113,6 +118,7 @@ export async function serveHealth(
   metrics: MetricsRegistry,
   checks: () => Promise<HealthCheck[]>,
   beforeScrape: () => void,
+  liveness: () => Promise<HealthCheck[]> = async () => [],
 ): Promise<HealthEndpoint> {
   const server: Server = createServer((req, res) => {
     void (async () => {
@@ -126,8 +132,8 @@ export async function serveHealth(
         res.end(await metrics.registry.metrics());
         return;
       }
-      if (req.url === "/healthz") {
-        const list = await checks();
+      if (req.url === "/healthz" || req.url === "/livez") {
+        const list = await (req.url === "/livez" ? liveness() : checks());
         const ok = list.every((c) => c.ok);
         res.writeHead(ok ? 200 : 503, { "content-type": "application/json" });
         res.end(JSON.stringify({ ok, checks: list }));

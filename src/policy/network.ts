@@ -100,31 +100,80 @@ export function checkBridges(n: NetworkPolicy): Finding[] {
   return out;
 }
 
-/** vips: unique instances and virtual_router_id per interface; a health check needs something to ask. */
+/**
+ * Why keepalived cannot express an advertisement interval of `ms` milliseconds as written, or
+ * undefined when it can. keepalived 2.2.7 rounds a VRRPv2 interval to whole seconds and a VRRPv3
+ * interval to 10 ms steps, and clamps VRRPv3 to 40.95 s (RFC 3768 §5.3.7: 8-bit seconds; RFC 5798
+ * §5.2.7: 12-bit centiseconds); varco refuses instead of letting it change the timing silently.
+ */
+export function advertIntervalProblem(ms: number, version: 2 | 3): string | undefined {
+  if (version === 2) {
+    if (ms % 1000 !== 0 || ms < 1000 || ms > 255_000)
+      return `${ms} ms cannot be expressed in VRRPv2, which counts whole seconds from 1s to 255s: use e.g. 1s, or set network.keepalived.vrrp_version: 3 for sub-second adverts`;
+    return undefined;
+  }
+  if (ms % 10 !== 0 || ms < 10 || ms > 40_950)
+    return `${ms} ms cannot be expressed in VRRPv3, which counts 10 ms steps from 10ms to 40950ms: use a multiple of 10ms in that range`;
+  return undefined;
+}
+
+/**
+ * vips: unique instances and virtual_router_id per interface; a health check needs something to
+ * ask; advert_interval keepalived can express; `state: MASTER` only with `preempt: true` (nopreempt
+ * needs BACKUP, keepalived.conf(5)); auth only with VRRPv2 (RFC 5798 has none); unicast peers of the
+ * VIP's family, not the node's own unicast_src_ip; sync_group only with several VIPs.
+ */
 export function checkVips(policy: Policy): Finding[] {
   const n = policy.network;
   if (!n) return [];
   const out: Finding[] = [];
   const unique = uniqueNames();
   const vrids = new Map<string, string>();
+  const version = n.keepalived.vrrp_version;
   n.vips.forEach((v, i) => {
-    const dup = unique(["network", "vips", i, "instance"], "VRRP instance", v.instance);
+    const at = (...k: PropertyKey[]): Path => ["network", "vips", i, ...k];
+    const dup = unique(at("instance"), "VRRP instance", v.instance);
     if (dup) out.push(dup);
     const key = `${v.interface}/${v.virtual_router_id}`;
     const seen = vrids.get(key);
     if (seen)
-      out.push([
-        ["network", "vips", i, "virtual_router_id"],
-        `virtual_router_id ${v.virtual_router_id} is used twice on ${v.interface} (also by ${seen})`,
-      ]);
+      out.push([at("virtual_router_id"), `virtual_router_id ${v.virtual_router_id} is used twice on ${v.interface} (also by ${seen})`]);
     else vrids.set(key, v.instance);
     if (v.track_gateway_health && !policy.gateway.metrics_listen && !n.keepalived.health_command) {
       out.push([
-        ["network", "vips", i, "track_gateway_health"],
-        "track_gateway_health needs gateway.metrics_listen (the /healthz the check asks) or network.keepalived.health_command",
+        at("track_gateway_health"),
+        "track_gateway_health needs gateway.metrics_listen (the /livez the check asks) or network.keepalived.health_command",
       ]);
     }
+    const adv = advertIntervalProblem(v.advert_interval, version);
+    if (adv) out.push([at("advert_interval"), adv]);
+    if (v.state === "MASTER" && !v.preempt)
+      out.push([
+        at("state"),
+        "state MASTER with preempt false (the default): keepalived's nopreempt needs state BACKUP; remove state (all nodes start as BACKUP and the highest priority wins) or set preempt: true",
+      ]);
+    if (v.auth_pass_file && version === 3)
+      out.push([
+        at("auth_pass_file"),
+        "VRRPv3 has no authentication (RFC 5798) and keepalived ignores it: remove auth_pass_file or set network.keepalived.vrrp_version: 2",
+      ]);
+    const family = parseCidr(v.addresses[0] as string)[0].kind();
+    v.unicast_peers.forEach((p, j) => {
+      if (parseCidr(p)[0].kind() !== family)
+        out.push([
+          at("unicast_peers", j),
+          `${p} is not of the VIP's address family (${family}); VRRP adverts go to peers of the same family`,
+        ]);
+      if (p === v.unicast_src_ip) out.push([at("unicast_peers", j), `${p} is this node's unicast_src_ip; list the other nodes only`]);
+    });
+    if (v.unicast_src_ip && v.unicast_peers.length === 0)
+      out.push([
+        at("unicast_src_ip"),
+        "unicast_src_ip without unicast_peers: list the other nodes in unicast_peers (or remove unicast_src_ip for multicast)",
+      ]);
   });
+  if (n.keepalived.sync_group === true && n.vips.length < 2)
+    out.push([["network", "keepalived", "sync_group"], "a vrrp_sync_group needs at least two VIPs: remove sync_group"]);
   return out;
 }
 

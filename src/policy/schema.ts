@@ -349,6 +349,11 @@ const bridge = z.strictObject({
   address: cidr.optional(),
 });
 
+/** An absolute path to a script keepalived runs on a VRRP transition (keepalived.conf(5) notify_*). */
+const notifyScript = z.string().regex(/^\/[^\s"'\\]*$/, {
+  message: "an absolute path to an executable with no spaces or quotes (keepalived runs it as root; pass arguments in a wrapper script)",
+});
+
 const vip = z.strictObject({
   instance: z.string().regex(/^[A-Za-z0-9_.-]+$/, { message: "a VRRP instance name is letters, digits, '_', '.' and '-'" }),
   interface: z.string().min(1),
@@ -356,11 +361,31 @@ const vip = z.strictObject({
     message: "virtual_router_id must be 1–255 (keepalived.conf(5))",
   }),
   priority: z.number().int().min(1).max(254).default(100),
+  /** Initial state; keepalived's `nopreempt` needs BACKUP, so MASTER is only accepted with `preempt: true`. */
   state: z.enum(["MASTER", "BACKUP"]).optional(),
+  /**
+   * false (default): keepalived `nopreempt`, a node that comes back (e.g. after a reboot) with a higher
+   * priority does not take the VIP back from a working master.
+   */
+  preempt: z.boolean().default(false),
+  /** VRRPv2: whole seconds 1s–255s; with network.keepalived.vrrp_version 3: steps of 10ms, 10ms–40.95s. */
   advert_interval: duration.default(1000),
   addresses: z.array(cidr).min(1),
   auth_pass_file: secretRef.optional(),
   track_gateway_health: z.boolean().default(false),
+  /** Source address of unicast VRRP adverts (keepalived `unicast_src_ip`); default: the interface's primary address. */
+  unicast_src_ip: ipAddress.optional(),
+  /** Peers to send VRRP adverts to by unicast instead of multicast (keepalived `unicast_peer`), for clouds without multicast. */
+  unicast_peers: z.array(ipAddress).default([]),
+  /** Scripts keepalived runs on each transition (keepalived.conf(5) notify_master/backup/fault/stop), e.g. a hoster's failover API. */
+  notify: z
+    .strictObject({
+      master: notifyScript.optional(),
+      backup: notifyScript.optional(),
+      fault: notifyScript.optional(),
+      stop: notifyScript.optional(),
+    })
+    .optional(),
 });
 
 const network = z.strictObject({
@@ -378,10 +403,17 @@ const network = z.strictObject({
   vips: z.array(vip).default([]),
   keepalived: z
     .strictObject({
-      config_file: z.string().min(1).default("/etc/keepalived/keepalived.conf"),
+      /** The only keepalived file varco writes; the operator's main_config includes it. */
+      config_file: z.string().min(1).default("/etc/keepalived/conf.d/varco.conf"),
+      /** The operator's keepalived.conf: never written by varco; `net plan` refuses when it does not include config_file. */
+      main_config: z.string().min(1).default("/etc/keepalived/keepalived.conf"),
       pid_file: z.string().min(1).default("/run/keepalived.pid"),
-      /** The command keepalived's track_script runs (exit 0 = healthy). */
+      /** The command keepalived's track_script runs (exit 0 = alive). */
       health_command: z.string().min(1).optional(),
+      /** VRRP protocol version of varco's instances (keepalived `version`): 2 (default, with auth_pass) or 3 (sub-second adverts, no auth). */
+      vrrp_version: z.union([z.literal(2), z.literal(3)]).default(2),
+      /** One vrrp_sync_group for all VIPs so they move together; default: true when there are several VIPs. */
+      sync_group: z.boolean().optional(),
     })
     .prefault({}),
 });

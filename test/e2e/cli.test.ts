@@ -213,7 +213,8 @@ routes: [ { users: [root1], alias: vm1, target: vm1 } ]
     child.all?.on("data", (b: Buffer) => {
       out += b.toString();
     });
-    for (let i = 0; i < 200 && !out.includes("gateway listening") && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 200 && !out.includes("gateway listening") && child.exitCode === null; i++)
+      await new Promise((r) => setTimeout(r, 50));
     child.kill("SIGTERM");
     await child;
     rmSync(d, { recursive: true, force: true });

@@ -2,8 +2,9 @@
  * Two-node HA for real, in namespaces this test creates: two gateways with identical host keys
  * behind one keepalived VIP (configuration rendered and installed by `varco net apply`), TOTP
  * secrets shared through the directory, a client namespace and a LAN namespace holding slapd and
- * the target sshd. Kill the master gateway: its health check fails, the VIP moves, and a new login
- * through the VIP works on the backup with no host-key warning.
+ * the target sshd. Cut the directory off: both gateways report it failing, yet the VIP stays on
+ * exactly one node (keepalived asks liveness, not readiness). Kill the master gateway: its liveness
+ * check fails, the VIP moves, and a new login through the VIP works on the backup with no host-key warning.
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -27,6 +28,7 @@ const gateways = new Map<string, ResultPromise>();
 const keepaliveds = new Map<string, ResultPromise>();
 const USERS = ["ha1", "ha2", "ha3"];
 
+const ADDRESS: Record<string, string> = { g1: "192.0.2.1", g2: "192.0.2.2" };
 const policy = (node: string, priority: number) => `version: 1
 gateway:
   listen: ["0.0.0.0:2222"]
@@ -49,11 +51,11 @@ routes:
   - { groups: [ha], alias: vm, target: vm }
 network:
   public_interface: eth0
-  public_ip: 192.0.2.100
+  public_ip: ${ADDRESS[node]}
   vips:
     - { instance: VI_GW, interface: eth0, virtual_router_id: 77, priority: ${priority}, advert_interval: 1s,
         addresses: [192.0.2.100/24], auth_pass_file: ${dir}/vrrp.pw, track_gateway_health: true }
-  keepalived: { config_file: ${dir}/${node}/keepalived.conf, pid_file: ${dir}/${node}/keepalived.pid }
+  keepalived: { config_file: ${dir}/${node}/varco.conf, main_config: ${dir}/${node}/keepalived.conf, pid_file: ${dir}/${node}/keepalived.pid }
 `;
 
 const vipOn = (role: string) => hasAddress(n, role, "eth0", "192.0.2.100/24");
@@ -112,7 +114,7 @@ beforeAll(async () => {
   for (const u of USERS) secrets.set(u, newSecret());
   const servicePassword = "ha-svc-pw";
   writeFileSync(join(dir, "ldap.pw"), `${servicePassword}\n`, { mode: 0o600 });
-  writeFileSync(join(dir, "vrrp.pw"), "vrrp-s3cret\n", { mode: 0o600 });
+  writeFileSync(join(dir, "vrrp.pw"), "vrrp-s3c\n", { mode: 0o600 });
   slapd = await startSlapd({
     dir: join(dir, "slapd"),
     netns: n.ns("lan"),
@@ -139,6 +141,7 @@ beforeAll(async () => {
     ["g2", 100],
   ] as const) {
     mkdirSync(join(dir, node), { recursive: true });
+    writeFileSync(join(dir, node, "keepalived.conf"), `include ${join(dir, node, "varco.conf")}\n`);
     writeFileSync(join(dir, `${node}.yaml`), policy(node, prio));
     const r = await execa(
       "node",
@@ -169,6 +172,30 @@ describe.runIf(isRoot)("two gateways behind one keepalived VIP", () => {
     const r = await loginThroughVip("ha1");
     expect(r.stderr).toBe("");
     expect(r.stdout.trim()).toBe("via-vip");
+  });
+
+  it("keeps the VIP on exactly one node during an LDAP outage, while varco health reports the directory failing", async () => {
+    // Reject LDAP at the directory's host (a reset, so each bind fails at once).
+    const block = `table inet ldapcut {\n chain in {\n type filter hook input priority 0;\n tcp dport ${slapd.port} reject with tcp reset\n }\n}\n`;
+    const cut = await execa("ip", ["netns", "exec", n.ns("lan"), "nft", "-f", "-"], { input: block });
+    expect(cut.exitCode).toBe(0);
+    try {
+      for (const node of ["g1", "g2"]) {
+        const health = () => n.exec(node, ["node", join(ROOT, "bin/varco.mjs"), "health", "--policy", join(dir, `${node}.yaml`)]);
+        await waitFor(async () => (await health()).exitCode === 1, 20_000, `varco health on ${node} to report the directory`);
+        const h = await health();
+        expect(h.stdout).toMatch(/FAIL\s+directory/);
+        expect(h.stdout).toMatch(/ok\s+audit_db/);
+      }
+      // keepalived's track script (interval 1 s, fall 2) has had several rounds; watch the VIP for 8 s more.
+      for (let i = 0; i < 16; i++) {
+        const holders = [(await vipOn("g1")) ? "g1" : "", (await vipOn("g2")) ? "g2" : ""].filter(Boolean);
+        expect(holders).toEqual(["g1"]);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    } finally {
+      await execa("ip", ["netns", "exec", n.ns("lan"), "nft", "delete", "table", "inet", "ldapcut"], { reject: false });
+    }
   });
 
   it("moves the VIP to the backup when the master gateway dies, and the next login works with no host-key warning", async () => {

@@ -129,11 +129,11 @@ describe("renderers", () => {
     const n = net(`  vips:
     - { instance: VI_PUBLIC, interface: eth0, virtual_router_id: 51, priority: 150, advert_interval: 2s, addresses: [203.0.113.10/24], auth_pass_file: x, track_gateway_health: true }
 `);
-    const conf = renderKeepalived(n, { authPass: { VI_PUBLIC: "longsecret123" }, healthCommand: "/usr/bin/varco health" });
+    const conf = renderKeepalived(n, { authPass: { VI_PUBLIC: "secret12" }, healthCommand: "/usr/bin/varco health" });
     expect(conf).toContain("vrrp_instance VI_PUBLIC {");
     expect(conf).toContain("\tadvert_int 2");
-    expect(conf).toContain("\t\tauth_pass longsecr");
-    expect(conf).toContain('vrrp_script varco_health {\n\tscript "/usr/bin/varco health"');
-    expect(conf).toContain("\ttrack_script {\n\t\tvarco_health\n\t}");
+    expect(conf).toContain("\t\tauth_pass secret12");
+    expect(conf).toContain('vrrp_script varco_live {\n\tscript "/usr/bin/varco health"');
+    expect(conf).toContain("\ttrack_script {\n\t\tvarco_live\n\t}");
   });
 });
