@@ -1,7 +1,26 @@
 export { bridgeRefusals, liveRefusals, vipRefusals } from "./guard.ts";
+export {
+  applyHostBridge,
+  type HostBridgeApplyResult,
+  type HostBridgeOptions,
+  hostBridgeGatewayAddresses,
+  renderHostBridge,
+  renderHostBridgeDelete,
+} from "./host-bridge.ts";
 export { type GatewayServices, renderInputChain, type ServiceAddress } from "./input.ts";
 export { type KeepalivedInputs, redactKeepalived, renderKeepalived } from "./keepalived.ts";
-export { type LinkCheck, type LinkOp, renderInterfaces, renderLinkOps } from "./links.ts";
+export {
+  bridgeMember,
+  DEFAULT_BRIDGE_VIDS,
+  type LinkCheck,
+  type LinkOp,
+  linkCheckHolds,
+  ownedLinks,
+  removedLinkOps,
+  renderInterfaces,
+  renderLinkOps,
+  withLiveUndo,
+} from "./links.ts";
 export { type LiveLink, liveLinks } from "./live.ts";
 export { renderNft, renderNftDelete } from "./nft.ts";
 export {
