@@ -9,6 +9,7 @@ import { networkContext } from "../main.ts";
 import {
   ApplyError,
   apply,
+  applyHostBridge,
   type CommandRunner,
   confirm,
   createExecaRunner,
@@ -17,6 +18,7 @@ import {
   plan,
   readPending,
   redactKeepalived,
+  renderHostBridge,
   renderInterfaces,
   restoreCurrent,
   revertIfExpired,
@@ -87,7 +89,13 @@ export function registerNet(program: Command): void {
     .command("apply")
     .description("apply atomically; with --confirm it reverts unless `varco net confirm` follows in time")
     .option("--confirm <duration>", "revert automatically after this long (e.g. 60s) unless confirmed")
-    .action(async (opts: { confirm?: string }) => {
+    .option(
+      "--role <role>",
+      "gateway (the front-end: default) or host (only the bridge-family east-west table, on the node that owns the bridge)",
+    )
+    .option("--stateless", "with --role host: do not use bridge conntrack (for kernels without nf_conntrack_bridge)")
+    .action(async (opts: { confirm?: string; role?: string; stateless?: boolean }) => {
+      if (opts.role !== undefined && opts.role !== "gateway") return applyHostRole(opts);
       const { runner, desired, stateDir, loaded } = netSetup();
       await netPrelude(runner, stateDir);
       let confirmMs: number | undefined;
@@ -115,6 +123,25 @@ export function registerNet(program: Command): void {
         throw err;
       }
     });
+  /** `apply --role host`: only `table bridge <table>`, one transaction, no generation (see net/host-bridge.ts). */
+  const applyHostRole = async (opts: { role?: string; confirm?: string; stateless?: boolean }) => {
+    if (opts.role !== "host") throw new ExitError(`--role: "${opts.role}" is not a role (gateway, host)`, 2);
+    if (opts.confirm) throw new ExitError("--confirm applies to the gateway role only (the host table has no generations)", 2);
+    const loaded = loadOrExit(policyPath(program.opts()));
+    const network = loaded.policy.network;
+    if (!network) throw new ExitError(`${loaded.file}: the policy has no network section`, 2);
+    const runner = createExecaRunner({ netns: (net.opts() as { netns?: string }).netns });
+    try {
+      const r = await applyHostBridge(runner, network, opts.stateless ? { stateful: false } : {});
+      if (r.fallbackReason)
+        console.error(
+          `varco net: this kernel has no bridge conntrack (${r.fallbackReason}); applied the stateless table (replies matched by source port)`,
+        );
+      console.log(`applied table bridge ${network.table} (${r.stateful ? "stateful" : "stateless"})`);
+    } catch (err) {
+      throw new ExitError(`varco net apply --role host: ${(err as Error).message}. Nothing was changed.`, 1);
+    }
+  };
   net
     .command("confirm-wait", { hidden: true })
     .requiredOption("--token <token>")
@@ -189,13 +216,20 @@ export function registerNet(program: Command): void {
     });
   net
     .command("render <what>")
-    .description("print a rendering: nft | links | interfaces | keepalived (secrets masked)")
-    .action((what: string) => {
+    .description("print a rendering: nft | links | interfaces | keepalived | host-bridge (secrets masked)")
+    .option("--stateless", "host-bridge: the rendering for kernels without bridge conntrack")
+    .action((what: string, opts: { stateless?: boolean }) => {
+      if (what === "host-bridge") {
+        const network = loadOrExit(policyPath(program.opts())).policy.network;
+        if (!network) throw new ExitError("the policy has no network section", 2);
+        console.log(renderHostBridge(network, { stateful: !opts.stateless }));
+        return;
+      }
       const { desired, network } = netSetup();
       if (what === "nft") console.log(desired.nft);
       else if (what === "links") for (const op of desired.links) console.log(op.argv.join(" "));
       else if (what === "interfaces") console.log(renderInterfaces(network));
       else if (what === "keepalived") console.log(redactKeepalived(desired.keepalived ?? "# no vips\n"));
-      else throw new ExitError(`render: unknown "${what}" (nft, links, interfaces, keepalived)`, 2);
+      else throw new ExitError(`render: unknown "${what}" (nft, links, interfaces, keepalived, host-bridge)`, 2);
     });
 }

@@ -3,7 +3,9 @@
  * not applied). Each refusal says what is wrong and how to fix it. Pure: they read the host only
  * through what `live.ts` returned.
  */
+import ipaddr from "ipaddr.js";
 import type { NetworkPolicy } from "../policy/index.ts";
+import { bridgeMember } from "./links.ts";
 import type { LiveLink } from "./live.ts";
 
 /** VIPs against the node's own addresses. */
@@ -11,9 +13,73 @@ export function vipRefusals(_n: NetworkPolicy, _links: ReadonlyMap<string, LiveL
   return [];
 }
 
-/** Bridge ports against the links that exist (public interface, ports of other bridges). */
-export function bridgeRefusals(_n: NetworkPolicy, _links: ReadonlyMap<string, LiveLink>): string[] {
-  return [];
+/** Addresses of a live link other than IPv6 link-local ones (every up link has one of those). */
+function routableAddresses(l: LiveLink): string[] {
+  return (l.addr_info ?? [])
+    .filter((a) => {
+      try {
+        return ipaddr.parse(a.local).range() !== "linkLocal";
+      } catch {
+        return true;
+      }
+    })
+    .map((a) => `${a.local}/${a.prefixlen}`);
+}
+
+/**
+ * Bridge ports against the links that exist, so that an apply never takes a NIC from the host:
+ * refused is a port that is the public interface, that is already enslaved to another bridge or a
+ * bond (e.g. Proxmox's management bridge `vmbr0`), that is itself a bridge, or that carries
+ * addresses (enslaving it removes them, and the routes through them: the management address, the
+ * default route). A bridge name taken by a link that is not a bridge is refused too. A port that
+ * is already a port of its own bridge is fine (re-apply). Nothing is checked in
+ * `bridges_mode: render` (varco touches no link). Each refusal names the key and the fix.
+ */
+export function bridgeRefusals(n: NetworkPolicy, links: ReadonlyMap<string, LiveLink>): string[] {
+  if (n.bridges_mode === "render") return [];
+  const out: string[] = [];
+  n.bridges.forEach((b, i) => {
+    const key = `network.bridges[${i}]`;
+    const self = links.get(b.name);
+    const selfKind = self?.linkinfo?.info_kind;
+    if (self && selfKind !== "bridge") {
+      out.push(
+        `${key}.name: ${b.name} exists on this host and is ${selfKind ? `a ${selfKind} link` : "not a bridge"}; choose another bridge name`,
+      );
+    }
+    for (const port of b.ports) {
+      const member = bridgeMember(b, port);
+      const where = `${key}.ports: ${member}`;
+      if (member === n.public_interface) {
+        out.push(
+          `${where} is the public interface (network.public_interface); enslaving it would take the public address off the wire. Bridge another NIC`,
+        );
+        continue;
+      }
+      const l = links.get(member);
+      if (!l) continue;
+      if (l.master !== undefined && l.master !== b.name) {
+        const kind = links.get(l.master)?.linkinfo?.info_kind ?? "link";
+        out.push(
+          `${where} is already a port of ${l.master} (a ${kind}); enslaving it to ${b.name} would take it from ${l.master} (on Proxmox VE, vmbr0 carries the management address). ` +
+            `List a free NIC, or release it first (remove it from ${l.master}'s bridge-ports in /etc/network/interfaces, or \`ip link set dev ${member} nomaster\`)`,
+        );
+        continue;
+      }
+      if (l.linkinfo?.info_kind === "bridge") {
+        out.push(`${where} is a bridge itself; a bridge port is a NIC, a VLAN sub-interface or a veth`);
+        continue;
+      }
+      const addrs = routableAddresses(l);
+      if (addrs.length > 0 && l.master !== b.name) {
+        out.push(
+          `${where} carries ${addrs.join(", ")}; enslaved, it would lose them and every route through them (the management address, the default route). ` +
+            `Move the address to the bridge (${key}.address) by hand first, or bridge a NIC without addresses`,
+        );
+      }
+    }
+  });
+  return out;
 }
 
 /** Every refusal of `n` on a host whose links are `links`. */

@@ -1,5 +1,13 @@
 export { type RestoreResult, restoreCurrent, stateDirFromPolicyFile } from "./boot.ts";
 export { bridgeRefusals, liveRefusals, vipRefusals } from "./guard.ts";
+export {
+  applyHostBridge,
+  type HostBridgeApplyResult,
+  type HostBridgeOptions,
+  hostBridgeGatewayAddresses,
+  renderHostBridge,
+  renderHostBridgeDelete,
+} from "./host-bridge.ts";
 export { type GatewayServices, renderInputChain, type ServiceAddress } from "./input.ts";
 export {
   AUTH_PASS_MAX,
@@ -16,7 +24,18 @@ export {
   SYNC_GROUP,
   usesSyncGroup,
 } from "./keepalived.ts";
-export { type LinkCheck, type LinkOp, renderInterfaces, renderLinkOps } from "./links.ts";
+export {
+  bridgeMember,
+  DEFAULT_BRIDGE_VIDS,
+  type LinkCheck,
+  type LinkOp,
+  linkCheckHolds,
+  ownedLinks,
+  removedLinkOps,
+  renderInterfaces,
+  renderLinkOps,
+  withLiveUndo,
+} from "./links.ts";
 export { type LiveLink, liveLinks } from "./live.ts";
 export { renderNft, renderNftDelete } from "./nft.ts";
 export {

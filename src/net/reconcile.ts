@@ -14,7 +14,7 @@ import type { NetworkPolicy } from "../policy/index.ts";
 import { liveRefusals } from "./guard.ts";
 import type { GatewayServices } from "./input.ts";
 import { type KeepalivedInputs, redactKeepalived, renderKeepalived } from "./keepalived.ts";
-import { type LinkCheck, type LinkOp, renderLinkOps } from "./links.ts";
+import { type LinkCheck, type LinkOp, linkCheckHolds, ownedLinks, removedLinkOps, renderLinkOps, withLiveUndo } from "./links.ts";
 import { type LiveLink, liveLinks } from "./live.ts";
 import { renderNft, renderNftDelete } from "./nft.ts";
 import type { CommandRunner } from "./runner.ts";
@@ -54,6 +54,8 @@ export interface Generation {
   readonly listing: string;
   /** Undo operations of the links this generation created, in the order to run them. */
   readonly linkUndo: ReadonlyArray<readonly string[]>;
+  /** Links (bridges, VLAN sub-interfaces) varco created and still owns: removed once the policy drops them. */
+  readonly ownedLinks?: readonly string[];
   /** keepalived.conf before this generation wrote it (undefined = the file did not exist). */
   readonly keepalivedBefore: string | undefined;
   readonly keepalivedFile: string;
@@ -159,19 +161,7 @@ async function liveListing(r: CommandRunner, table: string, terse = true): Promi
 }
 
 function satisfied(c: LinkCheck, live: Map<string, LiveLink>): boolean {
-  const l = live.get(c.name);
-  switch (c.kind) {
-    case "link-exists":
-      return l !== undefined;
-    case "master":
-      return l?.master === c.master;
-    case "up":
-      return Boolean(l?.flags?.includes("UP"));
-    case "address": {
-      const [addr, len] = c.cidr.split("/");
-      return Boolean(l?.addr_info?.some((a) => a.local === addr && String(a.prefixlen) === (len ?? "32")));
-    }
-  }
+  return linkCheckHolds(c, live);
 }
 
 // ---------------------------------------------------------------- plan
@@ -207,7 +197,10 @@ export async function plan(r: CommandRunner, d: Desired, stateDir: string, opts:
   const nftChanged = gen === undefined || base !== d.nft || listing === undefined || drift.length > 0;
   const nftDiff =
     withDiff && nftChanged ? createTwoFilesPatch("applied", "desired", base, d.nft, undefined, undefined, { context: 2 }) : "";
-  const linkOps = d.links.filter((op) => !satisfied(op.check, live));
+  const linkOps = [
+    ...removedLinkOps(gen?.ownedLinks ?? [], d.network, live),
+    ...d.links.filter((op) => !satisfied(op.check, live)).map((op) => withLiveUndo(op, live)),
+  ];
   const ka = d.keepalived !== undefined ? kaLive : undefined;
   const keepalivedChanged = d.keepalived !== undefined && ka !== d.keepalived;
   const keepalivedDiff = keepalivedChanged
@@ -346,6 +339,7 @@ export async function apply(r: CommandRunner, d: Desired, stateDir: string): Pro
     listing,
     // Links created earlier stay owned by the generation that created them.
     linkUndo: [...undo].reverse(),
+    ownedLinks: ownedLinks(prev?.ownedLinks ?? [], d.network, p.linkOps),
     keepalivedBefore: p.keepalivedChanged ? kaBefore : prev?.keepalivedBefore,
     keepalivedFile: d.keepalivedFile,
   };

@@ -89,13 +89,57 @@ export function checkEastWest(n: NetworkPolicy): Finding[] {
   return out;
 }
 
-/** bridges: unique names. */
+/**
+ * bridges: unique names; a bridge is not the public interface; a port is not the public interface,
+ * not a bridge of the policy and in one bridge only; `vids` only with `vlan_aware`, which excludes
+ * `vlan`; a bridge's subnet and host_bridge.gateway_addresses inside private_networks (east-west
+ * filtering is defined on private_networks). Ports against the live host are checked at plan time.
+ */
 export function checkBridges(n: NetworkPolicy): Finding[] {
   const out: Finding[] = [];
   const unique = uniqueNames();
+  const names = new Set(n.bridges.map((b) => b.name));
+  const portOwner = new Map<string, string>();
   n.bridges.forEach((b, i) => {
-    const dup = unique(["network", "bridges", i, "name"], "bridge", b.name);
+    const at = (...k: PropertyKey[]): Path => ["network", "bridges", i, ...k];
+    const dup = unique(at("name"), "bridge", b.name);
     if (dup) out.push(dup);
+    if (b.name === n.public_interface)
+      out.push([at("name"), `bridge ${b.name} is network.public_interface; give the bridge its own name (e.g. vmbr1)`]);
+    b.ports.forEach((port, j) => {
+      const member = b.vlan !== undefined ? `${port}.${b.vlan}` : port;
+      if (b.vlan === undefined && port === n.public_interface)
+        out.push([
+          at("ports", j),
+          `${port} is network.public_interface: enslaved, it would take the public address off the wire; bridge another NIC`,
+        ]);
+      if (names.has(port))
+        out.push([at("ports", j), `${port} is a bridge of this policy; a bridge port is a NIC, a VLAN sub-interface or a veth`]);
+      const seen = portOwner.get(member);
+      if (seen !== undefined && seen !== b.name)
+        out.push([at("ports", j), `${member} is a port of bridge ${seen} too; a port belongs to one bridge`]);
+      else portOwner.set(member, b.name);
+    });
+    if (b.vids !== undefined && !b.vlan_aware)
+      out.push([at("vids"), "vids needs vlan_aware: true (VLANs the ports of a VLAN-aware bridge carry)"]);
+    if (b.vlan_aware && b.vlan !== undefined)
+      out.push([
+        at("vlan_aware"),
+        "vlan (the bridge carries one VLAN from tagged sub-interfaces) and vlan_aware (the VMs tag their traffic) exclude each other; keep one",
+      ]);
+    if (b.address && !insideAny(parseCidr(b.address)[0].toString(), n.private_networks)) {
+      out.push([
+        at("address"),
+        `${b.address} is not inside private_networks (${n.private_networks.join(", ") || "none"}); add its subnet to network.private_networks`,
+      ]);
+    }
+  });
+  (n.host_bridge?.gateway_addresses ?? []).forEach((a, i) => {
+    if (!insideAny(a, n.private_networks))
+      out.push([
+        ["network", "host_bridge", "gateway_addresses", i],
+        `${a} is not inside private_networks (${n.private_networks.join(", ") || "none"}); list the front-end's addresses on the shared bridge`,
+      ]);
   });
   return out;
 }

@@ -342,11 +342,42 @@ const forwardAllow = z.strictObject({
   ports: z.array(port).min(1),
 });
 
+const vlanId = z.number().int().min(1).max(4094);
+/** A VLAN id or an inclusive range `"2-4094"` (bridge(8) `vid VID[-VID]`, ifupdown2 `bridge-vids`). */
+const vlanIds = z.union([
+  vlanId,
+  z
+    .string()
+    .regex(/^\d{1,4}-\d{1,4}$/, { message: 'a VLAN id (1–4094) or a range "first-last", e.g. "2-4094"' })
+    .refine(
+      (r) => {
+        const [a, b] = r.split("-").map(Number) as [number, number];
+        return a >= 1 && b <= 4094 && a <= b;
+      },
+      { message: 'a VLAN range "first-last" with 1 ≤ first ≤ last ≤ 4094' },
+    ),
+]);
+
 const bridge = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, { message: "an interface name of at most 15 characters" }),
   ports: z.array(z.string().min(1)).default([]),
-  vlan: z.number().int().min(1).max(4094).optional(),
+  /** Tag: the ports are `<port>.<vlan>` sub-interfaces (802.1Q), created by varco. */
+  vlan: vlanId.optional(),
   address: cidr.optional(),
+  /** VLAN-aware bridge (default false; ip-link(8) `vlan_filtering 1`, ifupdown2 `bridge-vlan-aware yes`): VMs tag their own traffic. */
+  vlan_aware: z.boolean().optional(),
+  /** VLANs the ports of a VLAN-aware bridge carry; default `["2-4094"]` (as Proxmox VE). Only with vlan_aware. */
+  vids: z.array(vlanIds).min(1).optional(),
+});
+
+/** The Proxmox host's side of east-west: the `bridge`-family table applied with `varco net apply --role host`. */
+const hostBridge = z.strictObject({
+  /**
+   * The front-end's own addresses on the shared bridge (bastion sessions, hairpin NAT leave from them):
+   * traffic to or from them is filtered by the front-end's forward chain, not as east-west here.
+   * Default: the addresses of network.bridges.
+   */
+  gateway_addresses: z.array(ipAddress).optional(),
 });
 
 /** An absolute path to a script keepalived runs on a VRRP transition (keepalived.conf(5) notify_*). */
@@ -400,6 +431,13 @@ const network = z.strictObject({
   port_forwards: z.array(portForward).default([]),
   forward_allow: z.array(forwardAllow).default([]),
   bridges: z.array(bridge).default([]),
+  /**
+   * `ip` (the default when absent): varco creates the bridges with ip-link(8), transactionally with undo (not persistent:
+   * the boot restore re-applies them). `render`: varco never touches links; `varco net render interfaces`
+   * prints the ifupdown2 stanzas for the host's /etc/network/interfaces (Proxmox VE).
+   */
+  bridges_mode: z.enum(["ip", "render"]).optional(),
+  host_bridge: hostBridge.optional(),
   vips: z.array(vip).default([]),
   keepalived: z
     .strictObject({

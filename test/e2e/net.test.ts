@@ -176,7 +176,7 @@ describe.runIf(isRoot)("network front-end in namespaces", () => {
     expect(await n.ip("gw", "-br", "link")).toBe(linksBefore);
 
     // A failure inside the nft step (injected: a runner that fails `nft -f`) also restores links and rules.
-    const loaded = parsePolicyText(readFileSync(policyFile, "utf8").replace("nosuchport0", "gw1"), policyFile);
+    const loaded = parsePolicyText(readFileSync(policyFile, "utf8").replace("nosuchport0", "gw9"), policyFile);
     const network = loaded.policy.network;
     if (!network) throw new Error("no network");
     const real = createExecaRunner({ netns: n.ns("gw") });
