@@ -241,7 +241,7 @@ const gateway = z
     stop_timeout: durationDefault("30s").describe("On SIGTERM, how long live sessions may go on before they are closed."),
   })
   .describe(
-    "The SSH gateway: listeners, keys, state, audit trail and limits. `listen`, keys, `state_dir`, `metrics_listen` and the audit keys need a restart to change; a reload that changes them is refused.",
+    "The SSH gateway: listeners, keys, state, audit trail and limits. Changing `listen`, `host_keys`, `egress_key`, `metrics_listen`, `state_dir`, `node` or an `audit_*` key needs a restart: a reload that changes one is refused and the last good policy stays.",
   );
 
 /** Whether the parentheses of an LDAP filter balance (escaped ones are `\28`/`\29`, RFC 4515 §3). */
@@ -405,7 +405,7 @@ const auth = z
       .min(1)
       .default([["password", "totp"]])
       .describe(
-        "Factor chains; a login completes every factor of any one chain. A chain that starts with `publickey` uses partial success (RFC 4252 §5.1): the key first, then the rest.",
+        "Factor chains; a login completes every factor of any one chain. `[[publickey, totp]]` uses partial success (RFC 4252 §5.1): the key first, then only the code.",
       ),
     totp: z
       .strictObject({
