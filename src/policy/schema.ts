@@ -2,14 +2,21 @@
  * The policy file's schema (contract section 2), as zod definitions.
  * Durations are converted to milliseconds and sizes to bytes during validation.
  * Unknown keys are errors everywhere (`z.strictObject`).
+ *
+ * Every key carries a description (`.describe()`): it is the `description` of the JSON Schema
+ * (`varco policy schema`, editors' hovers) and the reference docs/policy.md is generated from it
+ * (src/policy/reference.ts), so the meaning of a key is written here and nowhere else.
  */
 import { isIP } from "node:net";
 import { z } from "zod";
 import { DEFAULT_UID_PATTERN } from "../auth/account.ts";
 import { parseDurationMs, parseHostPort, parseSizeBytes } from "./units.ts";
 
+/** How a duration is written; `title` names the kind in the JSON Schema and the reference. */
+const durationText = z.string().meta({ title: "duration" });
+
 /** A duration string (`30s`, `15m`, `12h`) → milliseconds. */
-export const duration = z.string().transform((text, ctx) => {
+export const duration = durationText.transform((text, ctx) => {
   const ms = parseDurationMs(text);
   if (ms === undefined) {
     ctx.addIssue({ code: "custom", message: `"${text}" is not a duration; use e.g. 30s, 15m, 12h, 7d` });
@@ -18,8 +25,11 @@ export const duration = z.string().transform((text, ctx) => {
   return ms;
 });
 
+/** How a size is written; `title` names the kind in the JSON Schema and the reference. */
+const sizeText = z.string().meta({ title: "size" });
+
 /** A size string (`64MiB`) → bytes. */
-export const size = z.string().transform((text, ctx) => {
+export const size = sizeText.transform((text, ctx) => {
   const bytes = parseSizeBytes(text);
   if (bytes === undefined) {
     ctx.addIssue({ code: "custom", message: `"${text}" is not a size; use e.g. 512KiB, 64MiB, 1GiB` });
@@ -27,6 +37,20 @@ export const size = z.string().transform((text, ctx) => {
   }
   return bytes;
 });
+
+/**
+ * A `duration` whose default is written as in a policy (`"30s"`) and parsed like a written value.
+ * Unlike `duration.default(ms)` it keeps the default in the JSON Schema: zod leaves the default of a
+ * transforming schema out of an `io: "input"` JSON Schema, since it is an output value.
+ */
+function durationDefault(text: string) {
+  return durationText.default(text).pipe(duration);
+}
+
+/** A `size` whose default is written as in a policy (`"64MiB"`); see {@link durationDefault}. */
+function sizeDefault(text: string) {
+  return sizeText.default(text).pipe(size);
+}
 
 /** A plain IPv4/IPv6 address. */
 export const ipAddress = z.string().refine((s) => isIP(s) !== 0, { message: "not an IP address" });
@@ -59,16 +83,41 @@ export const secretRef = z.string().min(1);
 
 const port = z.number().int().min(1).max(65535);
 
-const limits = z.strictObject({
-  max_sessions: z.number().int().positive().default(1000),
-  max_unauthenticated: z.number().int().positive().default(50),
-  max_unauthenticated_per_source: z.number().int().positive().default(10),
-  max_auth_attempts: z.number().int().positive().default(6),
-  /** Channels (sessions and forwarded streams) open at once on one connection. */
-  max_channels: z.number().int().positive().max(10_000).default(64),
-  login_grace: duration.default(30_000),
-  idle_timeout: duration.default(3_600_000),
-});
+const limits = z
+  .strictObject({
+    max_sessions: z.number().int().positive().default(1000).describe("Logged-in connections at once, all users together."),
+    max_unauthenticated: z
+      .number()
+      .int()
+      .positive()
+      .default(50)
+      .describe("Connections still logging in, all sources together; more are closed at the TCP level, before the SSH banner exchange."),
+    max_unauthenticated_per_source: z
+      .number()
+      .int()
+      .positive()
+      .default(10)
+      .describe("Connections still logging in from one source address."),
+    max_auth_attempts: z
+      .number()
+      .int()
+      .positive()
+      .default(6)
+      .describe("Failed authentication requests on one connection (key probes, RFC 4252 §7, included) before it is closed."),
+    /** Channels (sessions and forwarded streams) open at once on one connection. */
+    max_channels: z
+      .number()
+      .int()
+      .positive()
+      .max(10_000)
+      .default(64)
+      .describe("Channels open at once on one connection (sessions and forwarded streams)."),
+    login_grace: durationDefault("30s").describe("Time to finish logging in; a connection still unauthenticated then is closed."),
+    idle_timeout: durationDefault("1h").describe(
+      "A session with no data either way for this long is closed (bytes on any channel, forwards included, count as activity).",
+    ),
+  })
+  .describe("Limits on connections and sessions, before and after login; every key has a default.");
 
 /** `tcp://host:port` or `tls://host:port` (host a name or an IP, `[v6]` bracketed) of a remote syslog receiver. */
 export const syslogUrl = z.string().refine(
@@ -84,50 +133,116 @@ export const syslogUrl = z.string().refine(
 /** Remote syslog stream of the audit trail (RFC 5424 over TCP, RFC 6587 octet counting; `tls://` = RFC 5425). */
 const auditSyslog = z
   .strictObject({
-    url: syslogUrl,
+    url: syslogUrl.describe(
+      "`tcp://host:port` or `tls://host:port` of the receiver (host a name or an IP, IPv6 in brackets); with `tls://` its certificate is checked against the host name.",
+    ),
     /** PEM CA bundle that signs the receiver's certificate (tls:// only; default: the system CAs). */
-    ca_file: z.string().min(1).optional(),
+    ca_file: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("PEM CA bundle that signs the receiver's certificate (`tls://` only; default: the system CAs)."),
     /** RFC 5424 APP-NAME (printable US-ASCII, at most 48 characters). */
     app_name: z
       .string()
       .regex(/^[\x21-\x7e]{1,48}$/, "must be 1-48 printable ASCII characters without spaces")
-      .default("varco"),
+      .default("varco")
+      .describe("RFC 5424 APP-NAME of the messages (1–48 printable ASCII characters, no spaces)."),
   })
   .refine((o) => o.ca_file === undefined || o.url.startsWith("tls://"), { message: "ca_file needs a tls:// url", path: ["ca_file"] });
 
-const gateway = z.strictObject({
-  listen: z.array(listenAddress).min(1).default(["0.0.0.0:22"]),
-  host_keys: z.array(z.string().min(1)).min(1).default(["keys/ssh_host_ed25519_key"]),
-  egress_key: z.string().min(1).default("keys/egress_ed25519"),
-  banner: z.string().optional(),
-  state_dir: z.string().min(1).default("/var/lib/varco"),
-  /** Where terminal recordings go (default: <state_dir>/recordings); a separate volume keeps a full disk away from the DB. */
-  recordings_dir: z.string().min(1).optional(),
-  /** ed25519 private key (PEM) that signs audit chain checkpoints; keep it off the audit volume. `varco audit keygen` makes one. */
-  audit_signing_key: z.string().min(1).optional(),
-  /** How often the chain head is signed when there are new events. */
-  audit_checkpoint_interval: duration.default(60_000),
-  /**
-   * Forward-secure sealing state file (`varco audit keygen --out FILE`; relative to the policy, mode 0600).
-   * Every audit_checkpoint_interval the gateway seals the chain head with it, logs an "audit anchor" line
-   * and ratchets the key; the auditor verifies with the key keygen printed once.
-   */
-  audit_seal_state: z.string().min(1).optional(),
-  /** This gateway's name in audit seals and anchor lines (default: the host name). */
-  node: z
-    .string()
-    .regex(/^[A-Za-z0-9._-]{1,253}$/, "must be a host name (letters, digits, '.', '_', '-')")
-    .optional(),
-  /** Streams every committed audit event and every anchor to a remote syslog (absent = off). */
-  audit_syslog: auditSyslog.optional(),
-  limits: limits.prefault({}),
-  metrics_listen: listenAddress.optional(),
-  upstream_timeout: duration.default(10_000),
-  /** What a reload does to a live session whose route it removed: keep it (audited) or close it. */
-  on_route_removed: z.enum(["keep", "terminate"]).default("keep"),
-  /** On SIGTERM, how long live sessions may go on before they are closed. */
-  stop_timeout: duration.default(30_000),
-});
+const gateway = z
+  .strictObject({
+    listen: z
+      .array(listenAddress)
+      .min(1)
+      .default(["0.0.0.0:22"])
+      .describe("Addresses the gateway accepts SSH connections on, as `host:port` (`[::]:22` for IPv6; port 0 = any free port)."),
+    host_keys: z
+      .array(z.string().min(1))
+      .min(1)
+      .default(["keys/ssh_host_ed25519_key"])
+      .describe(
+        "SSH host private keys the gateway presents (relative to the policy, mode 0600), made by `varco keys init`; two nodes behind one VIP share them so clients see one server.",
+      ),
+    egress_key: z
+      .string()
+      .min(1)
+      .default("keys/egress_ed25519")
+      .describe(
+        "The gateway's own private key towards targets, made by `varco keys init`; put its `.pub` in each target user's `authorized_keys`.",
+      ),
+    banner: z
+      .string()
+      .optional()
+      .describe("Text sent to clients before authentication (SSH_MSG_USERAUTH_BANNER, RFC 4252 §5.4); absent = none."),
+    state_dir: z
+      .string()
+      .min(1)
+      .default("/var/lib/varco")
+      .describe(
+        "Folder of the audit database (`audit.db`), the encrypted TOTP secrets (`state.db`, `totp.key`), network generations (`net/`) and, unless `recordings_dir` says otherwise, recordings.",
+      ),
+    /** Where terminal recordings go (default: <state_dir>/recordings); a separate volume keeps a full disk away from the DB. */
+    recordings_dir: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "Where terminal recordings go (default `<state_dir>/recordings`); a separate volume keeps a full disk away from the audit database.",
+      ),
+    /** ed25519 private key (PEM) that signs audit chain checkpoints; keep it off the audit volume. `varco audit keygen` makes one. */
+    audit_signing_key: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "ed25519 private key (PEM) that signs audit chain checkpoints (checked by `varco audit verify --pubkey`). The key sits on the box, so its owner can re-sign: prefer `audit_seal_state`.",
+      ),
+    /** How often the chain head is signed when there are new events. */
+    audit_checkpoint_interval: durationDefault("60s").describe(
+      'How often the chain head is sealed (or signed) when there are new events, and logged as an "audit anchor" line.',
+    ),
+    /**
+     * Forward-secure sealing state file (`varco audit keygen --out FILE`; relative to the policy, mode 0600).
+     * Every audit_checkpoint_interval the gateway seals the chain head with it, logs an "audit anchor" line
+     * and ratchets the key; the auditor verifies with the key keygen printed once.
+     */
+    audit_seal_state: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "Forward-secure sealing state file (`varco audit keygen --out FILE`, mode 0600): every `audit_checkpoint_interval` the chain head is sealed with it and the key ratcheted; `varco audit verify --seal-key` checks with the key keygen printed once.",
+      ),
+    /** This gateway's name in audit seals and anchor lines (default: the host name). */
+    node: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,253}$/, "must be a host name (letters, digits, '.', '_', '-')")
+      .optional()
+      .describe("This gateway's name in audit seals, anchor lines and exported events (default: the host name)."),
+    /** Streams every committed audit event and every anchor to a remote syslog (absent = off). */
+    audit_syslog: auditSyslog
+      .optional()
+      .describe(
+        "Streams every committed audit event and every anchor to a remote syslog: RFC 5424 messages over TCP (RFC 6587 octet counting) or TLS (RFC 5425); absent = off.",
+      ),
+    limits: limits.prefault({}),
+    metrics_listen: listenAddress
+      .optional()
+      .describe("`host:port` of the HTTP listener for `/healthz` and `/metrics` (Prometheus text), e.g. `127.0.0.1:9108`; absent = off."),
+    upstream_timeout: durationDefault("10s").describe("Time to connect to a target and finish the SSH handshake with it."),
+    /** What a reload does to a live session whose route it removed: keep it (audited) or close it. */
+    on_route_removed: z
+      .enum(["keep", "terminate"])
+      .default("keep")
+      .describe("What a reload does to a live session whose route it removed: `keep` it (audited) or `terminate` it."),
+    /** On SIGTERM, how long live sessions may go on before they are closed. */
+    stop_timeout: durationDefault("30s").describe("On SIGTERM, how long live sessions may go on before they are closed."),
+  })
+  .describe(
+    "The SSH gateway: listeners, keys, state, audit trail and limits. Changing `listen`, `host_keys`, `egress_key`, `metrics_listen`, `state_dir`, `node` or an `audit_*` key needs a restart: a reload that changes one is refused and the last good policy stays.",
+  );
 
 /** Whether the parentheses of an LDAP filter balance (escaped ones are `\28`/`\29`, RFC 4515 §3). */
 function balancedParentheses(s: string): boolean {
@@ -139,72 +254,124 @@ function balancedParentheses(s: string): boolean {
   return depth === 0;
 }
 
-const ldap = z.strictObject({
-  url: z.string().regex(/^ldaps?:\/\/.+/, "must start with ldap:// or ldaps://"),
-  bind_dn: z.string().min(1),
-  bind_password_file: secretRef,
-  user_base: z.string().min(1),
-  user_filter: z
-    .string()
-    .refine((s) => s.includes("{uid}"), { message: "must contain the {uid} placeholder" })
-    .default("(&(objectClass=inetOrgPerson)(uid={uid}))"),
-  /**
-   * The attribute whose value in the user's own entry is the canonical uid: the identity for TOTP,
-   * lockout, routes and the audit after the directory has found the entry (never the typed name,
-   * which LDAP matches case-insensitively and with surrounding spaces ignored). `uid` for OpenLDAP,
-   * 389/FreeIPA; `sAMAccountName` for Active Directory. An entry with it missing or multi-valued is refused.
-   */
-  uid_attribute: z
-    .string()
-    .regex(/^(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)$/, "must be an attribute name (e.g. uid, sAMAccountName) or an OID")
-    .default("uid"),
-  /**
-   * An extra LDAP filter (RFC 4515) the user's entry must match to log in by any method (password or
-   * key); a user who fails it is refused as `account_inactive`. Unset by default, because varco always
-   * reads these status attributes itself and refuses the account in code (a directory without one of
-   * these schemas has no such attribute, so the checks cannot lock everyone out):
-   * OpenLDAP ppolicy `pwdAccountLockedTime` present; `shadowExpire` on or before today;
-   * 389/FreeIPA `nsAccountLock: TRUE`; AD `userAccountControl` bit 2 (ACCOUNTDISABLE),
-   * `msDS-User-Account-Control-Computed` bit 16 (lockout), `accountExpires` in the past.
-   * Use this key for site rules. Placeholders (escaped): `{uid}` (canonical), `{dn}`, `{now_days}`,
-   * `{now_filetime}`, `{now_gentime}`. Examples: AD `(!(userAccountControl:1.2.840.113556.1.4.803:=2))`;
-   * any directory `(objectClass=posixAccount)` (only accounts with a POSIX identity).
-   * CAUTION: an attribute the server's schema does not know makes a filter Undefined for every entry
-   * (RFC 4511 §4.5.1.7; its negation too), which refuses every user; `varco doctor` tests the filter.
-   */
-  account_filter: z
-    .string()
-    .refine((s) => /^\(.*\)$/s.test(s.trim()) && balancedParentheses(s), {
-      message: "must be an LDAP filter in parentheses, e.g. (!(nsAccountLock=TRUE))",
-    })
-    .refine(
-      (s) => [...s.matchAll(/\{(\w+)\}/g)].every((m) => ["uid", "dn", "now_days", "now_filetime", "now_gentime"].includes(m[1] ?? "")),
-      {
-        message: "placeholders are {uid}, {dn}, {now_days}, {now_filetime}, {now_gentime}",
-      },
-    )
-    .optional(),
-  group_base: z.string().min(1).optional(),
-  group_filter: z.string().default("(&(objectClass=posixGroup)(memberUid={uid}))"),
-  /** Read groups from this attribute of the user entry (Active Directory / slapd memberof: `memberOf`); each value's first RDN is the group name. */
-  group_attribute: z.string().min(1).optional(),
-  /** Attribute holding the user's SSH public keys (openssh-lpk: `sshPublicKey`). */
-  ssh_key_attribute: z.string().min(1).default("sshPublicKey"),
-  tls: z.strictObject({ ca_file: z.string().optional(), starttls: z.boolean().default(false) }).prefault({}),
-  timeout: duration.default(5000),
-});
+const ldap = z
+  .strictObject({
+    url: z
+      .string()
+      .regex(/^ldaps?:\/\/.+/, "must start with ldap:// or ldaps://")
+      .describe("`ldaps://host:636`, or `ldap://host:389` with `tls.starttls: true`; the server certificate must match this host name."),
+    bind_dn: z.string().min(1).describe("DN of the service account that searches users and groups."),
+    bind_password_file: secretRef.describe("The service account's password: a file (relative to the policy) or `env:VAR`, never inline."),
+    user_base: z.string().min(1).describe("Search base of user entries."),
+    user_filter: z
+      .string()
+      .refine((s) => s.includes("{uid}"), { message: "must contain the {uid} placeholder" })
+      .default("(&(objectClass=inetOrgPerson)(uid={uid}))")
+      .describe(
+        "LDAP filter (RFC 4515) that finds the user's entry under `user_base`; `{uid}` is the typed uid, escaped. Active Directory: `(&(objectCategory=person)(objectClass=user)(sAMAccountName={uid}))`.",
+      ),
+    /**
+     * The attribute whose value in the user's own entry is the canonical uid: the identity for TOTP,
+     * lockout, routes and the audit after the directory has found the entry (never the typed name,
+     * which LDAP matches case-insensitively and with surrounding spaces ignored). `uid` for OpenLDAP,
+     * 389/FreeIPA; `sAMAccountName` for Active Directory. An entry with it missing or multi-valued is refused.
+     */
+    uid_attribute: z
+      .string()
+      .regex(/^(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)$/, "must be an attribute name (e.g. uid, sAMAccountName) or an OID")
+      .default("uid")
+      .describe(
+        "The attribute whose value in the user's own entry is the canonical uid (for TOTP, lockout, routes, the audit), never the typed name: `uid` for OpenLDAP, 389/FreeIPA; `sAMAccountName` for Active Directory. An entry with it missing or multi-valued is refused.",
+      ),
+    /**
+     * An extra LDAP filter (RFC 4515) the user's entry must match to log in by any method (password or
+     * key); a user who fails it is refused as `account_inactive`. Unset by default, because varco always
+     * reads these status attributes itself and refuses the account in code (a directory without one of
+     * these schemas has no such attribute, so the checks cannot lock everyone out):
+     * OpenLDAP ppolicy `pwdAccountLockedTime` present; `shadowExpire` on or before today;
+     * 389/FreeIPA `nsAccountLock: TRUE`; AD `userAccountControl` bit 2 (ACCOUNTDISABLE),
+     * `msDS-User-Account-Control-Computed` bit 16 (lockout), `accountExpires` in the past.
+     * Use this key for site rules. Placeholders (escaped): `{uid}` (canonical), `{dn}`, `{now_days}`,
+     * `{now_filetime}`, `{now_gentime}`. Examples: AD `(!(userAccountControl:1.2.840.113556.1.4.803:=2))`;
+     * any directory `(objectClass=posixAccount)` (only accounts with a POSIX identity).
+     * CAUTION: an attribute the server's schema does not know makes a filter Undefined for every entry
+     * (RFC 4511 §4.5.1.7; its negation too), which refuses every user; `varco doctor` tests the filter.
+     */
+    account_filter: z
+      .string()
+      .refine((s) => /^\(.*\)$/s.test(s.trim()) && balancedParentheses(s), {
+        message: "must be an LDAP filter in parentheses, e.g. (!(nsAccountLock=TRUE))",
+      })
+      .refine(
+        (s) => [...s.matchAll(/\{(\w+)\}/g)].every((m) => ["uid", "dn", "now_days", "now_filetime", "now_gentime"].includes(m[1] ?? "")),
+        {
+          message: "placeholders are {uid}, {dn}, {now_days}, {now_filetime}, {now_gentime}",
+        },
+      )
+      .optional()
+      .describe(
+        "An extra LDAP filter (RFC 4515) the user's entry must match to log in by any method; a user who fails it is refused as `account_inactive`. Unset by default because the built-in status checks (ppolicy, shadowExpire, nsAccountLock, AD userAccountControl/accountExpires) always apply. Placeholders (escaped): `{uid}`, `{dn}`, `{now_days}`, `{now_filetime}`, `{now_gentime}`. An attribute the server does not know refuses every user (RFC 4511 §4.5.1.7): `varco doctor` tests the filter.",
+      ),
+    group_base: z
+      .string()
+      .min(1)
+      .optional()
+      .describe("Search base of group entries, searched with `group_filter` (unless `group_attribute` is set); absent = no group search."),
+    group_filter: z
+      .string()
+      .default("(&(objectClass=posixGroup)(memberUid={uid}))")
+      .describe(
+        "LDAP filter (RFC 4515) that finds the user's groups under `group_base`; `{uid}` and `{dn}` are escaped. Active Directory nested groups: `(member:1.2.840.113556.1.4.1941:={dn})`.",
+      ),
+    /** Read groups from this attribute of the user entry (Active Directory / slapd memberof: `memberOf`); each value's first RDN is the group name. */
+    group_attribute: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "Read groups from this attribute of the user entry instead of searching (Active Directory, slapd memberof: `memberOf`); each value's first RDN is the group name.",
+      ),
+    /** Attribute holding the user's SSH public keys (openssh-lpk: `sshPublicKey`). */
+    ssh_key_attribute: z
+      .string()
+      .min(1)
+      .default("sshPublicKey")
+      .describe("Attribute of the user entry holding SSH public keys (openssh-lpk `sshPublicKey`), for the publickey factor."),
+    tls: z
+      .strictObject({
+        ca_file: z
+          .string()
+          .optional()
+          .describe("PEM CA that signed the server certificate (relative to the policy; default: the system CAs)."),
+        starttls: z.boolean().default(false).describe("Upgrade an `ldap://` connection with StartTLS (RFC 4511 §4.14) before binding."),
+      })
+      .prefault({})
+      .describe("TLS of the directory connection; an untrusted certificate or a wrong host name refuses the login."),
+    timeout: durationDefault("5s").describe("Time limit of connecting to the server and of each LDAP operation."),
+  })
+  .describe(
+    "An LDAP or Active Directory server: a service account finds the user's entry, then the password is checked by a bind as that entry.",
+  );
 
 const localUser = z.strictObject({
-  uid: z.string().min(1),
-  password_hash: z.string().min(1),
-  totp_secret_file: z.string().optional(),
-  groups: z.array(z.string()).default([]),
+  uid: z.string().min(1).describe("The account's canonical uid (a typed name matches it case-insensitively)."),
+  password_hash: z.string().min(1).describe("argon2id hash from `varco user hash`; never the password itself."),
+  totp_secret_file: z
+    .string()
+    .optional()
+    .describe("File (relative to the policy) with the user's TOTP secret, copied into the TOTP store at start when the store has none."),
+  groups: z.array(z.string()).default([]).describe("Groups of the user, matched by routes' `groups`."),
 });
 
-const directory = z.strictObject({
-  ldap: ldap.optional(),
-  local_users: z.array(localUser).default([]),
-});
+const directory = z
+  .strictObject({
+    ldap: ldap.optional(),
+    local_users: z
+      .array(localUser)
+      .default([])
+      .describe("Break-glass accounts that work without the directory; they still need TOTP and every use is audited."),
+  })
+  .describe("Where users come from: an LDAP / Active Directory server, break-glass local users, or both (at least one).");
 
 export const AUTH_METHODS = ["password", "totp", "publickey"] as const;
 export type AuthMethod = (typeof AUTH_METHODS)[number];
@@ -222,107 +389,222 @@ const regexSource = z.string().refine(
   { message: "must be a regular expression anchored with ^ and $" },
 );
 
-const auth = z.strictObject({
-  /**
-   * What the uid part of an SSH user name may look like; checked before any directory call
-   * (after Unicode NFC). The default allows letters, digits, '.', '_', '-' and '@', 1–64 characters.
-   */
-  uid_pattern: regexSource.default(DEFAULT_UID_PATTERN),
-  chains: z
-    .array(z.array(z.enum(AUTH_METHODS)).min(1))
-    .min(1)
-    .default([["password", "totp"]]),
-  totp: z
-    .strictObject({
-      issuer: z.string().default("varco"),
-      digits: z.union([z.literal(6), z.literal(7), z.literal(8)]).default(6),
-      period: duration.default(30_000),
-      window: z.number().int().min(0).max(10).default(1),
-      secrets: z.enum(["local", "ldap"]).default("local"),
-      ldap_attribute: z.string().optional(),
-      enrol_on_first_login: z.boolean().default(false),
-    })
-    .prefault({}),
-  publickey: z
-    .strictObject({
-      /** Read keys from the directory's ssh_key_attribute. */
-      from_directory: z.boolean().default(true),
-      /** A file of authorized keys per user; `{uid}` is replaced (uids with '/' or '..' are refused). */
-      keys_file: z.string().min(1).optional(),
-    })
-    .prefault({}),
-  lockout: z
-    .strictObject({
-      max_failures: z.number().int().positive().default(5),
-      within: duration.default(900_000),
-      lock_for: duration.default(900_000),
-      max_failures_per_source: z.number().int().positive().default(30),
-    })
-    .prefault({}),
-});
+const auth = z
+  .strictObject({
+    /**
+     * What the uid part of an SSH user name may look like; checked before any directory call
+     * (after Unicode NFC). The default allows letters, digits, '.', '_', '-' and '@', 1–64 characters.
+     */
+    uid_pattern: regexSource
+      .default(DEFAULT_UID_PATTERN)
+      .describe(
+        "Regular expression (JavaScript, anchored with ^ and $) the uid part of an SSH user name must match, checked after Unicode NFC and before any directory call. The default allows letters, digits, '.', '_', '-' and '@', 1–64 characters: no spaces, control characters, filter or path metacharacters.",
+      ),
+    chains: z
+      .array(z.array(z.enum(AUTH_METHODS)).min(1))
+      .min(1)
+      .default([["password", "totp"]])
+      .describe(
+        "Factor chains; a login completes every factor of any one chain. `[[publickey, totp]]` uses partial success (RFC 4252 §5.1): the key first, then only the code.",
+      ),
+    totp: z
+      .strictObject({
+        issuer: z.string().default("varco").describe("Issuer in the `otpauth://` URI and QR code shown at enrolment."),
+        digits: z
+          .union([z.literal(6), z.literal(7), z.literal(8)])
+          .default(6)
+          .describe("Digits per code (RFC 6238). Stored secrets depend on it: changing it needs a restart."),
+        period: durationDefault("30s").describe("Time step of the codes (RFC 6238). Changing it needs a restart."),
+        window: z
+          .number()
+          .int()
+          .min(0)
+          .max(10)
+          .default(1)
+          .describe(
+            "Steps accepted either side of now, for clock drift; a used step is never accepted twice (per node: with two nodes and `secrets: ldap` keep it at 1).",
+          ),
+        secrets: z
+          .enum(["local", "ldap"])
+          .default("local")
+          .describe(
+            "Where TOTP secrets live: `local` in `<state_dir>/state.db`, AES-256-GCM encrypted (`varco user totp enroll`); `ldap` in the directory attribute `ldap_attribute`, shared by every node (varco enrols no one).",
+          ),
+        ldap_attribute: z.string().optional().describe("Directory attribute holding the user's TOTP secret; required by `secrets: ldap`."),
+        enrol_on_first_login: z
+          .boolean()
+          .default(false)
+          .describe(
+            "`true`: a user with an invitation (`varco user totp invite`) enrols inside the SSH login. A password alone is never enough to enrol, else whoever learns it first would bind their own authenticator.",
+          ),
+      })
+      .prefault({})
+      .describe("The TOTP factor (RFC 6238)."),
+    publickey: z
+      .strictObject({
+        /** Read keys from the directory's ssh_key_attribute. */
+        from_directory: z.boolean().default(true).describe("Read keys from the directory's `ssh_key_attribute`."),
+        /** A file of authorized keys per user; `{uid}` is replaced (uids with '/' or '..' are refused). */
+        keys_file: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            "A file of authorized keys per user, relative to the policy, e.g. `keys/users/{uid}.pub`; `{uid}` is replaced (uids with '/' or '..' are refused).",
+          ),
+      })
+      .prefault({})
+      .describe("Where the publickey factor's keys come from (both sources may be used)."),
+    lockout: z
+      .strictObject({
+        max_failures: z
+          .number()
+          .int()
+          .positive()
+          .default(5)
+          .describe("Failures of one canonical uid within `within` that lock the account for `lock_for`."),
+        within: durationDefault("15m").describe("The sliding window failures are counted over."),
+        lock_for: durationDefault("15m").describe("How long a locked account stays locked (`varco user unlock` lifts it earlier)."),
+        max_failures_per_source: z
+          .number()
+          .int()
+          .positive()
+          .default(30)
+          .describe("Failures from one source (an IPv4 address or an IPv6 /64) within `within` that refuse it until they age out."),
+      })
+      .prefault({})
+      .describe(
+        "Failure counting per canonical uid and per source over a sliding window; a locked account gets the same `Permission denied` without any factor being checked.",
+      ),
+  })
+  .describe("How users authenticate: the uid syntax, the factor chains, TOTP, public keys and lockout.");
 
 const target = z.strictObject({
-  host: z.string().min(1),
-  port: port.default(22),
-  user: z.string().min(1).optional(),
-  host_key: z.string().regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*(\s.*)?$/, {
-    message: 'must be an OpenSSH public key line, e.g. "ssh-ed25519 AAAAC3Nza…" (see `varco keys scan`)',
-  }),
+  host: z.string().min(1).describe("Host name or address of the target."),
+  port: port.default(22).describe("SSH port of the target."),
+  user: z.string().min(1).optional().describe("Login name on the target (default: the user's canonical uid)."),
+  host_key: z
+    .string()
+    .regex(/^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*(\s.*)?$/, {
+      message: 'must be an OpenSSH public key line, e.g. "ssh-ed25519 AAAAC3Nza…" (see `varco keys scan`)',
+    })
+    .describe("The target's pinned host key, an OpenSSH public key line (`varco keys scan` prints it); any other key is refused."),
 });
 
 const allow = z
   .strictObject({
-    shell: z.boolean().default(true),
-    exec: z.boolean().default(true),
-    sftp: z.boolean().default(true),
-    scp: z.boolean().default(true),
-    port_forwarding: z.boolean().default(false),
-    agent_forwarding: z.boolean().default(false),
-    x11: z.boolean().default(false),
+    shell: z.boolean().default(true).describe("Interactive shells."),
+    exec: z.boolean().default(true).describe("Commands (`ssh host cmd`); rsync and git need it too. Commands are recorded."),
+    sftp: z
+      .boolean()
+      .default(true)
+      .describe("The sftp subsystem and sftp-server run as a command; plain `scp` of OpenSSH ≥ 9.0 speaks SFTP and needs it."),
+    scp: z.boolean().default(true).describe("Legacy scp (`scp -O`: `scp -t|-f` on the target)."),
+    port_forwarding: z.boolean().default(false).describe("`-L` and `-R` port forwarding (the `-R` listener opens on the target)."),
+    agent_forwarding: z
+      .boolean()
+      .default(false)
+      .describe("Agent forwarding (`ssh -A`): the target's agent requests travel back to the user's own agent."),
+    x11: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Accepted for compatibility only: X11 forwarding is always refused, whatever this says (the gateway does not implement it).",
+      ),
   })
-  .prefault({});
+  .prefault({})
+  .describe(
+    "What the route permits; every channel request is checked against it. It cannot stop an allowed program from doing what it does (e.g. scp can write `~/.ssh/rc`): make the target enforce file-only routes too.",
+  );
 
 const recordObject = z.strictObject({
-  enabled: z.boolean().default(true),
+  enabled: z.boolean().default(true).describe("Record the route's sessions."),
   /** Also record what the user types ("i" events); off by default (passwords typed at prompts). */
-  input: z.boolean().default(false),
+  input: z
+    .boolean()
+    .default(false)
+    .describe(
+      "Also record what the user types, passwords typed at prompts on the target included (lines after a password-like prompt are masked as a courtesy, not a guarantee); off by default for that reason.",
+    ),
   /** What to do when the recording cannot be written (disk full): fail closed or carry on. */
-  on_recording_failure: z.enum(["terminate", "continue"]).default("terminate"),
+  on_recording_failure: z
+    .enum(["terminate", "continue"])
+    .default("terminate")
+    .describe(
+      "When the recording cannot be written (disk full, `max_bytes` reached): `terminate` the session (fail closed) or `continue` unrecorded (audited as `recording_failed`).",
+    ),
   /**
    * Cap per recording, bytes of recorded output plus (with `input`) recorded input (exec sessions
    * without a pty can be large). Reaching it is a recording failure: `on_recording_failure` applies.
    */
-  max_bytes: size.default(64 * 1024 * 1024),
+  max_bytes: sizeDefault("64MiB").describe(
+    "Cap per recording: recorded output plus (with `input`) recorded input. Reaching it is a recording failure: `on_recording_failure` applies.",
+  ),
   /**
    * An `sftp` subsystem (or sftp-server exec) whose bytes are not SFTP (the first packets are not
    * INIT/VERSION, an absurd packet length) or that overflows the parser's bounds cannot be audited:
    * `terminate` (the default when absent: such a channel would be an unrecorded tunnel) or `continue`
    * (a `transfer_unparsed` event either way). Optional so that parsed policies stay as they were.
    */
-  on_unparsed: z.enum(["terminate", "continue"]).optional(),
+  on_unparsed: z
+    .enum(["terminate", "continue"])
+    .optional()
+    .describe(
+      "An sftp channel whose bytes are not SFTP, or that overflows the parser's bounds, cannot be audited: `terminate` it (the behaviour when absent: it would be an unrecorded tunnel) or `continue` (a `transfer_unparsed` event either way).",
+    ),
 });
+
+/** The default of `record` (zod cannot show it in the input JSON Schema: `x-default` carries it). */
+const RECORD_DEFAULT = true;
 
 /** `record: true|false` or the full object; always normalised to the object. */
 const recordSetting = z
   .union([z.boolean(), recordObject])
-  .default(true)
-  .transform((r) => (typeof r === "boolean" ? recordObject.parse({ enabled: r }) : r));
+  .default(RECORD_DEFAULT)
+  .transform((r) => (typeof r === "boolean" ? recordObject.parse({ enabled: r }) : r))
+  .meta({
+    description: "Terminal recording (asciicast v2, under `recordings_dir`): `true` (output only, fail closed), `false`, or the object.",
+    "x-default": RECORD_DEFAULT,
+  });
 
 const route = z
   .strictObject({
-    users: z.array(z.string().min(1)).default([]),
-    groups: z.array(z.string().min(1)).default([]),
-    alias: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.-]*$/, {
-      message: "an alias is letters, digits, '.' and '-' (no '_', which separates uid and alias)",
-    }),
-    target: z.string().min(1),
+    users: z.array(z.string().min(1)).default([]).describe("Canonical uids the route is for."),
+    groups: z
+      .array(z.string().min(1))
+      .default([])
+      .describe("Groups (by name, e.g. the cn) whose members the route is for; a route needs `users`, `groups` or both."),
+    alias: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9.-]*$/, {
+        message: "an alias is letters, digits, '.' and '-' (no '_', which separates uid and alias)",
+      })
+      .describe(
+        "The part after the last `_` of the SSH user name (`mario.rossi_vm1` → `vm1`): letters, digits, '.' and '-'. The same user or group twice under one alias is an error.",
+      ),
+    target: z.string().min(1).describe("The name of an entry of `targets`."),
     allow,
     record: recordSetting,
-    env: z.array(z.string()).default(["LANG", "LC_*", "TERM", "TZ"]),
+    env: z
+      .array(z.string())
+      .default(["LANG", "LC_*", "TERM", "TZ"])
+      .describe("Environment variables the client may pass to the target; a trailing `*` matches a prefix."),
   })
   .refine((r) => r.users.length + r.groups.length > 0, {
     message: "a route needs at least one of users or groups",
   });
+
+const version = z.literal(1).describe("The policy format version: 1.");
+
+const targets = z
+  .record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/), target)
+  .describe("The SSH servers users are relayed to, by name (letters, digits, '.', '_', '-'); routes refer to them by that name.");
+
+const routes = z
+  .array(route)
+  .describe(
+    "Who may reach which target under which alias (`<uid>_<alias>`), and what they may do there. A login uses the first route, in file order, with its alias that names the user or one of the user's groups.",
+  );
 
 const portForward = z.strictObject({
   name: z.string().min(1),
@@ -457,12 +739,12 @@ const network = z.strictObject({
 });
 
 export const policySchema = z.strictObject({
-  version: z.literal(1),
+  version,
   gateway,
   directory,
   auth: auth.prefault({}),
-  targets: z.record(z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/), target),
-  routes: z.array(route),
+  targets,
+  routes,
   network: network.optional(),
 });
 
