@@ -23,8 +23,25 @@ import {
   setPending,
   status,
 } from "../net/index.ts";
-import { parseDurationMs } from "../policy/index.ts";
+import type { GatewayServices } from "../net/input.ts";
+import { findSshConnection, lockoutRefusal, parseSshConnection, routeDevice } from "../net/lockout.ts";
+import { type NetworkPolicy, parseDurationMs } from "../policy/index.ts";
 import { ExitError, loadOrExit, policyPath } from "./common.ts";
+
+/**
+ * Refuses (ExitError 1) when the administrator's SSH connection (`SSH_CONNECTION`, here or in an
+ * ancestor process) would not be accepted as a new connection by the ruleset about to be applied.
+ * `--force` turns the refusal into a warning. Nothing is checked without an SSH connection.
+ */
+async function refuseLockout(runner: CommandRunner, network: NetworkPolicy, services: GatewayServices, force: boolean): Promise<void> {
+  const conn = parseSshConnection(findSshConnection());
+  if (!conn) return;
+  const iif = (await routeDevice(runner, conn.clientIp)) ?? network.public_interface;
+  const why = lockoutRefusal(network, services, conn, iif);
+  if (!why) return;
+  if (!force) throw new ExitError(`varco net apply: REFUSED: ${why}`, 1);
+  console.error(`varco net apply: --force: ${why}`);
+}
 
 /** Adds the `net` command group to `program` (whose `--policy` option it reads). */
 export function registerNet(program: Command): void {
@@ -85,9 +102,11 @@ export function registerNet(program: Command): void {
     .command("apply")
     .description("apply atomically; with --confirm it reverts unless `varco net confirm` follows in time")
     .option("--confirm <duration>", "revert automatically after this long (e.g. 60s) unless confirmed")
-    .action(async (opts: { confirm?: string }) => {
-      const { runner, desired, stateDir, loaded } = netSetup();
+    .option("--force", "apply even if the ruleset would drop a new SSH connection like yours (SSH_CONNECTION)")
+    .action(async (opts: { confirm?: string; force?: boolean }) => {
+      const { runner, desired, stateDir, loaded, network, services } = netSetup();
       await netPrelude(runner, stateDir);
+      await refuseLockout(runner, network, services, Boolean(opts.force));
       let confirmMs: number | undefined;
       if (opts.confirm) {
         confirmMs = parseDurationMs(opts.confirm);
