@@ -74,9 +74,7 @@ function listensOn(host: string, daddr: string): boolean {
 /** The gateway's listeners reachable from the public side: bound to a public address or a wildcard. */
 export function publicListeners(n: NetworkPolicy, services: GatewayServices | undefined): ServiceAddress[] {
   const pub = publicAddresses(n);
-  return (services?.listen ?? []).filter(
-    (l) => l.host === WILDCARD4 || l.host === WILDCARD6 || pub.some((a) => sameAddress(a, l.host)),
-  );
+  return (services?.listen ?? []).filter((l) => l.host === WILDCARD4 || l.host === WILDCARD6 || pub.some((a) => sameAddress(a, l.host)));
 }
 
 /** The metrics listener when it is reachable from the public side (a public address or a wildcard). */

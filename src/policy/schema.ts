@@ -369,18 +369,17 @@ const nftRate = z.string().regex(/^[1-9]\d{0,8}\/(second|minute|hour|day)$/, {
 });
 
 /** What the gateway itself accepts on its public side (the input chain, src/net/input.ts). */
-const inputSettings = z
-  .strictObject({
-    /** false = render no input chain (another firewall protects the node). */
-    enabled: z.boolean().default(true),
-    /** New connections per source address to the gateway's listen ports; over it they are dropped. */
-    ssh_rate: nftRate.default("30/minute"),
-    ssh_burst: z.number().int().min(1).max(10000).default(10),
-    /** Sources allowed to reach gateway.metrics_listen from the public side (default: none). */
-    metrics_sources: z.array(cidr).default([]),
-    /** ICMP/ICMPv6 echo-request (ping) to the gateway, all sources together. */
-    ping_rate: nftRate.default("10/second"),
-  });
+const inputSettings = z.strictObject({
+  /** false = render no input chain (another firewall protects the node). */
+  enabled: z.boolean().default(true),
+  /** New connections per source address to the gateway's listen ports; over it they are dropped. */
+  ssh_rate: nftRate.default("30/minute"),
+  ssh_burst: z.number().int().min(1).max(10000).default(10),
+  /** Sources allowed to reach gateway.metrics_listen from the public side (default: none). */
+  metrics_sources: z.array(cidr).default([]),
+  /** ICMP/ICMPv6 echo-request (ping) to the gateway, all sources together. */
+  ping_rate: nftRate.default("10/second"),
+});
 
 /** `network.input` when the policy leaves it out (the key is optional so hand-built policies stay valid). */
 export const INPUT_DEFAULTS: Readonly<z.output<typeof inputSettings>> = inputSettings.parse({});
