@@ -5,9 +5,10 @@
  * `network.public_interface` to `chain input_public`, which ends in `counter drop`: the public
  * side is default-drop, every other interface (loopback, the private bridges) is untouched.
  * Accepted on the public side, in this order (nft(8) evaluates rules top to bottom):
+ *   VRRP (IP protocol 112, RFC 5798) from `vips[].unicast_peers`, else to 224.0.0.18 / ff02::12,
+ *   any other VRRP dropped (before conntrack: a unicast VRRP flow becomes "established");
  *   established/related; the ICMPv6 types neighbour discovery and path-MTU discovery need and the
  *   ICMP errors (RFC 4890 §4.4, RFC 1191), echo-request rate-limited; `ct state invalid` dropped;
- *   VRRP (IP protocol 112, RFC 5798) from `vips[].unicast_peers`, else to 224.0.0.18 / ff02::12;
  *   the gateway's SSH listeners (`gateway.listen` on a public address or a wildcard), new
  *   connections over `network.input.ssh_rate` per source address dropped with a counter (a
  *   dynamic set with a `limit` per element: nft(8) "SETS", "update @set"); the metrics listener
@@ -132,15 +133,8 @@ export function renderInputChain(n: NetworkPolicy, services: GatewayServices | u
           "\t}",
           "",
         ]);
-  const rules: string[] = [
-    "ct state established,related accept",
-    "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept",
-    `icmpv6 type echo-request limit rate ${input.ping_rate} burst 20 packets accept`,
-    "icmp type { destination-unreachable, time-exceeded, parameter-problem } accept",
-    `icmp type echo-request limit rate ${input.ping_rate} burst 20 packets accept`,
-    "ct state invalid drop",
-  ];
-  // VRRP: only instances on the public interface send adverts that arrive here.
+  // VRRP first, before conntrack's "established": a unicast flow both peers have sent on counts as
+  // established, which would accept adverts from a source the policy no longer lists.
   const vrrp = new Set<string>();
   for (const v of n.vips.filter((x) => x.interface === n.public_interface)) {
     const peers = (v as { unicast_peers?: readonly string[] }).unicast_peers;
@@ -150,7 +144,16 @@ export function renderInputChain(n: NetworkPolicy, services: GatewayServices | u
       if (v.addresses.some((a) => familyOf(a) === "ipv6")) vrrp.add('meta l4proto 112 ip6 daddr ff02::12 accept comment "VRRP"');
     }
   }
-  rules.push(...vrrp);
+  const rules: string[] = [
+    ...vrrp,
+    'meta l4proto 112 counter drop comment "VRRP not from network.vips"',
+    "ct state established,related accept",
+    "icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept",
+    `icmpv6 type echo-request limit rate ${input.ping_rate} burst 20 packets accept`,
+    "icmp type { destination-unreachable, time-exceeded, parameter-problem } accept",
+    `icmp type echo-request limit rate ${input.ping_rate} burst 20 packets accept`,
+    "ct state invalid drop",
+  ];
   if (sshPorts.length > 0) {
     const over = `limit rate over ${input.ssh_rate} burst ${input.ssh_burst} packets`;
     rules.push(
