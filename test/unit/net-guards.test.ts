@@ -112,3 +112,27 @@ describe("live VIP refusal", () => {
     expect([...(await keepalivedHeld(dead, n))]).toEqual([]);
   });
 });
+
+describe("doctor: other firewalls", () => {
+  it("warns about pve-firewall, a Docker FORWARD drop policy, iptables-legacy rules and other drop chains; not about varco's own", async () => {
+    const { firewallWarnings } = await import("../../src/cli/ops.ts");
+    const chains = JSON.stringify({
+      nftables: [
+        { metainfo: {} },
+        { chain: { family: "inet", table: "varco", name: "forward", hook: "forward", policy: "drop" } },
+        { chain: { family: "ip", table: "filter", name: "INPUT", hook: "input", policy: "drop" } },
+        { chain: { family: "ip", table: "nat", name: "PREROUTING", hook: "prerouting", policy: "accept" } },
+      ],
+    });
+    const rows = firewallWarnings({
+      pveFirewall: "Status: enabled/running\n",
+      iptablesForward: "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n",
+      legacySave: "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 22 -j DROP\nCOMMIT\n",
+      nftChains: chains,
+    });
+    expect(rows.map((r) => r.check)).toEqual(["pve-firewall", "iptables FORWARD", "iptables-legacy", "nft ip filter"]);
+    expect(rows.every((r) => r.ok && r.warning)).toBe(true);
+    expect(rows[1]?.detail).toContain("Docker");
+    expect(firewallWarnings({ pveFirewall: "Status: disabled/stopped", iptablesForward: "-P FORWARD ACCEPT\n" })).toEqual([]);
+  });
+});
