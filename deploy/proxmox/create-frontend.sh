@@ -7,7 +7,10 @@ HOSTNAME="${HOSTNAME_CT:-varco-fe1}"
 TEMPLATE="${TEMPLATE:-local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst}"
 STORAGE="${STORAGE:-local-lvm}"
 PUBLIC_BRIDGE="${PUBLIC_BRIDGE:-vmbr0}"      # carries the public IP
-PUBLIC_CIDR="${PUBLIC_CIDR:-203.0.113.10/24}"
+# The container's OWN address (network.public_ip in its policy): 203.0.113.11 on the first front-end,
+# 203.0.113.12 on the second. Never the VIP (203.0.113.10): keepalived adds the VIP on the active node
+# and removes it on the other one, so a VIP set here would be taken away together with the default route.
+PUBLIC_CIDR="${PUBLIC_CIDR:-203.0.113.11/24}"
 PUBLIC_GW="${PUBLIC_GW:-203.0.113.1}"
 PRIVATE_BRIDGE="${PRIVATE_BRIDGE:-vmbr1}"    # the VMs' network
 PRIVATE_CIDR="${PRIVATE_CIDR:-10.10.0.1/16}"
@@ -27,5 +30,7 @@ pct start "$CTID"
 pct exec "$CTID" -- bash -c 'apt-get update -q && apt-get install -y -q git curl ca-certificates'
 pct exec "$CTID" -- bash -c 'curl -fsSL https://deb.nodesource.com/setup_20.x | bash - && apt-get install -y -q nodejs'
 pct exec "$CTID" -- bash -c 'git clone https://example.org/varco.git /root/varco && /root/varco/deploy/install.sh'
-echo "Container $CTID is up. Edit /etc/varco/gateway.yaml inside it (pct enter $CTID), then:"
-echo "  varco doctor --policy /etc/varco/gateway.yaml && systemctl enable --now varco varco-net.path"
+echo "Container $CTID is up with its own address ${PUBLIC_CIDR%/*}. Edit /etc/varco/gateway.yaml inside it (pct enter $CTID):"
+echo "  network.public_ip: ${PUBLIC_CIDR%/*}; the VIP (network.vips[].addresses) is another address, added by keepalived."
+echo "  The input chain drops everything on eth0 but gateway.listen: open the container's own sshd in network.input_allow."
+echo "Then: varco doctor --policy /etc/varco/gateway.yaml && systemctl enable --now varco varco-net.path"

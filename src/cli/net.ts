@@ -27,8 +27,25 @@ import {
   stateDirFromPolicyFile,
   status,
 } from "../net/index.ts";
-import { parseDurationMs } from "../policy/index.ts";
+import type { GatewayServices } from "../net/input.ts";
+import { findSshConnection, lockoutRefusal, parseSshConnection, routeDevice } from "../net/lockout.ts";
+import { type NetworkPolicy, parseDurationMs } from "../policy/index.ts";
 import { ExitError, loadOrExit, policyPath } from "./common.ts";
+
+/**
+ * Refuses (ExitError 1) when the administrator's SSH connection (`SSH_CONNECTION`, here or in an
+ * ancestor process) would not be accepted as a new connection by the ruleset about to be applied.
+ * `--force` turns the refusal into a warning. Nothing is checked without an SSH connection.
+ */
+async function refuseLockout(runner: CommandRunner, network: NetworkPolicy, services: GatewayServices, force: boolean): Promise<void> {
+  const conn = parseSshConnection(findSshConnection());
+  if (!conn) return;
+  const iif = (await routeDevice(runner, conn.clientIp)) ?? network.public_interface;
+  const why = lockoutRefusal(network, services, conn, iif);
+  if (!why) return;
+  if (!force) throw new ExitError(`varco net apply: REFUSED: ${why}`, 1);
+  console.error(`varco net apply: --force: ${why}`);
+}
 
 /** Adds the `net` command group to `program` (whose `--policy` option it reads). */
 export function registerNet(program: Command): void {
@@ -94,10 +111,12 @@ export function registerNet(program: Command): void {
       "gateway (the front-end: default) or host (only the bridge-family east-west table, on the node that owns the bridge)",
     )
     .option("--stateless", "with --role host: do not use bridge conntrack (for kernels without nf_conntrack_bridge)")
-    .action(async (opts: { confirm?: string; role?: string; stateless?: boolean }) => {
+    .option("--force", "apply even if the ruleset would drop a new SSH connection like yours (SSH_CONNECTION)")
+    .action(async (opts: { confirm?: string; role?: string; stateless?: boolean; force?: boolean }) => {
       if (opts.role !== undefined && opts.role !== "gateway") return applyHostRole(opts);
-      const { runner, desired, stateDir, loaded } = netSetup();
+      const { runner, desired, stateDir, loaded, network, services } = netSetup();
       await netPrelude(runner, stateDir);
+      await refuseLockout(runner, network, services, Boolean(opts.force));
       let confirmMs: number | undefined;
       if (opts.confirm) {
         confirmMs = parseDurationMs(opts.confirm);

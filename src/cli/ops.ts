@@ -14,6 +14,91 @@ export interface DoctorRow {
   readonly ok: boolean;
   readonly detail: string;
   readonly fix?: string;
+  /** ok, but worth a look (another firewall that may drop varco's traffic): printed as WARN, exit status unchanged. */
+  readonly warning?: boolean;
+}
+
+/** What the read-only probes of other firewalls returned (undefined = the tool is absent or failed). */
+export interface FirewallProbes {
+  /** `pve-firewall status` (pve-firewall(8)): "Status: enabled/running" etc. */
+  readonly pveFirewall?: string | undefined;
+  /** `iptables -S FORWARD` through iptables-nft (Docker's rules live there). */
+  readonly iptablesForward?: string | undefined;
+  /** `iptables-legacy-save` and `ip6tables-legacy-save`, concatenated. */
+  readonly legacySave?: string | undefined;
+  /** `nft -j list chains` (libnftables-json(5)). */
+  readonly nftChains?: string | undefined;
+}
+
+/**
+ * Other firewalls that may drop the traffic varco forwards or accepts, as warnings. Pure. A packet
+ * accepted by varco's chains is still dropped by any other base chain on the same hook that drops
+ * it (nft(8): verdicts are per base chain), and iptables-legacy rules run beside nftables.
+ */
+export function firewallWarnings(p: FirewallProbes, varcoTable = "varco"): DoctorRow[] {
+  const out: DoctorRow[] = [];
+  const warn = (check: string, detail: string, fix: string) => out.push({ check, ok: true, warning: true, detail, fix });
+  if (p.pveFirewall && /running/i.test(p.pveFirewall) && !/disabled/i.test(p.pveFirewall))
+    warn(
+      "pve-firewall",
+      `pve-firewall is running (${p.pveFirewall.trim().split("\n")[0]}): its rules filter the same traffic before or beside varco's`,
+      "allow the forwarded ports, VRRP and gateway.listen in the Proxmox firewall too, or disable it for this node/container",
+    );
+  if (p.iptablesForward && /^-P FORWARD DROP/m.test(p.iptablesForward)) {
+    const docker = /DOCKER/.test(p.iptablesForward);
+    warn(
+      "iptables FORWARD",
+      `the iptables FORWARD chain has policy DROP${docker ? " (Docker sets it)" : ""}: forwarded traffic varco accepts is dropped there`,
+      docker
+        ? 'add ACCEPT rules to DOCKER-USER for the private networks, or set "iptables": false in /etc/docker/daemon.json'
+        : "iptables -P FORWARD ACCEPT, or add ACCEPT rules for the private networks",
+    );
+  }
+  const legacyRules = (p.legacySave ?? "").split("\n").filter((l) => l.startsWith("-A ") || /^:\S+ DROP/.test(l));
+  if (legacyRules.length > 0)
+    warn(
+      "iptables-legacy",
+      `${legacyRules.length} iptables-legacy rule(s)/DROP policies are loaded: they run beside nftables and may drop varco's traffic`,
+      "migrate them to nftables (iptables-legacy-save | iptables-restore-translate) or flush them",
+    );
+  if (p.nftChains) {
+    try {
+      const items = (JSON.parse(p.nftChains) as { nftables?: Array<{ chain?: Record<string, unknown> }> }).nftables ?? [];
+      for (const c of items.map((i) => i.chain).filter((c): c is Record<string, unknown> => c !== undefined)) {
+        if (c.table === varcoTable && c.family === "inet") continue;
+        if ((c.hook === "forward" || c.hook === "input") && c.policy === "drop")
+          warn(
+            `nft ${String(c.family)} ${String(c.table)}`,
+            `chain ${String(c.name)} (hook ${String(c.hook)}) has policy drop: it drops what varco's table accepts unless it accepts it too`,
+            `review table ${String(c.family)} ${String(c.table)} (nft list table ${String(c.family)} ${String(c.table)})`,
+          );
+      }
+    } catch {
+      /* unparsable output: nothing to say */
+    }
+  }
+  return out;
+}
+
+/** Runs the read-only probes of `firewallWarnings` on this host. Never throws. */
+export async function probeFirewalls(): Promise<FirewallProbes> {
+  const run = async (argv: readonly string[]) => {
+    const r = await execa(argv[0] as string, argv.slice(1), { reject: false, timeout: 10_000 });
+    return r.exitCode === 0 ? String(r.stdout) : undefined;
+  };
+  const [pve, fwd, legacy4, legacy6, chains] = await Promise.all([
+    run(["pve-firewall", "status"]),
+    run(["iptables", "-S", "FORWARD"]),
+    run(["iptables-legacy-save"]),
+    run(["ip6tables-legacy-save"]),
+    run(["nft", "-j", "list", "chains"]),
+  ]);
+  return {
+    pveFirewall: pve,
+    iptablesForward: fwd,
+    legacySave: legacy4 === undefined && legacy6 === undefined ? undefined : `${legacy4 ?? ""}\n${legacy6 ?? ""}`,
+    nftChains: chains,
+  };
 }
 
 /** GET http://metrics_listen/healthz → { status, body }. */
@@ -151,6 +236,7 @@ export async function doctor(loaded: LoadedPolicy): Promise<DoctorRow[]> {
           },
     );
   }
+  if (p.network) rows.push(...firewallWarnings(await probeFirewalls(), p.network.table));
   return rows;
 }
 

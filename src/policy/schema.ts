@@ -701,6 +701,35 @@ const vip = z.strictObject({
     .optional(),
 });
 
+/** An nft rate, as nft(8) spells it: `30/minute`, `100/second`. */
+const nftRate = z.string().regex(/^[1-9]\d{0,8}\/(second|minute|hour|day)$/, {
+  message: 'a rate as nft spells it: "<n>/second|minute|hour|day", e.g. "30/minute"',
+});
+
+/** What the gateway itself accepts on its public side (the input chain, src/net/input.ts). */
+const inputSettings = z.strictObject({
+  /** false = render no input chain (another firewall protects the node). */
+  enabled: z.boolean().default(true),
+  /** New connections per source address to the gateway's listen ports; over it they are dropped. */
+  ssh_rate: nftRate.default("30/minute"),
+  ssh_burst: z.number().int().min(1).max(10000).default(10),
+  /** Sources allowed to reach gateway.metrics_listen from the public side (default: none). */
+  metrics_sources: z.array(cidr).default([]),
+  /** ICMP/ICMPv6 echo-request (ping) to the gateway, all sources together. */
+  ping_rate: nftRate.default("10/second"),
+});
+
+/** `network.input` when the policy leaves it out (the key is optional so hand-built policies stay valid). */
+export const INPUT_DEFAULTS: Readonly<z.output<typeof inputSettings>> = inputSettings.parse({});
+
+/** An extra port opened on the gateway itself from the public side. */
+const inputAllow = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, { message: "a name of letters, digits, '_', '.', ':' and '-' (at most 64)" }),
+  protocol: z.enum(["tcp", "udp"]).default("tcp"),
+  ports: z.array(port).min(1),
+  sources: z.array(cidr).min(1, { message: 'list the sources allowed (e.g. ["198.51.100.0/24"]; ["0.0.0.0/0", "::/0"] = everyone)' }),
+});
+
 const network = z.strictObject({
   table: z
     .string()
@@ -721,6 +750,8 @@ const network = z.strictObject({
   bridges_mode: z.enum(["ip", "render"]).optional(),
   host_bridge: hostBridge.optional(),
   vips: z.array(vip).default([]),
+  input: inputSettings.optional(),
+  input_allow: z.array(inputAllow).optional(),
   keepalived: z
     .strictObject({
       /** The only keepalived file varco writes; the operator's main_config includes it. */

@@ -127,7 +127,7 @@ describe("renderers", () => {
 
   it("renders keepalived.conf(5) with track_script and masks the password in plans", () => {
     const n = net(`  vips:
-    - { instance: VI_PUBLIC, interface: eth0, virtual_router_id: 51, priority: 150, advert_interval: 2s, addresses: [203.0.113.10/24], auth_pass_file: x, track_gateway_health: true }
+    - { instance: VI_PUBLIC, interface: eth0, virtual_router_id: 51, priority: 150, advert_interval: 2s, addresses: [203.0.113.20/24], auth_pass_file: x, track_gateway_health: true }
 `);
     const conf = renderKeepalived(n, { authPass: { VI_PUBLIC: "secret12" }, healthCommand: "/usr/bin/varco health" });
     expect(conf).toContain("vrrp_instance VI_PUBLIC {");
