@@ -2,8 +2,8 @@
  * NAT and forwarding for real, in namespaces this test creates:
  *
  *   inet 203.0.113.50, 2001:db8:ff::50 ─ pub0 (203.0.113.9 primary, 203.0.113.10 = public_ip, 2001:db8:ff::1)
- *                                        │ gw │ vmbr1 (10.10.1.1, 2001:db8:10:1::1) ─┬─ vm1 (10.10.1.11, 2001:db8:10:1::11)
- *                                        │    │                                     └─ vm3 (10.10.1.13)  same bridge as vm1
+ *                                        │ gw │ vmbr1 (10.10.1.1, 2001:db8:10:1::1) ─ host bridge br0 ─┬─ vm1 (10.10.1.11, 2001:db8:10:1::11)
+ *                                        │    │                                                       └─ vm3 (10.10.1.13)
  *                                        │    │ gw2 (10.10.2.1, 2001:db8:10:2::1) ── vm2 (10.10.2.12, 2001:db8:10:2::12)
  *                                        │    │ mgmt0 (192.0.2.1) ────────────────── mgmt (192.0.2.5)  not in private_networks
  *
@@ -115,17 +115,18 @@ beforeAll(async () => {
   if (!isRoot) return;
   dir = mkdtempSync(join(tmpdir(), "varco-nat-"));
   policyFile = join(dir, "gateway.yaml");
-  n = await createNetns(["inet", "gw", "vm1", "vm2", "vm3", "mgmt"]);
+  n = await createNetns(["inet", "gw", "host", "vm1", "vm2", "vm3", "mgmt"]);
   await veth(n, { role: "inet", ifname: "eth0" }, { role: "gw", ifname: "pub0" });
-  await veth(n, { role: "vm1", ifname: "eth0" }, { role: "gw", ifname: "gw1" });
-  await veth(n, { role: "vm3", ifname: "eth0" }, { role: "gw", ifname: "gw3" });
+  // Proxmox-like: the gateway and two VMs are ports of one bridge on a separate host, so traffic
+  // between vm1 and vm3 never crosses the gateway.
+  await veth(n, { role: "gw", ifname: "vmbr1" }, { role: "host", ifname: "p-gw" });
+  await veth(n, { role: "vm1", ifname: "eth0" }, { role: "host", ifname: "p-vm1" });
+  await veth(n, { role: "vm3", ifname: "eth0" }, { role: "host", ifname: "p-vm3" });
   await veth(n, { role: "vm2", ifname: "eth0" }, { role: "gw", ifname: "gw2" });
   await veth(n, { role: "mgmt", ifname: "eth0" }, { role: "gw", ifname: "mgmt0" });
-  // vm1 and vm3 share one bridge: their traffic to each other never needs the gateway.
-  await n.ip("gw", "link", "add", "vmbr1", "type", "bridge");
-  await n.ip("gw", "link", "set", "gw1", "master", "vmbr1");
-  await n.ip("gw", "link", "set", "gw3", "master", "vmbr1");
-  await n.ip("gw", "link", "set", "vmbr1", "up");
+  await n.ip("host", "link", "add", "br0", "type", "bridge");
+  for (const port of ["p-gw", "p-vm1", "p-vm3"]) await n.ip("host", "link", "set", port, "master", "br0");
+  await n.ip("host", "link", "set", "br0", "up");
   const addr = (role: string, dev: string, a: string) =>
     n.ip(role, ...(a.includes(":") ? ["-6"] : []), "addr", "add", a, "dev", dev, ...(a.includes(":") ? ["nodad"] : []));
   // Two addresses on the public interface; public_ip is the secondary one, so masquerade would pick .9.
@@ -176,6 +177,7 @@ describe.runIf(isRoot)("NAT and forwarding in namespaces", () => {
     // Without the hairpin SNAT, vm1 answers vm3 directly from 10.10.1.11 and vm3 drops the reply.
     expect(await probe("vm3", "tcp", "203.0.113.10", 8080)).toBe("vm1:80:10.10.1.1");
     expect(await probe("vm2", "tcp", "203.0.113.10", 8080)).toBe("vm1:80:10.10.1.1");
+    expect(await probe("vm1", "tcp", "203.0.113.10", 8080)).toBe("vm1:80:10.10.1.1");
     // From outside the client's own address is kept (hairpin SNAT is only for private sources).
     expect(await probe("inet", "tcp", "203.0.113.10", 8080)).toBe("vm1:80:203.0.113.50");
     // A source-restricted forward stays restricted from inside too.
