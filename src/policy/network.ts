@@ -7,6 +7,7 @@
  * Each area has its own function; `checkNetwork` runs them all. A finding is `[path, message]`,
  * the path pointing at the key to fix.
  */
+import { isIP } from "node:net";
 import ipaddr from "ipaddr.js";
 import type { NetworkPolicy, Policy } from "./schema.ts";
 
@@ -41,7 +42,7 @@ function uniqueNames(): (path: Path, kind: string, name: string) => Finding | un
 
 /** Address family of an address or CIDR text. */
 export function family(text: string): "ipv4" | "ipv6" {
-  return parseCidr(text)[0].kind();
+  return isIP(text.split("/")[0] ?? text) === 6 ? "ipv6" : "ipv4";
 }
 
 const FAMILY_NAME = { ipv4: "IPv4", ipv6: "IPv6" } as const;
@@ -134,6 +135,8 @@ export function checkForwards(n: NetworkPolicy): Finding[] {
   const out: Finding[] = [];
   const unique = uniqueNames();
   const spans = new Map<string, { lo: number; hi: number; name: string; i: number; text: string }[]>();
+  const parsed = n.private_networks.map((c) => ({ text: c, net: parseCidr(c) }));
+  const privatesOf = { ipv4: parsed.filter((p) => p.net[0].kind() === "ipv4"), ipv6: parsed.filter((p) => p.net[0].kind() === "ipv6") };
   n.port_forwards.forEach((f, i) => {
     const at = (...k: PropertyKey[]): Path => ["network", "port_forwards", i, ...k];
     const dup = unique(at("name"), "port forward", f.name);
@@ -187,11 +190,12 @@ export function checkForwards(n: NetworkPolicy): Finding[] {
         ]);
       }
     });
-    const privates = n.private_networks.filter((c) => family(c) === fam);
-    if (!insideAny(f.internal_ip, privates)) {
+    const privates = privatesOf[fam];
+    const inside = ipaddr.parse(f.internal_ip);
+    if (!privates.some((p) => inside.kind() === p.net[0].kind() && inside.match(p.net))) {
       out.push([
         at("internal_ip"),
-        `internal_ip ${f.internal_ip} is not inside private_networks (${privates.join(", ") || `no ${FAMILY_NAME[fam]} entry`}): add its network to private_networks`,
+        `internal_ip ${f.internal_ip} is not inside private_networks (${privates.map((p) => p.text).join(", ") || `no ${FAMILY_NAME[fam]} entry`}): add its network to private_networks`,
       ]);
     }
     for (const p of protocols(f.protocol)) {
