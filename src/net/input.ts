@@ -20,6 +20,7 @@
  */
 import ipaddr from "ipaddr.js";
 import type { NetworkPolicy } from "../policy/index.ts";
+import { forwardExternalIp, portSpan } from "../policy/network.ts";
 import { INPUT_DEFAULTS } from "../policy/schema.ts";
 
 /** A `host:port` the gateway listens on (host `0.0.0.0` / `::` = every address). */
@@ -34,16 +35,6 @@ export interface GatewayServices {
   readonly metrics?: ServiceAddress | undefined;
 }
 
-/** The fields of a port forward this file reads, loose enough for every schema version (ranges, `tcp+udp`, optional external_ip). */
-interface ForwardView {
-  readonly name: string;
-  readonly protocol: string;
-  readonly external_ip?: string | undefined;
-  readonly external_port: number | string;
-  readonly internal_ip: string;
-  readonly sources?: readonly string[] | undefined;
-}
-
 type Family = "ipv4" | "ipv6";
 const familyOf = (ip: string): Family => ipaddr.parse(ip.split("/")[0] ?? ip).kind() as Family;
 const bare = (cidr: string) => cidr.split("/")[0] ?? cidr;
@@ -52,7 +43,7 @@ const WILDCARD6 = "::";
 
 /** The node's addresses on the public side: `public_ip`, every VIP address and `snat_address` when set (bare addresses). */
 export function publicAddresses(n: NetworkPolicy): string[] {
-  const snat = (n as { snat_address?: string }).snat_address;
+  const snat = n.snat_address;
   const all = [n.public_ip, ...n.vips.flatMap((v) => v.addresses.map(bare)), ...(snat ? [snat] : [])];
   return [...new Set(all.map((a) => ipaddr.process(a).toString()))];
 }
@@ -208,14 +199,6 @@ export interface InputVerdict {
   readonly by: string;
 }
 
-/** `"8080"`, `8080` or `"8000-8010"` → [first, last]. */
-export function portRange(p: number | string): [number, number] {
-  const m = /^(\d+)(?:-(\d+))?$/.exec(String(p).trim());
-  if (!m) return [Number.NaN, Number.NaN];
-  const a = Number(m[1]);
-  return [a, m[2] === undefined ? a : Number(m[2])];
-}
-
 const inside = (ip: string, cidrs: readonly string[]) => {
   const a = ipaddr.process(ip);
   return cidrs.some((c) => {
@@ -224,21 +207,13 @@ const inside = (ip: string, cidrs: readonly string[]) => {
   });
 };
 
-/** The address a forward listens on: its `external_ip`, else the first VIP address on the public interface, else `public_ip`. */
-export function forwardExternalIp(n: NetworkPolicy, f: ForwardView): string | undefined {
-  if (f.external_ip) return f.external_ip;
-  if (familyOf(f.internal_ip) === "ipv6") return undefined; // routed IPv6 forward: no DNAT
-  const vip = n.vips.find((v) => v.interface === n.public_interface)?.addresses[0];
-  return vip ? bare(vip) : n.public_ip;
-}
-
 /** The port forward that would DNAT this packet in prerouting, if any. */
-export function capturingForward(n: NetworkPolicy, p: Omit<InputPacket, "iif">): ForwardView | undefined {
-  return (n.port_forwards as readonly ForwardView[]).find((f) => {
+export function capturingForward(n: NetworkPolicy, p: Omit<InputPacket, "iif">): NetworkPolicy["port_forwards"][number] | undefined {
+  return n.port_forwards.find((f) => {
     const ext = forwardExternalIp(n, f);
     if (!ext || !sameAddress(ext, p.daddr)) return false;
     if (f.protocol !== p.protocol && f.protocol !== "tcp+udp") return false;
-    const [lo, hi] = portRange(f.external_port);
+    const [lo, hi] = portSpan(f.external_port);
     if (!(p.dport >= lo && p.dport <= hi)) return false;
     return inside(p.saddr, f.sources ?? ["0.0.0.0/0"]);
   });

@@ -606,22 +606,56 @@ const routes = z
     "Who may reach which target under which alias (`<uid>_<alias>`), and what they may do there. A login uses the first route, in file order, with its alias that names the user or one of the user's groups.",
   );
 
+/** A port (`8080`) or an inclusive port range (`"8000-8010"`); parsed by policy/network.ts `portSpan`. */
+const portSpan = z.union([
+  port,
+  z.string().refine(
+    (s) => {
+      const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(s);
+      if (!m) return false;
+      const lo = Number(m[1]);
+      const hi = Number(m[2] ?? m[1]);
+      return lo >= 1 && hi <= 65535 && lo <= hi;
+    },
+    { message: 'a port (8080) or a range "LOW-HIGH" within 1–65535 with LOW ≤ HIGH (e.g. "8000-8010")' },
+  ),
+]);
+
+/** Layer-4 protocol of a forward or an allow-list entry; `tcp+udp` renders both. */
+const l4Protocol = z.enum(["tcp", "udp", "tcp+udp"]).default("tcp");
+
+/** A packet rate as nft(8) spells it in `limit rate`: "100/second", "30/minute". */
+const connRate = z.string().regex(/^[1-9]\d{0,8}\/(second|minute|hour|day)$/, {
+  message: 'a rate as nft spells it: a count per second, minute, hour or day (e.g. "100/second", "30/minute")',
+});
+
+/**
+ * A port forward. IPv4 (internal_ip IPv4): DNAT from `external_ip` (default: the first address of
+ * a VIP on the public interface, else public_ip) to internal_ip. IPv6 (internal_ip IPv6): routed,
+ * no NAT: the port opens on internal_ip itself, so external_ip is refused and internal_port must
+ * equal external_port. `sources` omitted = everyone.
+ */
 const portForward = z.strictObject({
   name: z.string().min(1),
-  protocol: z.enum(["tcp", "udp"]).default("tcp"),
-  external_ip: ipAddress,
-  external_port: port,
+  protocol: l4Protocol,
+  external_ip: ipAddress.optional(),
+  external_port: portSpan,
   internal_ip: ipAddress,
-  internal_port: port,
-  sources: z.array(cidr).default(["0.0.0.0/0"]),
+  /** Omitted: the external port (or range). A range must have the external range's length. */
+  internal_port: portSpan.optional(),
+  sources: z.array(cidr).optional(),
+  /** Log new connections (nft `log`, rate-limited) with a prefix naming the forward. */
+  log: z.boolean().optional(),
+  /** New connections over this rate (all sources together) are dropped and counted. */
+  rate: connRate.optional(),
 });
 
 const forwardAllow = z.strictObject({
   name: z.string().min(1),
-  protocol: z.enum(["tcp", "udp"]).default("tcp"),
+  protocol: l4Protocol,
   from: z.array(cidr).min(1),
   to: z.array(cidr).min(1),
-  ports: z.array(port).min(1),
+  ports: z.array(portSpan).min(1),
 });
 
 const vlanId = z.number().int().min(1).max(4094);
@@ -738,7 +772,12 @@ const network = z.strictObject({
   public_interface: z.string().min(1),
   public_ip: ipAddress,
   private_networks: z.array(cidr).default([]),
+  /** On/off switch of outbound SNAT: private IPv4 leaving public_interface is SNATed (`snat to`) to snat_address. */
   masquerade: z.boolean().default(true),
+  /** The source of outbound SNAT (IPv4). Default: the first address of a VIP on public_interface, else public_ip. */
+  snat_address: ipAddress.optional(),
+  /** Clamp the TCP MSS of forwarded SYNs to the route MTU (`tcp option maxseg size set rt mtu`); default false. */
+  mss_clamp: z.boolean().optional(),
   port_forwards: z.array(portForward).default([]),
   forward_allow: z.array(forwardAllow).default([]),
   bridges: z.array(bridge).default([]),

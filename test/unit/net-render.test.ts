@@ -79,7 +79,7 @@ describe("renderers", () => {
     expect(nft).toContain("198.51.100.0/24 . 203.0.113.10 . tcp . 8080 : 10.10.0.11 . 80");
     expect(nft).toContain("192.0.2.7 . 203.0.113.10 . tcp . 8080 : 10.10.0.11 . 80");
     expect(nft).toContain("10.10.1.0/24 . 10.10.2.10 . tcp . 5433");
-    expect(nft).toContain('oifname "eth0" ip saddr @private4 masquerade');
+    expect(nft).toContain('oifname "eth0" ip saddr @private4 snat ip to 203.0.113.10 comment "outbound SNAT"');
     expect(nft).toContain("203.0.113.10 . tcp . 2201 : 10.10.0.11 . 22");
     expect(nft).toContain("dnat ip to ip daddr . meta l4proto . th dport map @dnat4");
     expect(nft).toContain("dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @dnat4_src");
