@@ -150,6 +150,13 @@ export function buildCli(): Command {
     .command("schema")
     .description("print the policy's JSON Schema (for YAML language servers)")
     .action(() => console.log(JSON.stringify(policyModule().policyJsonSchema(), null, 2)));
+  policy
+    .command("reference")
+    .description("print the reference of every policy key (type, default, meaning) as Markdown, generated from the schema")
+    .action(async () => {
+      const { renderPolicyReference } = await import("../policy/reference.ts");
+      process.stdout.write(renderPolicyReference());
+    });
 
   /** The canonical uid for a uid typed on the command line (a login would resolve it the same way). */
   const resolveUid = async (loaded: LoadedPolicy, typed: string): Promise<string> => {
