@@ -747,7 +747,13 @@ export function buildCli(): Command {
     .action(async (opts: { json?: boolean }) => {
       const rows = await (await load.ops()).doctor(loadOrExit(policyPath(program.opts())));
       if (opts.json) console.log(JSON.stringify(rows));
-      else console.log(table([["", "CHECK", "DETAIL", "FIX"], ...rows.map((r) => [r.ok ? "ok" : "FAIL", r.check, r.detail, r.fix ?? ""])]));
+      else
+        console.log(
+          table([
+            ["", "CHECK", "DETAIL", "FIX"],
+            ...rows.map((r) => [r.warning ? "WARN" : r.ok ? "ok" : "FAIL", r.check, r.detail, r.fix ?? ""]),
+          ]),
+        );
       if (rows.some((r) => !r.ok)) throw new ExitError("", 1);
     });
   const keys = program.command("keys").description("the gateway's own keys, and the host keys of targets");

@@ -2,7 +2,6 @@
  * Operations commands: `varco health`, `varco doctor`, `varco keys scan`. Thin: they call inwards.
  */
 import { accessSync, constants, existsSync, statSync } from "node:fs";
-import { get } from "node:http";
 import { execa } from "execa";
 import { directoryForPolicy } from "../main.ts";
 import type { LoadedPolicy } from "../policy/index.ts";
@@ -99,32 +98,6 @@ export async function probeFirewalls(): Promise<FirewallProbes> {
     legacySave: legacy4 === undefined && legacy6 === undefined ? undefined : `${legacy4 ?? ""}\n${legacy6 ?? ""}`,
     nftChains: chains,
   };
-}
-
-/** GET http://metrics_listen/healthz → { status, body }. */
-export function fetchHealth(
-  listen: string,
-  timeoutMs = 5000,
-): Promise<{ status: number; body: { ok: boolean; checks: Array<{ name: string; ok: boolean; detail: string }> } }> {
-  const { host, port } = parseHostPort(listen) ?? { host: "127.0.0.1", port: 9108 };
-  const connectHost = host === "0.0.0.0" ? "127.0.0.1" : host === "::" ? "::1" : host;
-  return new Promise((resolve, reject) => {
-    const req = get({ host: connectHost, port, path: "/healthz", timeout: timeoutMs }, (res) => {
-      let text = "";
-      res.on("data", (d: Buffer) => {
-        text += d.toString();
-      });
-      res.on("end", () => {
-        try {
-          resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) });
-        } catch (err) {
-          reject(err);
-        }
-      });
-    });
-    req.on("timeout", () => req.destroy(new Error(`no answer from ${listen} within ${timeoutMs} ms`)));
-    req.on("error", reject);
-  });
 }
 
 const mode = (f: string) => statSync(f).mode & 0o777;
