@@ -128,6 +128,7 @@ function normaliseJson(v: Json): Json {
 export function formatElement(e: Json): string {
   if (e === null) return "null";
   if (typeof e !== "object") return String(e);
+  if (!Array.isArray(e) && Array.isArray(e.concat)) return e.concat.map(formatElement).join(" . ");
   if (Array.isArray(e)) return e.length === 2 ? `${formatElement(e[0] ?? null)} : ${formatElement(e[1] ?? null)}` : JSON.stringify(e);
   const keys = Object.keys(e);
   const [k] = keys;
@@ -191,35 +192,47 @@ async function liveTable(r: CommandRunner, table: string): Promise<LiveTable | u
  */
 export function splitElements(script: string): { skeleton: string; elements: Map<string, string[]> } {
   const elements = new Map<string, string[]>();
+  const owners = [...script.matchAll(/\b(set|map)\s+([A-Za-z0-9_.-]+)\s*\{/g)];
   let skeleton = "";
   let last = 0;
   const re = /elements\s*=\s*\{/g;
+  // Jumps between the characters that matter (quotes, braces, commas) instead of walking every one.
+  const token = /["{},]/g;
   for (let m = re.exec(script); m !== null; m = re.exec(script)) {
-    const owner = [...script.slice(0, m.index).matchAll(/\b(set|map)\s+([A-Za-z0-9_.-]+)\s*\{/g)].pop();
+    const at = m.index;
+    let owner: RegExpMatchArray | undefined;
+    for (const o of owners) {
+      if ((o.index ?? 0) >= at) break;
+      owner = o;
+    }
     let depth = 1;
-    let i = m.index + m[0].length;
     let quoted = false;
+    let from = at + m[0].length;
+    let end = script.length;
     const parts: string[] = [];
-    let cur = "";
-    for (; i < script.length && depth > 0; i++) {
-      const c = script[i] as string;
+    token.lastIndex = from;
+    for (let t = token.exec(script); t !== null; t = token.exec(script)) {
+      const c = t[0];
       if (quoted) {
         if (c === '"') quoted = false;
       } else if (c === '"') quoted = true;
       else if (c === "{") depth++;
-      else if (c === "}" && --depth === 0) break;
-      else if (c === "," && depth === 1) {
-        parts.push(cur);
-        cur = "";
-        continue;
+      else if (c === "}" && --depth === 0) {
+        end = t.index;
+        break;
+      } else if (c === "," && depth === 1) {
+        parts.push(script.slice(from, t.index));
+        from = t.index + 1;
       }
-      cur += c;
     }
-    parts.push(cur);
+    parts.push(script.slice(from, end));
     const list = parts.map((p) => p.replace(/\s+/g, " ").trim()).filter((p) => p !== "");
-    if (owner) elements.set(`${owner[1]} ${owner[2]}`, [...(elements.get(`${owner[1]} ${owner[2]}`) ?? []), ...list]);
-    skeleton += script.slice(last, m.index);
-    last = i + 1;
+    if (owner) {
+      const key = `${owner[1]} ${owner[2]}`;
+      elements.set(key, [...(elements.get(key) ?? []), ...list]);
+    }
+    skeleton += script.slice(last, at);
+    last = end + 1;
     re.lastIndex = last;
   }
   skeleton += script.slice(last);
@@ -653,16 +666,17 @@ async function applyElementDelta(r: CommandRunner, d: Desired, stateDir: string)
   const gen = currentGeneration(dir);
   if (!gen?.snapshot || gen.desired.table !== d.table || gen.desired.keepalived !== d.keepalived || gen.desired.nft === d.nft)
     return undefined;
-  const before = splitElements(gen.desired.nft);
-  const after = splitElements(d.nft);
-  if (before.skeleton !== after.skeleton) return undefined;
-  const delta = elementDeltaScript(d.table, gen.snapshot, before.elements, after.elements);
-  if (!delta) return undefined;
-  const [listing, live, ka] = await Promise.all([
+  // The live reads run while the element lists are compared.
+  const reads = Promise.all([
     liveListing(r, d.table),
     liveLinks(r),
     d.keepalived !== undefined ? r.readFile(d.keepalivedFile) : Promise.resolve(undefined),
   ]);
+  const before = splitElements(gen.desired.nft);
+  const after = splitElements(d.nft);
+  const delta = before.skeleton === after.skeleton ? elementDeltaScript(d.table, gen.snapshot, before.elements, after.elements) : undefined;
+  const [listing, live, ka] = await reads;
+  if (!delta) return undefined;
   // Rules or declarations changed by hand, links missing, keepalived.conf edited: replace everything.
   if (listing === undefined || normaliseListing(listing) !== gen.listing) return undefined;
   if (d.links.some((op) => !satisfied(op.check, live))) return undefined;
