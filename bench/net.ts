@@ -1,13 +1,15 @@
 /**
  * Network bench: render + apply 10 000 port forwards in one nft transaction inside a namespace the
- * bench creates, then a one-forward change (plan + apply). Loopback-free: nothing leaves the namespace.
+ * bench creates, the drift check (`status`: nft -j of the table and the structural compare), a no-op
+ * apply, then a one-forward change (plan + apply as element deltas). Loopback-free: nothing leaves
+ * the namespace.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
-import { apply, createExecaRunner, desiredState, plan } from "../src/net/index.ts";
+import { apply, createExecaRunner, desiredState, netStateDir, plan, status } from "../src/net/index.ts";
 import type { NetworkPolicy } from "../src/policy/index.ts";
 import { fmt } from "./lib.ts";
 
@@ -60,27 +62,64 @@ export async function netBench(results: Record<string, unknown>): Promise<string
     const nftOnly = await runner.run(["nft", "-f", "-"], { input: d1.nft });
     const nftMs = ms(t);
     void nftOnly;
+    // Drift check: best of 3 (the machine is shared), nothing changed by hand.
+    let driftMs = Number.POSITIVE_INFINITY;
+    let inSync = false;
+    for (let i = 0; i < 3; i++) {
+      t = process.hrtime.bigint();
+      const st = await status(runner, d1, dir);
+      driftMs = Math.min(driftMs, ms(t));
+      inSync = st.inSync;
+    }
+    // What nft itself takes to list the table as JSON (the floor of the drift check), best of 3.
+    let nftJsonMs = Number.POSITIVE_INFINITY;
+    for (let i = 0; i < 3; i++) {
+      t = process.hrtime.bigint();
+      await runner.run(["nft", "-j", "list", "table", "inet", "varco"]);
+      nftJsonMs = Math.min(nftJsonMs, ms(t));
+    }
+    t = process.hrtime.bigint();
+    const noop = await apply(runner, d1, dir);
+    const noopMs = ms(t);
     const d2 = desiredState(network(10_000, 2222), k);
     t = process.hrtime.bigint();
     const p = await plan(runner, d2, dir);
     const planMs = ms(t);
     t = process.hrtime.bigint();
-    await apply(runner, d2, dir);
+    const changed = await apply(runner, d2, dir);
     const changeApplyMs = ms(t);
+    const after = await status(runner, d2, dir);
+    const genDir = netStateDir(dir);
+    const genBytes = Math.max(
+      ...readdirSync(genDir)
+        .filter((f) => f.startsWith("gen-"))
+        .map((f) => statSync(`${genDir}/${f}`).size),
+    );
     results.net = {
       forwards: 10_000,
       render_ms: renderMs,
       apply_ms: applyMs,
       nft_transaction_ms: nftMs,
+      drift_ms: driftMs,
+      drift_in_sync: inSync,
+      nft_json_list_ms: nftJsonMs,
+      noop_apply_ms: noopMs,
+      noop_apply_changed: noop.changed,
       one_change_plan_ms: planMs,
       one_change_apply_ms: changeApplyMs,
+      one_change_mode: changed.mode,
+      in_sync_after_change: after.inSync,
       plan_changed: p.changed,
+      generation_bytes: genBytes,
     };
     return [
       "### Network (10 000 port forwards, in a namespace)",
       "",
-      `render ${fmt(renderMs)} ms; first apply (plan, nft -f, listing, generation) ${fmt(applyMs)} ms; the nft -f transaction alone ${fmt(nftMs)} ms;`,
-      `one-forward change: plan ${fmt(planMs)} ms, apply ${fmt(changeApplyMs)} ms.`,
+      `render ${fmt(renderMs)} ms; first apply (plan, nft -f, snapshot, generation) ${fmt(applyMs)} ms; the nft -f transaction alone ${fmt(nftMs)} ms;`,
+      `drift check (status: nft -j of the table, structural compare incl. every element) ${fmt(driftMs)} ms (budget 300 ms; in sync: ${inSync}), of which \`nft -j list table\` alone ${fmt(nftJsonMs)} ms;`,
+      `no-op apply ${fmt(noopMs)} ms (new generation: ${noop.changed});`,
+      `one-forward change: plan ${fmt(planMs)} ms, apply ${fmt(changeApplyMs)} ms as ${changed.mode === "elements" ? "element deltas in one transaction" : "a table replacement"} (goal 100 ms; in sync after: ${after.inSync});`,
+      `largest generation file ${fmt(genBytes / 1024, 0)} KiB.`,
       "",
     ];
   } finally {

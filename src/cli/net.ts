@@ -8,15 +8,20 @@ import type { Command } from "commander";
 import { networkContext } from "../main.ts";
 import {
   ApplyError,
+  type ApplyResult,
   apply,
   applyHostBridge,
+  applySavedPlan,
   type CommandRunner,
   confirm,
   createExecaRunner,
+  makeSavedPlan,
+  NetLockedError,
   netStateDir,
   type Plan,
   plan,
   readPending,
+  readSavedPlan,
   redactKeepalived,
   renderHostBridge,
   renderInterfaces,
@@ -26,6 +31,8 @@ import {
   setPending,
   stateDirFromPolicyFile,
   status,
+  withNetLock,
+  writeSavedPlan,
 } from "../net/index.ts";
 import type { GatewayServices } from "../net/input.ts";
 import { findSshConnection, lockoutRefusal, parseSshConnection, routeDevice } from "../net/lockout.ts";
@@ -59,10 +66,26 @@ export function registerNet(program: Command): void {
     const runner = createExecaRunner({ netns: (net.opts() as { netns?: string }).netns });
     return { loaded, runner, ...ctx };
   };
-  /** Every net command first reverts an unconfirmed apply whose deadline passed (the watcher may be gone). */
-  const netPrelude = async (runner: CommandRunner, stateDir: string) => {
-    if (await revertIfExpired(runner, stateDir, Date.now()))
-      console.error("varco net: an unconfirmed apply passed its deadline and was rolled back");
+  /**
+   * Every net command first reverts an unconfirmed apply whose deadline passed (the watcher may be gone).
+   * Read-only commands (plan, status) skip it while another command holds the lock.
+   */
+  const netPrelude = async (runner: CommandRunner, stateDir: string, readOnly = false) => {
+    try {
+      if (await revertIfExpired(runner, stateDir, Date.now()))
+        console.error("varco net: an unconfirmed apply passed its deadline and was rolled back");
+    } catch (err) {
+      if (!(readOnly && err instanceof NetLockedError)) throw err;
+    }
+  };
+  /** Runs a state-changing command under the state folder's lock; a held lock is a clear exit 1. */
+  const locked = async <T>(stateDir: string, holder: string, fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await withNetLock(stateDir, holder, fn);
+    } catch (err) {
+      if (err instanceof NetLockedError) throw new ExitError(`varco ${holder}: ${err.message}`, 1);
+      throw err;
+    }
   };
   const printPlan = (p: Plan, commands: boolean) => {
     for (const r of p.refusals) console.log(`REFUSED: ${r}`);
@@ -84,10 +107,15 @@ export function registerNet(program: Command): void {
     .description("show what apply would change: a diff of rules, links and keepalived config")
     .option("--json", "print the plan as JSON")
     .option("--commands", "also print the exact commands apply would run")
-    .action(async (opts: { json?: boolean; commands?: boolean }) => {
+    .option("--out <file>", "also save the plan (mode 0600) for `varco net apply --plan FILE`")
+    .action(async (opts: { json?: boolean; commands?: boolean; out?: string }) => {
       const { runner, desired, stateDir } = netSetup();
-      await netPrelude(runner, stateDir);
+      await netPrelude(runner, stateDir, true);
       const p = await plan(runner, desired, stateDir);
+      if (opts.out && p.refusals.length === 0) {
+        writeSavedPlan(opts.out, await makeSavedPlan(runner, desired));
+        console.error(`saved the plan to ${opts.out}; apply exactly it with \`varco net apply --plan ${opts.out}\``);
+      }
       if (opts.json) {
         console.log(
           JSON.stringify({
@@ -106,25 +134,45 @@ export function registerNet(program: Command): void {
     .command("apply")
     .description("apply atomically; with --confirm it reverts unless `varco net confirm` follows in time")
     .option("--confirm <duration>", "revert automatically after this long (e.g. 60s) unless confirmed")
+    .option("--plan <file>", "apply exactly a plan saved by `varco net plan --out FILE` (refused if the host or the policy changed since)")
     .option(
       "--role <role>",
       "gateway (the front-end: default) or host (only the bridge-family east-west table, on the node that owns the bridge)",
     )
     .option("--stateless", "with --role host: do not use bridge conntrack (for kernels without nf_conntrack_bridge)")
     .option("--force", "apply even if the ruleset would drop a new SSH connection like yours (SSH_CONNECTION)")
-    .action(async (opts: { confirm?: string; role?: string; stateless?: boolean; force?: boolean }) => {
+    .action(async (opts: { confirm?: string; plan?: string; role?: string; stateless?: boolean; force?: boolean }) => {
       if (opts.role !== undefined && opts.role !== "gateway") return applyHostRole(opts);
       const { runner, desired, stateDir, loaded, network, services } = netSetup();
-      await netPrelude(runner, stateDir);
-      await refuseLockout(runner, network, services, Boolean(opts.force));
       let confirmMs: number | undefined;
       if (opts.confirm) {
         confirmMs = parseDurationMs(opts.confirm);
         if (confirmMs === undefined) throw new ExitError(`--confirm: "${opts.confirm}" is not a duration (e.g. 60s)`, 2);
       }
-      try {
-        const r = await apply(runner, desired, stateDir);
-        console.log(`applied generation ${r.generation}`);
+      let saved: ReturnType<typeof readSavedPlan> | undefined;
+      if (opts.plan) {
+        try {
+          saved = readSavedPlan(opts.plan);
+        } catch (err) {
+          throw new ExitError(`varco net apply: ${(err as Error).message}`, 2);
+        }
+      }
+      await locked(stateDir, opts.plan ? "net apply --plan" : "net apply", async () => {
+        await netPrelude(runner, stateDir);
+        // The saved plan's network is the one the policy renders now (applySavedPlan refuses otherwise).
+        await refuseLockout(runner, network, services, Boolean(opts.force));
+        let r: ApplyResult;
+        try {
+          r = saved ? await applySavedPlan(runner, saved, desired, stateDir, opts.plan) : await apply(runner, desired, stateDir);
+        } catch (err) {
+          if (err instanceof ApplyError) throw new ExitError(err.message, 1);
+          throw err;
+        }
+        if (!r.changed) {
+          console.log(`no changes: generation ${r.generation} already matches the policy (no new generation)`);
+          return;
+        }
+        console.log(`applied generation ${r.generation}${r.mode === "elements" ? " (set/map elements only, one transaction)" : ""}`);
         if (confirmMs !== undefined) {
           const pending = setPending(stateDir, r.generation, Date.now() + confirmMs);
           const netns = (net.opts() as { netns?: string }).netns;
@@ -137,10 +185,7 @@ export function registerNet(program: Command): void {
           child.unref();
           console.log(`run \`varco net confirm\` within ${opts.confirm}, or generation ${r.generation} is rolled back`);
         }
-      } catch (err) {
-        if (err instanceof ApplyError) throw new ExitError(err.message, 1);
-        throw err;
-      }
+      });
     });
   /** `apply --role host`: only `table bridge <table>`, one transaction, no generation (see net/host-bridge.ts). */
   const applyHostRole = async (opts: { role?: string; confirm?: string; stateless?: boolean }) => {
@@ -173,16 +218,27 @@ export function registerNet(program: Command): void {
         if (Date.now() >= p.deadline) break;
         await new Promise((r) => setTimeout(r, Math.min(250, Math.max(10, p.deadline - Date.now()))));
       }
-      await revertIfExpired(runner, stateDir, Date.now(), opts.token);
+      // The revert takes the lock; while another command holds it, try again (bounded: 10 min).
+      for (let i = 0; i < 1200; i++) {
+        try {
+          await revertIfExpired(runner, stateDir, Date.now(), opts.token);
+          return;
+        } catch (err) {
+          if (!(err instanceof NetLockedError)) throw err;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
     });
   net
     .command("confirm")
     .description("keep the last apply")
     .action(async () => {
       const { runner, stateDir } = netSetup();
-      await netPrelude(runner, stateDir);
-      if (!confirm(stateDir)) throw new ExitError("nothing to confirm (no apply is waiting, or it was already rolled back)", 1);
-      console.log("confirmed");
+      await locked(stateDir, "net confirm", async () => {
+        await netPrelude(runner, stateDir);
+        if (!(await confirm(stateDir))) throw new ExitError("nothing to confirm (no apply is waiting, or it was already rolled back)", 1);
+        console.log("confirmed");
+      });
     });
   net
     .command("rollback")
@@ -202,7 +258,7 @@ export function registerNet(program: Command): void {
     .option("--json", "print JSON")
     .action(async (opts: { json?: boolean }) => {
       const { runner, desired, stateDir } = netSetup();
-      await netPrelude(runner, stateDir);
+      await netPrelude(runner, stateDir, true);
       const st = await status(runner, desired, stateDir);
       if (opts.json) console.log(JSON.stringify(st));
       else {
@@ -222,7 +278,7 @@ export function registerNet(program: Command): void {
       const stateDir = opts.stateDir ?? stateDirFromPolicyFile(policyPath(program.opts()));
       const runner = createExecaRunner({ netns: (net.opts() as { netns?: string }).netns });
       try {
-        const res = await restoreCurrent(runner, stateDir);
+        const res = await withNetLock(stateDir, "net restore", () => restoreCurrent(runner, stateDir));
         if (res.revertedUnconfirmed !== undefined) console.log(`generation ${res.revertedUnconfirmed} was never confirmed: rolled back`);
         console.log(
           res.generation === undefined

@@ -5,6 +5,7 @@
  */
 import ipaddr from "ipaddr.js";
 import type { NetworkPolicy } from "../policy/index.ts";
+import { keepalivedHostRefusals } from "./keepalived.ts";
 import { bridgeMember } from "./links.ts";
 import type { LiveLink } from "./live.ts";
 import type { CommandRunner } from "./runner.ts";
@@ -135,7 +136,12 @@ export function bridgeRefusals(n: NetworkPolicy, links: ReadonlyMap<string, Live
   return out;
 }
 
-/** Every refusal of `n` on a host whose links are `links`. */
-export function liveRefusals(n: NetworkPolicy, links: ReadonlyMap<string, LiveLink>): string[] {
-  return [...vipRefusals(n, links), ...bridgeRefusals(n, links)];
+/**
+ * Every refusal of `n` on this host: VIPs that are static addresses (`links`, and the VIPs the
+ * running keepalived holds), bridge ports, and the keepalived files (main config including
+ * varco's file, notify scripts), read through `r`.
+ */
+export async function liveRefusals(r: CommandRunner, n: NetworkPolicy, links: ReadonlyMap<string, LiveLink>): Promise<string[]> {
+  const [held, keepalived] = await Promise.all([keepalivedHeld(r, n), keepalivedHostRefusals(n, (f) => r.readFile(f))]);
+  return [...vipRefusals(n, links, held), ...bridgeRefusals(n, links), ...keepalived];
 }

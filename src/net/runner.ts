@@ -3,9 +3,10 @@
  * a timeout, optionally inside a network namespace (`ip netns exec NS …`). A recording runner
  * collects the commands instead, for `varco net plan --commands` and for tests of the plan.
  */
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { execa } from "execa";
+import writeFileAtomic from "write-file-atomic";
 
 /** A command failed; `stderr` holds what it printed. */
 export class CommandError extends Error {
@@ -65,9 +66,8 @@ export function createExecaRunner(o: { netns?: string | undefined; timeoutMs?: n
     },
     async writeFile(path, text) {
       await mkdir(dirname(path), { recursive: true });
-      const tmp = `${path}.varco-${process.pid}.tmp`;
-      await writeFile(tmp, text, { mode: 0o600 });
-      await rename(tmp, path);
+      // write-file-atomic: temp file in the same folder, fsync, rename; mode 0600 even over an existing file.
+      await writeFileAtomic(path, text, { mode: 0o600 });
     },
     async removeFile(path) {
       await rm(path, { force: true });
