@@ -164,7 +164,8 @@ interface LiveTable {
 /** `nft -j list table inet T` as a structure (nft(8) JSON output, libnftables-json(5)). */
 async function liveTable(r: CommandRunner, table: string): Promise<LiveTable | undefined> {
   const res = await r.run(["nft", "-j", "list", "table", "inet", table], { allowFailure: true });
-  if (res.exitCode !== 0) return undefined;
+  // No table (or, with a recording runner, no answer at all).
+  if (res.exitCode !== 0 || res.stdout.trim() === "") return undefined;
   const doc = JSON.parse(res.stdout) as { nftables?: Array<Record<string, Json>> };
   const skeleton: string[] = [];
   const markers: Record<string, string[] | "dynamic"> = {};

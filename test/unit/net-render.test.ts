@@ -121,7 +121,7 @@ describe("renderers", () => {
       "address 10.10.10.1/24 on vmbr10",
       "bring vmbr10 up",
     ]);
-    expect(runner.commands.map((c) => c.argv.join(" "))).toContain("nft -t list table inet varco");
+    expect(runner.commands.map((c) => c.argv.join(" "))).toContain("nft -j list table inet varco");
     rmSync(dir, { recursive: true, force: true });
   });
 
