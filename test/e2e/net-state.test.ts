@@ -215,7 +215,7 @@ describe.runIf(isRoot)("rollback and the automatic revert reload keepalived", ()
   public_ip: 192.0.2.1
   vips:
     - { instance: VI_PUBLIC, interface: eth0, virtual_router_id: 52, priority: 150, advert_interval: 1s, addresses: [${addresses}] }
-  keepalived: { config_file: ka/keepalived.conf, pid_file: ka/keepalived.pid, health_command: /bin/true }
+  keepalived: { config_file: ka/varco.conf, main_config: ka/keepalived.conf, pid_file: ka/keepalived.pid, health_command: /bin/true }
 `;
   const ka = (...args: string[]) =>
     execa("node", [join(ROOT, "bin/varco.mjs"), "--policy", kaFile, "net", "--netns", n.ns("k1"), ...args], { reject: false });
@@ -225,6 +225,8 @@ describe.runIf(isRoot)("rollback and the automatic revert reload keepalived", ()
     if (!isRoot) return;
     kaFile = join(dir, "ka.yaml");
     mkdirSync(join(dir, "ka"), { recursive: true });
+    // The operator's keepalived.conf: varco writes only the file it includes.
+    writeFileSync(join(dir, "ka", "keepalived.conf"), `include ${join(dir, "ka", "varco.conf")}\n`);
     await veth(n, { role: "k1", ifname: "eth0" }, { role: "k2", ifname: "eth0" });
     await n.ip("k1", "addr", "add", "192.0.2.1/24", "dev", "eth0");
     await n.ip("k2", "addr", "add", "192.0.2.2/24", "dev", "eth0");
