@@ -636,26 +636,56 @@ const connRate = z.string().regex(/^[1-9]\d{0,8}\/(second|minute|hour|day)$/, {
  * equal external_port. `sources` omitted = everyone.
  */
 const portForward = z.strictObject({
-  name: z.string().min(1),
-  protocol: l4Protocol,
-  external_ip: ipAddress.optional(),
-  external_port: portSpan,
-  internal_ip: ipAddress,
+  name: z.string().min(1).describe("Unique name of the forward: the log prefix (`varco fwd NAME: `) and the counters' comments use it."),
+  protocol: l4Protocol.describe("`tcp`, `udp` or `tcp+udp` (both)."),
+  external_ip: ipAddress
+    .optional()
+    .describe(
+      "IPv4 address the forward is reached on: `public_ip`, a VIP address or `snat_address`. Default: the first IPv4 address of a VIP on `public_interface`, else `public_ip`. Refused for an IPv6 forward (routed, not translated).",
+    ),
+  external_port: portSpan.describe(
+    'A port (`8080`) or an inclusive range (`"8000-8010"`). An address, protocol and port is forwarded once (overlapping ranges are refused), and never the gateway\'s own `gateway.listen` or `gateway.metrics_listen` port.',
+  ),
+  internal_ip: ipAddress.describe(
+    "The VM the forward leads to, inside `private_networks`. IPv4: DNAT target. IPv6: the forward is routed, not translated: the port opens on this address itself.",
+  ),
   /** Omitted: the external port (or range). A range must have the external range's length. */
-  internal_port: portSpan.optional(),
-  sources: z.array(cidr).optional(),
+  internal_port: portSpan
+    .optional()
+    .describe(
+      'Port or range on the VM (default: the same as `external_port`). A range maps onto a range of the same length (`"8000-8010"` → `"9000-9010"`); a shifted range is rendered port by port and spans at most 4096 ports. IPv6 forwards keep their ports.',
+    ),
+  sources: z
+    .array(cidr)
+    .optional()
+    .describe(
+      "Source addresses or CIDRs allowed to use the forward, of the forward's family (absent = everyone); from inside, only these VMs reach it by hairpin.",
+    ),
   /** Log new connections (nft `log`, rate-limited) with a prefix naming the forward. */
-  log: z.boolean().optional(),
+  log: z
+    .boolean()
+    .optional()
+    .describe("Log each new connection (nft `log`) with the prefix `varco fwd NAME: `, at most 10 lines a second."),
   /** New connections over this rate (all sources together) are dropped and counted. */
-  rate: connRate.optional(),
+  rate: connRate
+    .optional()
+    .describe(
+      'New connections over this rate, all sources together, are dropped and counted (`rate of NAME` in `nft list table inet varco`); nft(8) `limit rate` syntax, e.g. `"100/second"`.',
+    ),
 });
 
 const forwardAllow = z.strictObject({
-  name: z.string().min(1),
-  protocol: l4Protocol,
-  from: z.array(cidr).min(1),
-  to: z.array(cidr).min(1),
-  ports: z.array(portSpan).min(1),
+  name: z.string().min(1).describe("Unique name of the entry."),
+  protocol: l4Protocol.describe("`tcp`, `udp` or `tcp+udp` (both)."),
+  from: z
+    .array(cidr)
+    .min(1)
+    .describe("Source addresses or CIDRs. One entry is one address family: IPv4 and IPv6 in `from`/`to` are refused (split the entry)."),
+  to: z.array(cidr).min(1).describe("Destination addresses or CIDRs, of the same family as `from`."),
+  ports: z
+    .array(portSpan)
+    .min(1)
+    .describe('Destination ports or ranges (`"8000-8010"`); every `from` × `to` × protocol × port is allowed.'),
 });
 
 const vlanId = z.number().int().min(1).max(4094);
@@ -675,26 +705,60 @@ const vlanIds = z.union([
 ]);
 
 const bridge = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, { message: "an interface name of at most 15 characters" }),
-  ports: z.array(z.string().min(1)).default([]),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,15}$/, { message: "an interface name of at most 15 characters" })
+    .describe("Interface name of the bridge (at most 15 characters, e.g. `vmbr1`); not `public_interface`."),
+  ports: z
+    .array(z.string().min(1))
+    .default([])
+    .describe(
+      "Interfaces enslaved to the bridge (a NIC, a veth; with `vlan`, the NIC the `<port>.<vlan>` sub-interface is made on). A port belongs to one bridge; `net plan` refuses the public interface, a port of another bridge or bond, a bridge, or a link that carries an address.",
+    ),
   /** Tag: the ports are `<port>.<vlan>` sub-interfaces (802.1Q), created by varco. */
-  vlan: vlanId.optional(),
-  address: cidr.optional(),
+  vlan: vlanId
+    .optional()
+    .describe("802.1Q tag: the bridge's ports are the sub-interfaces `<port>.<vlan>`, which varco creates. Excludes `vlan_aware`."),
+  address: cidr
+    .optional()
+    .describe(
+      "The front-end's address on the bridge, in CIDR notation (e.g. `10.10.10.1/24`); its subnet must lie inside `private_networks`.",
+    ),
   /** VLAN-aware bridge (default false; ip-link(8) `vlan_filtering 1`, ifupdown2 `bridge-vlan-aware yes`): VMs tag their own traffic. */
-  vlan_aware: z.boolean().optional(),
+  vlan_aware: z
+    .boolean()
+    .optional()
+    .describe(
+      "A VLAN-aware bridge whose VMs tag their own traffic (ip-link(8) `vlan_filtering 1`, ifupdown2 `bridge-vlan-aware yes`); absent = false.",
+    ),
   /** VLANs the ports of a VLAN-aware bridge carry; default `["2-4094"]` (as Proxmox VE). Only with vlan_aware. */
-  vids: z.array(vlanIds).min(1).optional(),
+  vids: z
+    .array(vlanIds)
+    .min(1)
+    .optional()
+    .describe(
+      'VLAN ids or ranges the ports of a `vlan_aware` bridge carry (bridge(8) `vid`); only with `vlan_aware`. Absent: `["2-4094"]`, as Proxmox VE.',
+    ),
 });
 
 /** The Proxmox host's side of east-west: the `bridge`-family table applied with `varco net apply --role host`. */
-const hostBridge = z.strictObject({
-  /**
-   * The front-end's own addresses on the shared bridge (bastion sessions, hairpin NAT leave from them):
-   * traffic to or from them is filtered by the front-end's forward chain, not as east-west here.
-   * Default: the addresses of network.bridges.
-   */
-  gateway_addresses: z.array(ipAddress).optional(),
-});
+const hostBridge = z
+  .strictObject({
+    /**
+     * The front-end's own addresses on the shared bridge (bastion sessions, hairpin NAT leave from them):
+     * traffic to or from them is filtered by the front-end's forward chain, not as east-west here.
+     * Default: the addresses of network.bridges.
+     */
+    gateway_addresses: z
+      .array(ipAddress)
+      .optional()
+      .describe(
+        "The front-end's own addresses on the shared bridge (bastion sessions and hairpin NAT leave from them), inside `private_networks`: the host table leaves traffic to or from them to the front-end. Absent: the addresses of `network.bridges`.",
+      ),
+  })
+  .describe(
+    "The Proxmox VE host's side of east-west: `forward_allow` rendered as `table bridge <table>` (`varco net render host-bridge`, `varco net apply --role host`), for VMs that talk through a shared bridge without reaching the front-end.",
+  );
 
 /** An absolute path to a script keepalived runs on a VRRP transition (keepalived.conf(5) notify_*). */
 const notifyScript = z.string().regex(/^\/[^\s"'\\]*$/, {
@@ -702,37 +766,92 @@ const notifyScript = z.string().regex(/^\/[^\s"'\\]*$/, {
 });
 
 const vip = z.strictObject({
-  instance: z.string().regex(/^[A-Za-z0-9_.-]+$/, { message: "a VRRP instance name is letters, digits, '_', '.' and '-'" }),
-  interface: z.string().min(1),
-  virtual_router_id: z.number().int().min(1, { message: "virtual_router_id must be 1–255 (keepalived.conf(5))" }).max(255, {
-    message: "virtual_router_id must be 1–255 (keepalived.conf(5))",
-  }),
-  priority: z.number().int().min(1).max(254).default(100),
+  instance: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]+$/, { message: "a VRRP instance name is letters, digits, '_', '.' and '-'" })
+    .describe("Name of the VRRP instance (keepalived `vrrp_instance`), unique in the policy."),
+  interface: z
+    .string()
+    .min(1)
+    .describe("The link the VIP addresses are added to and VRRP adverts are sent on (usually `public_interface`)."),
+  virtual_router_id: z
+    .number()
+    .int()
+    .min(1, { message: "virtual_router_id must be 1–255 (keepalived.conf(5))" })
+    .max(255, {
+      message: "virtual_router_id must be 1–255 (keepalived.conf(5))",
+    })
+    .describe("VRRP router id (RFC 5798), the same on every node of the pair; unique per interface."),
+  priority: z
+    .number()
+    .int()
+    .min(1)
+    .max(254)
+    .default(100)
+    .describe("VRRP priority: the highest wins the election. Give each node its own (e.g. 150 and 100)."),
   /** Initial state; keepalived's `nopreempt` needs BACKUP, so MASTER is only accepted with `preempt: true`. */
-  state: z.enum(["MASTER", "BACKUP"]).optional(),
+  state: z
+    .enum(["MASTER", "BACKUP"])
+    .optional()
+    .describe(
+      "Initial state (absent: `BACKUP`, and the highest priority wins). `MASTER` only with `preempt: true`: keepalived's `nopreempt` needs BACKUP.",
+    ),
   /**
    * false (default): keepalived `nopreempt`, a node that comes back (e.g. after a reboot) with a higher
    * priority does not take the VIP back from a working master.
    */
-  preempt: z.boolean().default(false),
+  preempt: z
+    .boolean()
+    .default(false)
+    .describe(
+      "false renders keepalived `nopreempt`: a node that comes back after a reboot or a crash does not take the VIP back from a working master, even with a higher priority, so an address never moves twice for one failure.",
+    ),
   /** VRRPv2: whole seconds 1s–255s; with network.keepalived.vrrp_version 3: steps of 10ms, 10ms–40.95s. */
-  advert_interval: duration.default(1000),
-  addresses: z.array(cidr).min(1),
-  auth_pass_file: secretRef.optional(),
-  track_gateway_health: z.boolean().default(false),
+  advert_interval: durationDefault("1s").describe(
+    "Time between VRRP adverts (keepalived `advert_int`). VRRPv2: whole seconds, 1s–255s; with `network.keepalived.vrrp_version: 3`: steps of 10ms, 10ms–40.95s. Other values are refused rather than rounded.",
+  ),
+  addresses: z
+    .array(cidr)
+    .min(1)
+    .describe(
+      "The addresses keepalived moves (`virtual_ipaddress`, CIDR, e.g. `203.0.113.10/24`); never `public_ip`. The first IPv4 one of a VIP on `public_interface` is the default `external_ip` of forwards and the source of outbound SNAT.",
+    ),
+  auth_pass_file: secretRef
+    .optional()
+    .describe(
+      "VRRPv2 password (keepalived `auth_pass`): a file (relative to the policy) or `env:VAR`, 1–8 characters without spaces (keepalived would cut a longer one). Refused with VRRPv3, which has no authentication.",
+    ),
+  track_gateway_health: z
+    .boolean()
+    .default(false)
+    .describe(
+      "keepalived asks the gateway's liveness every second (`GET /livez` on `gateway.metrics_listen`, or `network.keepalived.health_command`); a failure puts the node in FAULT, so the VIP moves. The directory is not part of it.",
+    ),
   /** Source address of unicast VRRP adverts (keepalived `unicast_src_ip`); default: the interface's primary address. */
-  unicast_src_ip: ipAddress.optional(),
+  unicast_src_ip: ipAddress
+    .optional()
+    .describe(
+      "This node's source address of unicast VRRP adverts (keepalived `unicast_src_ip`; default: the interface's primary address); only with `unicast_peers`.",
+    ),
   /** Peers to send VRRP adverts to by unicast instead of multicast (keepalived `unicast_peer`), for clouds without multicast. */
-  unicast_peers: z.array(ipAddress).default([]),
+  unicast_peers: z
+    .array(ipAddress)
+    .default([])
+    .describe(
+      "The other nodes, sent VRRP adverts by unicast instead of multicast (keepalived `unicast_peer`), for clouds without multicast; of the VIP's family. The input chain accepts VRRP from them only.",
+    ),
   /** Scripts keepalived runs on each transition (keepalived.conf(5) notify_master/backup/fault/stop), e.g. a hoster's failover API. */
   notify: z
     .strictObject({
-      master: notifyScript.optional(),
-      backup: notifyScript.optional(),
-      fault: notifyScript.optional(),
-      stop: notifyScript.optional(),
+      master: notifyScript.optional().describe("Script run on becoming MASTER (keepalived `notify_master`)."),
+      backup: notifyScript.optional().describe("Script run on becoming BACKUP (keepalived `notify_backup`)."),
+      fault: notifyScript.optional().describe("Script run on entering FAULT (keepalived `notify_fault`)."),
+      stop: notifyScript.optional().describe("Script run when the instance stops (keepalived `notify_stop`)."),
     })
-    .optional(),
+    .optional()
+    .describe(
+      "Scripts keepalived runs on each transition, e.g. to call a hoster's failover API: absolute paths, no arguments; `net plan` refuses one keepalived would not run as root (missing, not executable, or it or a folder above it owned or writable by another user).",
+    ),
 });
 
 /** An nft rate, as nft(8) spells it: `30/minute`, `100/second`. */
@@ -741,72 +860,190 @@ const nftRate = z.string().regex(/^[1-9]\d{0,8}\/(second|minute|hour|day)$/, {
 });
 
 /** What the gateway itself accepts on its public side (the input chain, src/net/input.ts). */
-const inputSettings = z.strictObject({
-  /** false = render no input chain (another firewall protects the node). */
-  enabled: z.boolean().default(true),
-  /** New connections per source address to the gateway's listen ports; over it they are dropped. */
-  ssh_rate: nftRate.default("30/minute"),
-  ssh_burst: z.number().int().min(1).max(10000).default(10),
-  /** Sources allowed to reach gateway.metrics_listen from the public side (default: none). */
-  metrics_sources: z.array(cidr).default([]),
-  /** ICMP/ICMPv6 echo-request (ping) to the gateway, all sources together. */
-  ping_rate: nftRate.default("10/second"),
-});
+const inputSettings = z
+  .strictObject({
+    /** false = render no input chain (another firewall protects the node). */
+    enabled: z
+      .boolean()
+      .default(true)
+      .describe(
+        "The input chain: every address of the node on `public_interface` is default-drop. `false` renders no input chain; only when another firewall in front of the node does this job.",
+      ),
+    /** New connections per source address to the gateway's listen ports; over it they are dropped. */
+    ssh_rate: nftRate
+      .default("30/minute")
+      .describe(
+        "New connections to the SSH ports of `gateway.listen`, per source address (nft(8) rate); over it they are dropped and counted. A login with a few retries never comes near the default.",
+      ),
+    ssh_burst: z
+      .number()
+      .int()
+      .min(1)
+      .max(10000)
+      .default(10)
+      .describe("New SSH connections a source may open at once before `ssh_rate` applies (nft `burst`)."),
+    /** Sources allowed to reach gateway.metrics_listen from the public side (default: none). */
+    metrics_sources: z
+      .array(cidr)
+      .default([])
+      .describe(
+        "Addresses or CIDRs that may reach `gateway.metrics_listen` from the public side (default: none), e.g. a Prometheus outside.",
+      ),
+    /** ICMP/ICMPv6 echo-request (ping) to the gateway, all sources together. */
+    ping_rate: nftRate
+      .default("10/second")
+      .describe("Ping (ICMP and ICMPv6 echo-request) to the gateway, all sources together (nft(8) rate)."),
+  })
+  .describe(
+    "What the gateway itself accepts on `public_interface` (the input chain). Absent: every key's default, so the chain is on. Port forwards are not affected: DNATed traffic never reaches the input hook.",
+  );
 
 /** `network.input` when the policy leaves it out (the key is optional so hand-built policies stay valid). */
 export const INPUT_DEFAULTS: Readonly<z.output<typeof inputSettings>> = inputSettings.parse({});
 
 /** An extra port opened on the gateway itself from the public side. */
 const inputAllow = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, { message: "a name of letters, digits, '_', '.', ':' and '-' (at most 64)" }),
-  protocol: z.enum(["tcp", "udp"]).default("tcp"),
-  ports: z.array(port).min(1),
-  sources: z.array(cidr).min(1, { message: 'list the sources allowed (e.g. ["198.51.100.0/24"]; ["0.0.0.0/0", "::/0"] = everyone)' }),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{1,64}$/, { message: "a name of letters, digits, '_', '.', ':' and '-' (at most 64)" })
+    .describe("Name of the entry (the rule's comment `input_allow NAME`)."),
+  protocol: z.enum(["tcp", "udp"]).default("tcp").describe("`tcp` or `udp`."),
+  ports: z.array(port).min(1).describe("Ports on the gateway itself."),
+  sources: z
+    .array(cidr)
+    .min(1, { message: 'list the sources allowed (e.g. ["198.51.100.0/24"]; ["0.0.0.0/0", "::/0"] = everyone)' })
+    .describe('Addresses or CIDRs allowed (required; `["0.0.0.0/0", "::/0"]` = everyone).'),
 });
 
-const network = z.strictObject({
-  table: z
-    .string()
-    .regex(/^[A-Za-z][A-Za-z0-9_]*$/)
-    .default("varco"),
-  public_interface: z.string().min(1),
-  public_ip: ipAddress,
-  private_networks: z.array(cidr).default([]),
-  /** On/off switch of outbound SNAT: private IPv4 leaving public_interface is SNATed (`snat to`) to snat_address. */
-  masquerade: z.boolean().default(true),
-  /** The source of outbound SNAT (IPv4). Default: the first address of a VIP on public_interface, else public_ip. */
-  snat_address: ipAddress.optional(),
-  /** Clamp the TCP MSS of forwarded SYNs to the route MTU (`tcp option maxseg size set rt mtu`); default false. */
-  mss_clamp: z.boolean().optional(),
-  port_forwards: z.array(portForward).default([]),
-  forward_allow: z.array(forwardAllow).default([]),
-  bridges: z.array(bridge).default([]),
-  /**
-   * `ip` (the default when absent): varco creates the bridges with ip-link(8), transactionally with undo (not persistent:
-   * the boot restore re-applies them). `render`: varco never touches links; `varco net render interfaces`
-   * prints the ifupdown2 stanzas for the host's /etc/network/interfaces (Proxmox VE).
-   */
-  bridges_mode: z.enum(["ip", "render"]).optional(),
-  host_bridge: hostBridge.optional(),
-  vips: z.array(vip).default([]),
-  input: inputSettings.optional(),
-  input_allow: z.array(inputAllow).optional(),
-  keepalived: z
-    .strictObject({
-      /** The only keepalived file varco writes; the operator's main_config includes it. */
-      config_file: z.string().min(1).default("/etc/keepalived/conf.d/varco.conf"),
-      /** The operator's keepalived.conf: never written by varco; `net plan` refuses when it does not include config_file. */
-      main_config: z.string().min(1).default("/etc/keepalived/keepalived.conf"),
-      pid_file: z.string().min(1).default("/run/keepalived.pid"),
-      /** The command keepalived's track_script runs (exit 0 = alive). */
-      health_command: z.string().min(1).optional(),
-      /** VRRP protocol version of varco's instances (keepalived `version`): 2 (default, with auth_pass) or 3 (sub-second adverts, no auth). */
-      vrrp_version: z.union([z.literal(2), z.literal(3)]).default(2),
-      /** One vrrp_sync_group for all VIPs so they move together; default: true when there are several VIPs. */
-      sync_group: z.boolean().optional(),
-    })
-    .prefault({}),
-});
+const network = z
+  .strictObject({
+    table: z
+      .string()
+      .regex(/^[A-Za-z][A-Za-z0-9_]*$/)
+      .default("varco")
+      .describe(
+        "Name of the only nftables table varco owns (`table inet <table>`; `table bridge <table>` on the host), replaced as a whole in one transaction.",
+      ),
+    public_interface: z
+      .string()
+      .min(1)
+      .describe(
+        "The interface facing the internet: default-drop on input, port forwards arrive on it, outbound SNAT leaves by it. Never a bridge port or a bridge name.",
+      ),
+    public_ip: ipAddress.describe(
+      "This node's own static address on `public_interface` (each node of a pair has its own); never a VIP address, since keepalived removes a VIP on BACKUP or FAULT. Default `external_ip` and SNAT source when no VIP has an IPv4 address on `public_interface`.",
+    ),
+    private_networks: z
+      .array(cidr)
+      .default([])
+      .describe(
+        "The networks behind the gateway (IPv4 and IPv6): they may go out of `public_interface` (IPv4 SNATed), east-west between them needs `forward_allow`, forwards and bridge addresses must lie inside them. Other networks are forwarded only as `forward_allow` lists them.",
+      ),
+    /** On/off switch of outbound SNAT: private IPv4 leaving public_interface is SNATed (`snat to`) to snat_address. */
+    masquerade: z
+      .boolean()
+      .default(true)
+      .describe(
+        "Outbound SNAT: private IPv4 traffic leaving `public_interface` gets the source `snat_address` (nft `snat to`, not `masquerade`, so the address is the one the world expects). `false` for routed public ranges.",
+      ),
+    /** The source of outbound SNAT (IPv4). Default: the first address of a VIP on public_interface, else public_ip. */
+    snat_address: ipAddress
+      .optional()
+      .describe("IPv4 source of outbound SNAT. Default: the first IPv4 address of a VIP on `public_interface`, else `public_ip`."),
+    /** Clamp the TCP MSS of forwarded TCP SYNs to the route MTU (`tcp option maxseg size set rt mtu`); default false. */
+    mss_clamp: z
+      .boolean()
+      .optional()
+      .describe(
+        "Clamp the MSS of forwarded TCP SYNs to the route MTU (nft `tcp option maxseg size set rt mtu`), for tunnels and PPPoE; absent = false.",
+      ),
+    port_forwards: z
+      .array(portForward)
+      .default([])
+      .describe(
+        "Ports of the public side forwarded to VMs: IPv4 by DNAT (also reachable from inside, by hairpin NAT), IPv6 routed. Open forwards stay one hash-map lookup however many there are.",
+      ),
+    forward_allow: z
+      .array(forwardAllow)
+      .default([])
+      .describe(
+        "Forwarded connections allowed besides port forwards and outbound traffic: east-west between `private_networks`, or to and from networks not in them. The forward chain drops everything else (both families); the same list is rendered for the host bridge (`host_bridge`).",
+      ),
+    bridges: z.array(bridge).default([]).describe("The bridges the front-end needs; who creates them is `bridges_mode`."),
+    /**
+     * `ip` (the default when absent): varco creates the bridges with ip-link(8), transactionally with undo (not persistent:
+     * the boot restore re-applies them). `render`: varco never touches links; `varco net render interfaces`
+     * prints the ifupdown2 stanzas for the host's /etc/network/interfaces (Proxmox VE).
+     */
+    bridges_mode: z
+      .enum(["ip", "render"])
+      .optional()
+      .describe(
+        "`ip` (absent = `ip`): `varco net apply` creates the bridges with ip-link(8) in the same transaction as the rules (the boot restore re-applies them) and removes those it created that the policy drops. `render`: varco never touches a link; `varco net render interfaces` prints ifupdown2 stanzas (Proxmox VE).",
+      ),
+    host_bridge: hostBridge.optional(),
+    vips: z.array(vip).default([]).meta({
+      description:
+        "Virtual IP addresses keepalived moves between the nodes of a pair (one `vrrp_instance` each, in varco's own keepalived file `network.keepalived.config_file`).",
+      "x-default": [],
+    }),
+    input: inputSettings.optional(),
+    input_allow: z
+      .array(inputAllow)
+      .optional()
+      .describe("More ports opened on the gateway itself from the public side, each to listed sources only (absent = none)."),
+    keepalived: z
+      .strictObject({
+        /** The only keepalived file varco writes; the operator's main_config includes it. */
+        config_file: z
+          .string()
+          .min(1)
+          .default("/etc/keepalived/conf.d/varco.conf")
+          .describe("The only keepalived file varco writes (its VRRP instances); `main_config` must include it."),
+        /** The operator's keepalived.conf: never written by varco; `net plan` refuses when it does not include config_file. */
+        main_config: z
+          .string()
+          .min(1)
+          .default("/etc/keepalived/keepalived.conf")
+          .describe(
+            "The operator's keepalived.conf, never written by varco; `net plan` refuses while it is missing or has no `include` line for `config_file`, and prints the line.",
+          ),
+        pid_file: z
+          .string()
+          .min(1)
+          .default("/run/keepalived.pid")
+          .describe(
+            "keepalived's pid file: apply and rollback reload keepalived with SIGHUP to it, and `net plan` uses it to tell a VIP the running keepalived holds from a static address.",
+          ),
+        /** The command keepalived's track_script runs (exit 0 = alive). */
+        health_command: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            "The command keepalived's track script runs for `track_gateway_health` (exit 0 = alive). Absent: `bin/varco-health.mjs`, which asks `GET /livez` on `gateway.metrics_listen`.",
+          ),
+        /** VRRP protocol version of varco's instances (keepalived `version`): 2 (default, with auth_pass) or 3 (sub-second adverts, no auth). */
+        vrrp_version: z
+          .union([z.literal(2), z.literal(3)])
+          .default(2)
+          .describe(
+            "VRRP version of varco's instances (keepalived `version`): 2 (whole-second adverts, `auth_pass_file`) or 3 (RFC 5798: sub-second adverts, no authentication).",
+          ),
+        /** One vrrp_sync_group for all VIPs so they move together; default: true when there are several VIPs. */
+        sync_group: z
+          .boolean()
+          .optional()
+          .describe(
+            "One `vrrp_sync_group` of all VIPs, so they move together. Absent: on when there are several VIPs; `false` lets them move alone.",
+          ),
+      })
+      .prefault({})
+      .describe("varco's keepalived file, the operator's main config, and the VRRP settings shared by all VIPs."),
+  })
+  .describe(
+    "The network front-end the same policy drives (`varco net plan|apply`): one nftables table (port forwards, the forward and input chains), bridges and keepalived VIPs. Absent: varco manages no network state (`varco net` refuses to run).",
+  );
 
 export const policySchema = z.strictObject({
   version,
