@@ -304,7 +304,11 @@ const FIELDS: Array<[string, string]> = [
     "version: 1",
     "version: 1\nnetwork: { public_interface: eth0, public_ip: 203.0.113.1, private_networks: [10.0.0.0/8], port_forwards: [ { name: a, external_ip: 203.0.113.1, external_port: 1, internal_ip: 8.8.8.8, internal_port: 1 } ] }",
   ],
-  ["version: 1", "version: 1\nnetwork: { public_interface: eth0, public_ip: 203.0.113.1, private_networks: [fd00::/8] }"],
+  // IPv6 is supported; one entry mixing the families is not.
+  [
+    "version: 1",
+    'version: 1\nnetwork: { public_interface: eth0, public_ip: 203.0.113.1, private_networks: [10.0.0.0/8, "fd00::/8"], forward_allow: [ { name: m, from: [10.0.0.1], to: ["fd00::1"], ports: [22] } ] }',
+  ],
   [
     "version: 1",
     "version: 1\nnetwork: { public_interface: eth0, public_ip: 203.0.113.1, bridges: [ { name: waytoolonginterfacename0 } ] }",
