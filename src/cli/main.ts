@@ -9,7 +9,6 @@ import { createInterface } from "node:readline";
 import { Command, CommanderError, Option } from "commander";
 import type { AuditSession } from "../audit/index.ts";
 import type { Anchor } from "../audit/verify.ts";
-import { displayAddress } from "../auth/source.ts";
 import { printable, printableJson } from "../obs/printable.ts";
 import type { LoadedPolicy } from "../policy/index.ts";
 import { parseDurationMs, parseHostPort } from "../policy/units.ts";
@@ -47,7 +46,7 @@ async function readStdin(): Promise<Buffer> {
 }
 
 /** The session table; every cell passes through `printable` (the values come from the audit DB: typed names, peer data). */
-function sessionRows(sessions: readonly AuditSession[]): string[][] {
+function sessionRows(sessions: readonly AuditSession[], displayAddress: (a: string) => string): string[][] {
   return [
     ["SESSION", "STARTED", "ENDED", "USER", "ACCOUNT", "TARGET", "SOURCE", "RESULT", "UP", "DOWN", "EXIT"],
     ...sessions.map((s) =>
@@ -388,7 +387,7 @@ export function buildCli(): Command {
           const next = more > 0 ? offset + sessions.length : null;
           console.log(printableJson({ sessions: sessions.map(sessionJson), total, offset, more, next_offset: next }));
         } else {
-          console.log(table(sessionRows(sessions)));
+          console.log(table(sessionRows(sessions, (await import("../auth/source.ts")).displayAddress)));
           if (more > 0) console.log(`… ${more} more; use --limit/--offset (next: --offset ${offset + sessions.length})`);
         }
       },
@@ -410,7 +409,7 @@ export function buildCli(): Command {
         console.log(printableJson(snakeKeys({ session, events, recordings })));
         return;
       }
-      if (session) console.log(table(sessionRows([session])));
+      if (session) console.log(table(sessionRows([session], (await import("../auth/source.ts")).displayAddress)));
       const commands = events.filter((e) => e.type === "exec" || e.type === "shell" || e.type === "subsystem");
       const files = events.filter((e) => e.type === "file");
       console.log("\nCOMMANDS");

@@ -1,43 +1,24 @@
 /**
  * `varco net …`: plan, apply (with confirm-or-revert), confirm, rollback, status and render of the
- * network the gateway fronts. Thin: every decision is in `net/`.
+ * network the gateway fronts. Thin: every decision is in `net/`. The modules are loaded when a
+ * `net` command runs (never for `varco --help` or the other commands).
  */
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { Command } from "commander";
-import { networkContext } from "../main.ts";
-import {
-  ApplyError,
-  type ApplyResult,
-  apply,
-  applyHostBridge,
-  applySavedPlan,
-  type CommandRunner,
-  confirm,
-  createExecaRunner,
-  makeSavedPlan,
-  NetLockedError,
-  netStateDir,
-  type Plan,
-  plan,
-  readPending,
-  readSavedPlan,
-  redactKeepalived,
-  renderHostBridge,
-  renderInterfaces,
-  restoreCurrent,
-  revertIfExpired,
-  rollback,
-  setPending,
-  stateDirFromPolicyFile,
-  status,
-  withNetLock,
-  writeSavedPlan,
-} from "../net/index.ts";
-import type { GatewayServices } from "../net/input.ts";
-import { findSshConnection, lockoutRefusal, parseSshConnection, routeDevice } from "../net/lockout.ts";
-import { type NetworkPolicy, parseDurationMs } from "../policy/index.ts";
+import type { ApplyResult, CommandRunner, GatewayServices, Plan } from "../net/index.ts";
+import type { NetworkPolicy } from "../policy/index.ts";
+import { parseDurationMs } from "../policy/units.ts";
 import { ExitError, loadOrExit, policyPath } from "./common.ts";
+
+let N: typeof import("../net/index.ts");
+let C: typeof import("../main.ts");
+let L: typeof import("../net/lockout.ts");
+
+/** Loads what the net commands use (the preAction hook of `varco net`). */
+async function loadNetModules(): Promise<void> {
+  [N, C, L] = await Promise.all([import("../net/index.ts"), import("../main.ts"), import("../net/lockout.ts")]);
+}
 
 /**
  * Refuses (ExitError 1) when the administrator's SSH connection (`SSH_CONNECTION`, here or in an
@@ -45,10 +26,10 @@ import { ExitError, loadOrExit, policyPath } from "./common.ts";
  * `--force` turns the refusal into a warning. Nothing is checked without an SSH connection.
  */
 async function refuseLockout(runner: CommandRunner, network: NetworkPolicy, services: GatewayServices, force: boolean): Promise<void> {
-  const conn = parseSshConnection(findSshConnection());
+  const conn = L.parseSshConnection(L.findSshConnection());
   if (!conn) return;
-  const iif = (await routeDevice(runner, conn.clientIp)) ?? network.public_interface;
-  const why = lockoutRefusal(network, services, conn, iif);
+  const iif = (await L.routeDevice(runner, conn.clientIp)) ?? network.public_interface;
+  const why = L.lockoutRefusal(network, services, conn, iif);
   if (!why) return;
   if (!force) throw new ExitError(`varco net apply: REFUSED: ${why}`, 1);
   console.error(`varco net apply: --force: ${why}`);
@@ -59,11 +40,12 @@ export function registerNet(program: Command): void {
   const net = program
     .command("net")
     .description("the network the gateway fronts: nftables NAT/forwarding, bridges, keepalived VIPs")
-    .option("--netns <name>", "run every host command inside this network namespace (ip netns exec)");
+    .option("--netns <name>", "run every host command inside this network namespace (ip netns exec)")
+    .hook("preAction", loadNetModules);
   const netSetup = () => {
     const loaded = loadOrExit(policyPath(program.opts()));
-    const ctx = networkContext(loaded);
-    const runner = createExecaRunner({ netns: (net.opts() as { netns?: string }).netns });
+    const ctx = C.networkContext(loaded);
+    const runner = N.createExecaRunner({ netns: (net.opts() as { netns?: string }).netns });
     return { loaded, runner, ...ctx };
   };
   /**
@@ -72,18 +54,18 @@ export function registerNet(program: Command): void {
    */
   const netPrelude = async (runner: CommandRunner, stateDir: string, readOnly = false) => {
     try {
-      if (await revertIfExpired(runner, stateDir, Date.now()))
+      if (await N.revertIfExpired(runner, stateDir, Date.now()))
         console.error("varco net: an unconfirmed apply passed its deadline and was rolled back");
     } catch (err) {
-      if (!(readOnly && err instanceof NetLockedError)) throw err;
+      if (!(readOnly && err instanceof N.NetLockedError)) throw err;
     }
   };
   /** Runs a state-changing command under the state folder's lock; a held lock is a clear exit 1. */
   const locked = async <T>(stateDir: string, holder: string, fn: () => Promise<T>): Promise<T> => {
     try {
-      return await withNetLock(stateDir, holder, fn);
+      return await N.withNetLock(stateDir, holder, fn);
     } catch (err) {
-      if (err instanceof NetLockedError) throw new ExitError(`varco ${holder}: ${err.message}`, 1);
+      if (err instanceof N.NetLockedError) throw new ExitError(`varco ${holder}: ${err.message}`, 1);
       throw err;
     }
   };
@@ -111,9 +93,9 @@ export function registerNet(program: Command): void {
     .action(async (opts: { json?: boolean; commands?: boolean; out?: string }) => {
       const { runner, desired, stateDir } = netSetup();
       await netPrelude(runner, stateDir, true);
-      const p = await plan(runner, desired, stateDir);
+      const p = await N.plan(runner, desired, stateDir);
       if (opts.out && p.refusals.length === 0) {
-        writeSavedPlan(opts.out, await makeSavedPlan(runner, desired));
+        N.writeSavedPlan(opts.out, await N.makeSavedPlan(runner, desired));
         console.error(`saved the plan to ${opts.out}; apply exactly it with \`varco net apply --plan ${opts.out}\``);
       }
       if (opts.json) {
@@ -149,10 +131,10 @@ export function registerNet(program: Command): void {
         confirmMs = parseDurationMs(opts.confirm);
         if (confirmMs === undefined) throw new ExitError(`--confirm: "${opts.confirm}" is not a duration (e.g. 60s)`, 2);
       }
-      let saved: ReturnType<typeof readSavedPlan> | undefined;
+      let saved: ReturnType<typeof N.readSavedPlan> | undefined;
       if (opts.plan) {
         try {
-          saved = readSavedPlan(opts.plan);
+          saved = N.readSavedPlan(opts.plan);
         } catch (err) {
           throw new ExitError(`varco net apply: ${(err as Error).message}`, 2);
         }
@@ -163,9 +145,9 @@ export function registerNet(program: Command): void {
         await refuseLockout(runner, network, services, Boolean(opts.force));
         let r: ApplyResult;
         try {
-          r = saved ? await applySavedPlan(runner, saved, desired, stateDir, opts.plan) : await apply(runner, desired, stateDir);
+          r = saved ? await N.applySavedPlan(runner, saved, desired, stateDir, opts.plan) : await N.apply(runner, desired, stateDir);
         } catch (err) {
-          if (err instanceof ApplyError) throw new ExitError(err.message, 1);
+          if (err instanceof N.ApplyError) throw new ExitError(err.message, 1);
           throw err;
         }
         if (!r.changed) {
@@ -174,7 +156,7 @@ export function registerNet(program: Command): void {
         }
         console.log(`applied generation ${r.generation}${r.mode === "elements" ? " (set/map elements only, one transaction)" : ""}`);
         if (confirmMs !== undefined) {
-          const pending = setPending(stateDir, r.generation, Date.now() + confirmMs);
+          const pending = N.setPending(stateDir, r.generation, Date.now() + confirmMs);
           const netns = (net.opts() as { netns?: string }).netns;
           const bin = fileURLToPath(new URL("../../bin/varco.mjs", import.meta.url));
           const child = spawn(
@@ -194,9 +176,9 @@ export function registerNet(program: Command): void {
     const loaded = loadOrExit(policyPath(program.opts()));
     const network = loaded.policy.network;
     if (!network) throw new ExitError(`${loaded.file}: the policy has no network section`, 2);
-    const runner = createExecaRunner({ netns: (net.opts() as { netns?: string }).netns });
+    const runner = N.createExecaRunner({ netns: (net.opts() as { netns?: string }).netns });
     try {
-      const r = await applyHostBridge(runner, network, opts.stateless ? { stateful: false } : {});
+      const r = await N.applyHostBridge(runner, network, opts.stateless ? { stateful: false } : {});
       if (r.fallbackReason)
         console.error(
           `varco net: this kernel has no bridge conntrack (${r.fallbackReason}); applied the stateless table (replies matched by source port)`,
@@ -213,7 +195,7 @@ export function registerNet(program: Command): void {
       const { runner, stateDir } = netSetup();
       // Poll (bounded, 24 h at most) so a confirm or a newer apply ends this watcher promptly.
       for (let i = 0; i < 24 * 3600 * 4; i++) {
-        const p = readPending(netStateDir(stateDir));
+        const p = N.readPending(N.netStateDir(stateDir));
         if (!p || p.token !== opts.token) return;
         if (Date.now() >= p.deadline) break;
         await new Promise((r) => setTimeout(r, Math.min(250, Math.max(10, p.deadline - Date.now()))));
@@ -221,10 +203,10 @@ export function registerNet(program: Command): void {
       // The revert takes the lock; while another command holds it, try again (bounded: 10 min).
       for (let i = 0; i < 1200; i++) {
         try {
-          await revertIfExpired(runner, stateDir, Date.now(), opts.token);
+          await N.revertIfExpired(runner, stateDir, Date.now(), opts.token);
           return;
         } catch (err) {
-          if (!(err instanceof NetLockedError)) throw err;
+          if (!(err instanceof N.NetLockedError)) throw err;
           await new Promise((r) => setTimeout(r, 500));
         }
       }
@@ -236,7 +218,7 @@ export function registerNet(program: Command): void {
       const { runner, stateDir } = netSetup();
       await locked(stateDir, "net confirm", async () => {
         await netPrelude(runner, stateDir);
-        if (!(await confirm(stateDir))) throw new ExitError("nothing to confirm (no apply is waiting, or it was already rolled back)", 1);
+        if (!(await N.confirm(stateDir))) throw new ExitError("nothing to confirm (no apply is waiting, or it was already rolled back)", 1);
         console.log("confirmed");
       });
     });
@@ -246,7 +228,7 @@ export function registerNet(program: Command): void {
     .action(async () => {
       const { runner, stateDir } = netSetup();
       try {
-        const prev = await rollback(runner, stateDir);
+        const prev = await N.rollback(runner, stateDir);
         console.log(prev ? `rolled back to generation ${prev.id}` : "rolled back: varco's table and links are removed");
       } catch (err) {
         throw new ExitError(`varco net rollback: ${(err as Error).message}`, 1);
@@ -259,7 +241,7 @@ export function registerNet(program: Command): void {
     .action(async (opts: { json?: boolean }) => {
       const { runner, desired, stateDir } = netSetup();
       await netPrelude(runner, stateDir, true);
-      const st = await status(runner, desired, stateDir);
+      const st = await N.status(runner, desired, stateDir);
       if (opts.json) console.log(JSON.stringify(st));
       else {
         console.log(`generation ${st.generation ?? "-"}: ${st.inSync ? "in sync" : "OUT OF SYNC"}`);
@@ -275,14 +257,14 @@ export function registerNet(program: Command): void {
     .option("--state-dir <dir>", "the state folder (default: gateway.state_dir read from the policy file, which need not be valid)")
     .action(async (opts: { stateDir?: string }) => {
       // No policy validation here: a policy broken on disk must not keep the last good generation away.
-      const stateDir = opts.stateDir ?? stateDirFromPolicyFile(policyPath(program.opts()));
-      const runner = createExecaRunner({ netns: (net.opts() as { netns?: string }).netns });
+      const stateDir = opts.stateDir ?? N.stateDirFromPolicyFile(policyPath(program.opts()));
+      const runner = N.createExecaRunner({ netns: (net.opts() as { netns?: string }).netns });
       try {
-        const res = await withNetLock(stateDir, "net restore", () => restoreCurrent(runner, stateDir));
+        const res = await N.withNetLock(stateDir, "net restore", () => N.restoreCurrent(runner, stateDir));
         if (res.revertedUnconfirmed !== undefined) console.log(`generation ${res.revertedUnconfirmed} was never confirmed: rolled back`);
         console.log(
           res.generation === undefined
-            ? `nothing to restore: no generation in ${netStateDir(stateDir)}`
+            ? `nothing to restore: no generation in ${N.netStateDir(stateDir)}`
             : `restored generation ${res.generation}${res.keepalivedWritten ? " (keepalived file rewritten)" : ""}`,
         );
       } catch (err) {
@@ -297,14 +279,14 @@ export function registerNet(program: Command): void {
       if (what === "host-bridge") {
         const network = loadOrExit(policyPath(program.opts())).policy.network;
         if (!network) throw new ExitError("the policy has no network section", 2);
-        console.log(renderHostBridge(network, { stateful: !opts.stateless }));
+        console.log(N.renderHostBridge(network, { stateful: !opts.stateless }));
         return;
       }
       const { desired, network } = netSetup();
       if (what === "nft") console.log(desired.nft);
       else if (what === "links") for (const op of desired.links) console.log(op.argv.join(" "));
-      else if (what === "interfaces") console.log(renderInterfaces(network));
-      else if (what === "keepalived") console.log(redactKeepalived(desired.keepalived ?? "# no vips\n"));
+      else if (what === "interfaces") console.log(N.renderInterfaces(network));
+      else if (what === "keepalived") console.log(N.redactKeepalived(desired.keepalived ?? "# no vips\n"));
       else throw new ExitError(`render: unknown "${what}" (nft, links, interfaces, keepalived, host-bridge)`, 2);
     });
 }
