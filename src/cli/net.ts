@@ -242,7 +242,16 @@ export function registerNet(program: Command): void {
       const { runner, desired, stateDir } = netSetup();
       await netPrelude(runner, stateDir, true);
       const st = await N.status(runner, desired, stateDir);
-      if (opts.json) console.log(JSON.stringify(st));
+      if (opts.json)
+        console.log(
+          JSON.stringify({
+            in_sync: st.inSync,
+            generation: st.generation ?? null,
+            policy_changed: st.policyChanged,
+            pending: st.pending ? { generation: st.pending.generation, deadline: new Date(st.pending.deadline).toISOString() } : null,
+            drift: st.drift,
+          }),
+        );
       else {
         console.log(`generation ${st.generation ?? "-"}: ${st.inSync ? "in sync" : "OUT OF SYNC"}`);
         if (st.policyChanged) console.log("the policy changed since the last apply (run varco net plan)");

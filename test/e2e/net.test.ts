@@ -137,6 +137,9 @@ describe.runIf(isRoot)("network front-end in namespaces", () => {
     expect(st.exitCode).toBe(1);
     expect(st.stdout).toContain("OUT OF SYNC");
     expect(st.stdout).toContain("31337");
+    const json = JSON.parse((await varco("status", "--json")).stdout) as Record<string, unknown>;
+    expect(Object.keys(json).sort()).toEqual(["drift", "generation", "in_sync", "pending", "policy_changed"]);
+    expect(json.in_sync).toBe(false);
     // apply puts it back.
     expect((await varco("apply")).exitCode).toBe(0);
     expect((await varco("status")).exitCode).toBe(0);
