@@ -125,7 +125,9 @@ export function buildCli(): Command {
   const policy = program.command("policy").description("check the policy and print its schema");
   policy
     .command("check [file]")
-    .description("validate a policy file: exit 0, or file:line:col: message lines and exit 1")
+    .description(
+      "validate a policy file as serve does (schema, cross-references, guard rails, the file's permissions): exit 0, or file:line:col: message lines and exit 1",
+    )
     .option("--json", "print issues as JSON")
     .action((file: string | undefined, opts: { json?: boolean }) => {
       const { loadPolicyFile, PolicyError, formatIssue } = policyModule();
@@ -133,6 +135,9 @@ export function buildCli(): Command {
       refuseMissingDefault(path);
       try {
         const loaded = loadPolicyFile(path);
+        // The file's own permissions, as serve checks them (host checks: keys, secrets, state: varco doctor).
+        const unsafe = policyModule().checkPrivateFiles({ policyFile: loaded.file });
+        if (unsafe.length > 0) throw new PolicyError(unsafe.map((message) => ({ file: loaded.file, line: 1, col: 1, message })));
         if (opts.json) console.log(JSON.stringify({ ok: true, file: loaded.file, issues: [] }));
         else
           console.log(`${loaded.file}: ok (${Object.keys(loaded.policy.targets).length} targets, ${loaded.policy.routes.length} routes)`);

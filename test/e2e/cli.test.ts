@@ -3,6 +3,7 @@
  * stack. Runs the real `bin/varco.mjs`.
  */
 import {
+  chmodSync,
   chownSync,
   copyFileSync,
   existsSync,
@@ -232,5 +233,22 @@ routes: [ { users: [root1], alias: vm1, target: vm1 } ]
     const bad = await varco("--log-format", "xml", "serve");
     expect(bad.exitCode).toBe(2);
     expect(bad.stderr).toContain("Allowed choices are pretty, json");
+  });
+});
+
+describe("policy check", () => {
+  it("refuses what serve refuses: a policy file others may write", async () => {
+    const d = mkdtempSync(join(tmpdir(), "varco-check-"));
+    try {
+      const file = join(d, "gateway.yaml");
+      copyFileSync(policy, file);
+      expect((await varco("policy", "check", file)).exitCode).toBe(0);
+      chmodSync(file, 0o666);
+      const r = await varco("policy", "check", file);
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr).toContain(`${file}:1:1: ${file}: mode 0666 is writable by group or others`);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
   });
 });
