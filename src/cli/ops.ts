@@ -5,8 +5,7 @@ import { accessSync, constants, existsSync, statSync } from "node:fs";
 import { execa } from "execa";
 import { directoryForPolicy } from "../main.ts";
 import type { LoadedPolicy } from "../policy/index.ts";
-import { parseHostPort } from "../policy/index.ts";
-import { connectUpstream, HostKeyMismatchError, loadOrCreateKey, parseHostKeyLine, scanHostKeys } from "../ssh/index.ts";
+import { connectUpstream, HostKeyMismatchError, loadKey, parseHostKeyLine, scanHostKeys } from "../ssh/index.ts";
 
 export interface DoctorRow {
   readonly check: string;
@@ -153,7 +152,7 @@ export async function doctor(loaded: LoadedPolicy): Promise<DoctorRow[]> {
     }
   }
   const egressFile = loaded.resolvePath(p.gateway.egress_key);
-  const egress = existsSync(egressFile) ? loadOrCreateKey(egressFile, "varco-egress") : undefined;
+  const egress = existsSync(egressFile) ? loadKey(egressFile, "gateway.egress_key:") : undefined;
   for (const [name, t] of Object.entries(p.targets)) {
     if (!egress) {
       rows.push({
