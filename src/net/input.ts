@@ -20,7 +20,7 @@
  */
 import ipaddr from "ipaddr.js";
 import type { NetworkPolicy } from "../policy/index.ts";
-import { forwardExternalIp, portSpan } from "../policy/network.ts";
+import { forwardExternalIp, portSpan, protocols, spanText } from "../policy/network.ts";
 import { INPUT_DEFAULTS } from "../policy/schema.ts";
 
 /** A `host:port` the gateway listens on (host `0.0.0.0` / `::` = every address). */
@@ -110,7 +110,10 @@ export function renderInputChain(n: NetworkPolicy, services: GatewayServices | u
   const q = (s: string) => JSON.stringify(s);
   const listeners = publicListeners(n, services);
   const sshPorts = [...new Set(listeners.map((l) => l.port))].sort((a, b) => a - b);
-  const portSet = (ports: readonly number[]) => (ports.length === 1 ? String(ports[0]) : `{ ${ports.join(", ")} }`);
+  const portSet = (ports: ReadonlyArray<number | string>) => {
+    const spans = ports.map((p) => spanText(portSpan(p)));
+    return spans.length === 1 ? (spans[0] as string) : `{ ${spans.join(", ")} }`;
+  };
   const timeout = meterTimeoutSeconds(input.ssh_rate, input.ssh_burst);
   const meters =
     sshPorts.length === 0
@@ -160,7 +163,10 @@ export function renderInputChain(n: NetworkPolicy, services: GatewayServices | u
   }
   for (const a of n.input_allow ?? []) {
     for (const s of saddrMatches(a.sources))
-      rules.push(`${s}${a.protocol} dport ${portSet([...a.ports].sort((x, y) => x - y))} accept comment ${q(`input_allow ${a.name}`)}`);
+      for (const proto of protocols(a.protocol))
+        rules.push(
+          `${s}${proto} dport ${portSet([...a.ports].sort((x, y) => portSpan(x)[0] - portSpan(y)[0]))} accept comment ${q(`input_allow ${a.name}`)}`,
+        );
   }
   rules.push('counter drop comment "public side: not accepted by the input chain"');
   return [
@@ -237,7 +243,14 @@ export function admits(n: NetworkPolicy, services: GatewayServices | undefined, 
       return { verdict: "accept", by: "network.input.metrics_sources" };
   }
   for (const a of n.input_allow ?? [])
-    if (a.protocol === p.protocol && a.ports.includes(p.dport) && inside(p.saddr, a.sources))
+    if (
+      protocols(a.protocol).includes(p.protocol as "tcp" | "udp") &&
+      a.ports.some((x) => {
+        const [lo, hi] = portSpan(x);
+        return p.dport >= lo && p.dport <= hi;
+      }) &&
+      inside(p.saddr, a.sources)
+    )
       return { verdict: "accept", by: `network.input_allow "${a.name}"` };
   return { verdict: "drop", by: "the input chain's default drop on the public side" };
 }

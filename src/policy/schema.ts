@@ -902,18 +902,26 @@ const inputSettings = z
 export const INPUT_DEFAULTS: Readonly<z.output<typeof inputSettings>> = inputSettings.parse({});
 
 /** An extra port opened on the gateway itself from the public side. */
-const inputAllow = z.strictObject({
-  name: z
-    .string()
-    .regex(/^[A-Za-z0-9_.:-]{1,64}$/, { message: "a name of letters, digits, '_', '.', ':' and '-' (at most 64)" })
-    .describe("Name of the entry (the rule's comment `input_allow NAME`)."),
-  protocol: z.enum(["tcp", "udp"]).default("tcp").describe("`tcp` or `udp`."),
-  ports: z.array(port).min(1).describe("Ports on the gateway itself."),
-  sources: z
-    .array(cidr)
-    .min(1, { message: 'list the sources allowed (e.g. ["198.51.100.0/24"]; ["0.0.0.0/0", "::/0"] = everyone)' })
-    .describe('Addresses or CIDRs allowed (required; `["0.0.0.0/0", "::/0"]` = everyone).'),
-});
+const inputAllow = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,64}$/, { message: "a name of letters, digits, '_', '.', ':' and '-' (at most 64)" })
+      .optional()
+      .describe("Name of the entry (the rule's comment `input_allow NAME`); default `PROTOCOL-PORTS`."),
+    protocol: l4Protocol.describe("`tcp` (default), `udp` or `tcp+udp`."),
+    port: portSpan.optional().describe('A port (`2222`) or a range (`"60000-61000"`) on the gateway itself; or use `ports`.'),
+    ports: z.array(portSpan).min(1).optional().describe("Several ports or ranges on the gateway itself; or use `port`."),
+    sources: z
+      .array(cidr)
+      .min(1, { message: 'list the sources allowed (e.g. ["198.51.100.0/24"]; ["0.0.0.0/0", "::/0"] = everyone)' })
+      .describe('Addresses or CIDRs allowed (required; `["0.0.0.0/0", "::/0"]` = everyone).'),
+  })
+  .refine((a) => (a.port === undefined) !== (a.ports === undefined), { message: "give either port or ports (not both, not neither)" })
+  .transform((a) => {
+    const ports = a.ports ?? [a.port as number | string];
+    return { name: a.name ?? `${a.protocol}-${ports.join("_")}`, protocol: a.protocol, ports, sources: a.sources };
+  });
 
 const network = z
   .strictObject({

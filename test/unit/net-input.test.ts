@@ -54,6 +54,21 @@ describe("input chain rendering", () => {
     expect(renderNft(n, services)).toContain("\tchain input_public {");
   });
 
+  it("takes input_allow in the contract's form: one port or range, tcp+udp, a default name", () => {
+    const n = net(`  input_allow:
+    - { protocol: tcp, port: 2222, sources: [198.51.100.0/24] }
+    - { name: rtp, protocol: tcp+udp, port: "60000-60100", sources: [0.0.0.0/0] }`);
+    const text = renderInputChain(n, services).join("\n");
+    expect(text).toContain('ip saddr { 198.51.100.0/24 } tcp dport 2222 accept comment "input_allow tcp-2222"');
+    expect(text).toContain('ip saddr { 0.0.0.0/0 } tcp dport 60000-60100 accept comment "input_allow rtp"');
+    expect(text).toContain('ip saddr { 0.0.0.0/0 } udp dport 60000-60100 accept comment "input_allow rtp"');
+    expect(admits(n, services, pkt("203.0.113.11", 60050, "192.0.2.9", "eth0", "udp")).verdict).toBe("accept");
+    expect(admits(n, services, pkt("203.0.113.11", 60101, "192.0.2.9", "eth0", "udp")).verdict).toBe("drop");
+    expect(admits(n, services, pkt("203.0.113.11", 2222, "192.0.2.9")).verdict).toBe("drop");
+    expect(() => net("  input_allow: [ { port: 1, ports: [2], sources: [0.0.0.0/0] } ]")).toThrow(/either port or ports/);
+    expect(() => net("  input_allow: [ { sources: [0.0.0.0/0] } ]")).toThrow(/either port or ports/);
+  });
+
   it("VRRP from unicast peers only, when the VIP lists them", () => {
     const n = net(`  vips:
     - { instance: V, interface: eth0, virtual_router_id: 51, addresses: [203.0.113.10/24] }`);
