@@ -69,7 +69,7 @@ export function usesSyncGroup(n: NetworkPolicy): boolean {
  *   A negative weight only lowers the priority, and with `nopreempt` the backup never takes over
  *   from a master whose priority dropped (verified with keepalived 2.2.7: the dead node kept the VIP).
  * - a `vrrp_sync_group` of every instance when there are several VIPs (they move together).
- * - per instance: `state BACKUP` + `nopreempt` unless `preempt: true`; `version`; unicast peers;
+ * - per instance: `state BACKUP` + `nopreempt` unless `nopreempt: false`; `version`; unicast peers;
  *   notify_* scripts and the logger notify.
  * @throws KeepalivedConfigError for an advert_interval keepalived would round, an auth_pass it
  *   would cut, or `state: MASTER` with nopreempt (keepalived ignores nopreempt then).
@@ -104,9 +104,9 @@ export function renderKeepalived(n: NetworkPolicy, inputs: KeepalivedInputs): st
     const key = `network.vips[${i}]`;
     const adv = advertIntervalProblem(v.advert_interval, version);
     if (adv) throw new KeepalivedConfigError(`${key}.advert_interval: ${adv}`);
-    if (v.state === "MASTER" && !v.preempt)
+    if (v.state === "MASTER" && v.nopreempt)
       throw new KeepalivedConfigError(
-        `${key}.state: MASTER with preempt false; keepalived's nopreempt needs state BACKUP: remove state or set preempt: true`,
+        `${key}.state: MASTER with nopreempt; keepalived's nopreempt needs state BACKUP: remove state or set nopreempt: false`,
       );
     const pass = inputs.authPass[v.instance];
     if (pass !== undefined) {
@@ -119,7 +119,7 @@ export function renderKeepalived(n: NetworkPolicy, inputs: KeepalivedInputs): st
       `vrrp_instance ${v.instance} {`,
       // All start as BACKUP unless told otherwise: keepalived elects the highest priority (keepalived.conf(5)).
       `\tstate ${v.state ?? "BACKUP"}`,
-      ...(v.preempt ? [] : ["\tnopreempt"]),
+      ...(v.nopreempt ? ["\tnopreempt"] : []),
       `\tversion ${version}`,
       `\tinterface ${v.interface}`,
       `\tvirtual_router_id ${v.virtual_router_id}`,

@@ -320,7 +320,7 @@ export function advertIntervalProblem(ms: number, version: 2 | 3): string | unde
 
 /**
  * vips: unique instances and virtual_router_id per interface; a health check needs something to
- * ask; advert_interval keepalived can express; `state: MASTER` only with `preempt: true` (nopreempt
+ * ask; advert_interval keepalived can express; `state: MASTER` only with `nopreempt: false` (nopreempt
  * needs BACKUP, keepalived.conf(5)); auth only with VRRPv2 (RFC 5798 has none); unicast peers of the
  * VIP's family, not the node's own unicast_src_ip; sync_group only with several VIPs.
  */
@@ -348,10 +348,10 @@ export function checkVips(policy: Policy): Finding[] {
     }
     const adv = advertIntervalProblem(v.advert_interval, version);
     if (adv) out.push([at("advert_interval"), adv]);
-    if (v.state === "MASTER" && !v.preempt)
+    if (v.state === "MASTER" && v.nopreempt)
       out.push([
         at("state"),
-        "state MASTER with preempt false (the default): keepalived's nopreempt needs state BACKUP; remove state (all nodes start as BACKUP and the highest priority wins) or set preempt: true",
+        "state MASTER with nopreempt (the default): keepalived's nopreempt needs state BACKUP; remove state (all nodes start as BACKUP and the highest priority wins) or set nopreempt: false",
       ]);
     if (v.auth_pass_file && version === 3)
       out.push([

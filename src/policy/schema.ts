@@ -789,22 +789,22 @@ const vip = z.strictObject({
     .max(254)
     .default(100)
     .describe("VRRP priority: the highest wins the election. Give each node its own (e.g. 150 and 100)."),
-  /** Initial state; keepalived's `nopreempt` needs BACKUP, so MASTER is only accepted with `preempt: true`. */
+  /** Initial state; keepalived's `nopreempt` needs BACKUP, so MASTER is only accepted with `nopreempt: false`. */
   state: z
     .enum(["MASTER", "BACKUP"])
     .optional()
     .describe(
-      "Initial state (absent: `BACKUP`, and the highest priority wins). `MASTER` only with `preempt: true`: keepalived's `nopreempt` needs BACKUP.",
+      "Initial state (absent: `BACKUP`, and the highest priority wins). `MASTER` only with `nopreempt: false`: keepalived's `nopreempt` needs BACKUP.",
     ),
   /**
-   * false (default): keepalived `nopreempt`, a node that comes back (e.g. after a reboot) with a higher
+   * true (default): keepalived `nopreempt`, a node that comes back (e.g. after a reboot) with a higher
    * priority does not take the VIP back from a working master.
    */
-  preempt: z
+  nopreempt: z
     .boolean()
-    .default(false)
+    .default(true)
     .describe(
-      "false renders keepalived `nopreempt`: a node that comes back after a reboot or a crash does not take the VIP back from a working master, even with a higher priority, so an address never moves twice for one failure.",
+      "keepalived `nopreempt` (default true): a node that comes back after a reboot or a crash does not take the VIP back from a working master, even with a higher priority, so an address never moves twice for one failure.",
     ),
   /** VRRPv2: whole seconds 1s–255s; with network.keepalived.vrrp_version 3: steps of 10ms, 10ms–40.95s. */
   advert_interval: durationDefault("1s").describe(

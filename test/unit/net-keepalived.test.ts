@@ -50,17 +50,17 @@ afterAll(() => {
 });
 
 describe("keepalived rendering", () => {
-  it("renders nopreempt with state BACKUP by default, and no nopreempt with preempt: true", () => {
+  it("renders nopreempt with state BACKUP by default, and no nopreempt with nopreempt: false", () => {
     const conf = renderKeepalived(net(`  vips: [ ${VIP} } ]\n`), inputs);
     expect(conf).toContain("\tstate BACKUP\n\tnopreempt\n\tversion 2\n");
-    const pre = renderKeepalived(net(`  vips: [ ${VIP}, preempt: true, state: MASTER } ]\n`), inputs);
+    const pre = renderKeepalived(net(`  vips: [ ${VIP}, nopreempt: false, state: MASTER } ]\n`), inputs);
     expect(pre).toContain("\tstate MASTER\n\tversion 2\n");
     expect(pre).not.toContain("nopreempt");
   });
 
   it("refuses state MASTER with nopreempt (keepalived ignores nopreempt then), with the fix", () => {
     const found = issues(`  vips: [ ${VIP}, state: MASTER } ]\n`);
-    expect(found.join("\n")).toMatch(/state MASTER with preempt false.*remove state.*or set preempt: true/);
+    expect(found.join("\n")).toMatch(/state MASTER with nopreempt.*remove state.*or set nopreempt: false/);
   });
 
   it("renders unicast_src_ip and unicast_peer, refusing a peer of the other family or equal to the source", () => {

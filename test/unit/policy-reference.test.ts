@@ -127,7 +127,7 @@ describe("policy reference", () => {
       `${minimal}\nnetwork: { public_interface: eth0, public_ip: 203.0.113.11, vips: [${v}]${extra} }`;
     const writtenNet = net(
       ", table: varco, private_networks: [], masquerade: true, port_forwards: [], forward_allow: [], bridges: [], keepalived: {}",
-      vip.replace(" }", ", priority: 100, preempt: false, advert_interval: 1s, track_gateway_health: false, unicast_peers: [] }"),
+      vip.replace(" }", ", priority: 100, nopreempt: true, advert_interval: 1s, track_gateway_health: false, unicast_peers: [] }"),
     );
     expect(parsePolicyText(writtenNet, "w.yaml").policy).toEqual(parsePolicyText(net("", vip), "w.yaml").policy);
     expect(parsePolicyText(net("", vip), "m.yaml").policy.network?.vips[0]?.advert_interval).toBe(1000);
