@@ -19,32 +19,11 @@ import {
   renderLinkOps,
   withLiveUndo,
 } from "../../src/net/index.ts";
-import { formatIssue, type PolicyError, parsePolicyText } from "../../src/policy/index.ts";
+import { networkIssues, networkOf } from "../helpers/network-policy.ts";
 
-const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFm6vDyUu3Cq0cVl3kKq6a2lJjJx1m4Hq0rS2y3gk1Xz";
-const base = (network: string) => `version: 1
-gateway: {}
-directory: { ldap: { url: "ldap://x", bind_dn: cn=a, bind_password_file: p, user_base: ou=p } }
-targets: { t: { host: 10.0.0.1, host_key: "${KEY}" } }
-routes: [ { users: [u], alias: t, target: t } ]
-network:
-  public_interface: eth0
-  public_ip: 203.0.113.10
-  private_networks: [10.10.0.0/16]
-${network}`;
-const net = (text: string) => {
-  const n = parsePolicyText(base(text), "/p.yaml").policy.network;
-  if (!n) throw new Error("no network");
-  return n;
-};
-const issues = (text: string) => {
-  try {
-    parsePolicyText(base(text), "/p.yaml");
-    return [];
-  } catch (err) {
-    return (err as PolicyError).issues.map(formatIssue);
-  }
-};
+const OPTS = { gateway: "{}" };
+const net = (text: string) => networkOf(text, OPTS);
+const issues = (text: string) => networkIssues(text, OPTS);
 const links = (list: LiveLink[]) => new Map(list.map((l) => [l.ifname, l]));
 
 /** A Proxmox-like host: vmbr0 (management) holds eno1; eno2 is free; eno3 carries an address. */

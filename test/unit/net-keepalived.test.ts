@@ -16,32 +16,10 @@ import {
   notifyScriptProblem,
   renderKeepalived,
 } from "../../src/net/index.ts";
-import { formatIssue, type PolicyError, parsePolicyText } from "../../src/policy/index.ts";
+import { networkIssues, networkOf } from "../helpers/network-policy.ts";
 
-const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFm6vDyUu3Cq0cVl3kKq6a2lJjJx1m4Hq0rS2y3gk1Xz";
-const base = (network: string) => `version: 1
-gateway: { metrics_listen: "127.0.0.1:9108" }
-directory: { ldap: { url: "ldap://x", bind_dn: cn=a, bind_password_file: p, user_base: ou=p } }
-targets: { t: { host: 10.0.0.1, host_key: "${KEY}" } }
-routes: [ { users: [u], alias: t, target: t } ]
-network:
-  public_interface: eth0
-  public_ip: 203.0.113.10
-  private_networks: [10.10.0.0/16]
-${network}`;
-const net = (text: string) => {
-  const n = parsePolicyText(base(text), "/p.yaml").policy.network;
-  if (!n) throw new Error("no network");
-  return n;
-};
-const issues = (text: string) => {
-  try {
-    parsePolicyText(base(text), "/p.yaml");
-    return [];
-  } catch (err) {
-    return (err as PolicyError).issues.map(formatIssue);
-  }
-};
+const net = (text: string) => networkOf(text);
+const issues = (text: string) => networkIssues(text);
 const VIP = "{ instance: VI_PUB, interface: eth0, virtual_router_id: 51, addresses: [203.0.113.100/24]";
 const inputs = { authPass: {}, healthCommand: "/usr/bin/node /opt/varco/bin/varco-health.mjs 127.0.0.1:9108" };
 const dirs: string[] = [];

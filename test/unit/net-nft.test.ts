@@ -5,34 +5,13 @@
  */
 import { describe, expect, it } from "vitest";
 import { nftElements, renderNft } from "../../src/net/nft.ts";
-import { formatIssue, type PolicyError, parsePolicyText } from "../../src/policy/index.ts";
+import { parsePolicyText } from "../../src/policy/index.ts";
 import { portSpan, publicAddress, snatSource } from "../../src/policy/network.ts";
+import { networkIssues, networkOf, networkPolicyText } from "../helpers/network-policy.ts";
 
-const KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFm6vDyUu3Cq0cVl3kKq6a2lJjJx1m4Hq0rS2y3gk1Xz";
-const base = (network: string) => `version: 1
-gateway: { metrics_listen: "127.0.0.1:9108" }
-directory: { ldap: { url: "ldap://x", bind_dn: cn=a, bind_password_file: p, user_base: ou=p } }
-targets: { t: { host: 10.0.0.1, host_key: "${KEY}" } }
-routes: [ { users: [u], alias: t, target: t } ]
-network:
-  public_interface: eth0
-  public_ip: 203.0.113.10
-  private_networks: [10.10.0.0/16, "2001:db8:10::/48"]
-${network}`;
-
-const net = (text: string) => {
-  const n = parsePolicyText(base(text), "/p.yaml").policy.network;
-  if (!n) throw new Error("no network");
-  return n;
-};
-const issues = (text: string) => {
-  try {
-    parsePolicyText(base(text), "/p.yaml");
-    return "";
-  } catch (err) {
-    return (err as PolicyError).issues.map(formatIssue).join("\n");
-  }
-};
+const OPTS = { privateNetworks: '[10.10.0.0/16, "2001:db8:10::/48"]' };
+const net = (text: string) => networkOf(text, OPTS);
+const issues = (text: string) => networkIssues(text, OPTS).join("\n");
 const fwd = (line: string) => `  port_forwards:\n    - ${line}\n`;
 
 describe("SNAT source and external_ip defaults", () => {
@@ -70,7 +49,7 @@ describe("SNAT source and external_ip defaults", () => {
 
   it("refuses an IPv6 snat_address, and masquerade with no IPv4 source", () => {
     expect(issues('  snat_address: "2001:db8::1"\n')).toMatch(/snat_address 2001:db8::1 is IPv6: SNAT is IPv4 only/);
-    const v6only = base("").replace("public_ip: 203.0.113.10", 'public_ip: "2001:db8::10"');
+    const v6only = networkPolicyText("", OPTS).replace("public_ip: 203.0.113.10", 'public_ip: "2001:db8::10"');
     expect(() => parsePolicyText(v6only, "/p.yaml")).toThrow(/masquerade needs an IPv4 source address.*set network\.snat_address/);
   });
 });
