@@ -145,11 +145,19 @@ export function renderInputChain(n: NetworkPolicy, services: GatewayServices | u
     `icmp type echo-request limit rate ${input.ping_rate} burst 20 packets accept`,
     "ct state invalid drop",
   ];
+  // input_allow before the per-source meter: a listed source (the administrator's office) is never
+  // rate-limited, so SYNs spoofed from its address cannot fill its bucket and lock it out.
+  for (const a of n.input_allow ?? []) {
+    for (const s of saddrMatches(a.sources))
+      rules.push(`${s}${a.protocol} dport ${portSet([...a.ports].sort((x, y) => x - y))} accept comment ${q(`input_allow ${a.name}`)}`);
+  }
   if (sshPorts.length > 0) {
     const over = `limit rate over ${input.ssh_rate} burst ${input.ssh_burst} packets`;
     rules.push(
       `tcp dport ${portSet(sshPorts)} ct state new update @ssh_meter4 { ip saddr ${over} } counter drop comment "network.input.ssh_rate"`,
-      `tcp dport ${portSet(sshPorts)} ct state new update @ssh_meter6 { ip6 saddr ${over} } counter drop comment "network.input.ssh_rate"`,
+      // IPv6: one bucket per /64 (RFC 6177 end-site prefixes): a host holds a whole /64, and one
+      // bucket per address would let it open 2^64 times the rate.
+      `tcp dport ${portSet(sshPorts)} ct state new update @ssh_meter6 { ip6 saddr & ffff:ffff:ffff:ffff:: ${over} } counter drop comment "network.input.ssh_rate"`,
     );
     for (const l of listeners) rules.push(`${daddrMatch(l.host)}tcp dport ${l.port} accept comment "gateway.listen"`);
   }
@@ -157,10 +165,6 @@ export function renderInputChain(n: NetworkPolicy, services: GatewayServices | u
   if (metrics && input.metrics_sources.length > 0) {
     for (const s of saddrMatches(input.metrics_sources))
       rules.push(`${s}${daddrMatch(metrics.host)}tcp dport ${metrics.port} accept comment "network.input.metrics_sources"`);
-  }
-  for (const a of n.input_allow ?? []) {
-    for (const s of saddrMatches(a.sources))
-      rules.push(`${s}${a.protocol} dport ${portSet([...a.ports].sort((x, y) => x - y))} accept comment ${q(`input_allow ${a.name}`)}`);
   }
   rules.push('counter drop comment "public side: not accepted by the input chain"');
   return [
