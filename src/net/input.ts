@@ -9,10 +9,11 @@
  *   any other VRRP dropped (before conntrack: a unicast VRRP flow becomes "established");
  *   established/related; the ICMPv6 types neighbour discovery and path-MTU discovery need and the
  *   ICMP errors (RFC 4890 §4.4, RFC 1191), echo-request rate-limited; `ct state invalid` dropped;
+ *   what `network.input_allow` adds (before the meter: a listed source is never rate-limited);
  *   the gateway's SSH listeners (`gateway.listen` on a public address or a wildcard), new
- *   connections over `network.input.ssh_rate` per source address dropped with a counter (a
+ *    connections over `network.input.ssh_rate` per source address (per /64 for IPv6) dropped with a counter (a
  *   dynamic set with a `limit` per element: nft(8) "SETS", "update @set"); the metrics listener
- *   from `network.input.metrics_sources` only; what `network.input_allow` adds.
+ *   from `network.input.metrics_sources` only.
  * DNATed traffic (port forwards) is routed to the forward hook and never reaches this chain.
  *
  * `admits()` is the same decision as a pure function over one packet, used to refuse an apply
