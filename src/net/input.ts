@@ -11,7 +11,7 @@
  *   ICMP errors (RFC 4890 §4.4, RFC 1191), echo-request rate-limited; `ct state invalid` dropped;
  *   what `network.input_allow` adds (before the meter: a listed source is never rate-limited);
  *   the gateway's SSH listeners (`gateway.listen` on a public address or a wildcard), new
- *    connections over `network.input.ssh_rate` per source address (per /64 for IPv6) dropped with a counter (a
+ *   connections over `network.input.ssh_rate` per source address (per /64 for IPv6) dropped with a counter (a
  *   dynamic set with a `limit` per element: nft(8) "SETS", "update @set"); the metrics listener
  *   from `network.input.metrics_sources` only.
  * DNATed traffic (port forwards) is routed to the forward hook and never reaches this chain.
