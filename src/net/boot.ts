@@ -4,8 +4,8 @@
  * generation file and varco's keepalived file — without parsing the policy, so a policy broken on
  * disk cannot keep the last good generation from coming back.
  */
-import { readFileSync } from "node:fs";
-import { dirname, isAbsolute, resolve } from "node:path";
+import { existsSync, lstatSync, readdirSync, readFileSync } from "node:fs";
+import { dirname, isAbsolute, join, resolve } from "node:path";
 import { parse } from "yaml";
 import { currentGeneration, netStateDir, readPending, rollback } from "./reconcile.ts";
 import type { CommandRunner } from "./runner.ts";
@@ -30,6 +30,36 @@ export function stateDirFromPolicyFile(file: string): string {
   return DEFAULT_STATE_DIR;
 }
 
+/**
+ * Why the generations in `dir` (`<state_dir>/net`) cannot be trusted by a restore running as root,
+ * or undefined when they can: the folder and every file in it (`current`, `pending.json`,
+ * `gen-*.json`) must be owned by this process's user and writable by no one else, and none may be
+ * a symbolic link (lstat(2)). The state folder above is the gateway's (user `varco`), which can
+ * rename `net/` away and plant its own: a generation holds the nft script and the keepalived file
+ * (notify scripts run as root) that the restore installs, so a planted one would be code run as root.
+ */
+export function untrustedStateProblem(dir: string, uid: number = process.geteuid?.() ?? 0): string | undefined {
+  if (!existsSync(dir)) return undefined;
+  const fix = `chown -R root:root ${dir} && chmod -R go-w ${dir}`;
+  const bad = (path: string, wantDir: boolean): string | undefined => {
+    const st = lstatSync(path);
+    if (st.isSymbolicLink()) return `${path} is a symbolic link`;
+    if (wantDir ? !st.isDirectory() : !st.isFile()) return `${path} is not a ${wantDir ? "folder" : "regular file"}`;
+    if (st.uid !== uid) return `${path} is owned by uid ${st.uid}, not ${uid}`;
+    if ((st.mode & 0o022) !== 0) return `${path} is writable by group or others (mode ${(st.mode & 0o777).toString(8)})`;
+    return undefined;
+  };
+  const problem =
+    bad(dir, true) ??
+    readdirSync(dir)
+      .filter((f) => f === "current" || f === "pending.json" || /^gen-\d+\.json$/.test(f))
+      .map((f) => bad(join(dir, f), false))
+      .find((x) => x !== undefined);
+  return problem === undefined
+    ? undefined
+    : `${problem}: the generations are not trusted (another user could have written them, and restoring runs them as root). Check them, then: ${fix}`;
+}
+
 export interface RestoreResult {
   /** The generation now in force; undefined when nothing was ever applied (or the only one was reverted). */
   readonly generation: number | undefined;
@@ -46,10 +76,13 @@ export interface RestoreResult {
  * first: the node comes back with the last confirmed generation, as the confirm window promised.
  * keepalived is not signalled (at boot it starts after this); bridges and other links are not
  * recreated (generations do not record them; the host's network configuration owns them at boot).
- * @throws CommandError when nft refuses the table (the host keeps what it had).
+ * @throws CommandError when nft refuses the table (the host keeps what it had); Error when the
+ *   generations are not owned by this user or writable by others ({@link untrustedStateProblem}).
  */
 export async function restoreCurrent(r: CommandRunner, stateDir: string): Promise<RestoreResult> {
   const dir = netStateDir(stateDir);
+  const untrusted = untrustedStateProblem(dir);
+  if (untrusted) throw new Error(`varco net restore: REFUSED: ${untrusted}`);
   let reverted: number | undefined;
   const pending = readPending(dir);
   if (pending && currentGeneration(dir)?.id === pending.generation) {

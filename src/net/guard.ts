@@ -104,13 +104,16 @@ export function bridgeRefusals(n: NetworkPolicy, links: ReadonlyMap<string, Live
     for (const port of b.ports) {
       const member = bridgeMember(b, port);
       const where = `${key}.ports: ${member}`;
-      if (member === n.public_interface) {
+      // ip-link(8) acts on a link by any of its names: resolve an altname to the link it names.
+      const named = links.get(member) ?? [...links.values()].find((x) => x.altnames?.includes(member));
+      const pub = links.get(n.public_interface) ?? [...links.values()].find((x) => x.altnames?.includes(n.public_interface));
+      if (member === n.public_interface || (named !== undefined && named.ifname === pub?.ifname)) {
         out.push(
           `${where} is the public interface (network.public_interface); enslaving it would take the public address off the wire. Bridge another NIC`,
         );
         continue;
       }
-      const l = links.get(member);
+      const l = named;
       if (!l) continue;
       if (l.master !== undefined && l.master !== b.name) {
         const kind = links.get(l.master)?.linkinfo?.info_kind ?? "link";
@@ -137,11 +140,26 @@ export function bridgeRefusals(n: NetworkPolicy, links: ReadonlyMap<string, Live
 }
 
 /**
+ * `network.public_interface` given as an altname (ip-link(8) `altname`): nft's `iifname`/`oifname`
+ * compare the link's name only, so the input chain, the inbound drop and outbound SNAT would never
+ * match and the gateway would be unfiltered. Refused with the link's name to write instead.
+ */
+export function publicInterfaceRefusals(n: NetworkPolicy, links: ReadonlyMap<string, LiveLink>): string[] {
+  if (links.has(n.public_interface)) return [];
+  const l = [...links.values()].find((x) => x.altnames?.includes(n.public_interface));
+  return l
+    ? [
+        `network.public_interface: ${n.public_interface} is an altname of ${l.ifname}; nft matches interface names only, so no rule would ever match it (the gateway would be unfiltered). Write public_interface: ${l.ifname}`,
+      ]
+    : [];
+}
+
+/**
  * Every refusal of `n` on this host: VIPs that are static addresses (`links`, and the VIPs the
  * running keepalived holds), bridge ports, and the keepalived files (main config including
  * varco's file, notify scripts), read through `r`.
  */
 export async function liveRefusals(r: CommandRunner, n: NetworkPolicy, links: ReadonlyMap<string, LiveLink>): Promise<string[]> {
   const [held, keepalived] = await Promise.all([keepalivedHeld(r, n), keepalivedHostRefusals(n, (f) => r.readFile(f))]);
-  return [...vipRefusals(n, links, held), ...bridgeRefusals(n, links), ...keepalived];
+  return [...publicInterfaceRefusals(n, links), ...vipRefusals(n, links, held), ...bridgeRefusals(n, links), ...keepalived];
 }

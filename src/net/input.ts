@@ -9,10 +9,11 @@
  *   any other VRRP dropped (before conntrack: a unicast VRRP flow becomes "established");
  *   established/related; the ICMPv6 types neighbour discovery and path-MTU discovery need and the
  *   ICMP errors (RFC 4890 §4.4, RFC 1191), echo-request rate-limited; `ct state invalid` dropped;
+ *   what `network.input_allow` adds (before the meter: a listed source is never rate-limited);
  *   the gateway's SSH listeners (`gateway.listen` on a public address or a wildcard), new
- *   connections over `network.input.ssh_rate` per source address dropped with a counter (a
+ *   connections over `network.input.ssh_rate` per source address (per /64 for IPv6) dropped with a counter (a
  *   dynamic set with a `limit` per element: nft(8) "SETS", "update @set"); the metrics listener
- *   from `network.input.metrics_sources` only; what `network.input_allow` adds.
+ *   from `network.input.metrics_sources` only.
  * DNATed traffic (port forwards) is routed to the forward hook and never reaches this chain.
  *
  * `admits()` is the same decision as a pure function over one packet, used to refuse an apply
@@ -148,11 +149,22 @@ export function renderInputChain(n: NetworkPolicy, services: GatewayServices | u
     `icmp type echo-request limit rate ${input.ping_rate} burst 20 packets accept`,
     "ct state invalid drop",
   ];
+  // input_allow before the per-source meter: a listed source (the administrator's office) is never
+  // rate-limited, so SYNs spoofed from its address cannot fill its bucket and lock it out.
+  for (const a of n.input_allow ?? []) {
+    for (const s of saddrMatches(a.sources))
+      for (const proto of protocols(a.protocol))
+        rules.push(
+          `${s}${proto} dport ${portSet([...a.ports].sort((x, y) => portSpan(x)[0] - portSpan(y)[0]))} accept comment ${q(`input_allow ${a.name}`)}`,
+        );
+  }
   if (sshPorts.length > 0) {
     const over = `limit rate over ${input.ssh_rate} burst ${input.ssh_burst} packets`;
     rules.push(
       `tcp dport ${portSet(sshPorts)} ct state new update @ssh_meter4 { ip saddr ${over} } counter drop comment "network.input.ssh_rate"`,
-      `tcp dport ${portSet(sshPorts)} ct state new update @ssh_meter6 { ip6 saddr ${over} } counter drop comment "network.input.ssh_rate"`,
+      // IPv6: one bucket per /64 (RFC 6177 end-site prefixes): a host holds a whole /64, and one
+      // bucket per address would let it open 2^64 times the rate.
+      `tcp dport ${portSet(sshPorts)} ct state new update @ssh_meter6 { ip6 saddr & ffff:ffff:ffff:ffff:: ${over} } counter drop comment "network.input.ssh_rate"`,
     );
     for (const l of listeners) rules.push(`${daddrMatch(l.host)}tcp dport ${l.port} accept comment "gateway.listen"`);
   }
@@ -160,13 +172,6 @@ export function renderInputChain(n: NetworkPolicy, services: GatewayServices | u
   if (metrics && input.metrics_sources.length > 0) {
     for (const s of saddrMatches(input.metrics_sources))
       rules.push(`${s}${daddrMatch(metrics.host)}tcp dport ${metrics.port} accept comment "network.input.metrics_sources"`);
-  }
-  for (const a of n.input_allow ?? []) {
-    for (const s of saddrMatches(a.sources))
-      for (const proto of protocols(a.protocol))
-        rules.push(
-          `${s}${proto} dport ${portSet([...a.ports].sort((x, y) => portSpan(x)[0] - portSpan(y)[0]))} accept comment ${q(`input_allow ${a.name}`)}`,
-        );
   }
   rules.push('counter drop comment "public side: not accepted by the input chain"');
   return [

@@ -7,6 +7,8 @@ import type { CommandRunner } from "./runner.ts";
 /** One link as `ip -j -d addr show` prints it (the fields varco reads). */
 export interface LiveLink {
   ifname: string;
+  /** Alternative names (ip-link(8) `property add altname`); `ip link set ALTNAME …` acts on the link. */
+  altnames?: string[];
   master?: string;
   flags?: string[];
   operstate?: string;

@@ -206,6 +206,10 @@ export function renderNft(n: NetworkPolicy, services?: GatewayServices): string 
     ...(n.mss_clamp ? ["\t\ttcp flags syn / syn,rst tcp option maxseg size set rt mtu"] : []),
     "\t\tct state established,related accept",
     "\t\tct state invalid drop",
+    // Anti-spoofing: a private source never arrives from the internet. Without this, a spoofed
+    // source listed in forward_allow (or a hairpin-only forward) would be forwarded inward.
+    `\t\tiifname ${pub} ip saddr @private4 counter drop comment "private source on the public interface (spoofed)"`,
+    `\t\tiifname ${pub} ip6 saddr @private6 counter drop comment "private source on the public interface (spoofed)"`,
     '\t\ticmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept comment "ICMPv6 errors (path MTU)"',
     '\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept comment "neighbour discovery (bridged)"',
     '\t\tct status dnat accept comment "port_forwards"',

@@ -688,6 +688,16 @@ const forwardAllow = z.strictObject({
     .describe('Destination ports or ranges (`"8000-8010"`); every `from` × `to` × protocol × port is allowed.'),
 });
 
+/** A Linux interface name (IFNAMSIZ: at most 15 characters): rendered into nft, keepalived.conf and ifupdown2 stanzas, so nothing else. */
+const ifName = z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, {
+  message: "an interface name: 1–15 letters, digits, '_', '.' and '-' (the link's name, not an altname)",
+});
+/** A path or command written into keepalived.conf: one line, no quotes (keepalived.conf(5) has no escapes). */
+const confLine = z
+  .string()
+  .min(1)
+  .refine((v) => !/["\p{Cc}]/u.test(v), { message: "one line without control characters or double quotes" });
+
 const vlanId = z.number().int().min(1).max(4094);
 /** A VLAN id or an inclusive range `"2-4094"` (bridge(8) `vid VID[-VID]`, ifupdown2 `bridge-vids`). */
 const vlanIds = z.union([
@@ -710,7 +720,7 @@ const bridge = z.strictObject({
     .regex(/^[A-Za-z0-9_.-]{1,15}$/, { message: "an interface name of at most 15 characters" })
     .describe("Interface name of the bridge (at most 15 characters, e.g. `vmbr1`); not `public_interface`."),
   ports: z
-    .array(z.string().min(1))
+    .array(ifName)
     .default([])
     .describe(
       "Interfaces enslaved to the bridge (a NIC, a veth; with `vlan`, the NIC the `<port>.<vlan>` sub-interface is made on). A port belongs to one bridge; `net plan` refuses the public interface, a port of another bridge or bond, a bridge, or a link that carries an address.",
@@ -770,10 +780,7 @@ const vip = z.strictObject({
     .string()
     .regex(/^[A-Za-z0-9_.-]+$/, { message: "a VRRP instance name is letters, digits, '_', '.' and '-'" })
     .describe("Name of the VRRP instance (keepalived `vrrp_instance`), unique in the policy."),
-  interface: z
-    .string()
-    .min(1)
-    .describe("The link the VIP addresses are added to and VRRP adverts are sent on (usually `public_interface`)."),
+  interface: ifName.describe("The link the VIP addresses are added to and VRRP adverts are sent on (usually `public_interface`)."),
   virtual_router_id: z
     .number()
     .int()
@@ -932,12 +939,9 @@ const network = z
       .describe(
         "Name of the only nftables table varco owns (`table inet <table>`; `table bridge <table>` on the host), replaced as a whole in one transaction.",
       ),
-    public_interface: z
-      .string()
-      .min(1)
-      .describe(
-        "The interface facing the internet: default-drop on input, port forwards arrive on it, outbound SNAT leaves by it. Never a bridge port or a bridge name.",
-      ),
+    public_interface: ifName.describe(
+      "The interface facing the internet: default-drop on input, port forwards arrive on it, outbound SNAT leaves by it. Never a bridge port or a bridge name.",
+    ),
     public_ip: ipAddress.describe(
       "This node's own static address on `public_interface` (each node of a pair has its own); never a VIP address, since keepalived removes a VIP on BACKUP or FAULT. Default `external_ip` and SNAT source when no VIP has an IPv4 address on `public_interface`.",
     ),
@@ -1003,30 +1007,22 @@ const network = z
     keepalived: z
       .strictObject({
         /** The only keepalived file varco writes; the operator's main_config includes it. */
-        config_file: z
-          .string()
-          .min(1)
+        config_file: confLine
           .default("/etc/keepalived/conf.d/varco.conf")
           .describe("The only keepalived file varco writes (its VRRP instances); `main_config` must include it."),
         /** The operator's keepalived.conf: never written by varco; `net plan` refuses when it does not include config_file. */
-        main_config: z
-          .string()
-          .min(1)
+        main_config: confLine
           .default("/etc/keepalived/keepalived.conf")
           .describe(
             "The operator's keepalived.conf, never written by varco; `net plan` refuses while it is missing or has no `include` line for `config_file`, and prints the line.",
           ),
-        pid_file: z
-          .string()
-          .min(1)
+        pid_file: confLine
           .default("/run/keepalived.pid")
           .describe(
             "keepalived's pid file: apply and rollback reload keepalived with SIGHUP to it, and `net plan` uses it to tell a VIP the running keepalived holds from a static address.",
           ),
         /** The command keepalived's track_script runs (exit 0 = alive). */
-        health_command: z
-          .string()
-          .min(1)
+        health_command: confLine
           .optional()
           .describe(
             "The command keepalived's track script runs for `track_gateway_health` (exit 0 = alive). Absent: `bin/varco-health.mjs`, which asks `GET /livez` on `gateway.metrics_listen`.",
