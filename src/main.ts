@@ -441,7 +441,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
         checks,
         () => {
           const st = gateway.stats();
-          const gen = loaded.policy.network ? currentGeneration(netStateDir(statePaths(loaded).stateDir)) : undefined;
+          const gen = loaded.policy.network ? readableGeneration(netDirFor(loaded)) : undefined;
           metrics.setGauges({
             sessions: st.sessions,
             unauthenticated: st.unauthenticated,
@@ -557,10 +557,25 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   };
 }
 
+/** The folder of the network generations: `network.state_dir`, else `<gateway.state_dir>/net`. */
+export function netDirFor(loaded: LoadedPolicy): string {
+  const own = loaded.policy.network?.state_dir;
+  return own ? loaded.resolvePath(own) : netStateDir(statePaths(loaded).stateDir);
+}
+
+/** The current generation for the metrics, or undefined when the gateway's user may not read it (root-owned). */
+function readableGeneration(dir: string): ReturnType<typeof currentGeneration> {
+  try {
+    return currentGeneration(dir);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The desired network state and where its generations live, for the `varco net` commands. */
 export function networkContext(loaded: LoadedPolicy): {
   desired: Desired;
-  stateDir: string;
+  netDir: string;
   network: NetworkPolicy;
   services: GatewayServices;
 } {
@@ -603,7 +618,7 @@ export function networkContext(loaded: LoadedPolicy): {
   }
   return {
     desired,
-    stateDir: statePaths(loaded).stateDir,
+    netDir: netDirFor(loaded),
     network: resolved,
     services,
   };

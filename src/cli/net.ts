@@ -52,18 +52,18 @@ export function registerNet(program: Command): void {
    * Every net command first reverts an unconfirmed apply whose deadline passed (the watcher may be gone).
    * Read-only commands (plan, status) skip it while another command holds the lock.
    */
-  const netPrelude = async (runner: CommandRunner, stateDir: string, readOnly = false) => {
+  const netPrelude = async (runner: CommandRunner, netDir: string, readOnly = false) => {
     try {
-      if (await N.revertIfExpired(runner, stateDir, Date.now()))
+      if (await N.revertIfExpired(runner, netDir, Date.now()))
         console.error("varco net: an unconfirmed apply passed its deadline and was rolled back");
     } catch (err) {
       if (!(readOnly && err instanceof N.NetLockedError)) throw err;
     }
   };
   /** Runs a state-changing command under the state folder's lock; a held lock is a clear exit 1. */
-  const locked = async <T>(stateDir: string, holder: string, fn: () => Promise<T>): Promise<T> => {
+  const locked = async <T>(netDir: string, holder: string, fn: () => Promise<T>): Promise<T> => {
     try {
-      return await N.withNetLock(stateDir, holder, fn);
+      return await N.withNetLock(netDir, holder, fn);
     } catch (err) {
       if (err instanceof N.NetLockedError) throw new ExitError(`varco ${holder}: ${err.message}`, 1);
       throw err;
@@ -91,9 +91,9 @@ export function registerNet(program: Command): void {
     .option("--commands", "also print the exact commands apply would run")
     .option("--out <file>", "also save the plan (mode 0600) for `varco net apply --plan FILE`")
     .action(async (opts: { json?: boolean; commands?: boolean; out?: string }) => {
-      const { runner, desired, stateDir } = netSetup();
-      await netPrelude(runner, stateDir, true);
-      const p = await N.plan(runner, desired, stateDir);
+      const { runner, desired, netDir } = netSetup();
+      await netPrelude(runner, netDir, true);
+      const p = await N.plan(runner, desired, netDir);
       if (opts.out && p.refusals.length === 0) {
         N.writeSavedPlan(opts.out, await N.makeSavedPlan(runner, desired));
         console.error(`saved the plan to ${opts.out}; apply exactly it with \`varco net apply --plan ${opts.out}\``);
@@ -125,7 +125,7 @@ export function registerNet(program: Command): void {
     .option("--force", "apply even if the ruleset would drop a new SSH connection like yours (SSH_CONNECTION)")
     .action(async (opts: { confirm?: string; plan?: string; role?: string; stateless?: boolean; force?: boolean }) => {
       if (opts.role !== undefined && opts.role !== "gateway") return applyHostRole(opts);
-      const { runner, desired, stateDir, loaded, network, services } = netSetup();
+      const { runner, desired, netDir, loaded, network, services } = netSetup();
       let confirmMs: number | undefined;
       if (opts.confirm) {
         confirmMs = parseDurationMs(opts.confirm);
@@ -139,13 +139,13 @@ export function registerNet(program: Command): void {
           throw new ExitError(`varco net apply: ${(err as Error).message}`, 2);
         }
       }
-      await locked(stateDir, opts.plan ? "net apply --plan" : "net apply", async () => {
-        await netPrelude(runner, stateDir);
+      await locked(netDir, opts.plan ? "net apply --plan" : "net apply", async () => {
+        await netPrelude(runner, netDir);
         // The saved plan's network is the one the policy renders now (applySavedPlan refuses otherwise).
         await refuseLockout(runner, network, services, Boolean(opts.force));
         let r: ApplyResult;
         try {
-          r = saved ? await N.applySavedPlan(runner, saved, desired, stateDir, opts.plan) : await N.apply(runner, desired, stateDir);
+          r = saved ? await N.applySavedPlan(runner, saved, desired, netDir, opts.plan) : await N.apply(runner, desired, netDir);
         } catch (err) {
           if (err instanceof N.ApplyError) throw new ExitError(err.message, 1);
           throw err;
@@ -156,7 +156,7 @@ export function registerNet(program: Command): void {
         }
         console.log(`applied generation ${r.generation}${r.mode === "elements" ? " (set/map elements only, one transaction)" : ""}`);
         if (confirmMs !== undefined) {
-          const pending = N.setPending(stateDir, r.generation, Date.now() + confirmMs);
+          const pending = N.setPending(netDir, r.generation, Date.now() + confirmMs);
           const netns = (net.opts() as { netns?: string }).netns;
           const bin = fileURLToPath(new URL("../../bin/varco.mjs", import.meta.url));
           const child = spawn(
@@ -192,10 +192,10 @@ export function registerNet(program: Command): void {
     .command("confirm-wait", { hidden: true })
     .requiredOption("--token <token>")
     .action(async (opts: { token: string }) => {
-      const { runner, stateDir } = netSetup();
+      const { runner, netDir } = netSetup();
       // Poll (bounded, 24 h at most) so a confirm or a newer apply ends this watcher promptly.
       for (let i = 0; i < 24 * 3600 * 4; i++) {
-        const p = N.readPending(N.netStateDir(stateDir));
+        const p = N.readPending(netDir);
         if (!p || p.token !== opts.token) return;
         if (Date.now() >= p.deadline) break;
         await new Promise((r) => setTimeout(r, Math.min(250, Math.max(10, p.deadline - Date.now()))));
@@ -203,7 +203,7 @@ export function registerNet(program: Command): void {
       // The revert takes the lock; while another command holds it, try again (bounded: 10 min).
       for (let i = 0; i < 1200; i++) {
         try {
-          await N.revertIfExpired(runner, stateDir, Date.now(), opts.token);
+          await N.revertIfExpired(runner, netDir, Date.now(), opts.token);
           return;
         } catch (err) {
           if (!(err instanceof N.NetLockedError)) throw err;
@@ -215,10 +215,10 @@ export function registerNet(program: Command): void {
     .command("confirm")
     .description("keep the last apply")
     .action(async () => {
-      const { runner, stateDir } = netSetup();
-      await locked(stateDir, "net confirm", async () => {
-        await netPrelude(runner, stateDir);
-        if (!(await N.confirm(stateDir))) throw new ExitError("nothing to confirm (no apply is waiting, or it was already rolled back)", 1);
+      const { runner, netDir } = netSetup();
+      await locked(netDir, "net confirm", async () => {
+        await netPrelude(runner, netDir);
+        if (!(await N.confirm(netDir))) throw new ExitError("nothing to confirm (no apply is waiting, or it was already rolled back)", 1);
         console.log("confirmed");
       });
     });
@@ -226,9 +226,9 @@ export function registerNet(program: Command): void {
     .command("rollback")
     .description("revert the last apply (restore the previous generation)")
     .action(async () => {
-      const { runner, stateDir } = netSetup();
+      const { runner, netDir } = netSetup();
       try {
-        const prev = await N.rollback(runner, stateDir);
+        const prev = await N.rollback(runner, netDir);
         console.log(prev ? `rolled back to generation ${prev.id}` : "rolled back: varco's table and links are removed");
       } catch (err) {
         throw new ExitError(`varco net rollback: ${(err as Error).message}`, 1);
@@ -239,9 +239,9 @@ export function registerNet(program: Command): void {
     .description("live state vs policy: exit 0 in sync, 1 with the drift")
     .option("--json", "print JSON")
     .action(async (opts: { json?: boolean }) => {
-      const { runner, desired, stateDir } = netSetup();
-      await netPrelude(runner, stateDir, true);
-      const st = await N.status(runner, desired, stateDir);
+      const { runner, desired, netDir } = netSetup();
+      await netPrelude(runner, netDir, true);
+      const st = await N.status(runner, desired, netDir);
       if (opts.json)
         console.log(
           JSON.stringify({
@@ -263,17 +263,20 @@ export function registerNet(program: Command): void {
   net
     .command("restore")
     .description("put back the current generation as last applied (nft table, keepalived file); for boot, before keepalived starts")
-    .option("--state-dir <dir>", "the state folder (default: gateway.state_dir read from the policy file, which need not be valid)")
-    .action(async (opts: { stateDir?: string }) => {
+    .option(
+      "--net-dir <dir>",
+      "the folder of the generations (default: network.state_dir, else gateway.state_dir/net, read from the policy file, which need not be valid)",
+    )
+    .action(async (opts: { netDir?: string }) => {
       // No policy validation here: a policy broken on disk must not keep the last good generation away.
-      const stateDir = opts.stateDir ?? N.stateDirFromPolicyFile(policyPath(program.opts()));
+      const netDir = opts.netDir ?? N.netDirFromPolicyFile(policyPath(program.opts()));
       const runner = N.createExecaRunner({ netns: (net.opts() as { netns?: string }).netns });
       try {
-        const res = await N.withNetLock(stateDir, "net restore", () => N.restoreCurrent(runner, stateDir));
+        const res = await N.withNetLock(netDir, "net restore", () => N.restoreCurrent(runner, netDir));
         if (res.revertedUnconfirmed !== undefined) console.log(`generation ${res.revertedUnconfirmed} was never confirmed: rolled back`);
         console.log(
           res.generation === undefined
-            ? `nothing to restore: no generation in ${N.netStateDir(stateDir)}`
+            ? `nothing to restore: no generation in ${netDir}`
             : `restored generation ${res.generation}${res.keepalivedWritten ? " (keepalived file rewritten)" : ""}`,
         );
       } catch (err) {

@@ -7,57 +7,31 @@
 import { existsSync, lstatSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { parse } from "yaml";
-import { currentGeneration, netStateDir, readPending, rollback } from "./reconcile.ts";
+import { currentGeneration, readPending, rollback } from "./reconcile.ts";
+import { untrustedStateProblem } from "./trust.ts";
 import type { CommandRunner } from "./runner.ts";
 
 /** gateway.state_dir's default (policy/schema.ts). */
 const DEFAULT_STATE_DIR = "/var/lib/varco";
 
 /**
- * The state folder named by the policy file at `file` (gateway.state_dir, relative paths taken
- * from the policy's folder, as the loader does), read leniently: the YAML is parsed but not
- * validated, and a file that is missing, unparsable or without the key gives the default
- * `/var/lib/varco`. Never throws.
+ * The folder of the network generations named by the policy file at `file`: `network.state_dir`,
+ * else `<gateway.state_dir>/net` (relative paths taken from the policy's folder, as the loader
+ * does), read leniently: the YAML is parsed but not validated, and a file that is missing,
+ * unparsable or without the keys gives the default `/var/lib/varco/net`. Never throws.
  */
-export function stateDirFromPolicyFile(file: string): string {
+export function netDirFromPolicyFile(file: string): string {
+  const abs = (dir: string) => (isAbsolute(dir) ? dir : resolve(dirname(file), dir));
   try {
-    const raw = parse(readFileSync(file, "utf8")) as { gateway?: { state_dir?: unknown } } | null;
+    const raw = parse(readFileSync(file, "utf8")) as { gateway?: { state_dir?: unknown }; network?: { state_dir?: unknown } } | null;
+    const net = raw?.network?.state_dir;
+    if (typeof net === "string" && net.length > 0) return abs(net);
     const dir = raw?.gateway?.state_dir;
-    if (typeof dir === "string" && dir.length > 0) return isAbsolute(dir) ? dir : resolve(dirname(file), dir);
+    if (typeof dir === "string" && dir.length > 0) return join(abs(dir), "net");
   } catch {
     // A broken policy must not stop the restore: fall back to the default folder.
   }
-  return DEFAULT_STATE_DIR;
-}
-
-/**
- * Why the generations in `dir` (`<state_dir>/net`) cannot be trusted by a restore running as root,
- * or undefined when they can: the folder and every file in it (`current`, `pending.json`,
- * `gen-*.json`) must be owned by this process's user and writable by no one else, and none may be
- * a symbolic link (lstat(2)). The state folder above is the gateway's (user `varco`), which can
- * rename `net/` away and plant its own: a generation holds the nft script and the keepalived file
- * (notify scripts run as root) that the restore installs, so a planted one would be code run as root.
- */
-export function untrustedStateProblem(dir: string, uid: number = process.geteuid?.() ?? 0): string | undefined {
-  if (!existsSync(dir)) return undefined;
-  const fix = `chown -R root:root ${dir} && chmod -R go-w ${dir}`;
-  const bad = (path: string, wantDir: boolean): string | undefined => {
-    const st = lstatSync(path);
-    if (st.isSymbolicLink()) return `${path} is a symbolic link`;
-    if (wantDir ? !st.isDirectory() : !st.isFile()) return `${path} is not a ${wantDir ? "folder" : "regular file"}`;
-    if (st.uid !== uid) return `${path} is owned by uid ${st.uid}, not ${uid}`;
-    if ((st.mode & 0o022) !== 0) return `${path} is writable by group or others (mode ${(st.mode & 0o777).toString(8)})`;
-    return undefined;
-  };
-  const problem =
-    bad(dir, true) ??
-    readdirSync(dir)
-      .filter((f) => f === "current" || f === "pending.json" || /^gen-\d+\.json$/.test(f))
-      .map((f) => bad(join(dir, f), false))
-      .find((x) => x !== undefined);
-  return problem === undefined
-    ? undefined
-    : `${problem}: the generations are not trusted (another user could have written them, and restoring runs them as root). Check them, then: ${fix}`;
+  return join(DEFAULT_STATE_DIR, "net");
 }
 
 export interface RestoreResult {
@@ -70,7 +44,7 @@ export interface RestoreResult {
 }
 
 /**
- * Restores the current generation of `stateDir` on the host: one `nft -f` transaction with the
+ * Restores the current generation of `netDir` on the host: one `nft -f` transaction with the
  * generation's table (it replaces the table if present, nft(8)), then varco's keepalived file
  * written back when it differs. An apply that was never confirmed (pending.json) is rolled back
  * first: the node comes back with the last confirmed generation, as the confirm window promised.
@@ -79,14 +53,14 @@ export interface RestoreResult {
  * @throws CommandError when nft refuses the table (the host keeps what it had); Error when the
  *   generations are not owned by this user or writable by others ({@link untrustedStateProblem}).
  */
-export async function restoreCurrent(r: CommandRunner, stateDir: string): Promise<RestoreResult> {
-  const dir = netStateDir(stateDir);
+export async function restoreCurrent(r: CommandRunner, netDir: string): Promise<RestoreResult> {
+  const dir = netDir;
   const untrusted = untrustedStateProblem(dir);
   if (untrusted) throw new Error(`varco net restore: REFUSED: ${untrusted}`);
   let reverted: number | undefined;
   const pending = readPending(dir);
   if (pending && currentGeneration(dir)?.id === pending.generation) {
-    await rollback(r, stateDir);
+    await rollback(r, netDir);
     reverted = pending.generation;
   }
   const gen = currentGeneration(dir);

@@ -1,4 +1,5 @@
-export { type RestoreResult, restoreCurrent, stateDirFromPolicyFile } from "./boot.ts";
+export { netDirFromPolicyFile, type RestoreResult, restoreCurrent } from "./boot.ts";
+export { untrustedStateProblem } from "./trust.ts";
 export { bridgeRefusals, liveRefusals, vipRefusals } from "./guard.ts";
 export {
   applyHostBridge,

@@ -20,6 +20,7 @@ import type { GatewayServices } from "./input.ts";
 import { type KeepalivedInputs, redactKeepalived, renderKeepalived } from "./keepalived.ts";
 import { type LinkCheck, type LinkOp, linkCheckHolds, ownedLinks, removedLinkOps, renderLinkOps, withLiveUndo } from "./links.ts";
 import { type LiveLink, liveLinks } from "./live.ts";
+import { untrustedStateProblem } from "./trust.ts";
 import { renderNft, renderNftDelete } from "./nft.ts";
 import type { CommandRunner } from "./runner.ts";
 
@@ -318,6 +319,10 @@ const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
 // ---------------------------------------------------------------- generations on disk
 
+/**
+ * The default folder of the network generations for a gateway state folder: `<state_dir>/net`
+ * (`network.state_dir` overrides it). Every function here takes that folder itself (`netDir`).
+ */
 export function netStateDir(stateDir: string): string {
   return join(stateDir, "net");
 }
@@ -402,8 +407,8 @@ const held = new Map<string, number>();
  * another command gets. Re-entrant within one process. Never waits.
  * @throws NetLockedError at once when another process holds the lock.
  */
-export async function withNetLock<T>(stateDir: string, holder: string, fn: () => Promise<T>): Promise<T> {
-  const dir = netStateDir(stateDir);
+export async function withNetLock<T>(netDir: string, holder: string, fn: () => Promise<T>): Promise<T> {
+  const dir = netDir;
   const lockPath = join(dir, "lock");
   const depth = held.get(lockPath) ?? 0;
   if (depth > 0) {
@@ -413,6 +418,11 @@ export async function withNetLock<T>(stateDir: string, holder: string, fn: () =>
     } finally {
       held.set(lockPath, (held.get(lockPath) ?? 1) - 1);
     }
+  }
+  // As root, the generations this command reads and writes must be root's alone (trust.ts).
+  if (process.geteuid?.() === 0) {
+    const untrusted = untrustedStateProblem(dir);
+    if (untrusted) throw new Error(`varco ${holder}: REFUSED: ${untrusted}`);
   }
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const ownerFile = join(dir, "lock.owner");
@@ -484,8 +494,8 @@ interface PlanAndLive {
   readonly table: LiveTable | undefined;
 }
 
-async function planWithLive(r: CommandRunner, d: Desired, stateDir: string, withDiff: boolean): Promise<PlanAndLive> {
-  const dir = netStateDir(stateDir);
+async function planWithLive(r: CommandRunner, d: Desired, netDir: string, withDiff: boolean): Promise<PlanAndLive> {
+  const dir = netDir;
   const gen = currentGeneration(dir);
   const [tbl, live, kaLive, kaGen] = await Promise.all([
     liveTable(r, d.table),
@@ -530,8 +540,8 @@ async function planWithLive(r: CommandRunner, d: Desired, stateDir: string, with
 }
 
 /** What `apply` would change, as diffs (secrets masked), with the drift of the live host from the current generation. */
-export async function plan(r: CommandRunner, d: Desired, stateDir: string, opts: { diff?: boolean } = {}): Promise<Plan> {
-  return (await planWithLive(r, d, stateDir, opts.diff ?? true)).plan;
+export async function plan(r: CommandRunner, d: Desired, netDir: string, opts: { diff?: boolean } = {}): Promise<Plan> {
+  return (await planWithLive(r, d, netDir, opts.diff ?? true)).plan;
 }
 
 /**
@@ -658,8 +668,8 @@ function elementDeltaScript(
  * of element commands instead of a new table. Returns undefined (nothing done) whenever that does not
  * hold, so the caller replaces the table.
  */
-async function applyElementDelta(r: CommandRunner, d: Desired, stateDir: string): Promise<ApplyResult | undefined> {
-  const dir = netStateDir(stateDir);
+async function applyElementDelta(r: CommandRunner, d: Desired, netDir: string): Promise<ApplyResult | undefined> {
+  const dir = netDir;
   const gen = currentGeneration(dir);
   if (!gen?.snapshot || gen.desired.table !== d.table || gen.desired.keepalived !== d.keepalived || gen.desired.nft === d.nft)
     return undefined;
@@ -756,15 +766,15 @@ export interface ApplyResult {
  * the previous nft table and keepalived.conf, and throws ApplyError.
  * @throws NetLockedError when another varco net command is running.
  */
-export async function apply(r: CommandRunner, d: Desired, stateDir: string): Promise<ApplyResult> {
-  return withNetLock(stateDir, "net apply", () => applyLocked(r, d, stateDir));
+export async function apply(r: CommandRunner, d: Desired, netDir: string): Promise<ApplyResult> {
+  return withNetLock(netDir, "net apply", () => applyLocked(r, d, netDir));
 }
 
-async function applyLocked(r: CommandRunner, d: Desired, stateDir: string): Promise<ApplyResult> {
-  const dir = netStateDir(stateDir);
-  const fast = await applyElementDelta(r, d, stateDir);
+async function applyLocked(r: CommandRunner, d: Desired, netDir: string): Promise<ApplyResult> {
+  const dir = netDir;
+  const fast = await applyElementDelta(r, d, netDir);
   if (fast) return fast;
-  const { plan: p } = await planWithLive(r, d, stateDir, false);
+  const { plan: p } = await planWithLive(r, d, netDir, false);
   if (p.refusals.length > 0) throw new ApplyError("checks against this host", new Error(p.refusals.join("; ")), false);
   const current = currentGeneration(dir);
   if (!p.changed && current) return { generation: current.id, plan: p, changed: false, mode: "none" };
@@ -847,9 +857,9 @@ async function applyLocked(r: CommandRunner, d: Desired, stateDir: string): Prom
  * generation, varco's table is removed.
  * @throws NetLockedError when another varco net command is running.
  */
-export async function rollback(r: CommandRunner, stateDir: string): Promise<Generation | undefined> {
-  return withNetLock(stateDir, "net rollback", async () => {
-    const dir = netStateDir(stateDir);
+export async function rollback(r: CommandRunner, netDir: string): Promise<Generation | undefined> {
+  return withNetLock(netDir, "net rollback", async () => {
+    const dir = netDir;
     const cur = currentGeneration(dir);
     if (!cur) throw new Error("nothing to roll back: no generation has been applied");
     const prevId = generationIds(dir)
@@ -879,9 +889,9 @@ export async function rollback(r: CommandRunner, stateDir: string): Promise<Gene
 }
 
 /** Records that generation `id` must be confirmed before `deadline` (ms since epoch). */
-export function setPending(stateDir: string, generation: number, deadline: number): Pending {
+export function setPending(netDir: string, generation: number, deadline: number): Pending {
   const pending = { generation, deadline, token: randomUUID() };
-  writeJsonAtomic(join(netStateDir(stateDir), "pending.json"), pending);
+  writeJsonAtomic(join(netDir, "pending.json"), pending);
   return pending;
 }
 
@@ -890,9 +900,9 @@ export function setPending(stateDir: string, generation: number, deadline: numbe
  * Returns false when nothing was pending.
  * @throws NetLockedError when another varco net command is running (e.g. the revert itself).
  */
-export async function confirm(stateDir: string): Promise<boolean> {
-  return withNetLock(stateDir, "net confirm", async () => {
-    const f = join(netStateDir(stateDir), "pending.json");
+export async function confirm(netDir: string): Promise<boolean> {
+  return withNetLock(netDir, "net confirm", async () => {
+    const f = join(netDir, "pending.json");
     if (!existsSync(f)) return false;
     rmSync(f, { force: true });
     return true;
@@ -906,11 +916,11 @@ export async function confirm(stateDir: string): Promise<boolean> {
  * Returns true when it rolled back.
  * @throws NetLockedError when it must revert but another varco net command is running.
  */
-export async function revertIfExpired(r: CommandRunner, stateDir: string, now: number, token?: string): Promise<boolean> {
-  const dir = netStateDir(stateDir);
+export async function revertIfExpired(r: CommandRunner, netDir: string, now: number, token?: string): Promise<boolean> {
+  const dir = netDir;
   const due = (p: Pending | undefined): p is Pending => p !== undefined && now >= p.deadline && (token === undefined || p.token === token);
   if (!due(readPending(dir))) return false;
-  return withNetLock(stateDir, "net confirm-wait (automatic revert)", async () => {
+  return withNetLock(netDir, "net confirm-wait (automatic revert)", async () => {
     const p = readPending(dir);
     if (!due(p)) return false;
     const cur = currentGeneration(dir);
@@ -918,7 +928,7 @@ export async function revertIfExpired(r: CommandRunner, stateDir: string, now: n
       rmSync(join(dir, "pending.json"), { force: true });
       return false;
     }
-    await rollback(r, stateDir);
+    await rollback(r, netDir);
     return true;
   });
 }
@@ -933,8 +943,8 @@ export interface Status {
 }
 
 /** Live state vs the current generation and the policy (no lock: it only reads). */
-export async function status(r: CommandRunner, d: Desired, stateDir: string): Promise<Status> {
-  const dir = netStateDir(stateDir);
+export async function status(r: CommandRunner, d: Desired, netDir: string): Promise<Status> {
+  const dir = netDir;
   const gen = currentGeneration(dir);
   const [tbl, live, kaInstalled] = await Promise.all([
     liveTable(r, d.table),
@@ -1030,10 +1040,10 @@ export async function applySavedPlan(
   r: CommandRunner,
   saved: SavedPlan,
   current: Desired,
-  stateDir: string,
+  netDir: string,
   file = "the saved plan",
 ): Promise<ApplyResult> {
-  return withNetLock(stateDir, "net apply --plan", async () => {
+  return withNetLock(netDir, "net apply --plan", async () => {
     const again = `make the plan again with \`varco net plan --out ${file}\`, review it, and apply that`;
     if (desiredHash(current) !== saved.desiredHash) {
       const d = saved.desired;
@@ -1061,6 +1071,6 @@ export async function applySavedPlan(
         false,
       );
     }
-    return applyLocked(r, saved.desired, stateDir);
+    return applyLocked(r, saved.desired, netDir);
   });
 }

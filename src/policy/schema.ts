@@ -932,6 +932,13 @@ const inputAllow = z
 
 const network = z
   .strictObject({
+    state_dir: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "Folder of the network generations (`varco net` history, lock, pending confirm). Default `<gateway.state_dir>/net`; set it to a root-owned folder outside the gateway's (e.g. `/var/lib/varco-net`), so the SSH-facing user cannot plant a generation that `varco net restore` would install as root.",
+      ),
     table: z
       .string()
       .regex(/^[A-Za-z][A-Za-z0-9_]*$/)

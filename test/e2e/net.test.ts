@@ -204,9 +204,9 @@ describe.runIf(isRoot)("network front-end in namespaces", () => {
       { authPass: {}, healthCommand: "true" },
     );
     const gens = listGenerations(netStateDir(join(dir, "state"))).length;
-    await expect(apply(onceFailing, { ...desired, nft: desired.nft.replace("9090", "9091") }, join(dir, "state"))).rejects.toBeInstanceOf(
-      ApplyError,
-    );
+    await expect(
+      apply(onceFailing, { ...desired, nft: desired.nft.replace("9090", "9091") }, netStateDir(join(dir, "state"))),
+    ).rejects.toBeInstanceOf(ApplyError);
     expect(await ruleset()).toBe(before);
     expect(listGenerations(netStateDir(join(dir, "state")))).toHaveLength(gens);
     writeFileSync(policyFile, policyText(NETWORK_V1));

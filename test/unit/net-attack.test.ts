@@ -123,11 +123,11 @@ describe.runIf(process.getuid?.() === 0)("boot restore with a planted generation
     renameSync(join(dir, "net.planted"), net);
     for (const f of ["", "gen-1.json", "current"]) chownSync(join(net, f), 65534, 65534);
     const r = createRecordingRunner();
-    await expect(restoreCurrent(r, dir)).rejects.toThrow(/owned by uid 65534.*not trusted/);
+    await expect(restoreCurrent(r, net)).rejects.toThrow(/owned by uid 65534.*not trusted/);
     expect(r.commands).toEqual([]);
     expect(r.files.has(pwned)).toBe(false);
     // Owned by root again: restored as before.
     for (const f of ["", "gen-1.json", "current"]) chownSync(join(net, f), 0, 0);
-    await expect(restoreCurrent(r, dir)).resolves.toMatchObject({ generation: 1, keepalivedWritten: true });
+    await expect(restoreCurrent(r, net)).resolves.toMatchObject({ generation: 1, keepalivedWritten: true });
   });
 });
