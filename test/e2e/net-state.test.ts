@@ -142,7 +142,7 @@ describe.runIf(isRoot)("honest network state", () => {
       `import { withNetLock } from ${JSON.stringify(join(ROOT, "src/net/index.ts"))};
 await withNetLock(process.argv[2], "test holder", async () => { console.log("HOLDING"); await new Promise((r) => setTimeout(r, 60_000)); });\n`,
     );
-    const holder: ResultPromise = execa("node", ["--import", "tsx", script, join(dir, "state")], { reject: false, cwd: ROOT });
+    const holder: ResultPromise = execa("node", ["--import", "tsx", script, stateNet()], { reject: false, cwd: ROOT });
     try {
       await new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error("the lock holder did not start")), 20_000);
