@@ -9,7 +9,7 @@ import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
-import { apply, createExecaRunner, desiredState, netStateDir, plan, status } from "../src/net/index.ts";
+import { apply, createExecaRunner, desiredState, plan, status } from "../src/net/index.ts";
 import type { NetworkPolicy } from "../src/policy/index.ts";
 import { fmt } from "./lib.ts";
 
@@ -89,7 +89,7 @@ export async function netBench(results: Record<string, unknown>): Promise<string
     const changed = await apply(runner, d2, dir);
     const changeApplyMs = ms(t);
     const after = await status(runner, d2, dir);
-    const genDir = netStateDir(dir);
+    const genDir = dir;
     const genBytes = Math.max(
       ...readdirSync(genDir)
         .filter((f) => f.startsWith("gen-"))
