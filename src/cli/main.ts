@@ -23,6 +23,7 @@ import {
   table,
 } from "./common.ts";
 import { registerNet } from "./net.ts";
+import { registerSshConfig } from "./ssh-config.ts";
 
 /**
  * Each command loads only the modules it needs, when it runs: `varco --help` loads none of them,
@@ -299,6 +300,7 @@ export function buildCli(): Command {
       audit.close();
       console.log(`${uid}: ${n} recorded failures forgotten; the account is not locked`);
     });
+  registerSshConfig(user, program, resolveUid);
   user
     .command("hash")
     .description(

@@ -574,6 +574,13 @@ const route = z
       .array(z.string().min(1))
       .default([])
       .describe("Groups (by name, e.g. the cn) whose members the route is for; a route needs `users`, `groups` or both."),
+    description: z
+      .string()
+      .min(1)
+      .max(200)
+      .regex(/^[^\p{Cc}]*$/u, { message: "a description is one line of at most 200 printable characters" })
+      .optional()
+      .describe("One line shown next to the alias in listings (`varco user ssh-config`, the list of aliases a login without one prints)."),
     alias: z
       .string()
       .regex(/^[A-Za-z0-9][A-Za-z0-9.-]*$/, {

@@ -4,6 +4,8 @@ export {
   type ApprovedTarget,
   aliasesFor,
   type RouteDecision,
+  type RouteSubject,
   refusalMessage,
   resolveRoute,
+  routesFor,
 } from "./route.ts";
