@@ -182,12 +182,12 @@ export function buildCli(): Command {
         await Promise.all([load.core(), load.auth()]);
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
-      const store = openTotpForPolicy(loaded);
+      const store = await openTotpForPolicy(loaded);
       try {
         const secret = opts.secret ?? newSecret();
-        store.setSecret(uid, secret);
+        await store.setSecret(uid, secret);
         const codes = newRecoveryCodes();
-        store.setRecoveryCodes(uid, codes);
+        await store.setRecoveryCodes(uid, codes);
         const uri = otpauthUri(totpSettings(loaded.policy), uid, secret.replace(/[\s-]/g, "").toUpperCase());
         const audit = openAuditForPolicy(loaded);
         audit.append({
@@ -211,7 +211,7 @@ export function buildCli(): Command {
         if (err instanceof TotpSecretError) throw new ExitError(`--secret: ${err.message}`, 1);
         throw err;
       } finally {
-        store.close();
+        await store.close();
       }
     });
   totp
@@ -236,15 +236,15 @@ export function buildCli(): Command {
         );
       const validMs = parseDurationMs(opts.valid);
       if (validMs === undefined || validMs <= 0) throw new ExitError(`--valid: "${opts.valid}" is not a positive duration (e.g. 24h)`, 2);
-      const store = openTotpForPolicy(loaded);
+      const store = await openTotpForPolicy(loaded);
       try {
-        if (store.hasSecret(uid))
+        if (await store.hasSecret(uid))
           throw new ExitError(
             `${uid} already has a TOTP secret; to let them enrol a new authenticator, run \`varco user totp reset ${uid}\` first, then invite again`,
             1,
           );
         const now = Date.now();
-        const code = store.invite(uid, validMs, now);
+        const code = await store.invite(uid, validMs, now);
         const expiresAt = new Date(now + validMs).toISOString();
         // Audited before the code is shown: if the audit fails, nobody ever learns the code.
         const audit = openAuditForPolicy(loaded);
@@ -265,7 +265,7 @@ export function buildCli(): Command {
           `At their next SSH login they type it at the "Verification code:" prompt, then scan the QR code. A new invitation replaces this one.`,
         );
       } finally {
-        store.close();
+        await store.close();
       }
     });
   totp
@@ -275,9 +275,13 @@ export function buildCli(): Command {
       const { openTotpForPolicy, openAuditForPolicy } = await load.core();
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
-      const store = openTotpForPolicy(loaded);
-      const existed = store.reset(uid);
-      store.close();
+      const store = await openTotpForPolicy(loaded);
+      let existed: boolean;
+      try {
+        existed = await store.reset(uid);
+      } finally {
+        await store.close();
+      }
       if (!existed) throw new ExitError(`${uid} has no TOTP secret`, 1);
       const audit = openAuditForPolicy(loaded);
       audit.append({ type: "totp_reset", uid, result: "ok", data: { by: "cli" } });
@@ -291,9 +295,13 @@ export function buildCli(): Command {
       const { openLockoutForPolicy, openAuditForPolicy } = await load.core();
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
-      const lockout = openLockoutForPolicy(loaded);
-      const n = lockout.unlock(uid);
-      lockout.close();
+      const lockout = await openLockoutForPolicy(loaded);
+      let n: number;
+      try {
+        n = await lockout.unlock(uid);
+      } finally {
+        await lockout.close();
+      }
       const audit = openAuditForPolicy(loaded);
       audit.append({ type: "unlock", uid, result: "ok", data: { failures_forgotten: n, by: "cli" } });
       audit.close();

@@ -1053,6 +1053,31 @@ const network = z
     "The network front-end the same policy drives (`varco net plan|apply`): one nftables table (port forwards, the forward and input chains), bridges and keepalived VIPs. Absent: varco manages no network state (`varco net` refuses to run).",
   );
 
+/** Where the login state lives (TOTP secrets, used steps, recovery codes, invitations, lockout failures). */
+const state = z
+  .strictObject({
+    backend: z
+      .enum(["sqlite", "postgres"])
+      .default("sqlite")
+      .describe(
+        "`sqlite`: `<state_dir>/state.db`, this node only. `postgres`: one database shared by every gateway of a cluster, so a used TOTP code, a lockout, an enrolment or a recovery code counts on all of them.",
+      ),
+    url_file: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "File (mode 0600, or `env:VAR`) holding the libpq URL, e.g. `postgres://varco:PASSWORD@db.example:5432/varco?sslmode=verify-full` (`verify-full` checks the server certificate and host name; `sslrootcert=FILE` names the CA). Required with `backend: postgres`.",
+      ),
+  })
+  .refine((s) => s.backend !== "postgres" || s.url_file !== undefined, {
+    message: "backend postgres needs url_file (the file holding the PostgreSQL URL)",
+    path: ["url_file"],
+  })
+  .describe(
+    "The login state shared by gateways. Every node sharing a PostgreSQL state needs the same `<state_dir>/totp.key` (like the host keys). The audit trail and recordings stay per node. Changing it needs a restart; `varco state migrate` updates the schema, `varco state copy --to postgres` moves a node's SQLite state.",
+  );
+
 export const policySchema = z.strictObject({
   version,
   gateway,
@@ -1061,6 +1086,7 @@ export const policySchema = z.strictObject({
   targets,
   routes,
   network: network.optional(),
+  state: state.prefault({}),
 });
 
 /** A validated policy, with defaults filled, durations in ms and sizes in bytes. Paths are still as written. */
