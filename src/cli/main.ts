@@ -332,6 +332,67 @@ export function buildCli(): Command {
       console.log(await (await load.auth()).hashPassword(password));
     });
 
+  const stateCmd = program
+    .command("state")
+    .description("the login state: TOTP secrets, used steps, recovery codes, invitations, lockout (state.backend)");
+  stateCmd
+    .command("migrate")
+    .description("bring the login state's schema to this version of varco (also done at start); refuses a newer schema")
+    .action(async () => {
+      const { openStateForPolicy } = await load.core();
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const state = await openStateForPolicy(loaded);
+      try {
+        console.log(`${state.engine} ${state.where}: schema version ${await state.schemaVersion()}`);
+      } finally {
+        await state.close();
+      }
+    });
+  stateCmd
+    .command("copy")
+    .description("copy this gateway's SQLite login state (<state_dir>/state.db) into PostgreSQL; totp.key must go to every node too")
+    .requiredOption("--to <backend>", "the target engine: postgres")
+    .option("--url-file <file>", "file holding the PostgreSQL URL (default: state.url_file of the policy)")
+    .option("--force", "replace the rows the target already holds")
+    .action(async (opts: { to: string; urlFile?: string; force?: boolean }) => {
+      if (opts.to !== "postgres") throw new ExitError(`--to: "${opts.to}" is not a target; the only one is postgres`, 2);
+      const { openStateForPolicy } = await load.core();
+      const { resolve } = await import("node:path");
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const urlFile = opts.urlFile
+        ? opts.urlFile.startsWith("env:")
+          ? opts.urlFile
+          : resolve(opts.urlFile)
+        : loaded.policy.state.url_file
+          ? loaded.policy.state.url_file.startsWith("env:")
+            ? loaded.policy.state.url_file
+            : loaded.resolvePath(loaded.policy.state.url_file)
+          : undefined;
+      if (!urlFile) throw new ExitError(`${loaded.file}: state.url_file is not set; name the PostgreSQL URL file with --url-file`, 2);
+      const source = await openStateForPolicy(loaded, { sqlite: true });
+      try {
+        const target = await openStateForPolicy(loaded, { urlFile });
+        try {
+          const held = await target.rowCount();
+          if (held > 0 && !opts.force)
+            throw new ExitError(
+              `${target.where} already holds ${held} rows of login state; nothing copied (--force replaces them with this node's)`,
+              1,
+            );
+          const dump = await source.dump();
+          await target.load(dump, Boolean(opts.force));
+          console.log(
+            `copied ${source.where} to ${target.where}: ${dump.totp.length} TOTP secrets, ${dump.totpSteps.length} used steps of directory secrets, ` +
+              `${dump.recoveryCodes.length} recovery codes, ${dump.invitations.length} invitations, ${dump.failures.length} lockout failures`,
+          );
+        } finally {
+          await target.close();
+        }
+      } finally {
+        await source.close();
+      }
+    });
+
   const audit = program.command("audit").description("read, verify and export the audit log");
   const since = (text: string | undefined, flag: string): number | undefined => {
     if (!text) return undefined;
