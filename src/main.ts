@@ -21,6 +21,7 @@ import {
   lockoutOn,
   type TotpSettings,
   type TotpStore,
+  totpKeyCheck,
   totpStoreOn,
 } from "./auth/index.ts";
 import {
@@ -95,10 +96,32 @@ export function lockoutSettings(policy: Policy): LockoutSettings {
   return { maxFailures: l.max_failures, withinMs: l.within, lockForMs: l.lock_for, maxFailuresPerSource: l.max_failures_per_source };
 }
 
-/** The TOTP store on the policy's login state (its own connection, closed by `close()`), key `<state_dir>/totp.key`. */
+/**
+ * Records the check value of this node's totp.key in the login state the first time, and refuses
+ * a key that differs from the recorded one (a node sharing a PostgreSQL state without a copy of the
+ * same totp.key would otherwise fail every login, or write secrets the others cannot read).
+ * @throws StartupError naming the key file and what to copy.
+ */
+export async function checkTotpKey(state: AuthState, key: Buffer, keyFile: string): Promise<void> {
+  const mine = totpKeyCheck(key);
+  if ((await state.claimMeta("totp_key_check", mine)) !== mine)
+    throw new StartupError(
+      `${keyFile} is not the key the login state (${state.engine} ${state.where}) was written with: copy totp.key from a node that uses this state (every node sharing it needs the same file, mode 0600)`,
+    );
+}
+
+/** The TOTP store on the policy's login state (its own connection, closed by `close()`), key `<state_dir>/totp.key` (checked with {@link checkTotpKey}). */
 export async function openTotpForPolicy(loaded: LoadedPolicy): Promise<TotpStore> {
-  const key = loadOrCreateKey(statePaths(loaded).stateDir);
-  return totpStoreOn(await openStateForPolicy(loaded), key, totpSettings(loaded.policy), true);
+  const stateDir = statePaths(loaded).stateDir;
+  const key = loadOrCreateKey(stateDir);
+  const state = await openStateForPolicy(loaded);
+  try {
+    await checkTotpKey(state, key, join(stateDir, "totp.key"));
+  } catch (err) {
+    await state.close();
+    throw err;
+  }
+  return totpStoreOn(state, key, totpSettings(loaded.policy), true);
 }
 
 /** The lockout on the policy's login state (its own connection, closed by `close()`). */
@@ -343,6 +366,12 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   } catch (err) {
     if (err instanceof StateError) throw new StartupError(`${loaded.file}: state: ${err.message}`);
     throw err;
+  }
+  try {
+    await checkTotpKey(state, totpKey, join(statePaths(loaded).stateDir, "totp.key"));
+  } catch (err) {
+    await state.close().catch(() => undefined);
+    throw err instanceof StateError ? new StartupError(`${loaded.file}: state: ${err.message}`) : err;
   }
   logger.info({ backend: state.engine, where: state.where }, "login state opened");
   const totp = totpStoreOn(state, totpKey, totpSettings(p));

@@ -50,5 +50,6 @@ export {
   TotpSecretError,
   type TotpSettings,
   type TotpStore,
+  totpKeyCheck,
   totpStoreOn,
 } from "./totp.ts";

@@ -174,6 +174,19 @@ function deriveKey(key: Buffer, purpose: string): Buffer {
   return Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), purpose, 32));
 }
 
+/** HKDF purpose of the key check value. */
+const KDF_CHECK = "varco totp key check v1";
+
+/**
+ * A check value of the at-rest key (hex HMAC-SHA256 of a fixed label under an HKDF-derived key):
+ * equal for equal keys, and tells nothing about the key. Stored once in the login state, so a node
+ * whose totp.key differs from the one the state was written with is refused at start instead of
+ * failing every login.
+ */
+export function totpKeyCheck(key: Buffer): string {
+  return createHmac("sha256", deriveKey(key, KDF_CHECK)).update("varco totp key check", "utf8").digest("hex");
+}
+
 /** Loads the 32-byte at-rest key from `state_dir/totp.key`, creating it (0600) on first use. */
 export function loadOrCreateKey(stateDir: string): Buffer {
   const file = join(stateDir, "totp.key");

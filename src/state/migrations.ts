@@ -41,6 +41,11 @@ CREATE INDEX IF NOT EXISTS auth_failures_uid ON auth_failures(uid, at);
 CREATE INDEX IF NOT EXISTS auth_failures_source ON auth_failures(source, at);
 `,
   },
+  {
+    version: 2,
+    name: "state_meta: facts every node must agree on (the check value of totp.key)",
+    sql: "CREATE TABLE IF NOT EXISTS state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+  },
 ];
 
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -68,6 +73,11 @@ CREATE TABLE IF NOT EXISTS auth_failures (id BIGSERIAL PRIMARY KEY, uid TEXT NOT
 CREATE INDEX IF NOT EXISTS auth_failures_uid ON auth_failures(uid, at);
 CREATE INDEX IF NOT EXISTS auth_failures_source ON auth_failures(source, at);
 `,
+  },
+  {
+    version: 2,
+    name: "state_meta: facts every node must agree on (the check value of totp.key)",
+    sql: "CREATE TABLE IF NOT EXISTS state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
   },
 ];
 

@@ -206,6 +206,10 @@ function postgresState(pool: pg.Pool, where: string): AuthState {
     async forgetFailures(uid) {
       return (await query("DELETE FROM auth_failures WHERE uid = $1", [uid])).rowCount ?? 0;
     },
+    async claimMeta(name, value) {
+      await query("INSERT INTO state_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", [name, value]);
+      return String((await query("SELECT value FROM state_meta WHERE name = $1", [name])).rows[0]?.value);
+    },
     async dump(): Promise<AuthStateDump> {
       return tx(pool, async (c) => {
         await c.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
@@ -239,12 +243,13 @@ function postgresState(pool: pg.Pool, where: string): AuthState {
             source: r.source,
             at: Number(r.at),
           })),
+          meta: (await rows("SELECT name, value FROM state_meta ORDER BY name")).map((r) => ({ name: r.name, value: r.value })),
         };
       });
     },
     load: (d, replace) =>
       tx(pool, async (c) => {
-        if (replace) for (const t of TABLES) await c.query(`DELETE FROM ${t}`);
+        if (replace) for (const t of [...TABLES, "state_meta"]) await c.query(`DELETE FROM ${t}`);
         for (const r of d.totp)
           await c.query("INSERT INTO totp (uid, nonce, ciphertext, tag, last_step, created_at) VALUES ($1, $2, $3, $4, $5, $6)", [
             r.uid,

@@ -109,6 +109,8 @@ function sqliteState(db: Database.Database, file: string): AuthState {
     addFailure: db.prepare("INSERT INTO auth_failures (uid, source, at) VALUES (?, ?, ?)"),
     expire: db.prepare("DELETE FROM auth_failures WHERE at < ?"),
     forget: db.prepare("DELETE FROM auth_failures WHERE uid = ?"),
+    claimMeta: db.prepare("INSERT INTO state_meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING"),
+    meta: db.prepare<[string], { value: string }>("SELECT value FROM state_meta WHERE name = ?"),
   };
   const one = (stmt: Database.Statement, ...args: unknown[]) => stmt.get(...args) !== undefined;
   return {
@@ -167,6 +169,10 @@ function sqliteState(db: Database.Database, file: string): AuthState {
       q.expire.run(expireBefore);
     },
     forgetFailures: async (uid) => q.forget.run(uid).changes,
+    async claimMeta(name, value) {
+      q.claimMeta.run(name, value);
+      return (q.meta.get(name) as { value: string }).value;
+    },
     async dump(): Promise<AuthStateDump> {
       return db.transaction(() => ({
         totp: (
@@ -209,11 +215,12 @@ function sqliteState(db: Database.Database, file: string): AuthState {
           source: string;
           at: number;
         }[],
+        meta: db.prepare("SELECT name, value FROM state_meta ORDER BY name").all() as { name: string; value: string }[],
       }))();
     },
     async load(d, replace) {
       db.transaction(() => {
-        if (replace) for (const t of TABLES) db.exec(`DELETE FROM ${t}`);
+        if (replace) for (const t of [...TABLES, "state_meta"]) db.exec(`DELETE FROM ${t}`);
         const t = db.prepare("INSERT INTO totp (uid, nonce, ciphertext, tag, last_step, created_at) VALUES (?, ?, ?, ?, ?, ?)");
         for (const r of d.totp) t.run(r.uid, r.nonce, r.ciphertext, r.tag, r.lastStep, r.createdAt);
         const s = db.prepare("INSERT INTO totp_steps (uid, last_step) VALUES (?, ?)");
@@ -223,6 +230,7 @@ function sqliteState(db: Database.Database, file: string): AuthState {
         const i = db.prepare("INSERT INTO totp_invitations (uid, code_mac, expires_at, created_at) VALUES (?, ?, ?, ?)");
         for (const r of d.invitations) i.run(r.uid, r.codeMac, r.expiresAt, r.createdAt);
         for (const r of d.failures) q.addFailure.run(r.uid, r.source, r.at);
+        for (const r of d.meta) q.claimMeta.run(r.name, r.value);
       })();
     },
     rowCount: async () => TABLES.reduce((n, t) => n + (db.prepare(`SELECT COUNT(*) AS n FROM ${t}`).get() as { n: number }).n, 0),

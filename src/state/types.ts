@@ -43,6 +43,8 @@ export interface AuthStateDump {
   readonly recoveryCodes: readonly { uid: string; codeHash: string; usedAt: string | null }[];
   readonly invitations: readonly { uid: string; codeMac: string; expiresAt: number; createdAt: number }[];
   readonly failures: readonly { uid: string; source: string; at: number }[];
+  /** `state_meta` rows (e.g. the totp.key check value). */
+  readonly meta: readonly { name: string; value: string }[];
 }
 
 /**
@@ -98,11 +100,17 @@ export interface AuthState {
   /** Forgets the uid's failures; how many there were. */
   forgetFailures(uid: string): Promise<number>;
 
+  /**
+   * Stores `value` under `name` in `state_meta` unless a value is there already (one statement);
+   * returns the stored value (the caller compares it with its own, e.g. the totp.key check value).
+   */
+  claimMeta(name: string, value: string): Promise<string>;
+
   /** Every row (for `varco state copy`). */
   dump(): Promise<AuthStateDump>;
   /** Inserts every row of `dump` in one transaction (with `replace`, deletes all rows first). */
   load(dump: AuthStateDump, replace: boolean): Promise<void>;
-  /** Rows held in all login-state tables together. */
+  /** Rows held in all login-state tables together (`state_meta` not counted). */
   rowCount(): Promise<number>;
   /** The schema version of the database. */
   schemaVersion(): Promise<number>;

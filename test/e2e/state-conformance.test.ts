@@ -241,6 +241,13 @@ for (const e of engines) {
       expect((await lb.locked("new", "2001:db8:5:6::abcd", T0 + 4 + LOCK.withinMs)).source).toBe(false);
     });
 
+    it("state_meta: of racing claims the first value stays, and every handle reads it", async () => {
+      const name = `check-${e.name}`;
+      const got = await Promise.all(Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).claimMeta(name, `v${i}`)));
+      expect(new Set(got).size).toBe(1);
+      expect(await a.claimMeta(name, "other")).toBe(got[0]);
+    });
+
     it("refuses a schema newer than this binary, naming both versions", async () => {
       await engine.setVersion(STATE_SCHEMA_VERSION + 1);
       const err = await engine.open().then(

@@ -12,6 +12,7 @@ import { execa, type ResultPromise } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { currentCode, newSecret } from "../../src/auth/index.ts";
 import { stopChild, waitForPort } from "../../src/demo/index.ts";
+import { STATE_SCHEMA_VERSION } from "../../src/state/index.ts";
 import { type Harness, ROOT, ssh2LoginAt, startHarness } from "../helpers/harness.ts";
 import { havePostgres, startPostgres, type TestPostgres } from "../helpers/postgres.ts";
 
@@ -167,7 +168,22 @@ describe.skipIf(!havePostgres)("two gateways on one PostgreSQL login state", () 
     expect(copy.stderr).not.toContain(new URL(pg.url).password);
     const migrate = await varco(policyB(), ["state", "migrate"]);
     expect(migrate.exitCode, migrate.stderr).toBe(0);
-    expect(migrate.stdout).toMatch(/^postgres .*: schema version 1$/m);
+    expect(migrate.stdout).toMatch(new RegExp(`^postgres .*: schema version ${STATE_SCHEMA_VERSION}$`, "m"));
+  }, 60_000);
+
+  it("a node whose totp.key differs from the shared state's is refused at start, naming the file to copy", async () => {
+    const other = join(h.dir, "state-c");
+    mkdirSync(other, { recursive: true, mode: 0o700 });
+    const policyC = join(h.dir, "gateway-c.yaml");
+    writeFileSync(policyC, readFileSync(policyB(), "utf8").replace("  state_dir: state-b\n", "  state_dir: state-c\n"), { mode: 0o600 });
+    // No totp.key in state-c: serve would make a fresh one, which the shared state refuses.
+    const r = await execa("node", [BIN, "serve", "--policy", policyC], { reject: false, timeout: 30_000 });
+    expect(r.exitCode).not.toBe(0);
+    expect(`${r.stdout}${r.stderr}`).toContain("is not the key the login state");
+    expect(`${r.stdout}${r.stderr}`).toContain("state-c/totp.key");
+    const enrol = await varco(policyC, ["user", "totp", "enroll", "carla.verdi", "--json", "--no-qr"]);
+    expect(enrol.exitCode).not.toBe(0);
+    expect(enrol.stderr).toContain("is not the key the login state");
   }, 60_000);
 
   it("PostgreSQL stopped: a login is refused with a clear log line, the gateway keeps running; back: logins work", async () => {
