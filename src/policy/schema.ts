@@ -422,13 +422,13 @@ const auth = z
           .max(10)
           .default(1)
           .describe(
-            "Steps accepted either side of now, for clock drift; a used step is never accepted twice (per node: with two nodes and `secrets: ldap` keep it at 1).",
+            "Steps accepted either side of now, for clock drift; a used step is never accepted twice (on every node sharing a PostgreSQL `state`; with the default SQLite state only per node, so keep it at 1 with two nodes).",
           ),
         secrets: z
           .enum(["local", "ldap"])
           .default("local")
           .describe(
-            "Where TOTP secrets live: `local` in `<state_dir>/state.db`, AES-256-GCM encrypted (`varco user totp enroll`); `ldap` in the directory attribute `ldap_attribute`, shared by every node (varco enrols no one).",
+            "Where TOTP secrets live: `local` in the login state (`state`: `<state_dir>/state.db`, or PostgreSQL shared by every node), AES-256-GCM encrypted under `<state_dir>/totp.key` (`varco user totp enroll`); `ldap` in the directory attribute `ldap_attribute`, shared by every node (varco enrols no one).",
           ),
         ldap_attribute: z.string().optional().describe("Directory attribute holding the user's TOTP secret; required by `secrets: ldap`."),
         enrol_on_first_login: z
