@@ -111,7 +111,13 @@ describe("health and metrics", () => {
     expect((await h.ssh("o01_vm1", ["true"])).exitCode).toBe(0);
     const health = await http("/healthz");
     expect(health.status).toBe(200);
-    expect(JSON.parse(health.body).checks.map((c: { name: string }) => c.name)).toEqual(["policy", "audit_db", "listener", "directory", "state"]);
+    expect(JSON.parse(health.body).checks.map((c: { name: string }) => c.name)).toEqual([
+      "policy",
+      "audit_db",
+      "listener",
+      "directory",
+      "state",
+    ]);
     const m = await http("/metrics");
     expect(m.body).toMatch(/varco_logins_total\{result="ok"\} [1-9]/);
     expect(m.body).toContain("varco_upstream_connect_seconds_bucket");
