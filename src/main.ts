@@ -16,10 +16,13 @@ import {
   type Directory,
   type LdapDirectory,
   type Lockout,
-  openLockout,
-  openTotpStore,
+  type LockoutSettings,
+  loadOrCreateKey,
+  lockoutOn,
   type TotpSettings,
   type TotpStore,
+  totpKeyCheck,
+  totpStoreOn,
 } from "./auth/index.ts";
 import {
   authPassProblem,
@@ -43,6 +46,7 @@ import {
   readSecret,
 } from "./policy/index.ts";
 import { createGateway, type Gateway, type GatewayRuntime, loadKey } from "./ssh/index.ts";
+import { type AuthState, openState, StateError } from "./state/index.ts";
 
 /** Thrown when the policy names something the gateway cannot do yet or cannot use. */
 export class StartupError extends Error {
@@ -64,18 +68,65 @@ export function statePaths(loaded: LoadedPolicy): { stateDir: string; auditDb: s
   return { stateDir, auditDb: join(stateDir, "audit.db"), recordingsDir: rec ? loaded.resolvePath(rec) : join(stateDir, "recordings") };
 }
 
-export function openTotpForPolicy(loaded: LoadedPolicy): TotpStore {
-  return openTotpStore(statePaths(loaded).stateDir, totpSettings(loaded.policy));
+/**
+ * Opens (and migrates) the login state the policy names (`state.backend`: SQLite in
+ * `<state_dir>/state.db`, or PostgreSQL at the URL in `state.url_file`). The one place that opens it.
+ * @param o.urlFile overrides `state.url_file` and selects PostgreSQL (already resolved).
+ * @param o.migrate false: refuse a newer schema, apply no migration.
+ * @throws StateError (unreachable, newer schema), SecretError (URL file).
+ */
+export async function openStateForPolicy(
+  loaded: LoadedPolicy,
+  o: { logger?: Logger; urlFile?: string; migrate?: boolean; sqlite?: boolean } = {},
+): Promise<AuthState> {
+  const logger = o.logger;
+  return openState({
+    stateDir: statePaths(loaded).stateDir,
+    state: o.sqlite ? { backend: "sqlite" } : loaded.policy.state,
+    resolvePath: (p) => loaded.resolvePath(p),
+    ...(o.urlFile === undefined ? {} : { urlFile: o.urlFile }),
+    ...(o.migrate === undefined ? {} : { migrate: o.migrate }),
+    ...(logger ? { onIdleError: (err: Error) => logger.warn({ err: err.message }, "login state: a PostgreSQL connection failed") } : {}),
+  });
 }
 
-export function openLockoutForPolicy(loaded: LoadedPolicy): Lockout {
-  const l = loaded.policy.auth.lockout;
-  return openLockout(statePaths(loaded).stateDir, {
-    maxFailures: l.max_failures,
-    withinMs: l.within,
-    lockForMs: l.lock_for,
-    maxFailuresPerSource: l.max_failures_per_source,
-  });
+/** The lockout thresholds of `auth.lockout`, in ms. */
+export function lockoutSettings(policy: Policy): LockoutSettings {
+  const l = policy.auth.lockout;
+  return { maxFailures: l.max_failures, withinMs: l.within, lockForMs: l.lock_for, maxFailuresPerSource: l.max_failures_per_source };
+}
+
+/**
+ * Records the check value of this node's totp.key in the login state the first time, and refuses
+ * a key that differs from the recorded one (a node sharing a PostgreSQL state without a copy of the
+ * same totp.key would otherwise fail every login, or write secrets the others cannot read).
+ * @throws StartupError naming the key file and what to copy.
+ */
+export async function checkTotpKey(state: AuthState, key: Buffer, keyFile: string): Promise<void> {
+  const mine = totpKeyCheck(key);
+  if ((await state.claimMeta("totp_key_check", mine)) !== mine)
+    throw new StartupError(
+      `${keyFile} is not the key the login state (${state.engine} ${state.where}) was written with: copy totp.key from a node that uses this state (every node sharing it needs the same file, mode 0600)`,
+    );
+}
+
+/** The TOTP store on the policy's login state (its own connection, closed by `close()`), key `<state_dir>/totp.key` (checked with {@link checkTotpKey}). */
+export async function openTotpForPolicy(loaded: LoadedPolicy): Promise<TotpStore> {
+  const stateDir = statePaths(loaded).stateDir;
+  const key = loadOrCreateKey(stateDir);
+  const state = await openStateForPolicy(loaded);
+  try {
+    await checkTotpKey(state, key, join(stateDir, "totp.key"));
+  } catch (err) {
+    await state.close();
+    throw err;
+  }
+  return totpStoreOn(state, key, totpSettings(loaded.policy), true);
+}
+
+/** The lockout on the policy's login state (its own connection, closed by `close()`). */
+export async function openLockoutForPolicy(loaded: LoadedPolicy): Promise<Lockout> {
+  return lockoutOn(await openStateForPolicy(loaded), lockoutSettings(loaded.policy), true);
 }
 
 /** This gateway's name in audit seals and anchors: `gateway.node`, else the host name. */
@@ -231,20 +282,16 @@ async function buildRuntime(loaded: LoadedPolicy, stores: Stores): Promise<Gatew
     p.directory.local_users.map((u) => ({ uid: u.uid, passwordHash: u.password_hash, groups: u.groups })),
   );
   // Break-glass users' TOTP secrets come from their files the first time (then they live in the store).
-  const localSecrets = p.directory.local_users
-    .filter((u) => u.totp_secret_file && !stores.totp.hasSecret(u.uid))
-    .map(
-      (u) =>
-        [u.uid, readSecret(loaded.resolvePath(u.totp_secret_file as string), `directory.local_users[${u.uid}].totp_secret_file`)] as const,
-    );
-  for (const [uid, secret] of localSecrets) stores.totp.setSecret(uid, secret);
-  const l = p.auth.lockout;
-  stores.lockout.configure({
-    maxFailures: l.max_failures,
-    withinMs: l.within,
-    lockForMs: l.lock_for,
-    maxFailuresPerSource: l.max_failures_per_source,
-  });
+  const localSecrets: (readonly [string, string])[] = [];
+  for (const u of p.directory.local_users) {
+    if (!u.totp_secret_file || (await stores.totp.hasSecret(u.uid))) continue;
+    localSecrets.push([
+      u.uid,
+      readSecret(loaded.resolvePath(u.totp_secret_file as string), `directory.local_users[${u.uid}].totp_secret_file`),
+    ]);
+  }
+  for (const [uid, secret] of localSecrets) await stores.totp.setSecret(uid, secret);
+  stores.lockout.configure(lockoutSettings(p));
   const authenticator = createAuthenticator({
     directory,
     local,
@@ -281,6 +328,7 @@ export function restartRequired(before: LoadedPolicy, after: LoadedPolicy, bound
       "gateway.egress_key": l.resolvePath(p.gateway.egress_key),
       "gateway.metrics_listen": p.gateway.metrics_listen,
       "gateway.state_dir": statePaths(l).stateDir,
+      state: { backend: p.state.backend, url_file: p.state.url_file ? l.resolvePath(p.state.url_file) : undefined },
       "gateway.audit_signing_key": p.gateway.audit_signing_key ? l.resolvePath(p.gateway.audit_signing_key) : undefined,
       "gateway.audit_seal_state": p.gateway.audit_seal_state ? l.resolvePath(p.gateway.audit_seal_state) : undefined,
       "gateway.node": p.gateway.node,
@@ -308,22 +356,41 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   // Keys are made explicitly (`varco keys init`), never silently at start.
   const hostKeys = p.gateway.host_keys.map((k) => loadKey(loaded.resolvePath(k), "gateway.host_keys:"));
   const egressKey = loadKey(loaded.resolvePath(p.gateway.egress_key), "gateway.egress_key:");
-  const totp = openTotpForPolicy(loaded);
+  const totpKey = loadOrCreateKey(statePaths(loaded).stateDir);
   const unsafe = checkPrivateFiles({ policyFile: loaded.file, totpKeyFile: join(statePaths(loaded).stateDir, "totp.key") });
-  if (unsafe.length > 0) {
-    totp.close();
-    throw new StartupError(unsafe.join("\n"));
+  if (unsafe.length > 0) throw new StartupError(unsafe.join("\n"));
+  // One login state for TOTP and lockout (shared by every node on PostgreSQL). Unreachable at start: refuse to start.
+  let state: AuthState;
+  try {
+    state = await openStateForPolicy(loaded, { logger });
+  } catch (err) {
+    if (err instanceof StateError) throw new StartupError(`${loaded.file}: state: ${err.message}`);
+    throw err;
   }
-  const lockout = openLockoutForPolicy(loaded);
+  try {
+    await checkTotpKey(state, totpKey, join(statePaths(loaded).stateDir, "totp.key"));
+  } catch (err) {
+    await state.close().catch(() => undefined);
+    throw err instanceof StateError ? new StartupError(`${loaded.file}: state: ${err.message}`) : err;
+  }
+  logger.info({ backend: state.engine, where: state.where }, "login state opened");
+  const totp = totpStoreOn(state, totpKey, totpSettings(p));
+  const lockout = lockoutOn(state, lockoutSettings(p));
+  const closeState = () => void state.close().catch(() => undefined);
   const stores: Stores = { totp, lockout };
-  let runtime = await buildRuntime(loaded, stores);
+  let runtime: Awaited<ReturnType<typeof buildRuntime>>;
+  try {
+    runtime = await buildRuntime(loaded, stores);
+  } catch (err) {
+    closeState();
+    throw err;
+  }
   const directory = () => runtime.directory;
   let syslog: SyslogSink | undefined;
   try {
     syslog = syslogForPolicy(loaded, logger);
   } catch (err) {
-    totp.close();
-    lockout.close();
+    closeState();
     throw err;
   }
   const audit = openAuditForPolicy(loaded, logger, syslog);
@@ -351,8 +418,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   } catch (err) {
     audit.close();
     void syslog?.close(0);
-    totp.close();
-    lockout.close();
+    closeState();
     throw new StartupError((err as Error).message);
   }
   const signHead = () => {
@@ -402,6 +468,23 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   const pinger = setInterval(() => void pingDirectory(), 30_000);
   pinger.unref();
   let lastPing = Date.now();
+  // Login state health: a round trip every 10 s (and when a probe finds the last one older than 5 s).
+  let stateProblem: string | undefined;
+  let statePingAt = 0;
+  const pingState = async () => {
+    statePingAt = Date.now();
+    try {
+      await state.ping();
+      if (stateProblem !== undefined) logger.info({ where: state.where }, "login state reachable again");
+      stateProblem = undefined;
+    } catch (err) {
+      if (stateProblem === undefined) logger.error({ err: (err as Error).message }, "login state unreachable: new logins are refused");
+      stateProblem = (err as Error).message;
+    }
+  };
+  await pingState();
+  const statePinger = setInterval(() => void pingState(), 10_000);
+  statePinger.unref();
   const checks = async (): Promise<HealthCheck[]> => {
     // A health probe asks the directory itself when the last answer is older than 5 s (bounded by ldap.timeout).
     if (directory() && Date.now() - lastPing > 5000) {
@@ -409,6 +492,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       directoryOkAt = 0;
       await pingDirectory();
     }
+    if (Date.now() - statePingAt > 5000) await pingState();
     return checkList();
   };
   // Liveness (GET /livez, keepalived's track_script): this process answers, its SSH listener is bound and the
@@ -431,6 +515,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
           ? `answered ${Math.round((Date.now() - directoryOkAt) / 1000)} s ago`
           : directoryError,
     },
+    { name: "state", ok: stateProblem === undefined, detail: stateProblem ?? `${state.engine} ${state.where}` },
   ];
   const metricsAt = p.gateway.metrics_listen ? parseHostPort(p.gateway.metrics_listen) : undefined;
   const health = metricsAt
@@ -539,14 +624,14 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       watcher?.close();
       clearTimeout(debounce);
       clearInterval(pinger);
+      clearInterval(statePinger);
       await health?.close();
       await gateway.close(drainMs);
       clearInterval(signer);
       clearInterval(lockedFlusher);
       flushLockedAttempts();
       signHead();
-      totp.close();
-      lockout.close();
+      await state.close().catch((err: Error) => logger.error({ err: err.message }, "login state could not be closed"));
       try {
         audit.close();
       } catch (err) {

@@ -7,6 +7,7 @@
  */
 import QRCode from "qrcode";
 import type ssh2 from "ssh2";
+import { StateError } from "../state/index.ts";
 import { type Directory, DirectoryUnavailableError } from "./ldap.ts";
 import type { LocalUsers } from "./local.ts";
 import type { Lockout } from "./lockout.ts";
@@ -102,7 +103,7 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
       return !signed || match.verify(signed.blob, signed.signature, signed.hashAlgo) === true;
     },
     // With directory secrets, enrolment is the directory's business: every user counts as enrolled.
-    hasTotp: (a) => (p.totpFromDirectory && !a.local) || p.totp.hasSecret(a.uid),
+    hasTotp: async (a) => (p.totpFromDirectory && !a.local) || (await p.totp.hasSecret(a.uid)),
     async totp(account, code, nowMs, consume) {
       try {
         if (!account) {
@@ -112,8 +113,10 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
         if (p.totpFromDirectory && !account.local) {
           if (account.totpSecret && (await p.totp.verifyExternal(account.uid, account.totpSecret, code, nowMs, consume))) return "ok";
         } else if (await p.totp.verifyCode(account.uid, code, nowMs, consume)) return "ok";
-        return p.totp.useRecoveryCode(account.uid, code, consume) ? "recovery" : "invalid";
-      } catch {
+        return (await p.totp.useRecoveryCode(account.uid, code, consume)) ? "recovery" : "invalid";
+      } catch (err) {
+        // The state cannot be reached: the login fails closed with the cause logged (not "a wrong code").
+        if (err instanceof StateError) throw err;
         return "invalid";
       }
     },
@@ -127,17 +130,17 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
     },
     async confirmEnrolment(a, secret, code, invitation, nowMs) {
       if ((await matchStep(p.totpSettings, secret, code, nowMs)) === undefined) return undefined;
-      if (p.totp.hasSecret(a.uid)) return undefined;
-      if (!p.totp.consumeInvitation(a.uid, invitation, nowMs)) return undefined;
-      p.totp.setSecret(a.uid, secret);
+      if (await p.totp.hasSecret(a.uid)) return undefined;
+      if (!(await p.totp.consumeInvitation(a.uid, invitation, nowMs))) return undefined;
+      await p.totp.setSecret(a.uid, secret);
       // Consume the step used to confirm, so the same code cannot log in again.
       await p.totp.verifyCode(a.uid, code, nowMs);
       const codes = newRecoveryCodes();
-      p.totp.setRecoveryCodes(a.uid, codes);
+      await p.totp.setRecoveryCodes(a.uid, codes);
       return codes;
     },
-    locked: (key, source, nowMs) => {
-      const l = p.lockout.locked(key, source, nowMs);
+    locked: async (key, source, nowMs) => {
+      const l = await p.lockout.locked(key, source, nowMs);
       return l.uid || l.source;
     },
     failed: (key, source, nowMs) => p.lockout.fail(key, source, nowMs),

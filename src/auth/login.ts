@@ -68,7 +68,11 @@ export interface Enrolment {
   readonly qr: string;
 }
 
-/** The checks a login is made of. Implementations never throw (failures are verdicts). */
+/**
+ * The checks a login is made of. Failures are verdicts; an implementation rejects only when it
+ * cannot decide (the login state is unreachable), and the login then fails closed (the caller logs the error).
+ * Lockout and enrolment checks may answer synchronously or with a promise.
+ */
 export interface LoginFactors<A extends Account = Account> {
   /** Resolves a syntax-checked typed uid (the login caches the answer per connection). */
   lookup(typedUid: string): Promise<AccountLookup<A>>;
@@ -84,7 +88,7 @@ export interface LoginFactors<A extends Account = Account> {
     key: { algo: string; data: Buffer },
     signed?: { blob: Buffer; signature: Buffer; hashAlgo?: string | undefined },
   ): Promise<boolean>;
-  hasTotp(account: A): boolean;
+  hasTotp(account: A): boolean | Promise<boolean>;
   /**
    * Checks a TOTP code, else a recovery code; `account` undefined costs the same. With `consume`,
    * a valid code's step (or the recovery code) is used up atomically — only one caller wins;
@@ -94,7 +98,7 @@ export interface LoginFactors<A extends Account = Account> {
   /** auth.totp.enrol_on_first_login (and secrets kept by varco). */
   readonly enrolOnFirstLogin: boolean;
   /** Whether `code` is a valid, unexpired enrolment invitation for the account (does not consume it). */
-  invitationValid(account: A, code: string, nowMs: number): boolean;
+  invitationValid(account: A, code: string, nowMs: number): boolean | Promise<boolean>;
   enrolment(account: A): Promise<Enrolment>;
   /**
    * Consumes the invitation and stores `secret` if `code` is valid for it; returns the new recovery
@@ -102,11 +106,15 @@ export interface LoginFactors<A extends Account = Account> {
    */
   confirmEnrolment(account: A, secret: string, code: string, invitation: string, nowMs: number): Promise<string[] | undefined>;
   /** Lockout: `key` is the canonical uid (or the typed uid of an unknown user). */
-  locked(key: string, source: string, nowMs: number): boolean;
-  failed(key: string, source: string, nowMs: number): { lockedUid: boolean; lockedSource: boolean };
+  locked(key: string, source: string, nowMs: number): boolean | Promise<boolean>;
+  failed(
+    key: string,
+    source: string,
+    nowMs: number,
+  ): { lockedUid: boolean; lockedSource: boolean } | Promise<{ lockedUid: boolean; lockedSource: boolean }>;
   /** A refused attempt while locked: counted, no row per attempt. */
-  lockedAttempt(key: string, source: string, nowMs: number): void;
-  succeeded(key: string): void;
+  lockedAttempt(key: string, source: string, nowMs: number): void | Promise<void>;
+  succeeded(key: string): void | Promise<void>;
 }
 
 /** What the client submitted in one SSH_MSG_USERAUTH_REQUEST (or INFO_RESPONSE). */
@@ -243,9 +251,9 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     hidden = undefined;
     round = undefined;
   };
-  const startOver = (name: string) => {
+  const startOver = async (name: string) => {
     // A guess under the previous name is counted before it is forgotten.
-    if (hidden !== undefined) refuse(hidden);
+    if (hidden !== undefined) await refuse(hidden);
     username = name;
     reset();
     account = undefined;
@@ -273,14 +281,16 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
    * failure still pending (a wrong password answered with partial success) is what is refused then,
    * and it always counts: no later request may make a password guess free.
    */
-  const refuse = (why: string, counted = true): LoginStep => {
+  const refuse = async (why: string, counted = true): Promise<LoginStep> => {
     const reason = hidden ?? why;
     const count = counted || hidden !== undefined;
     const uid = auditUid();
     reset();
     if (count) {
-      const lock = factors.failed(lockKey(), o.source, o.now());
+      // Counted at once (before any await): a disconnect right after still counts the guess.
+      const counting = factors.failed(lockKey(), o.source, o.now());
       o.emit({ type: "login_refused", uid, account: account256(), reason });
+      const lock = await counting;
       if (lock.lockedUid) o.emit({ type: "lock", uid, result: "uid_locked" });
       if (lock.lockedSource) o.emit({ type: "lock", uid, result: "source_locked" });
     } else {
@@ -289,8 +299,8 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     return failStep();
   };
 
-  const lockedStep = (): LoginStep => {
-    factors.lockedAttempt(lockKey(), o.source, o.now());
+  const lockedStep = async (): Promise<LoginStep> => {
+    await factors.lockedAttempt(lockKey(), o.source, o.now());
     o.emit({ type: "locked_attempt", uid: auditUid(), account: account256() });
     reset();
     return failStep();
@@ -314,7 +324,7 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
   };
 
   /** After factors passed: accept if a chain is complete, else partial success (RFC 4252 §5.1). */
-  const progress = (): LoginStep => {
+  const progress = async (): Promise<LoginStep> => {
     const chain = o.chains.find((c) => remaining(c).length === 0);
     if (!chain) return { kind: "continue", methods: nextMethods(), partial: true };
     if (hidden !== undefined) return refuse(hidden);
@@ -323,7 +333,7 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     // the bind, e.g. slapo-ppolicy clears an expired lock); without one, the lookup's status decides.
     if (!done.has("password") && !account.active) return refuse("account_inactive");
     const identity = new AuthenticatedIdentity(MINT, account.uid, account.groups, chain, account.local);
-    factors.succeeded(account.uid);
+    await factors.succeeded(account.uid);
     o.emit({ type: "login", uid: account.uid, account: account256(), factors: chain, breakGlass: account.local });
     reset();
     return { kind: "accepted", identity, alias, account: account256() };
@@ -338,7 +348,7 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     if (c.password.length === 0) return refuse("bad_password");
     const found = await resolve();
     if (found.kind === "unavailable") return refuse("directory_unavailable", false);
-    if (factors.locked(lockKey(), o.source, o.now())) return lockedStep();
+    if (await factors.locked(lockKey(), o.source, o.now())) return lockedStep();
     const v = await factors.password(account, typedUid, c.password);
     if (typeof v === "object") return refuse("directory_unavailable", false);
     const why = v === "inactive" ? "account_inactive" : v !== "ok" ? "bad_password" : undefined;
@@ -350,7 +360,7 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
   const byPublickey = async (c: Extract<Credential, { method: "publickey" }>): Promise<LoginStep> => {
     if (!wanted("publickey")) return failStep();
     const found = await resolve();
-    if (found.kind !== "unavailable" && factors.locked(lockKey(), o.source, o.now())) {
+    if (found.kind !== "unavailable" && (await factors.locked(lockKey(), o.source, o.now()))) {
       return c.signed ? lockedStep() : failStep();
     }
     const ok = account?.active === true && (await factors.publickey(account, c.key, c.signed));
@@ -378,18 +388,20 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     if (syntaxError) return refuse(syntaxError);
     const found = await resolve();
     if (found.kind === "unavailable") return refuse("directory_unavailable", false);
-    if (factors.locked(lockKey(), o.source, o.now())) return lockedStep();
+    if (await factors.locked(lockKey(), o.source, o.now())) return lockedStep();
     let i = 0;
     const password = r.askPassword ? (answers[i++] ?? "") : undefined;
     const code = r.askCode ? (answers[i++] ?? "").trim() : undefined;
-    const enrolling = code !== undefined && account !== undefined && factors.enrolOnFirstLogin && !factors.hasTotp(account);
+    const enrolling = code !== undefined && account !== undefined && factors.enrolOnFirstLogin && !(await factors.hasTotp(account));
     // Both factors are evaluated before anything is decided (no early exit on a wrong password).
     const [pw, second] = await Promise.all([
       password === undefined ? Promise.resolve<FactorVerdict>("ok") : factors.password(account, typedUid, password),
       code === undefined
         ? Promise.resolve("ok" as const)
         : enrolling && account
-          ? Promise.resolve(factors.invitationValid(account, code, o.now()) ? ("invitation" as const) : ("no_invitation" as const))
+          ? Promise.resolve(factors.invitationValid(account, code, o.now())).then((v) =>
+              v ? ("invitation" as const) : ("no_invitation" as const),
+            )
           : factors.totp(account, code, o.now(), false),
     ]);
     if (typeof pw === "object") return refuse("directory_unavailable", false);
@@ -397,7 +409,7 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     if (pw === "inactive") return refuse("account_inactive");
     if (pw !== "ok") return refuse("bad_password");
     if (password === undefined && account && !account.active) return refuse("account_inactive");
-    if (second === "invalid") return refuse(account && !factors.hasTotp(account) ? "no_totp_secret" : "bad_code");
+    if (second === "invalid") return refuse(account && !(await factors.hasTotp(account)) ? "no_totp_secret" : "bad_code");
     if (second === "no_invitation") return refuse("no_enrolment_invitation");
     if (password !== undefined) done.add("password");
     if (second === "invitation" && account && code !== undefined) {
@@ -433,7 +445,7 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
   };
 
   const handle = async (name: string, c: Credential): Promise<LoginStep> => {
-    if (name !== username) startOver(name);
+    if (name !== username) await startOver(name);
     if (c.method === "answers") {
       const r = round;
       round = undefined;
@@ -464,7 +476,8 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
       return next;
     },
     abandon() {
-      if (hidden !== undefined) refuse(hidden);
+      // The failure is counted synchronously (refuse calls `failed` before its first await).
+      if (hidden !== undefined) void refuse(hidden).catch(() => undefined);
     },
     get attempts() {
       return attempts;

@@ -183,12 +183,12 @@ export function buildCli(): Command {
         await Promise.all([load.core(), load.auth()]);
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
-      const store = openTotpForPolicy(loaded);
+      const store = await openTotpForPolicy(loaded);
       try {
         const secret = opts.secret ?? newSecret();
-        store.setSecret(uid, secret);
+        await store.setSecret(uid, secret);
         const codes = newRecoveryCodes();
-        store.setRecoveryCodes(uid, codes);
+        await store.setRecoveryCodes(uid, codes);
         const uri = otpauthUri(totpSettings(loaded.policy), uid, secret.replace(/[\s-]/g, "").toUpperCase());
         const audit = openAuditForPolicy(loaded);
         audit.append({
@@ -212,7 +212,7 @@ export function buildCli(): Command {
         if (err instanceof TotpSecretError) throw new ExitError(`--secret: ${err.message}`, 1);
         throw err;
       } finally {
-        store.close();
+        await store.close();
       }
     });
   totp
@@ -237,15 +237,15 @@ export function buildCli(): Command {
         );
       const validMs = parseDurationMs(opts.valid);
       if (validMs === undefined || validMs <= 0) throw new ExitError(`--valid: "${opts.valid}" is not a positive duration (e.g. 24h)`, 2);
-      const store = openTotpForPolicy(loaded);
+      const store = await openTotpForPolicy(loaded);
       try {
-        if (store.hasSecret(uid))
+        if (await store.hasSecret(uid))
           throw new ExitError(
             `${uid} already has a TOTP secret; to let them enrol a new authenticator, run \`varco user totp reset ${uid}\` first, then invite again`,
             1,
           );
         const now = Date.now();
-        const code = store.invite(uid, validMs, now);
+        const code = await store.invite(uid, validMs, now);
         const expiresAt = new Date(now + validMs).toISOString();
         // Audited before the code is shown: if the audit fails, nobody ever learns the code.
         const audit = openAuditForPolicy(loaded);
@@ -266,7 +266,7 @@ export function buildCli(): Command {
           `At their next SSH login they type it at the "Verification code:" prompt, then scan the QR code. A new invitation replaces this one.`,
         );
       } finally {
-        store.close();
+        await store.close();
       }
     });
   totp
@@ -276,9 +276,13 @@ export function buildCli(): Command {
       const { openTotpForPolicy, openAuditForPolicy } = await load.core();
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
-      const store = openTotpForPolicy(loaded);
-      const existed = store.reset(uid);
-      store.close();
+      const store = await openTotpForPolicy(loaded);
+      let existed: boolean;
+      try {
+        existed = await store.reset(uid);
+      } finally {
+        await store.close();
+      }
       if (!existed) throw new ExitError(`${uid} has no TOTP secret`, 1);
       const audit = openAuditForPolicy(loaded);
       audit.append({ type: "totp_reset", uid, result: "ok", data: { by: "cli" } });
@@ -292,9 +296,13 @@ export function buildCli(): Command {
       const { openLockoutForPolicy, openAuditForPolicy } = await load.core();
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
-      const lockout = openLockoutForPolicy(loaded);
-      const n = lockout.unlock(uid);
-      lockout.close();
+      const lockout = await openLockoutForPolicy(loaded);
+      let n: number;
+      try {
+        n = await lockout.unlock(uid);
+      } finally {
+        await lockout.close();
+      }
       const audit = openAuditForPolicy(loaded);
       audit.append({ type: "unlock", uid, result: "ok", data: { failures_forgotten: n, by: "cli" } });
       audit.close();
@@ -324,6 +332,67 @@ export function buildCli(): Command {
       }
       if (!password) throw new ExitError("empty password: nothing printed", 2);
       console.log(await (await load.auth()).hashPassword(password));
+    });
+
+  const stateCmd = program
+    .command("state")
+    .description("the login state: TOTP secrets, used steps, recovery codes, invitations, lockout (state.backend)");
+  stateCmd
+    .command("migrate")
+    .description("bring the login state's schema to this version of varco (also done at start); refuses a newer schema")
+    .action(async () => {
+      const { openStateForPolicy } = await load.core();
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const state = await openStateForPolicy(loaded);
+      try {
+        console.log(`${state.engine} ${state.where}: schema version ${await state.schemaVersion()}`);
+      } finally {
+        await state.close();
+      }
+    });
+  stateCmd
+    .command("copy")
+    .description("copy this gateway's SQLite login state (<state_dir>/state.db) into PostgreSQL; totp.key must go to every node too")
+    .requiredOption("--to <backend>", "the target engine: postgres")
+    .option("--url-file <file>", "file holding the PostgreSQL URL (default: state.url_file of the policy)")
+    .option("--force", "replace the rows the target already holds")
+    .action(async (opts: { to: string; urlFile?: string; force?: boolean }) => {
+      if (opts.to !== "postgres") throw new ExitError(`--to: "${opts.to}" is not a target; the only one is postgres`, 2);
+      const { openStateForPolicy } = await load.core();
+      const { resolve } = await import("node:path");
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const urlFile = opts.urlFile
+        ? opts.urlFile.startsWith("env:")
+          ? opts.urlFile
+          : resolve(opts.urlFile)
+        : loaded.policy.state.url_file
+          ? loaded.policy.state.url_file.startsWith("env:")
+            ? loaded.policy.state.url_file
+            : loaded.resolvePath(loaded.policy.state.url_file)
+          : undefined;
+      if (!urlFile) throw new ExitError(`${loaded.file}: state.url_file is not set; name the PostgreSQL URL file with --url-file`, 2);
+      const source = await openStateForPolicy(loaded, { sqlite: true });
+      try {
+        const target = await openStateForPolicy(loaded, { urlFile });
+        try {
+          const held = await target.rowCount();
+          if (held > 0 && !opts.force)
+            throw new ExitError(
+              `${target.where} already holds ${held} rows of login state; nothing copied (--force replaces them with this node's)`,
+              1,
+            );
+          const dump = await source.dump();
+          await target.load(dump, Boolean(opts.force));
+          console.log(
+            `copied ${source.where} to ${target.where}: ${dump.totp.length} TOTP secrets, ${dump.totpSteps.length} used steps of directory secrets, ` +
+              `${dump.recoveryCodes.length} recovery codes, ${dump.invitations.length} invitations, ${dump.failures.length} lockout failures`,
+          );
+        } finally {
+          await target.close();
+        }
+      } finally {
+        await source.close();
+      }
     });
 
   const audit = program.command("audit").description("read, verify and export the audit log");

@@ -422,13 +422,13 @@ const auth = z
           .max(10)
           .default(1)
           .describe(
-            "Steps accepted either side of now, for clock drift; a used step is never accepted twice (per node: with two nodes and `secrets: ldap` keep it at 1).",
+            "Steps accepted either side of now, for clock drift; a used step is never accepted twice (on every node sharing a PostgreSQL `state`; with the default SQLite state only per node, so keep it at 1 with two nodes).",
           ),
         secrets: z
           .enum(["local", "ldap"])
           .default("local")
           .describe(
-            "Where TOTP secrets live: `local` in `<state_dir>/state.db`, AES-256-GCM encrypted (`varco user totp enroll`); `ldap` in the directory attribute `ldap_attribute`, shared by every node (varco enrols no one).",
+            "Where TOTP secrets live: `local` in the login state (`state`: `<state_dir>/state.db`, or PostgreSQL shared by every node), AES-256-GCM encrypted under `<state_dir>/totp.key` (`varco user totp enroll`); `ldap` in the directory attribute `ldap_attribute`, shared by every node (varco enrols no one).",
           ),
         ldap_attribute: z.string().optional().describe("Directory attribute holding the user's TOTP secret; required by `secrets: ldap`."),
         enrol_on_first_login: z
@@ -1063,6 +1063,31 @@ const network = z
     "The network front-end the same policy drives (`varco net plan|apply`): one nftables table (port forwards, the forward and input chains), bridges and keepalived VIPs. Absent: varco manages no network state (`varco net` refuses to run).",
   );
 
+/** Where the login state lives (TOTP secrets, used steps, recovery codes, invitations, lockout failures). */
+const state = z
+  .strictObject({
+    backend: z
+      .enum(["sqlite", "postgres"])
+      .default("sqlite")
+      .describe(
+        "`sqlite`: `<state_dir>/state.db`, this node only. `postgres`: one database shared by every gateway of a cluster, so a used TOTP code, a lockout, an enrolment or a recovery code counts on all of them.",
+      ),
+    url_file: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "File (mode 0600, or `env:VAR`) holding the libpq URL, e.g. `postgres://varco:PASSWORD@db.example:5432/varco?sslmode=verify-full` (`verify-full` checks the server certificate and host name; `sslrootcert=FILE` names the CA). Required with `backend: postgres`.",
+      ),
+  })
+  .refine((s) => s.backend !== "postgres" || s.url_file !== undefined, {
+    message: "backend postgres needs url_file (the file holding the PostgreSQL URL)",
+    path: ["url_file"],
+  })
+  .describe(
+    "The login state shared by gateways. Every node sharing a PostgreSQL state needs the same `<state_dir>/totp.key` (like the host keys). The audit trail and recordings stay per node. Changing it needs a restart; `varco state migrate` updates the schema, `varco state copy --to postgres` moves a node's SQLite state.",
+  );
+
 export const policySchema = z.strictObject({
   version,
   gateway,
@@ -1071,6 +1096,7 @@ export const policySchema = z.strictObject({
   targets,
   routes,
   network: network.optional(),
+  state: state.prefault({}),
 });
 
 /** A validated policy, with defaults filled, durations in ms and sizes in bytes. Paths are still as written. */

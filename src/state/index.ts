@@ -1,0 +1,15 @@
+/** The login state shared by the gateways of one cluster (or kept per node in SQLite). */
+export { assertKnownVersion, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, STATE_SCHEMA_VERSION } from "./migrations.ts";
+export { type OpenStateOptions, openState, readStateUrl, type StateSettings } from "./open.ts";
+export { migratePostgres, openPostgresState, type PostgresOptions, redactUrl } from "./postgres.ts";
+export { migrateSqlite, openSqliteState } from "./sqlite.ts";
+export {
+  type AuthState,
+  type AuthStateDump,
+  type LockWindow,
+  type SealedSecret,
+  type SecretRow,
+  type StateEngine,
+  StateError,
+  withStateErrors,
+} from "./types.ts";
