@@ -7,6 +7,7 @@
  * Real slapd, sshd targets and gateway (test/helpers/harness.ts).
  */
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { execa } from "execa";
@@ -25,16 +26,39 @@ const ROUTES = `
   - groups: [testers]
     alias: vm2
     target: vm2-anna
+  - users: [jumper]
+    alias: dead
+    target: dead
+    allow: { jump: true }
 `;
+
+/** A loopback port nothing listens on (bound, then closed). */
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
 
 let h: Harness;
 let cfg: string;
 let targetUser: string;
 let vm1Port: number;
 let vm2Port: number;
+let deadPort: number;
 
 beforeAll(async () => {
-  h = await startHarness({ extraUsers: ["jumper", "nojump"], extraRoutes: ROUTES });
+  deadPort = await closedPort();
+  h = await startHarness({
+    extraUsers: ["jumper", "nojump"],
+    extraRoutes: ROUTES,
+    // Two channels at once per connection; a target whose port is closed.
+    templateEdit: (t) =>
+      t
+        .replace("idle_timeout: 1h }", "idle_timeout: 1h, max_channels: 2 }")
+        .replace("targets:\n", `targets:\n  dead: { host: 127.0.0.1, port: ${deadPort}, host_key: "@VM1_HOST_KEY@" }\n`),
+  });
   const { vm1, vm2 } = h.env.targets;
   targetUser = vm1.user;
   vm1Port = vm1.port;
@@ -213,7 +237,40 @@ describe("jump-host mode (ssh -J)", () => {
       ["127.0.0.1", 22, "not_a_target"],
     ]);
     // Nothing else was opened: only the two tunnels of the tests above.
+    // (The refusal test runs before the max_channels test, which opens more.)
     expect(events("jumper", "forward").filter((e) => e.data.phase === "open")).toHaveLength(2);
+  }, 120_000);
+
+  it("bounds tunnels by max_channels and frees a channel after a target that does not answer", async () => {
+    // A target that refuses the TCP connection: a clean failure, audited; its channel is released.
+    for (let i = 0; i < 3; i++) {
+      const r = await jump("gw-jumper", "127.0.0.1", deadPort, ["echo should-not-run"]);
+      expect(r.exitCode).toBe(255);
+      expect(r.stderr).toMatch(/Stdio forwarding request failed|open failed/i);
+    }
+    const failed = await waitFor("the failed tunnels", () => {
+      const rows = events("jumper", "forward").filter((e) => e.data.phase === "end" && e.data.result === "unreachable");
+      return rows.length >= 3 ? rows : undefined;
+    });
+    expect(failed[0]?.target).toBe("dead");
+    expect(events("jumper", "upstream_refused").filter((e) => e.target === "dead")).toHaveLength(3);
+    // Two tunnels at once are fine (max_channels: 2, the failures above hold none); a third is refused.
+    const before = events("jumper", "forward").filter((e) => e.data.phase === "open").length;
+    const long = [
+      jump("gw-jumper", "127.0.0.1", vm1Port, ["sleep 4; echo long"]),
+      jump("gw-jumper", "127.0.0.1", vm1Port, ["sleep 4; echo long"]),
+    ];
+    await waitFor("two open tunnels", () =>
+      events("jumper", "forward").filter((e) => e.data.phase === "open").length >= before + 2 ? true : undefined,
+    );
+    const third = await jump("gw-jumper", "127.0.0.1", vm1Port, ["echo should-not-run"]);
+    expect(third.exitCode).toBe(255);
+    expect(third.stdout).not.toContain("should-not-run");
+    for (const r of await Promise.all(long)) expect(r.stdout.trim(), r.stderr).toBe("long");
+    expect(events("jumper", "channel_refused").filter((e) => e.data.reason === "max_channels")).toHaveLength(1);
+    // And the channels are free again afterwards.
+    const again = await jump("gw-jumper", "127.0.0.1", vm1Port, ["echo again"]);
+    expect(again.stdout.trim(), again.stderr).toBe("again");
   }, 120_000);
 
   it("keeps listing the aliases for a session on the no-alias connection", async () => {
