@@ -129,10 +129,12 @@ function printableHost(text: string): string {
  * One jump-host tunnel: decided by `authorizeJump` (refusals audited as `channel_refused` with
  * `jump: true` and the reason); bounded by `max_channels`; a `forward` event (`jump: true`, the
  * target's configured host and port, `phase: "open"`) is written before the gateway dials the
- * target over TCP (the user's SSH session to the target runs inside, end to end: not recorded);
- * a second `forward` event (`phase: "end"`) carries `up`/`down` bytes (user → target / target →
- * user), `duration_ms` and `result` (`ok`, `unreachable`, `reset`). Bytes count as activity for the
- * idle timeout. EOF passes on in each direction (the socket is half-open capable).
+ * target over TCP (the user's SSH session to the target runs inside, end to end: not recorded).
+ * A second `forward` event (`phase: "end"`) carries `up`/`down` bytes (user → target / target →
+ * user), `duration_ms` and `result`: `ok`; `unreachable` (after an `upstream_refused` event with the
+ * error; also after `gateway.upstream_timeout`); `reset`; `abandoned` (the user left while the
+ * gateway dialled). Bytes count as activity for the idle timeout. EOF passes on in each direction
+ * (the socket is half-open capable).
  */
 function serveJump(ctx: ConnectionContext, o: JumpOptions, accept: () => ServerChannel, reject: () => void, info: TcpipRequestInfo): void {
   const uid = ctx.identity.uid;
@@ -183,15 +185,23 @@ function serveJump(ctx: ConnectionContext, o: JumpOptions, accept: () => ServerC
   const timer = setTimeout(() => sock.destroy(new Error(`connect timed out after ${o.connectTimeoutMs} ms`)), o.connectTimeoutMs);
   timer.unref();
   let connected = false;
+  let abandoned = false;
+  // The user's connection ended while the gateway was still dialling (removed once the dial settles).
+  const onClientClose = () => {
+    abandoned = true;
+    sock.destroy(new Error("the user's connection closed before the target answered"));
+  };
+  ctx.client.once("close", onClientClose);
   sock.on("error", (err) => {
     clearTimeout(timer);
+    ctx.client.off("close", onClientClose);
     // After the connect, "close" (with hadError) follows and ends the tunnel.
     if (connected) {
       result = "reset";
       return;
     }
-    result = "unreachable";
-    ctx.emit({ type: "upstream_failed", uid, account: ctx.account, target: d.targetName, error: err.message });
+    result = abandoned ? "abandoned" : "unreachable";
+    if (!abandoned) ctx.emit({ type: "upstream_failed", uid, account: ctx.account, target: d.targetName, error: err.message });
     try {
       reject();
     } catch {
@@ -199,12 +209,9 @@ function serveJump(ctx: ConnectionContext, o: JumpOptions, accept: () => ServerC
     }
     end();
   });
-  // The user's connection ended while the gateway was still dialling.
-  ctx.client.once("close", () => {
-    if (!connected) sock.destroy(new Error("the user's connection closed before the target answered"));
-  });
   sock.once("connect", () => {
     clearTimeout(timer);
+    ctx.client.off("close", onClientClose);
     connected = true;
     sock.setNoDelay(true);
     const down = accept();
