@@ -26,6 +26,10 @@ const ROUTES = `
   - groups: [testers]
     alias: vm2
     target: vm2-anna
+  - users: [jumper2]
+    alias: vm1
+    target: vm1-mario
+    allow: { jump: true }
   - users: [jumper]
     alias: dead
     target: dead
@@ -51,7 +55,7 @@ let deadPort: number;
 beforeAll(async () => {
   deadPort = await closedPort();
   h = await startHarness({
-    extraUsers: ["jumper", "nojump"],
+    extraUsers: ["jumper", "jumper2", "nojump"],
     extraRoutes: ROUTES,
     // Two channels at once per connection; a target whose port is closed.
     templateEdit: (t) =>
@@ -87,6 +91,15 @@ beforeAll(async () => {
       "    User nojump",
       "Host gw-alias",
       "    User jumper_vm1",
+      // The README's workflow: connection sharing set up by the first -J itself.
+      "Host gw-auto",
+      "    HostName 127.0.0.1",
+      `    Port ${h.port}`,
+      "    User jumper2",
+      "    PubkeyAuthentication no",
+      "    ControlMaster auto",
+      `    ControlPath ${join(h.dir, "jcm-auto")}`,
+      "    ControlPersist 300",
       "Host 127.0.0.1 localhost",
       `    IdentityFile ${key}`,
       "    IdentitiesOnly yes",
@@ -104,7 +117,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (cfg)
-    for (const gw of ["gw-jumper", "gw-nojump"]) await execa("ssh", ["-F", cfg, "-O", "exit", gw], { reject: false, timeout: 10_000 });
+    for (const gw of ["gw-jumper", "gw-nojump", "gw-auto"])
+      await execa("ssh", ["-F", cfg, "-O", "exit", gw], { reject: false, timeout: 10_000 });
   await h?.stop();
 });
 
@@ -271,6 +285,26 @@ describe("jump-host mode (ssh -J)", () => {
     // And the channels are free again afterwards.
     const again = await jump("gw-jumper", "127.0.0.1", vm1Port, ["echo again"]);
     expect(again.stdout.trim(), again.stderr).toBe("again");
+  }, 120_000);
+
+  it("with ControlMaster auto on the jump host, the second ssh -J needs no code", async () => {
+    const u = h.env.users.find((x) => x.uid === "jumper2");
+    const first = await execa("ssh", ["-F", cfg, "-J", "gw-auto", "-p", String(vm1Port), `${targetUser}@127.0.0.1`, "echo one"], {
+      reject: false,
+      env: h.askpassEnv(u?.password ?? "", h.nextCode("jumper2")),
+      stdin: "ignore",
+      timeout: 60_000,
+    });
+    expect(first.stdout.trim(), first.stderr).toBe("one");
+    // No askpass: a second login would have no password and no code to give.
+    const second = await execa("ssh", ["-F", cfg, "-J", "gw-auto", "-p", String(vm1Port), `${targetUser}@127.0.0.1`, "echo two"], {
+      reject: false,
+      env: { SSH_ASKPASS: "/bin/false", SSH_ASKPASS_REQUIRE: "force", DISPLAY: ":0" },
+      stdin: "ignore",
+      timeout: 60_000,
+    });
+    expect(second.stdout.trim(), second.stderr).toBe("two");
+    expect(events("jumper2", "login")).toHaveLength(1);
   }, 120_000);
 
   it("keeps listing the aliases for a session on the no-alias connection", async () => {
