@@ -505,6 +505,12 @@ const allow = z
       .boolean()
       .default(false)
       .describe("Agent forwarding (`ssh -A`): the target's agent requests travel back to the user's own agent."),
+    jump: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Jump-host mode (`ssh -J uid@gateway user@host`, a login without an alias): a TCP tunnel to this route's target only, requested by its `host` as written in `targets` or by its target name, and its `port`. The SSH session inside is end to end between the user and the target: the gateway audits the tunnel (bytes, duration) but cannot record or check what runs in it, and the other `allow` flags do not apply there.",
+      ),
     x11: z
       .boolean()
       .default(false)

@@ -277,7 +277,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       }
       serveSession(ctx, acceptSession(), () => monitor.closeChannel());
     });
-    serveForwarding(ctx);
+    serveForwarding(ctx, { policy: () => deps.runtime().policy, connectTimeoutMs: rt.policy.gateway.upstream_timeout });
   });
 
   client.on("error", (err) => log.debug({ err: err.message }, "downstream error"));
