@@ -46,6 +46,11 @@ export interface LiveSession {
   /** The connection's event stream. */
   readonly emit: (e: ConnectionEvent) => void;
   end(why: string): void;
+  /**
+   * Whether the policy in force still allows it (default: the route of `alias` still leads to
+   * `targetName`). Jump tunnels ask `authorizeJump` again.
+   */
+  stillAllowed?(policy: Policy): boolean;
 }
 
 export interface ConnectionHooks {
@@ -277,7 +282,13 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       }
       serveSession(ctx, acceptSession(), () => monitor.closeChannel());
     });
-    serveForwarding(ctx, { policy: () => deps.runtime().policy, connectTimeoutMs: rt.policy.gateway.upstream_timeout });
+    serveForwarding(ctx, {
+      policy: () => deps.runtime().policy,
+      connectTimeoutMs: rt.policy.gateway.upstream_timeout,
+      // A tunnel is a live session of its own: max_sessions, reloads and the graceful stop see it.
+      register: (id, live) => hooks.sessionStarting(id, live),
+      unregister: (id) => hooks.sessionEnded(id),
+    });
   });
 
   client.on("error", (err) => log.debug({ err: err.message }, "downstream error"));

@@ -11,7 +11,10 @@ import type { ClientChannel, ServerChannel, TcpipRequestInfo, Client as Upstream
 import type { Policy } from "../policy/index.ts";
 import { authorizeChannel, authorizeJump, type ChannelRequest } from "../routing/index.ts";
 import { approvedOf, type ConnectionContext } from "./context.ts";
+import type { LiveSession } from "./connection.ts";
 import { pump, relayStream } from "./relay.ts";
+
+let tunnelCounter = 0;
 
 /** What jump-host mode needs from the gateway beyond the connection. */
 export interface JumpOptions {
@@ -19,6 +22,9 @@ export interface JumpOptions {
   readonly policy: () => Policy;
   /** How long the TCP connect to the target may take (ms; `gateway.upstream_timeout`). */
   readonly connectTimeoutMs: number;
+  /** Registers an open tunnel as a live session; false when `max_sessions` is reached (the tunnel is refused). */
+  readonly register?: (id: string, live: LiveSession) => boolean;
+  readonly unregister?: (id: string) => void;
 }
 
 /**
@@ -156,11 +162,37 @@ function serveJump(ctx: ConnectionContext, o: JumpOptions, accept: () => ServerC
     return;
   }
   const { host, port } = d.target;
+  // A live session of the server: max_sessions, a reload that removes the jump, a graceful stop.
+  const tunnelId = `${ctx.connId}/jump-${++tunnelCounter}`;
+  let sock: Socket | undefined;
+  let down: ServerChannel | undefined;
+  const live: LiveSession = {
+    identity: ctx.identity,
+    alias: undefined,
+    targetName: d.targetName,
+    emit: ctx.emit,
+    end: (why) => {
+      result = why;
+      sock?.destroy();
+      down?.close();
+    },
+    stillAllowed: (policy) => {
+      const again = authorizeJump(policy, ctx.identity, String(info.destIP), info.destPort);
+      return again.allow && again.targetName === d.targetName;
+    },
+  };
+  if (o.register && !o.register(tunnelId, live)) {
+    ctx.monitor.closeChannel();
+    ctx.emit({ type: "channel_refused", uid, target: d.targetName, data: { kind: "direct-tcpip", jump: true, reason: "max_sessions" } });
+    reject();
+    return;
+  }
   const started = ctx.now();
   ctx.emit({ type: "forward", uid, target: d.targetName, data: { jump: true, phase: "open", host, port, requested: requested.host } });
   // A tunnel whose event could not be written does not run.
   if (!ctx.audit.healthy().ok) {
     ctx.monitor.closeChannel();
+    o.unregister?.(tunnelId);
     reject();
     return;
   }
@@ -171,6 +203,7 @@ function serveJump(ctx: ConnectionContext, o: JumpOptions, accept: () => ServerC
     if (ended) return;
     ended = true;
     ctx.monitor.closeChannel();
+    o.unregister?.(tunnelId);
     const duration = ctx.now() - started;
     ctx.emit({
       type: "forward",
@@ -181,18 +214,19 @@ function serveJump(ctx: ConnectionContext, o: JumpOptions, accept: () => ServerC
     ctx.emit({ type: "channel_closed", kind: "jump", up: bytes.up, down: bytes.down, exitStatus: null, exitSignal: null });
   };
 
-  const sock: Socket = connect({ host, port, allowHalfOpen: true });
-  const timer = setTimeout(() => sock.destroy(new Error(`connect timed out after ${o.connectTimeoutMs} ms`)), o.connectTimeoutMs);
+  const s = connect({ host, port, allowHalfOpen: true });
+  sock = s;
+  const timer = setTimeout(() => s.destroy(new Error(`connect timed out after ${o.connectTimeoutMs} ms`)), o.connectTimeoutMs);
   timer.unref();
   let connected = false;
   let abandoned = false;
   // The user's connection ended while the gateway was still dialling (removed once the dial settles).
   const onClientClose = () => {
     abandoned = true;
-    sock.destroy(new Error("the user's connection closed before the target answered"));
+    s.destroy(new Error("the user's connection closed before the target answered"));
   };
   ctx.client.once("close", onClientClose);
-  sock.on("error", (err) => {
+  s.on("error", (err) => {
     clearTimeout(timer);
     ctx.client.off("close", onClientClose);
     // After the connect, "close" (with hadError) follows and ends the tunnel.
@@ -209,30 +243,31 @@ function serveJump(ctx: ConnectionContext, o: JumpOptions, accept: () => ServerC
     }
     end();
   });
-  sock.once("connect", () => {
+  s.once("connect", () => {
     clearTimeout(timer);
     ctx.client.off("close", onClientClose);
     connected = true;
-    sock.setNoDelay(true);
-    const down = accept();
-    const toTarget = pump(down, sock, (n) => {
+    s.setNoDelay(true);
+    const ch = accept();
+    down = ch;
+    const toTarget = pump(ch, s, (n) => {
       bytes.up += n;
       ctx.count("up", n);
     });
-    const toUser = pump(sock, down, (n) => {
+    const toUser = pump(s, ch, (n) => {
       bytes.down += n;
       ctx.count("down", n);
     });
-    void toTarget.then(() => sock.end());
-    void toUser.then(() => down.end());
-    down.once("close", () => {
-      sock.destroy();
+    void toTarget.then(() => s.end());
+    void toUser.then(() => ch.end());
+    ch.once("close", () => {
+      s.destroy();
       end();
     });
     // After a clean close every byte from the target reaches the user first; after an error the channel closes now.
-    sock.once("close", (hadError) => {
-      if (hadError) return down.close();
-      void toUser.then(() => down.close());
+    s.once("close", (hadError) => {
+      if (hadError) return ch.close();
+      void toUser.then(() => ch.close());
     });
   });
 }

@@ -161,8 +161,12 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const policy = deps.runtime().policy;
       let affected = 0;
       for (const s of live.values()) {
-        const d = resolveRoute(policy, s.identity, s.alias);
-        if (d.kind === "approved" && d.approved.targetName === s.targetName) continue;
+        if (s.stillAllowed) {
+          if (s.stillAllowed(policy)) continue;
+        } else {
+          const d = resolveRoute(policy, s.identity, s.alias);
+          if (d.kind === "approved" && d.approved.targetName === s.targetName) continue;
+        }
         affected += 1;
         const action = policy.gateway.on_route_removed;
         s.emit({ type: "route_removed", uid: s.identity.uid, target: s.targetName, action });

@@ -337,4 +337,37 @@ describe("jump-host mode (ssh -J)", () => {
     );
     expect(row.data).toMatchObject({ host: "127.0.0.1", port: vm1Port });
   }, 120_000);
+
+  it("a reload that removes the jump ends an open tunnel (on_route_removed: terminate), audited", async () => {
+    await master("gw-jumper", "jumper");
+    const opened = events("jumper", "forward").filter((e) => e.data.phase === "open").length;
+    const running = jump("gw-jumper", "127.0.0.1", vm1Port, ["sleep 30; echo late"]);
+    await waitFor("the tunnel to open", () =>
+      events("jumper", "forward").filter((e) => e.data.phase === "open").length > opened ? true : undefined,
+    );
+    const good = readFileSync(h.env.policyFile, "utf8");
+    const edited = good
+      .replace(
+        "allow: { jump: true, shell: false, exec: false, sftp: false, scp: false }",
+        "allow: { shell: false, exec: false, sftp: false, scp: false }",
+      )
+      .replace("  state_dir: state\n", "  state_dir: state\n  on_route_removed: terminate\n");
+    expect(edited).not.toBe(good);
+    writeFileSync(h.env.policyFile, edited);
+    try {
+      expect(await h.reloadGateway()).toBe("reloaded");
+      const t0 = Date.now();
+      const r = await running;
+      expect(Date.now() - t0).toBeLessThan(15_000);
+      expect(r.stdout).not.toContain("late");
+      const end = await waitFor("the tunnel's end event", () =>
+        events("jumper", "forward").find((e) => e.data.phase === "end" && e.data.result === "route_removed"),
+      );
+      expect(end.data).toMatchObject({ jump: true, port: vm1Port });
+      expect(events("jumper", "route_removed").length).toBeGreaterThan(0);
+    } finally {
+      writeFileSync(h.env.policyFile, good);
+      await h.reloadGateway();
+    }
+  }, 120_000);
 });
