@@ -10,8 +10,8 @@ import { connect, type Socket } from "node:net";
 import type { ClientChannel, ServerChannel, TcpipRequestInfo, Client as UpstreamClient } from "ssh2";
 import type { Policy } from "../policy/index.ts";
 import { authorizeChannel, authorizeJump, type ChannelRequest } from "../routing/index.ts";
-import { approvedOf, type ConnectionContext } from "./context.ts";
 import type { LiveSession } from "./connection.ts";
+import { approvedOf, type ConnectionContext } from "./context.ts";
 import { pump, relayStream } from "./relay.ts";
 
 let tunnelCounter = 0;
