@@ -122,8 +122,13 @@ afterAll(async () => {
   await h?.stop();
 });
 
-/** Opens the ControlMaster login to the gateway (password + code through askpass) that later `-J` runs reuse. */
+/**
+ * Opens the ControlMaster login to the gateway (password + code through askpass) that later `-J` runs
+ * reuse; keeps a live one (a second login would spend another TOTP step of the same user).
+ */
 async function master(gw: string, uid: string): Promise<void> {
+  const alive = await execa("ssh", ["-F", cfg, "-O", "check", gw], { reject: false, stdin: "ignore", timeout: 10_000 });
+  if (alive.exitCode === 0) return;
   const u = h.env.users.find((x) => x.uid === uid);
   const r = await execa("ssh", ["-F", cfg, "-o", "ControlMaster=yes", "-o", "ControlPersist=300", "-f", "-N", gw], {
     reject: false,
