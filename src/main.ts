@@ -8,6 +8,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type AuditStore, anchorOf, createSealer, openAuditStore, type Sealer } from "./audit/index.ts";
+import { type AuditShipper, startShipper } from "./audit/ship.ts";
 import { type AuditStreamSink, createSyslogSink, type SyslogSink } from "./audit/syslog.ts";
 import {
   createAuthenticator,
@@ -46,7 +47,7 @@ import {
   readSecret,
 } from "./policy/index.ts";
 import { createGateway, type Gateway, type GatewayRuntime, loadKey } from "./ssh/index.ts";
-import { type AuthState, openState, StateError } from "./state/index.ts";
+import { type AuthState, openAuditReplica, openState, postgresUrl, StateError } from "./state/index.ts";
 
 /** Thrown when the policy names something the gateway cannot do yet or cannot use. */
 export class StartupError extends Error {
@@ -164,6 +165,31 @@ export function openAuditForPolicy(loaded: LoadedPolicy, logger?: Logger, stream
         }
       : {}),
   });
+}
+
+/**
+ * With a PostgreSQL state: connects to it (its own small pool) and starts shipping this node's
+ * audit.db there (src/audit/ship.ts); undefined for SQLite.
+ * @throws StateError when PostgreSQL cannot be reached or its audit tables are missing.
+ */
+export async function shipperForPolicy(
+  loaded: LoadedPolicy,
+  logger: Logger,
+): Promise<(AuditShipper & { replicaClose(): Promise<void> }) | undefined> {
+  const url = postgresUrl({ state: loaded.policy.state, resolvePath: (x) => loaded.resolvePath(x) });
+  if (url === undefined) return undefined;
+  const replica = await openAuditReplica(url);
+  const shipper = startShipper({
+    file: statePaths(loaded).auditDb,
+    node: nodeName(loaded.policy),
+    replica,
+    log: {
+      info: (o, m) => logger.info(o, m),
+      warn: (o, m) => logger.warn(o, m),
+      error: (o, m) => logger.error(o, m),
+    },
+  });
+  return { ...shipper, replicaClose: () => replica.close() };
 }
 
 /**
@@ -393,9 +419,41 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
     closeState();
     throw err;
   }
-  const audit = openAuditForPolicy(loaded, logger, syslog);
-  const interrupted = audit.closeInterrupted();
+  // With a PostgreSQL state, committed events are shipped there too (the local audit.db is the spool).
+  let shipper: (AuditShipper & { replicaClose(): Promise<void> }) | undefined;
+  const committed: AuditStreamSink | undefined =
+    state.engine === "postgres"
+      ? {
+          event: (e) => {
+            syslog?.event(e);
+            shipper?.nudge();
+          },
+          anchor: (a) => syslog?.anchor(a),
+          close: async (ms) => syslog?.close(ms),
+        }
+      : syslog;
+  const localAudit = openAuditForPolicy(loaded, logger, committed);
+  const interrupted = localAudit.closeInterrupted();
   if (interrupted > 0) logger.warn({ interrupted }, "closed sessions left open by an earlier stop as interrupted");
+  try {
+    shipper = await shipperForPolicy(loaded, logger);
+  } catch (err) {
+    localAudit.close();
+    void syslog?.close(0);
+    closeState();
+    throw err instanceof StateError ? new StartupError(`${loaded.file}: state: ${err.message}`) : err;
+  }
+  // New sessions are refused while the spool of unshipped events is full (live ones go on, recorded locally).
+  const audit: AuditStore = shipper
+    ? {
+        ...localAudit,
+        healthy: () => {
+          const h = localAudit.healthy();
+          const s = shipper?.health();
+          return h.ok && s && !s.ok ? { ok: false, detail: s.detail } : h;
+        },
+      }
+    : localAudit;
 
   const metrics = createMetrics();
   const gateway = createGateway({
@@ -516,6 +574,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
           : directoryError,
     },
     { name: "state", ok: stateProblem === undefined, detail: stateProblem ?? `${state.engine} ${state.where}` },
+    ...(shipper ? [{ name: "audit_shipping", ...shipper.health() }] : []),
   ];
   const metricsAt = p.gateway.metrics_listen ? parseHostPort(p.gateway.metrics_listen) : undefined;
   const health = metricsAt
@@ -632,6 +691,20 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       flushLockedAttempts();
       signHead();
       await state.close().catch((err: Error) => logger.error({ err: err.message }, "login state could not be closed"));
+      try {
+        audit.flush();
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, "audit events could not be written before the stop");
+      }
+      if (shipper) {
+        const left = await shipper.stop(5000);
+        if (left > 0)
+          logger.warn(
+            { pending: left },
+            "audit events not yet shipped to PostgreSQL stay in the local audit.db; the next start ships them",
+          );
+        await shipper.replicaClose();
+      }
       try {
         audit.close();
       } catch (err) {

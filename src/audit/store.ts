@@ -73,6 +73,8 @@ export interface AuditSession {
   readonly upBytes: number;
   readonly downBytes: number;
   readonly exitStatus: number | null;
+  /** The gateway that served it (`gateway.node`), when the trail spans nodes (shared PostgreSQL state). */
+  readonly node?: string | undefined;
 }
 
 export interface SessionStart {

@@ -7,7 +7,8 @@ import type { KeyObject } from "node:crypto";
 import { createReadStream, readFileSync, rmSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { Command, CommanderError, Option } from "commander";
-import type { AuditSession } from "../audit/index.ts";
+import type { AuditSession, AuditStore } from "../audit/index.ts";
+import type { SearchHit } from "../audit/query.ts";
 import type { Anchor } from "../audit/verify.ts";
 import { printable, printableJson } from "../obs/printable.ts";
 import type { LoadedPolicy } from "../policy/index.ts";
@@ -37,6 +38,7 @@ const load = {
   auth: () => import("../auth/index.ts"),
   logger: () => import("../obs/logger.ts"),
   ops: () => import("./ops.ts"),
+  trails: () => import("./trails.ts"),
 };
 
 /** All of stdin as bytes (for `--seal-key -`). */
@@ -47,12 +49,13 @@ async function readStdin(): Promise<Buffer> {
 }
 
 /** The session table; every cell passes through `printable` (the values come from the audit DB: typed names, peer data). */
-function sessionRows(sessions: readonly AuditSession[], displayAddress: (a: string) => string): string[][] {
+function sessionRows(sessions: readonly AuditSession[], displayAddress: (a: string) => string, nodes = false): string[][] {
   return [
-    ["SESSION", "STARTED", "ENDED", "USER", "ACCOUNT", "TARGET", "SOURCE", "RESULT", "UP", "DOWN", "EXIT"],
+    ["SESSION", ...(nodes ? ["NODE"] : []), "STARTED", "ENDED", "USER", "ACCOUNT", "TARGET", "SOURCE", "RESULT", "UP", "DOWN", "EXIT"],
     ...sessions.map((s) =>
       [
         s.id.slice(0, 8),
+        ...(nodes ? [s.node ?? "-"] : []),
         s.startedAt,
         s.endedAt ?? "-",
         s.uid,
@@ -449,21 +452,33 @@ export function buildCli(): Command {
           sinceMs: since(opts.since, "--since"),
           untilMs: since(opts.until, "--until"),
         };
-        const { sessionJson } = await load.query();
-        const { query } = await openQuery();
-        const { sessions, total } = (() => {
-          try {
-            return query.sessions({ ...filter, limit, offset });
-          } finally {
-            query.close();
+        const { sessionJson, openAuditQuery } = await load.query();
+        const trails = await (await load.trails()).openTrails(loadOrExit(policyPath(program.opts())));
+        let total = 0;
+        let sessions: AuditSession[] = [];
+        try {
+          // Each node's newest offset+limit, merged newest first (one page of the whole cluster).
+          for (const t of trails.trails) {
+            const query = openAuditQuery(t.file);
+            try {
+              const r = query.sessions({ ...filter, limit: offset + limit, offset: 0 });
+              total += r.total;
+              sessions.push(...(trails.shared ? r.sessions.map((x) => ({ ...x, node: t.node })) : r.sessions));
+            } finally {
+              query.close();
+            }
           }
-        })();
+        } finally {
+          trails.close();
+        }
+        sessions.sort((a, b) => (a.startedAt < b.startedAt ? 1 : a.startedAt > b.startedAt ? -1 : 0));
+        sessions = sessions.slice(offset, offset + limit);
         const more = Math.max(0, total - offset - sessions.length);
         if (opts.json) {
           const next = more > 0 ? offset + sessions.length : null;
           console.log(printableJson({ sessions: sessions.map(sessionJson), total, offset, more, next_offset: next }));
         } else {
-          console.log(table(sessionRows(sessions, (await import("../auth/source.ts")).displayAddress)));
+          console.log(table(sessionRows(sessions, (await import("../auth/source.ts")).displayAddress, trails.shared)));
           if (more > 0) console.log(`… ${more} more; use --limit/--offset (next: --offset ${offset + sessions.length})`);
         }
       },
@@ -473,19 +488,37 @@ export function buildCli(): Command {
     .description("one session: its row, events, commands, file transfers and recordings (id or its first 8 characters)")
     .option("--json", "print one JSON object (snake_case)")
     .action(async (id: string, opts: { json?: boolean }) => {
-      const { snakeKeys } = await load.query();
-      const store = await openStore();
-      const session = store.findSession(id);
-      const sid = session?.id ?? id;
-      const events = store.sessionEvents(sid);
-      const recordings = store.recordings(sid);
-      store.close();
+      const [{ snakeKeys }, { openAuditStore }] = await Promise.all([load.query(), load.audit()]);
+      const trails = await (await load.trails()).openTrails(loadOrExit(policyPath(program.opts())));
+      let session: AuditSession | undefined;
+      let events: ReturnType<AuditStore["sessionEvents"]> = [];
+      let recordings: ReturnType<AuditStore["recordings"]> = [];
+      try {
+        // The node that has the session (or its events); this node first.
+        for (const t of trails.trails) {
+          const store = openAuditStore(t.file);
+          try {
+            const found = store.findSession(id);
+            const sid = found?.id ?? id;
+            const evs = store.sessionEvents(sid);
+            if (!found && evs.length === 0) continue;
+            session = found && trails.shared ? { ...found, node: t.node } : found;
+            events = evs;
+            recordings = store.recordings(sid);
+            break;
+          } finally {
+            store.close();
+          }
+        }
+      } finally {
+        trails.close();
+      }
       if (!session && events.length === 0) throw new ExitError(`no session ${printable(id)}`, 1);
       if (opts.json) {
         console.log(printableJson(snakeKeys({ session, events, recordings })));
         return;
       }
-      if (session) console.log(table(sessionRows([session], (await import("../auth/source.ts")).displayAddress)));
+      if (session) console.log(table(sessionRows([session], (await import("../auth/source.ts")).displayAddress, trails.shared)));
       const commands = events.filter((e) => e.type === "exec" || e.type === "shell" || e.type === "subsystem");
       const files = events.filter((e) => e.type === "file");
       console.log("\nCOMMANDS");
@@ -515,16 +548,30 @@ export function buildCli(): Command {
     .option("--json", 'print one JSON document {"hits": [...], "more": true|false} (snake_case)')
     .action(async (text: string, opts: { limit: string; json?: boolean }) => {
       const limit = count(opts.limit, "--limit", 1, 50);
-      const { SearchTextError } = await load.query();
-      const { query } = await openQuery();
-      let result: ReturnType<typeof query.search>;
+      const { SearchTextError, openAuditQuery } = await load.query();
+      const trails = await (await load.trails()).openTrails(loadOrExit(policyPath(program.opts())));
+      const result: { hits: Array<SearchHit & { node?: string }>; more: boolean } = { hits: [], more: false };
       try {
-        result = query.search(text, limit);
-      } catch (err) {
-        if (err instanceof SearchTextError) throw new ExitError(`audit search: ${err.message}`, 2);
-        throw new ExitError(`audit search: ${printable((err as Error).message)}`, 1);
+        for (const t of trails.trails) {
+          const query = openAuditQuery(t.file);
+          try {
+            const r = query.search(text, limit);
+            result.more ||= r.more;
+            result.hits.push(...(trails.shared ? r.hits.map((h) => ({ node: t.node, ...h })) : r.hits));
+          } catch (err) {
+            if (err instanceof SearchTextError) throw new ExitError(`audit search: ${err.message}`, 2);
+            throw new ExitError(`audit search: ${printable((err as Error).message)}`, 1);
+          } finally {
+            query.close();
+          }
+        }
       } finally {
-        query.close();
+        trails.close();
+      }
+      if (result.hits.length > limit) {
+        result.hits.sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0));
+        result.hits = result.hits.slice(0, limit);
+        result.more = true;
       }
       if (opts.json) {
         console.log(printableJson({ hits: result.hits, more: result.more }));
@@ -712,6 +759,39 @@ export function buildCli(): Command {
       const file = statePaths(loaded).auditDb;
       const report = verifyAuditDb(file, { publicKey, sealKey, anchors, checkSeals, node: loaded.policy.gateway.node });
       sealKey?.fill(0);
+      // With a PostgreSQL state: every node's chain as PostgreSQL holds it, and this node's copy there
+      // against its own audit.db (a chain rewritten consistently in PostgreSQL still differs from it).
+      const trails = await (await load.trails()).openTrails(loaded, { replicaOfLocal: true, create: false });
+      try {
+        const { compareWithLocal } = await import("../audit/pull.ts");
+        const shared = [...trails.trails.filter((t) => !t.local), ...(trails.replicaOfLocal ? [trails.replicaOfLocal] : [])];
+        for (const t of shared) {
+          const r = verifyAuditDb(t.file, { recordingFiles: false, node: t.node });
+          report.events += r.events;
+          report.sessions += r.sessions;
+          report.recordings += r.recordings;
+          report.issues.push(...r.issues.map((i) => ({ ...i, id: `node ${t.node} (PostgreSQL): ${i.id}` })));
+          report.warnings.push(...r.warnings.map((w) => `node ${t.node} (PostgreSQL): ${w}`));
+        }
+        if (trails.shared) {
+          const mine = trails.replicaOfLocal;
+          const cmp = mine ? compareWithLocal(file, mine.file) : undefined;
+          for (const d of cmp?.differences ?? [])
+            report.issues.push({
+              kind: "event",
+              id: `node ${mine?.node} (PostgreSQL)`,
+              reason: `the shared copy differs from this node's audit.db: ${d}`,
+            });
+          const waiting = cmp ? cmp.notShipped : report.events;
+          if (waiting > 0) report.warnings.push(`${waiting} events of this node are not in PostgreSQL yet (the gateway ships them)`);
+          report.warnings.push(
+            `recording files of other nodes are checked by \`audit verify\` on those nodes (${shared.length} node trails read from PostgreSQL)`,
+          );
+          report.ok = report.issues.length === 0;
+        }
+      } finally {
+        trails.close();
+      }
       if (malformed > 0) report.warnings.unshift(`${malformed} "audit anchor" lines were malformed and ignored`);
       if (opts.json) {
         console.log(printableJson(report));

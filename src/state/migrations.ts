@@ -46,6 +46,11 @@ CREATE INDEX IF NOT EXISTS auth_failures_source ON auth_failures(source, at);
     name: "state_meta: facts every node must agree on (the check value of totp.key)",
     sql: "CREATE TABLE IF NOT EXISTS state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
   },
+  {
+    version: 3,
+    name: "audit trail of every node (PostgreSQL only: with SQLite each node keeps its audit in audit.db)",
+    sql: "SELECT 1;",
+  },
 ];
 
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -78,6 +83,55 @@ CREATE INDEX IF NOT EXISTS auth_failures_source ON auth_failures(source, at);
     version: 2,
     name: "state_meta: facts every node must agree on (the check value of totp.key)",
     sql: "CREATE TABLE IF NOT EXISTS state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+  },
+  {
+    version: 3,
+    name: "audit trail of every node (PostgreSQL only: with SQLite each node keeps its audit in audit.db)",
+    sql: `
+CREATE TABLE IF NOT EXISTS audit_events (
+  node TEXT NOT NULL,
+  id BIGINT NOT NULL,
+  ts TEXT NOT NULL,
+  type TEXT NOT NULL,
+  session_id TEXT,
+  uid TEXT,
+  account TEXT,
+  target TEXT,
+  source TEXT,
+  result TEXT,
+  data TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL,
+  PRIMARY KEY (node, id)
+);
+CREATE INDEX IF NOT EXISTS audit_events_session ON audit_events(session_id);
+CREATE TABLE IF NOT EXISTS audit_sessions (
+  node TEXT NOT NULL,
+  id TEXT NOT NULL,
+  started_at TEXT NOT NULL,
+  ended_at TEXT,
+  uid TEXT NOT NULL,
+  account TEXT NOT NULL,
+  target TEXT,
+  source TEXT NOT NULL,
+  result TEXT NOT NULL,
+  up_bytes BIGINT NOT NULL,
+  down_bytes BIGINT NOT NULL,
+  exit_status INTEGER,
+  PRIMARY KEY (node, id)
+);
+CREATE INDEX IF NOT EXISTS audit_sessions_started ON audit_sessions(started_at);
+CREATE TABLE IF NOT EXISTS audit_recordings (
+  node TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  channel INTEGER NOT NULL,
+  path TEXT NOT NULL,
+  sha256 TEXT,
+  bytes BIGINT NOT NULL,
+  status TEXT NOT NULL,
+  PRIMARY KEY (node, session_id, channel)
+);
+`,
   },
 ];
 

@@ -48,7 +48,20 @@ export function readStateUrl(ref: string): string {
  * @throws StateError (unreachable PostgreSQL, schema newer than this binary, bad URL), SecretError (URL file).
  */
 export async function openState(o: OpenStateOptions): Promise<AuthState> {
-  if ((o.state?.backend ?? "sqlite") === "sqlite" && o.urlFile === undefined) return openSqliteState(o.stateDir);
+  const url = postgresUrl(o);
+  if (url === undefined) return openSqliteState(o.stateDir);
+  return openPostgresState(url, {
+    ...(o.migrate === undefined ? {} : { migrate: o.migrate }),
+    ...(o.onIdleError ? { onIdleError: o.onIdleError } : {}),
+  });
+}
+
+/**
+ * The PostgreSQL URL of the state `o` names (undefined for SQLite).
+ * @throws StateError (no url_file, not a postgres:// URL), SecretError (URL file missing or readable by others).
+ */
+export function postgresUrl(o: Omit<OpenStateOptions, "stateDir">): string | undefined {
+  if ((o.state?.backend ?? "sqlite") === "sqlite" && o.urlFile === undefined) return undefined;
   const ref =
     o.urlFile ??
     (o.state?.url_file === undefined
@@ -58,8 +71,5 @@ export async function openState(o: OpenStateOptions): Promise<AuthState> {
         : o.resolvePath(o.state.url_file));
   if (ref === undefined)
     throw new StateError("state.backend is postgres but state.url_file is not set: name the file holding the PostgreSQL URL");
-  return openPostgresState(readStateUrl(ref), {
-    ...(o.migrate === undefined ? {} : { migrate: o.migrate }),
-    ...(o.onIdleError ? { onIdleError: o.onIdleError } : {}),
-  });
+  return readStateUrl(ref);
 }

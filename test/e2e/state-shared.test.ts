@@ -4,6 +4,9 @@
  * same totp.key. A code used through A is refused through B; failures spread over A and B lock
  * the uid on both; a user enrolled through A (`varco user totp enroll`) logs in through B;
  * PostgreSQL stopped: logins are refused with a clear log line, and work again once it is back.
+ * The audit: each node ships its chained audit.db to PostgreSQL; `audit list` on either node shows
+ * both nodes' sessions with their node, `audit verify` checks both chains there and catches an
+ * event edited in PostgreSQL, and a session that ends while PostgreSQL is down arrives once it is back.
  */
 import { copyFileSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -70,7 +73,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, "secrets/pg.url"), `${pg.url}\n`, { mode: 0o600 });
   h = await startHarness({
     dir,
-    extraUsers: ["carla.verdi", "dario.neri"],
+    extraUsers: ["carla.verdi", "dario.neri", "elena.russo"],
     templateEdit: (t) =>
       `${t.replace("  state_dir: state\n", "  state_dir: state\n  node: gw-a\n")}state: { backend: postgres, url_file: secrets/pg.url }\n`,
   });
@@ -201,4 +204,88 @@ describe.skipIf(!havePostgres)("two gateways on one PostgreSQL login state", () 
     const ok = await viaB("anna.bianchi_vm2", pw("anna.bianchi"), currentCode(TOTP, secret, Date.now() + 30_000));
     expect(ok.exitCode, ok.stderr).toBe(0);
   }, 120_000);
+
+  it("`audit list` on either node shows both nodes' sessions and which node served each", async () => {
+    const both = async (policy: string) => {
+      for (let i = 0; i < 100; i++) {
+        const r = await varco(policy, ["audit", "list", "--json", "--limit", "1000"]);
+        expect(r.exitCode, r.stderr).toBe(0);
+        const sessions = (JSON.parse(r.stdout) as { sessions: Array<{ uid: string; node?: string; result: string }> }).sessions;
+        const nodes = new Set(sessions.map((x) => x.node));
+        if (nodes.has("gw-a") && nodes.has("gw-b") && !sessions.some((x) => x.result === "open")) return sessions;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      throw new Error("the sessions of both nodes never showed");
+    };
+    for (const policy of [h.env.policyFile, policyB()]) {
+      const sessions = await both(policy);
+      // mario through A, mario and carla through B.
+      expect(sessions.filter((x) => x.node === "gw-a" && x.uid === "mario.rossi").length).toBeGreaterThan(0);
+      expect(sessions.filter((x) => x.node === "gw-b" && x.uid === "carla.verdi").length).toBeGreaterThan(0);
+    }
+    const table = await varco(h.env.policyFile, ["audit", "list"]);
+    expect(table.stdout).toMatch(/NODE/);
+    expect(table.stdout).toMatch(/gw-b/);
+  }, 120_000);
+
+  it("`audit verify` checks every node's chain in PostgreSQL and catches a tampered event of either node", async () => {
+    const ok = await varco(h.env.policyFile, ["audit", "verify"]);
+    expect(ok.exitCode, `${ok.stdout}${ok.stderr}`).toBe(0);
+    for (const node of ["gw-b", "gw-a"]) {
+      const id = (await pg.psql(`SELECT min(id) FROM audit_events WHERE node = '${node}' AND type = 'session_start'`)).trim();
+      expect(id).toMatch(/^\d+$/);
+      const where = `node = '${node}' AND id = ${id}`;
+      const before = (await pg.psql(`SELECT uid FROM audit_events WHERE ${where}`)).trim();
+      await pg.psql(`UPDATE audit_events SET uid = 'someone.else' WHERE ${where}`);
+      try {
+        const r = await varco(policyB(), ["audit", "verify"]);
+        expect(r.exitCode, r.stdout).toBe(1);
+        expect(r.stderr).toContain(`node ${node} (PostgreSQL)`);
+      } finally {
+        await pg.psql(`UPDATE audit_events SET uid = '${before}' WHERE ${where}`);
+      }
+    }
+    const again = await varco(policyB(), ["audit", "verify"]);
+    expect(again.exitCode, `${again.stdout}${again.stderr}`).toBe(0);
+  }, 120_000);
+
+  it("PostgreSQL stopped mid-session: the session finishes, its events reach PostgreSQL once it is back", async () => {
+    const uid = "elena.russo";
+    const code = currentCode(TOTP, h.env.secrets.get(uid) as string, Date.now());
+    const running = execa(
+      "ssh",
+      ["-p", String(bPort), "-o", `UserKnownHostsFile=${bKnownHosts}`, ...h.sshOptions(), `${uid}_vm1@127.0.0.1`, "sleep 3; echo finished"],
+      { reject: false, env: h.askpassEnv(pw(uid), code), stdin: "ignore", timeout: 60_000 },
+    );
+    // The session has started (its session_start is committed on B) before PostgreSQL goes away.
+    for (let i = 0; i < 100 && !/"uid":"elena.russo".*"msg":"login ok"/.test(bOutput.slice(-20_000)); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    await pg.stop();
+    let sid = "";
+    try {
+      const r = await running;
+      expect(r.exitCode, String(r.stderr)).toBe(0);
+      expect(String(r.stdout)).toContain("finished");
+      // The session ended on B while PostgreSQL was down: in B's own audit.db only.
+      const local = await varco(policyB(), ["audit", "list", "--json", "--user", uid, "--limit", "1"]);
+      expect(local.exitCode).not.toBe(0);
+      expect(local.stderr).toContain("PostgreSQL");
+      expect(b?.exitCode).toBeNull();
+    } finally {
+      await pg.start();
+    }
+    for (let i = 0; i < 100 && !sid; i++) {
+      const r = await varco(h.env.policyFile, ["audit", "list", "--json", "--user", uid, "--limit", "1"]);
+      const [s] = (JSON.parse(r.stdout || '{"sessions":[]}') as { sessions: Array<{ id: string; node?: string; result: string }> })
+        .sessions;
+      if (s?.node === "gw-b" && s.result === "ok") sid = s.id;
+      else await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(sid).not.toBe("");
+    const shown = await varco(h.env.policyFile, ["audit", "show", sid, "--json"]);
+    const events = (JSON.parse(shown.stdout) as { events: Array<{ type: string }> }).events.map((e) => e.type);
+    expect(events).toEqual(expect.arrayContaining(["login", "session_start", "exec", "recording", "session_end"]));
+    const verify = await varco(h.env.policyFile, ["audit", "verify"]);
+    expect(verify.exitCode, `${verify.stdout}${verify.stderr}`).toBe(0);
+  }, 180_000);
 });
