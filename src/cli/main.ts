@@ -839,6 +839,13 @@ export function buildCli(): Command {
       if (d === undefined) throw new ExitError(`--older-than: "${opts.olderThan}" is not a duration (e.g. 180d)`, 2);
       const { openAuditForPolicy, sealerForPolicy } = await load.core();
       const loaded = loadOrExit(policyPath(program.opts()));
+      // With a PostgreSQL state, the local audit.db is the spool: never prune what is not shipped yet.
+      const unshipped = await (await load.trails()).unshippedBefore(loaded, Date.now() - d);
+      if (unshipped > 0)
+        throw new ExitError(
+          `audit prune: ${unshipped} events in the range are not in PostgreSQL yet; start the gateway so it ships them, then prune`,
+          1,
+        );
       const store = openAuditForPolicy(loaded);
       let r: ReturnType<typeof store.prune>;
       try {

@@ -3,9 +3,10 @@
  * every other node's trail pulled from it into a temporary folder (src/audit/pull.ts). One chain
  * per node; every command says which node served a session when there is more than one.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import { pullTrails } from "../audit/pull.ts";
 import { nodeName, openAuditForPolicy, statePaths } from "../main.ts";
 import type { LoadedPolicy } from "../policy/index.ts";
@@ -70,5 +71,36 @@ export async function openTrails(loaded: LoadedPolicy, o: { replicaOfLocal?: boo
     close();
     if (err instanceof StateError) throw new ExitError(`state: ${err.message}`, 1);
     throw new ExitError(`state: cannot read the audit trail of the other nodes from PostgreSQL (${(err as Error).message})`, 1);
+  }
+}
+
+/**
+ * With a PostgreSQL state: how many of this node's events older than `beforeMs` are not in
+ * PostgreSQL yet (0 for SQLite).
+ * @throws ExitError when PostgreSQL cannot be read (nothing is pruned then).
+ */
+export async function unshippedBefore(loaded: LoadedPolicy, beforeMs: number): Promise<number> {
+  const url = postgresUrl({ state: loaded.policy.state, resolvePath: (x) => loaded.resolvePath(x) });
+  if (url === undefined) return 0;
+  let head: number;
+  try {
+    const replica = await openAuditReplica(url);
+    try {
+      head = (await replica.head(nodeName(loaded.policy)))?.id ?? 0;
+    } finally {
+      await replica.close();
+    }
+  } catch (err) {
+    throw new ExitError(`audit prune: cannot read PostgreSQL, nothing pruned (${(err as Error).message})`, 1);
+  }
+  if (!existsSync(statePaths(loaded).auditDb)) return 0;
+  const db = new Database(statePaths(loaded).auditDb, { readonly: true, fileMustExist: true });
+  try {
+    const r = db
+      .prepare<[number, string], { n: number }>("SELECT COUNT(*) AS n FROM events WHERE id > ? AND ts < ?")
+      .get(head, new Date(beforeMs).toISOString());
+    return r?.n ?? 0;
+  } finally {
+    db.close();
   }
 }
