@@ -96,8 +96,31 @@ export function startShipper(o: ShipperOptions): AuditShipper {
 
   const pending = () => Math.max(0, newest.get()?.id ?? 0) - (shipped ?? 0);
 
+  const hashAt = db.prepare<[number], { hash: string }>("SELECT hash FROM events WHERE id = ?");
+  /**
+   * Where PostgreSQL's copy of this node ends, checked against the local chain: the local audit.db
+   * must hold that same event (or have pruned it, which only happens to shipped events) and must
+   * not end before it. Otherwise another audit.db shipped as this node (two nodes with the same
+   * gateway.node, or a database restored from a backup) and nothing is shipped.
+   */
+  const resume = async (): Promise<number> => {
+    const head = await o.replica.head(o.node);
+    if (!head) return 0;
+    const mine = hashAt.get(head.id);
+    const localHead = newest.get()?.id ?? 0;
+    if ((mine && mine.hash !== head.hash) || localHead < head.id) {
+      const err = new Error(
+        `${o.replica.where}: node ${o.node}'s events in PostgreSQL end at id ${head.id} with another chain than this node's audit.db (${mine ? "a different event there" : `which ends at id ${localHead}`}): ` +
+          "the local audit.db is not the one that shipped there (two nodes with the same gateway.node, or a replaced database)",
+      );
+      err.name = "ReplicaDivergedError";
+      throw err;
+    }
+    return head.id;
+  };
+
   const once = async (): Promise<boolean> => {
-    if (shipped === undefined) shipped = (await o.replica.head(o.node))?.id ?? 0;
+    if (shipped === undefined) shipped = await resume();
     const events = eventsAfter.all(shipped, batch);
     if (events.length === 0) return false;
     const ids = JSON.stringify([...new Set(events.map((e) => e.session_id).filter((s): s is string => s !== null))]);
