@@ -416,6 +416,34 @@ export function buildCli(): Command {
     openAuditForPolicy(loaded).close();
     return { query: openAuditQuery(file), node: nodeName(loaded.policy) };
   };
+  /** The trail `audit export` reads: this node's, or with `--node` another node's pulled from PostgreSQL. */
+  const openExportQuery = async (wanted: string | undefined, follow: boolean) => {
+    const { nodeName } = await load.core();
+    const loaded = loadOrExit(policyPath(program.opts()));
+    if (wanted === undefined || wanted === nodeName(loaded.policy)) return openQuery();
+    if (follow) throw new ExitError(`--follow reads this node's own trail: run it on ${printable(wanted)}`, 2);
+    const [{ openAuditQuery }, { openTrails }] = await Promise.all([load.query(), load.trails()]);
+    const trails = await openTrails(loaded);
+    const t = trails.trails.find((x) => x.node === wanted);
+    if (!t || !trails.shared) {
+      trails.close();
+      throw new ExitError(
+        `--node ${printable(wanted)}: ${trails.shared ? "no such node in the shared audit" : "the state is not shared (state.backend is sqlite)"}`,
+        2,
+      );
+    }
+    const q = openAuditQuery(t.file);
+    return {
+      node: wanted,
+      query: {
+        ...q,
+        close: () => {
+          q.close();
+          trails.close();
+        },
+      },
+    };
+  };
   const count = (text: string | undefined, flag: string, min: number, fallback: number): number => {
     if (text === undefined) return fallback;
     if (!/^\d{1,15}$/.test(text) || Number(text) < min) throw new ExitError(`${flag}: "${printable(text)}" is not an integer >= ${min}`, 2);
@@ -643,8 +671,10 @@ export function buildCli(): Command {
     .option("--type <types>", "only these event types (comma-separated, e.g. exec,file)")
     .option("--after-id <n>", "only events after this id (resume where a previous export stopped)", "0")
     .option("--follow", "after the existing events, poll every second for new ones until SIGINT/SIGTERM (the last id goes to stderr)")
+    .option("--node <name>", "with a PostgreSQL state: export this node's chain (default: this node's own)")
     .action(
       async (opts: {
+        node?: string;
         format: string;
         since?: string;
         until?: string;
@@ -667,7 +697,7 @@ export function buildCli(): Command {
           types,
         };
         let after = count(opts.afterId, "--after-id", 0, 0);
-        const { query, node } = await openQuery();
+        const { query, node } = await openExportQuery(opts.node, opts.follow === true);
         // Pages of 1000: memory stays bounded however long the log or the follow.
         const drain = async () => {
           for (let page = 0; page < 1_000_000; page++) {
