@@ -46,6 +46,21 @@ CREATE INDEX IF NOT EXISTS auth_failures_source ON auth_failures(source, at);
     name: "state_meta: facts every node must agree on (the check value of totp.key)",
     sql: "CREATE TABLE IF NOT EXISTS state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
   },
+  {
+    version: 3,
+    name: "mfa_remembered: second factors remembered per (uid, key fingerprint, source network) until an expiry (auth.totp.remember)",
+    sql: `
+CREATE TABLE IF NOT EXISTS mfa_remembered (
+  uid TEXT NOT NULL,
+  key_fp TEXT NOT NULL,
+  source_net TEXT NOT NULL,
+  created_at_ms INTEGER NOT NULL,
+  expires_at_ms INTEGER NOT NULL,
+  PRIMARY KEY (uid, key_fp, source_net)
+);
+CREATE INDEX IF NOT EXISTS mfa_remembered_expiry ON mfa_remembered(expires_at_ms);
+`,
+  },
 ];
 
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -78,6 +93,21 @@ CREATE INDEX IF NOT EXISTS auth_failures_source ON auth_failures(source, at);
     version: 2,
     name: "state_meta: facts every node must agree on (the check value of totp.key)",
     sql: "CREATE TABLE IF NOT EXISTS state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+  },
+  {
+    version: 3,
+    name: "mfa_remembered: second factors remembered per (uid, key fingerprint, source network) until an expiry (auth.totp.remember)",
+    sql: `
+CREATE TABLE IF NOT EXISTS mfa_remembered (
+  uid TEXT NOT NULL,
+  key_fp TEXT NOT NULL,
+  source_net TEXT NOT NULL,
+  created_at_ms BIGINT NOT NULL,
+  expires_at_ms BIGINT NOT NULL,
+  PRIMARY KEY (uid, key_fp, source_net)
+);
+CREATE INDEX IF NOT EXISTS mfa_remembered_expiry ON mfa_remembered(expires_at_ms);
+`,
   },
 ];
 
