@@ -401,8 +401,10 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
         expiresAt: rememberedEntry.expiresAtMs,
       });
     }
-    // Only a login that checked the code itself (re)starts the period: a remembered one never extends it.
-    const stored = skipped.length === 0 && chainRemembers(chain) ? await rememberNow(account) : undefined;
+    // Only a login that checked the key and the code of a key chain itself (re)starts the period: a
+    // remembered one never extends it.
+    const keyChainChecked = o.chains.some((c) => chainRemembers(c) && c.every((f) => done.has(f)));
+    const stored = skipped.length === 0 && keyChainChecked ? await rememberNow(account) : undefined;
     o.emit({
       type: "login",
       uid: account.uid,
