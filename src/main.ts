@@ -295,6 +295,8 @@ function fileDigest(file: string): string | undefined {
 interface Stores {
   readonly totp: TotpStore;
   readonly lockout: Lockout;
+  /** The login state itself (remembered second factors, `auth.totp.remember`). */
+  readonly state: AuthState;
 }
 
 /**
@@ -330,6 +332,7 @@ async function buildRuntime(loaded: LoadedPolicy, stores: Stores): Promise<Gatew
       fromDirectory: p.auth.publickey.from_directory,
       keysFile: p.auth.publickey.keys_file ? loaded.resolvePath(p.auth.publickey.keys_file) : undefined,
     },
+    remember: { periodMs: p.auth.totp.remember, state: stores.state },
   });
   return { policy: p, authenticator, uidPattern: new RegExp(p.auth.uid_pattern, "u"), directory };
 }
@@ -403,7 +406,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   const totp = totpStoreOn(state, totpKey, totpSettings(p));
   const lockout = lockoutOn(state, lockoutSettings(p));
   const closeState = () => void state.close().catch(() => undefined);
-  const stores: Stores = { totp, lockout };
+  const stores: Stores = { totp, lockout, state };
   let runtime: Awaited<ReturnType<typeof buildRuntime>>;
   try {
     runtime = await buildRuntime(loaded, stores);

@@ -37,6 +37,8 @@ export type AuditEventType =
   | "enrolled"
   | "enrolment_invited"
   | "totp_reset"
+  | "mfa_remembered"
+  | "mfa_forgotten"
   | "policy_reload"
   | "route_removed";
 

@@ -7,12 +7,13 @@
  */
 import QRCode from "qrcode";
 import type ssh2 from "ssh2";
-import { StateError } from "../state/index.ts";
+import { type AuthState, StateError } from "../state/index.ts";
 import { type Directory, DirectoryUnavailableError } from "./ldap.ts";
 import type { LocalUsers } from "./local.ts";
 import type { Lockout } from "./lockout.ts";
 import type { Account, AccountLookup, Enrolment, FactorVerdict, LoginFactors } from "./login.ts";
 import { findKey, keysFilePath, parseAuthorizedKeys, readKeysFile } from "./publickey.ts";
+import { REMEMBER_MAX_MS, rememberedValid } from "./remember.ts";
 import { matchStep, newRecoveryCodes, newSecret, otpauthUri, type TotpSettings, type TotpStore } from "./totp.ts";
 
 /** An account as the factor checks see it. */
@@ -39,6 +40,11 @@ export interface AuthenticatorParts {
   readonly totpFromDirectory: boolean;
   /** Public key sources. */
   readonly publickey: { readonly fromDirectory: boolean; readonly keysFile?: string | undefined };
+  /**
+   * `auth.totp.remember`: how long a full key + code login spares the code (ms; 0 or absent: off,
+   * capped at {@link REMEMBER_MAX_MS}) and the login state that keeps the entries.
+   */
+  readonly remember?: { readonly periodMs: number; readonly state: Pick<AuthState, "remember" | "remembered"> } | undefined;
 }
 
 /** A secret no account has: unknown users' codes are checked against it, so they cost the same. */
@@ -146,5 +152,19 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
     failed: (key, source, nowMs) => p.lockout.fail(key, source, nowMs),
     lockedAttempt: (key, source, nowMs) => p.lockout.lockedAttempt(key, source, nowMs),
     succeeded: (key) => p.lockout.succeed(key),
+    async rememberedFactor(a, keyFp, sourceNet, nowMs) {
+      const r = p.remember;
+      // Break-glass logins are always checked in full.
+      if (!r || r.periodMs <= 0 || a.local) return undefined;
+      const entry = await r.state.remembered(a.uid, keyFp, sourceNet, nowMs);
+      return entry && rememberedValid(entry, { uid: a.uid, keyFp, sourceNet }, nowMs, r.periodMs) ? entry : undefined;
+    },
+    async rememberFactor(a, keyFp, sourceNet, nowMs) {
+      const r = p.remember;
+      if (!r || r.periodMs <= 0 || a.local) return undefined;
+      const row = { uid: a.uid, keyFp, sourceNet, createdAtMs: nowMs, expiresAtMs: nowMs + Math.min(r.periodMs, REMEMBER_MAX_MS) };
+      await r.state.remember(row);
+      return row;
+    },
   };
 }

@@ -42,7 +42,8 @@ export interface Lockout {
   locked(uid: string, source: string, nowMs: number): Promise<{ uid: boolean; source: boolean }>;
   /**
    * Counts a failure; returns whether this failure locked the uid or the source, and whether one
-   * of them was locked already (`wasLocked`). A failure while locked is not stored: it goes to
+   * of them was locked already (`wasLocked`). A failure that locks the uid also forgets its
+   * remembered second factors ({@link AuthState.forgetRemembered}). A failure while locked is not stored: it goes to
    * {@link Lockout.lockedAttempt} instead, and the caller should write no per-attempt audit row.
    */
   fail(uid: string, source: string, nowMs: number): Promise<{ lockedUid: boolean; lockedSource: boolean; wasLocked: boolean }>;
@@ -115,6 +116,8 @@ export function lockoutOn(state: AuthState, settings: LockoutSettings, owned = f
       }
       await state.addFailure(uid, key, now, now - Math.max(s.withinMs, s.lockForMs) * 2);
       const after = await lockedByKey(uid, key, now);
+      // A lockout that trips revokes the uid's remembered second factors (auth.totp.remember).
+      if (after.uid) await state.forgetRemembered(uid);
       return { lockedUid: after.uid, lockedSource: after.source, wasLocked: false };
     },
     lockedAttempt: (uid, source, now) => lockedAttempt(uid, source, now),

@@ -311,6 +311,31 @@ export function buildCli(): Command {
       audit.close();
       console.log(`${uid}: ${n} recorded failures forgotten; the account is not locked`);
     });
+  user
+    .command("forget <uid>")
+    .description("forget a user's remembered second factors (auth.totp.remember): their next key login asks for the code")
+    .option("--json", 'print {"uid", "removed"} as JSON')
+    .action(async (typed: string, opts: { json?: boolean }) => {
+      const { openStateForPolicy, openAuditForPolicy } = await load.core();
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const uid = await resolveUid(loaded, typed);
+      const state = await openStateForPolicy(loaded);
+      let removed: number;
+      try {
+        removed = await state.forgetRemembered(uid);
+      } finally {
+        await state.close();
+      }
+      const audit = openAuditForPolicy(loaded);
+      try {
+        audit.append({ type: "mfa_forgotten", uid, result: "ok", data: { removed, by: "cli" } });
+      } finally {
+        audit.close();
+      }
+      if (opts.json) console.log(JSON.stringify({ uid, removed }));
+      else
+        console.log(`${uid}: ${removed} remembered second factor${removed === 1 ? "" : "s"} forgotten; the next login asks for the code`);
+    });
   registerSshConfig(user, program, resolveUid);
   user
     .command("hash")

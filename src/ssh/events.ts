@@ -86,11 +86,37 @@ export function connectionEvents(d: ConnectionEventsDeps): (e: ConnectionEvent) 
         log.warn({ uid: e.uid, result: e.result }, "lockout");
         return;
       case "login":
-        row({ type: "login", uid: e.uid, account: e.account, result: "ok", data: { factors: e.factors, break_glass: e.breakGlass } });
+        row({
+          type: "login",
+          uid: e.uid,
+          account: e.account,
+          result: "ok",
+          data: {
+            factors: e.factors,
+            break_glass: e.breakGlass,
+            ...(e.remembered ? { remembered: e.remembered } : {}),
+            ...(e.rememberUntil ? { remember_until: new Date(e.rememberUntil).toISOString() } : {}),
+          },
+        });
         if (e.breakGlass) row({ type: "break_glass", uid: e.uid, account: e.account, result: "ok" });
         log.info({ account: e.account, uid: e.uid, factors: e.factors, break_glass: e.breakGlass }, "login ok");
         metrics.login("ok");
         authSeconds();
+        return;
+      case "mfa_remembered":
+        row({
+          type: "mfa_remembered",
+          uid: e.uid,
+          account: e.account,
+          result: "ok",
+          data: {
+            key_fingerprint: e.keyFingerprint,
+            source_net: e.sourceNet,
+            remembered_at: new Date(e.rememberedAt).toISOString(),
+            expires_at: new Date(e.expiresAt).toISOString(),
+          },
+        });
+        log.info({ uid: e.uid, key_fingerprint: e.keyFingerprint, source_net: e.sourceNet }, "second factor remembered");
         return;
       case "recovery_code_used":
         row({ type: "recovery_code_used", uid: e.uid, result: "ok" });

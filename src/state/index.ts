@@ -16,6 +16,7 @@ export {
   type AuthState,
   type AuthStateDump,
   type LockWindow,
+  type RememberedRow,
   type SealedSecret,
   type SecretRow,
   type StateEngine,

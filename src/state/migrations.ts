@@ -51,6 +51,21 @@ CREATE INDEX IF NOT EXISTS auth_failures_source ON auth_failures(source, at);
     name: "audit trail of every node (PostgreSQL only: with SQLite each node keeps its audit in audit.db)",
     sql: "SELECT 1;",
   },
+  {
+    version: 4,
+    name: "mfa_remembered: second factors remembered per (uid, key fingerprint, source network) until an expiry (auth.totp.remember)",
+    sql: `
+CREATE TABLE IF NOT EXISTS mfa_remembered (
+  uid TEXT NOT NULL,
+  key_fp TEXT NOT NULL,
+  source_net TEXT NOT NULL,
+  created_at_ms INTEGER NOT NULL,
+  expires_at_ms INTEGER NOT NULL,
+  PRIMARY KEY (uid, key_fp, source_net)
+);
+CREATE INDEX IF NOT EXISTS mfa_remembered_expiry ON mfa_remembered(expires_at_ms);
+`,
+  },
 ];
 
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -131,6 +146,21 @@ CREATE TABLE IF NOT EXISTS audit_recordings (
   status TEXT NOT NULL,
   PRIMARY KEY (node, session_id, channel)
 );
+`,
+  },
+  {
+    version: 4,
+    name: "mfa_remembered: second factors remembered per (uid, key fingerprint, source network) until an expiry (auth.totp.remember)",
+    sql: `
+CREATE TABLE IF NOT EXISTS mfa_remembered (
+  uid TEXT NOT NULL,
+  key_fp TEXT NOT NULL,
+  source_net TEXT NOT NULL,
+  created_at_ms BIGINT NOT NULL,
+  expires_at_ms BIGINT NOT NULL,
+  PRIMARY KEY (uid, key_fp, source_net)
+);
+CREATE INDEX IF NOT EXISTS mfa_remembered_expiry ON mfa_remembered(expires_at_ms);
 `,
   },
 ];

@@ -9,7 +9,7 @@
  */
 import pg from "pg";
 import { assertKnownVersion, POSTGRES_MIGRATIONS, pending } from "./migrations.ts";
-import { TABLES } from "./sqlite.ts";
+import { rememberedRow, TABLES } from "./sqlite.ts";
 import { type AuthState, type AuthStateDump, StateError, withStateErrors } from "./types.ts";
 
 /** Advisory lock key that serialises migrations of gateways starting at once ("varco" in ASCII). */
@@ -133,11 +133,13 @@ function postgresState(pool: pg.Pool, where: string): AuthState {
           [uid, s.nonce, s.ciphertext, s.tag, createdAt],
         );
         await c.query("DELETE FROM totp_invitations WHERE uid = $1", [uid]);
+        await c.query("DELETE FROM mfa_remembered WHERE uid = $1", [uid]);
       }),
     resetUser: (uid) =>
       tx(pool, async (c) => {
         await c.query("DELETE FROM recovery_codes WHERE uid = $1", [uid]);
         await c.query("DELETE FROM totp_invitations WHERE uid = $1", [uid]);
+        await c.query("DELETE FROM mfa_remembered WHERE uid = $1", [uid]);
         return ((await c.query("DELETE FROM totp WHERE uid = $1", [uid])).rowCount ?? 0) > 0;
       }),
     consumeSecretStep: (uid, step) =>
@@ -206,6 +208,27 @@ function postgresState(pool: pg.Pool, where: string): AuthState {
     async forgetFailures(uid) {
       return (await query("DELETE FROM auth_failures WHERE uid = $1", [uid])).rowCount ?? 0;
     },
+    remember: (r) =>
+      tx(pool, async (c) => {
+        await c.query("DELETE FROM mfa_remembered WHERE expires_at_ms <= $1", [r.createdAtMs]);
+        await c.query(
+          "INSERT INTO mfa_remembered (uid, key_fp, source_net, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5) " +
+            "ON CONFLICT (uid, key_fp, source_net) DO UPDATE SET created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms",
+          [r.uid, r.keyFp, r.sourceNet, r.createdAtMs, r.expiresAtMs],
+        );
+      }),
+    async remembered(uid, keyFp, sourceNet, nowMs) {
+      const r = (
+        await query(
+          "SELECT uid, key_fp, source_net, created_at_ms, expires_at_ms FROM mfa_remembered WHERE uid = $1 AND key_fp = $2 AND source_net = $3 AND expires_at_ms > $4",
+          [uid, keyFp, sourceNet, nowMs],
+        )
+      ).rows[0];
+      return r ? rememberedRow(r) : undefined;
+    },
+    async forgetRemembered(uid) {
+      return (await query("DELETE FROM mfa_remembered WHERE uid = $1", [uid])).rowCount ?? 0;
+    },
     async claimMeta(name, value) {
       await query("INSERT INTO state_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", [name, value]);
       return String((await query("SELECT value FROM state_meta WHERE name = $1", [name])).rows[0]?.value);
@@ -243,6 +266,9 @@ function postgresState(pool: pg.Pool, where: string): AuthState {
             source: r.source,
             at: Number(r.at),
           })),
+          remembered: (
+            await rows("SELECT uid, key_fp, source_net, created_at_ms, expires_at_ms FROM mfa_remembered ORDER BY uid, key_fp, source_net")
+          ).map((r) => rememberedRow(r)),
           meta: (await rows("SELECT name, value FROM state_meta ORDER BY name")).map((r) => ({ name: r.name, value: r.value })),
         };
       });
@@ -271,6 +297,14 @@ function postgresState(pool: pg.Pool, where: string): AuthState {
           ]);
         for (const r of d.failures)
           await c.query("INSERT INTO auth_failures (uid, source, at) VALUES ($1, $2, $3)", [r.uid, r.source, r.at]);
+        for (const r of d.remembered ?? [])
+          await c.query("INSERT INTO mfa_remembered (uid, key_fp, source_net, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5)", [
+            r.uid,
+            r.keyFp,
+            r.sourceNet,
+            r.createdAtMs,
+            r.expiresAtMs,
+          ]);
       }),
     async rowCount() {
       let n = 0;

@@ -7,7 +7,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { assertKnownVersion, pending, SQLITE_MIGRATIONS } from "./migrations.ts";
-import { type AuthState, type AuthStateDump, type LockWindow, withStateErrors } from "./types.ts";
+import { type AuthState, type AuthStateDump, type LockWindow, type RememberedRow, withStateErrors } from "./types.ts";
 
 /** Version of a SQLite state database (0 when it has no `schema_version`, e.g. one made before versioning). */
 function versionOf(db: Database.Database): number {
@@ -111,6 +111,15 @@ function sqliteState(db: Database.Database, file: string): AuthState {
     forget: db.prepare("DELETE FROM auth_failures WHERE uid = ?"),
     claimMeta: db.prepare("INSERT INTO state_meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING"),
     meta: db.prepare<[string], { value: string }>("SELECT value FROM state_meta WHERE name = ?"),
+    remember: db.prepare(
+      "INSERT INTO mfa_remembered (uid, key_fp, source_net, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?) " +
+        "ON CONFLICT(uid, key_fp, source_net) DO UPDATE SET created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms",
+    ),
+    rememberedExpire: db.prepare("DELETE FROM mfa_remembered WHERE expires_at_ms <= ?"),
+    remembered: db.prepare<[string, string, string, number], RememberedSqlRow>(
+      "SELECT uid, key_fp, source_net, created_at_ms, expires_at_ms FROM mfa_remembered WHERE uid = ? AND key_fp = ? AND source_net = ? AND expires_at_ms > ?",
+    ),
+    dropRemembered: db.prepare("DELETE FROM mfa_remembered WHERE uid = ?"),
   };
   const one = (stmt: Database.Statement, ...args: unknown[]) => stmt.get(...args) !== undefined;
   return {
@@ -125,12 +134,14 @@ function sqliteState(db: Database.Database, file: string): AuthState {
       db.transaction(() => {
         q.putSecret.run(uid, s.nonce, s.ciphertext, s.tag, createdAt);
         q.dropInvitation.run(uid);
+        q.dropRemembered.run(uid);
       })();
     },
     resetUser: async (uid) =>
       db.transaction(() => {
         q.dropCodes.run(uid);
         q.dropInvitation.run(uid);
+        q.dropRemembered.run(uid);
         return q.dropSecret.run(uid).changes > 0;
       })(),
     consumeSecretStep: async (uid, step) => q.consumeStep.run(step, uid, step).changes === 1,
@@ -169,6 +180,17 @@ function sqliteState(db: Database.Database, file: string): AuthState {
       q.expire.run(expireBefore);
     },
     forgetFailures: async (uid) => q.forget.run(uid).changes,
+    async remember(r) {
+      db.transaction(() => {
+        q.rememberedExpire.run(r.createdAtMs);
+        q.remember.run(r.uid, r.keyFp, r.sourceNet, r.createdAtMs, r.expiresAtMs);
+      })();
+    },
+    async remembered(uid, keyFp, sourceNet, nowMs) {
+      const r = q.remembered.get(uid, keyFp, sourceNet, nowMs);
+      return r ? rememberedRow(r) : undefined;
+    },
+    forgetRemembered: async (uid) => q.dropRemembered.run(uid).changes,
     async claimMeta(name, value) {
       q.claimMeta.run(name, value);
       return (q.meta.get(name) as { value: string }).value;
@@ -215,6 +237,11 @@ function sqliteState(db: Database.Database, file: string): AuthState {
           source: string;
           at: number;
         }[],
+        remembered: (
+          db
+            .prepare("SELECT uid, key_fp, source_net, created_at_ms, expires_at_ms FROM mfa_remembered ORDER BY uid, key_fp, source_net")
+            .all() as RememberedSqlRow[]
+        ).map(rememberedRow),
         meta: db.prepare("SELECT name, value FROM state_meta ORDER BY name").all() as { name: string; value: string }[],
       }))();
     },
@@ -230,6 +257,7 @@ function sqliteState(db: Database.Database, file: string): AuthState {
         const i = db.prepare("INSERT INTO totp_invitations (uid, code_mac, expires_at, created_at) VALUES (?, ?, ?, ?)");
         for (const r of d.invitations) i.run(r.uid, r.codeMac, r.expiresAt, r.createdAt);
         for (const r of d.failures) q.addFailure.run(r.uid, r.source, r.at);
+        for (const r of d.remembered ?? []) q.remember.run(r.uid, r.keyFp, r.sourceNet, r.createdAtMs, r.expiresAtMs);
         for (const r of d.meta) q.claimMeta.run(r.name, r.value);
       })();
     },
@@ -244,5 +272,25 @@ function sqliteState(db: Database.Database, file: string): AuthState {
   };
 }
 
+/** A `mfa_remembered` row as SQL returns it. */
+interface RememberedSqlRow {
+  uid: string;
+  key_fp: string;
+  source_net: string;
+  created_at_ms: number | string;
+  expires_at_ms: number | string;
+}
+
+/** A `mfa_remembered` row of either engine (PostgreSQL returns BIGINT as a string). */
+export function rememberedRow(r: RememberedSqlRow): RememberedRow {
+  return {
+    uid: r.uid,
+    keyFp: r.key_fp,
+    sourceNet: r.source_net,
+    createdAtMs: Number(r.created_at_ms),
+    expiresAtMs: Number(r.expires_at_ms),
+  };
+}
+
 /** The login-state tables (for copy and row counts). */
-export const TABLES = ["totp", "totp_steps", "recovery_codes", "totp_invitations", "auth_failures"] as const;
+export const TABLES = ["totp", "totp_steps", "recovery_codes", "totp_invitations", "auth_failures", "mfa_remembered"] as const;

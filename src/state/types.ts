@@ -43,8 +43,24 @@ export interface AuthStateDump {
   readonly recoveryCodes: readonly { uid: string; codeHash: string; usedAt: string | null }[];
   readonly invitations: readonly { uid: string; codeMac: string; expiresAt: number; createdAt: number }[];
   readonly failures: readonly { uid: string; source: string; at: number }[];
+  /** Remembered second factors (`auth.totp.remember`); absent in a dump made before schema version 3. */
+  readonly remembered?: readonly RememberedRow[];
   /** `state_meta` rows (e.g. the totp.key check value). */
   readonly meta: readonly { name: string; value: string }[];
+}
+
+/**
+ * A remembered second factor (`auth.totp.remember`): after a full login of the canonical `uid`
+ * with the public key whose SHA-256 fingerprint is `keyFp` (`SHA256:…`, as `ssh-keygen -l` prints
+ * it) from the source network `sourceNet` (an IPv4 /24 or an IPv6 /64, e.g. `192.0.2.0/24`), the
+ * code is not asked again before `expiresAtMs`. Times in ms since the epoch.
+ */
+export interface RememberedRow {
+  readonly uid: string;
+  readonly keyFp: string;
+  readonly sourceNet: string;
+  readonly createdAtMs: number;
+  readonly expiresAtMs: number;
 }
 
 /**
@@ -59,9 +75,15 @@ export interface AuthState {
   /** The secret row of `uid`, or undefined. */
   secret(uid: string): Promise<SecretRow | undefined>;
   hasSecret(uid: string): Promise<boolean>;
-  /** Stores (replacing) the sealed secret with no used step and drops any invitation, in one transaction. `createdAt`: ISO 8601. */
+  /**
+   * Stores (replacing) the sealed secret with no used step and drops any invitation and every
+   * remembered second factor of `uid` (a re-enrolment revokes them), in one transaction. `createdAt`: ISO 8601.
+   */
   putSecret(uid: string, sealed: SealedSecret, createdAt: string): Promise<void>;
-  /** Deletes the secret, recovery codes and invitation of `uid` in one transaction; whether a secret existed. Used steps of directory secrets stay. */
+  /**
+   * Deletes the secret, recovery codes, invitation and remembered second factors of `uid` in one
+   * transaction; whether a secret existed. Used steps of directory secrets stay.
+   */
   resetUser(uid: string): Promise<boolean>;
   /** Compare-and-set of the stored secret's last step: sets it to `step` iff it is null or below; true if this caller won. */
   consumeSecretStep(uid: string, step: number): Promise<boolean>;
@@ -99,6 +121,16 @@ export interface AuthState {
   addFailure(uid: string, sourceKey: string, atMs: number, expireBeforeMs: number): Promise<void>;
   /** Forgets the uid's failures; how many there were. */
   forgetFailures(uid: string): Promise<number>;
+
+  /**
+   * Remembers a second factor (upsert: a later full login with the same key from the same network
+   * moves `createdAtMs` and `expiresAtMs`) and deletes every entry expired at `createdAtMs`.
+   */
+  remember(row: RememberedRow): Promise<void>;
+  /** The entry of (`uid`, `keyFp`, `sourceNet`) if it expires after `nowMs`, else undefined (read only). */
+  remembered(uid: string, keyFp: string, sourceNet: string, nowMs: number): Promise<RememberedRow | undefined>;
+  /** Deletes every remembered second factor of `uid`, expired or not; how many there were. */
+  forgetRemembered(uid: string): Promise<number>;
 
   /**
    * Stores `value` under `name` in `state_meta` unless a value is there already (one statement);

@@ -52,7 +52,9 @@ function sqliteEngine(): Engine {
           : `INSERT INTO schema_version (version, applied_at) VALUES (${v}, 'test')`,
       ),
     clear: async () =>
-      raw("DELETE FROM totp; DELETE FROM totp_steps; DELETE FROM recovery_codes; DELETE FROM totp_invitations; DELETE FROM auth_failures;"),
+      raw(
+        "DELETE FROM totp; DELETE FROM totp_steps; DELETE FROM recovery_codes; DELETE FROM totp_invitations; DELETE FROM auth_failures; DELETE FROM mfa_remembered;",
+      ),
   };
 }
 
@@ -68,7 +70,7 @@ function postgresEngine(): Engine {
       )),
     clear: async () =>
       void (await (pg as TestPostgres).psql(
-        "DELETE FROM totp; DELETE FROM totp_steps; DELETE FROM recovery_codes; DELETE FROM totp_invitations; DELETE FROM auth_failures;",
+        "DELETE FROM totp; DELETE FROM totp_steps; DELETE FROM recovery_codes; DELETE FROM totp_invitations; DELETE FROM auth_failures; DELETE FROM mfa_remembered;",
       )),
   };
 }
@@ -239,6 +241,81 @@ for (const e of engines) {
       expect((await lb.locked("new", "2001:db8:5:6::abcd", T0 + 11)).source).toBe(true);
       expect((await lb.locked("new", "2001:db8:5:7::1", T0 + 11)).source).toBe(false);
       expect((await lb.locked("new", "2001:db8:5:6::abcd", T0 + 4 + LOCK.withinMs)).source).toBe(false);
+    });
+
+    it("remembered second factors: shared by both handles, exact match, expiry exclusive, upsert, forget per uid", async () => {
+      await engine.clear();
+      const row = { uid: "mario", keyFp: "SHA256:aaa", sourceNet: "192.0.2.0/24", createdAtMs: T0, expiresAtMs: T0 + 60_000 };
+      await a.remember(row);
+      await a.remember({ ...row, uid: "anna" });
+      expect(await b.remembered("mario", "SHA256:aaa", "192.0.2.0/24", T0 + 1)).toEqual(row);
+      expect(await b.remembered("mario", "SHA256:aaa", "192.0.2.0/24", T0 + 59_999)).toEqual(row);
+      expect(await b.remembered("mario", "SHA256:aaa", "192.0.2.0/24", T0 + 60_000)).toBeUndefined();
+      for (const [u, k, n] of [
+        ["Mario", "SHA256:aaa", "192.0.2.0/24"],
+        ["mario", "SHA256:aab", "192.0.2.0/24"],
+        ["mario", "SHA256:aaa", "192.0.3.0/24"],
+        ["mario%", "SHA256:aaa", "192.0.2.0/24"],
+      ] as const)
+        expect(await b.remembered(u, k, n, T0 + 1)).toBeUndefined();
+      // A later full login moves both times; an insert purges entries already expired (any uid).
+      await b.remember({ ...row, keyFp: "SHA256:old", createdAtMs: T0 - 120_000, expiresAtMs: T0 - 60_000 });
+      await b.remember({ ...row, createdAtMs: T0 + 10_000, expiresAtMs: T0 + 70_000 });
+      expect((await a.remembered("mario", "SHA256:aaa", "192.0.2.0/24", T0 + 65_000))?.createdAtMs).toBe(T0 + 10_000);
+      expect((await a.dump()).remembered?.map((r) => r.keyFp)).toEqual(["SHA256:aaa", "SHA256:aaa"]);
+      expect(await b.forgetRemembered("mario")).toBe(1);
+      expect(await b.forgetRemembered("mario")).toBe(0);
+      expect(await a.remembered("anna", "SHA256:aaa", "192.0.2.0/24", T0 + 1)).toBeDefined();
+    });
+
+    it("remembered second factors are revoked by a TOTP reset, a re-enrolment and a lockout that trips (not by a source lock)", async () => {
+      await engine.clear();
+      const [sa, sb] = stores();
+      const row = (uid: string) => ({
+        uid,
+        keyFp: "SHA256:k",
+        sourceNet: "2001:db8:1:2::/64",
+        createdAtMs: T0,
+        expiresAtMs: T0 + 3_600_000,
+      });
+      const has = async (uid: string) => (await b.remembered(uid, "SHA256:k", "2001:db8:1:2::/64", T0 + 1)) !== undefined;
+      await sa.setSecret("reset", newSecret());
+      await a.remember(row("reset"));
+      expect(await sb.reset("reset")).toBe(true);
+      expect(await has("reset")).toBe(false);
+      await sa.setSecret("again", newSecret());
+      await a.remember(row("again"));
+      await sb.setSecret("again", newSecret());
+      expect(await has("again")).toBe(false);
+      await a.remember(row("locked"));
+      const la = lockoutOn(a, LOCK);
+      const lb = lockoutOn(b, LOCK);
+      await la.fail("locked", "192.0.2.1", T0);
+      await lb.fail("locked", "192.0.2.2", T0 + 1);
+      expect(await has("locked")).toBe(true);
+      expect((await la.fail("locked", "192.0.2.3", T0 + 2)).lockedUid).toBe(true);
+      expect(await has("locked")).toBe(false);
+      // Locking a source (five failures of other uids) leaves the uids' entries alone.
+      await a.remember(row("bystander"));
+      for (let i = 0; i < 5; i++) await (i % 2 ? la : lb).fail(`u${i}`, "198.51.100.7", T0 + 10 + i);
+      expect((await la.locked("x", "198.51.100.7", T0 + 20)).source).toBe(true);
+      expect(await has("bystander")).toBe(true);
+    });
+
+    it("dump and load carry the remembered second factors; rowCount counts them", async () => {
+      await engine.clear();
+      const row = { uid: "copy", keyFp: "SHA256:c", sourceNet: "10.0.0.0/24", createdAtMs: T0, expiresAtMs: T0 + 1000 };
+      await a.remember(row);
+      const n = await a.rowCount();
+      const d = await a.dump();
+      await b.load(d, true);
+      expect((await b.dump()).remembered).toEqual([row]);
+      expect(await b.rowCount()).toBe(n);
+      expect(n).toBeGreaterThanOrEqual(1);
+      // A dump made before the table existed loads (nothing remembered).
+      const { remembered: _, ...old } = d;
+      await b.load(old, true);
+      expect((await b.dump()).remembered).toEqual([]);
     });
 
     it("state_meta: of racing claims the first value stays, and every handle reads it", async () => {
