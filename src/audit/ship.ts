@@ -113,7 +113,7 @@ export function startShipper(o: ShipperOptions): AuditShipper {
         `${o.replica.where}: node ${o.node}'s events in PostgreSQL end at id ${head.id} with another chain than this node's audit.db (${mine ? "a different event there" : `which ends at id ${localHead}`}): ` +
           "the local audit.db is not the one that shipped there (two nodes with the same gateway.node, or a replaced database)",
       );
-      err.name = "ReplicaDivergedError";
+      err.name = "AuditChainDiverged";
       throw err;
     }
     return head.id;
@@ -144,9 +144,16 @@ export function startShipper(o: ShipperOptions): AuditShipper {
     } catch (err) {
       const e = err as Error;
       shipped = undefined;
-      if (e.name === "ReplicaDivergedError") {
+      if (e.name === "AuditChainDiverged") {
         diverged = e.message;
         o.log.error({ node: o.node }, e.message);
+      } else if (e.name === "ReplicaDivergedError") {
+        // PostgreSQL's copy no longer ends where this shipper left it (events deleted there, or a
+        // restored database): the next run resumes from its head after checking it against the
+        // local chain, so deleted events are shipped again and a foreign chain stops shipping.
+        o.log.error({ node: o.node }, `audit events shipped earlier are missing in PostgreSQL; shipping again from its head: ${e.message}`);
+        failing = e.message;
+        backoff = RETRY_MIN_MS;
       } else {
         if (!failing)
           o.log.error(

@@ -69,6 +69,22 @@ describe.skipIf(!havePostgres)("audit shipping to PostgreSQL", () => {
     expect(compareWithLocal(file, trail?.file as string)).toEqual({ differences: [], notShipped: 0 });
   }, 60_000);
 
+  it("events deleted in PostgreSQL after shipping are shipped again from the node's audit.db, and said loudly", async () => {
+    const file = join(dir, "a.db");
+    const shipper = startShipper({ file, node: "gw-a", replica, log, intervalMs: 100 });
+    await until("resumed", () => shipper.health().detail.startsWith("shipped"));
+    await pg.psql("DELETE FROM audit_events WHERE node = 'gw-a' AND id > 1000");
+    appendTo(file, 3, "s5");
+    shipper.nudge();
+    await until("the tail shipped again", async () => (await replica.head("gw-a"))?.id === 1205 && shipper.health().pending === 0);
+    await shipper.stop(1000);
+    expect(errors.some((e) => e.includes("missing in PostgreSQL"))).toBe(true);
+    const pulled = mkdtempSync(join(dir, "pull-"));
+    const trail = (await pullTrails(replica, pulled)).find((t) => t.node === "gw-a");
+    expect(verifyAuditDb(trail?.file as string, { recordingFiles: false }).issues).toEqual([]);
+    expect(compareWithLocal(file, trail?.file as string)).toEqual({ differences: [], notShipped: 0 });
+  }, 60_000);
+
   it("refuses another audit.db that claims the same node (nothing written), and says so", async () => {
     const other = join(dir, "impostor.db");
     appendTo(other, 5, "s2");
@@ -76,8 +92,8 @@ describe.skipIf(!havePostgres)("audit shipping to PostgreSQL", () => {
     await until("the refusal", () => !shipper.health().ok);
     expect(shipper.health().detail).toContain("not the one that shipped there");
     await shipper.stop(0);
-    expect((await replica.head("gw-a"))?.id).toBe(1201);
-    expect(errors.some((e) => e.includes("gw-a"))).toBe(true);
+    expect((await replica.head("gw-a"))?.id).toBe(1205);
+    expect(errors.some((e) => e.includes("not the one that shipped there"))).toBe(true);
   }, 60_000);
 
   it("PostgreSQL down: events wait in audit.db, the spool bound turns health off; back: all arrive in order", async () => {
