@@ -4,7 +4,7 @@
  * approved target only, the channel handlers, the monitor, and the session row at the end.
  */
 import { randomUUID } from "node:crypto";
-import type { Connection, ServerChannel, Client as UpstreamClient } from "ssh2";
+import type { Connection, ServerChannel, Session, Client as UpstreamClient } from "ssh2";
 import type { AuditSink } from "../audit/index.ts";
 import { type AuditHealth, AuditWriteError } from "../audit/store.ts";
 import { type AuthenticatedIdentity, type Authenticator, createLogin, displayAddress } from "../auth/index.ts";
@@ -144,7 +144,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
   let channelCounter = 0;
   const counters = { up: 0, down: 0 };
   /** Open session channels, so an administrator's end of the session can say why on them. */
-  const sessionChannels = new Set<ServerChannel>();
+  const sessionChannels = new Set<Session>();
   const monitor = createMonitor({
     idleMs: limits.idle_timeout,
     maxChannels: limits.max_channels,
@@ -274,7 +274,8 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
         source,
         bytes: () => ({ ...counters }),
         tell: (message) => {
-          for (const ch of sessionChannels) ch.stderr.write(message);
+          // ssh2 keeps the channel a session request accepted in `_channel` (set by the exec/shell/subsystem handlers).
+          for (const session of sessionChannels) (session as unknown as { _channel?: ServerChannel })._channel?.stderr?.write(message);
         },
       };
       if (!hooks.sessionStarting(connId, live)) {

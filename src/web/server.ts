@@ -133,8 +133,14 @@ export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
     return c.text("internal error", 500);
   });
 
-  /** Same-origin POSTs only: the browser's Origin must be this console's. */
+  /**
+   * Same-origin POSTs only: a browser's `Sec-Fetch-Site` must say `same-origin` (Fetch Metadata; with
+   * `Referrer-Policy: no-referrer` Chromium sends `Origin: null` on form posts); without it, the
+   * `Origin` must be this console's.
+   */
   const sameOrigin = (c: Context): boolean => {
+    const site = c.req.header("sec-fetch-site");
+    if (site !== undefined) return site === "same-origin";
     const origin = c.req.header("origin");
     const host = c.req.header("host");
     if (!origin || !host) return false;
