@@ -48,6 +48,7 @@ import {
 } from "./policy/index.ts";
 import { createGateway, type Gateway, type GatewayRuntime, loadKey } from "./ssh/index.ts";
 import { type AuthState, openAuditReplica, openState, postgresUrl, StateError } from "./state/index.ts";
+import { startWebForGateway } from "./web/index.ts";
 
 /** Thrown when the policy names something the gateway cannot do yet or cannot use. */
 export class StartupError extends Error {
@@ -365,6 +366,8 @@ export function restartRequired(before: LoadedPolicy, after: LoadedPolicy, bound
       "gateway.audit_syslog": p.gateway.audit_syslog,
       "auth.totp.period": p.auth.totp.period,
       "auth.totp.digits": p.auth.totp.digits,
+      "web.listen": p.web?.listen,
+      "web.tls": p.web?.tls ? { cert_file: l.resolvePath(p.web.tls.cert_file), key_file: l.resolvePath(p.web.tls.key_file) } : undefined,
     };
   };
   const a = g(before, boundPorts);
@@ -600,6 +603,36 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       )
     : undefined;
 
+  // The web console: its own listener (never an SSH or metrics port: checked with the policy).
+  const webAt = p.web ? parseHostPort(p.web.listen) : undefined;
+  const web = webAt
+    ? await startWebForGateway({
+        listen: webAt,
+        tls: p.web?.tls
+          ? { certFile: loaded.resolvePath(p.web.tls.cert_file), keyFile: loaded.resolvePath(p.web.tls.key_file) }
+          : undefined,
+        policy: () => loaded.policy,
+        runtime: () => runtime,
+        audit,
+        auditDb: statePaths(loaded).auditDb,
+        live: gateway,
+        unlock: async (typed) => {
+          const { uid } = await canonicalUid(loaded, typed);
+          return { uid, forgotten: await lockout.unlock(uid) };
+        },
+        logger,
+      }).catch(async (err: Error) => {
+        await health?.close();
+        await gateway.close(0);
+        await shipper?.stop(0);
+        await shipper?.replicaClose();
+        audit.close();
+        closeState();
+        throw new StartupError(`web.listen ${p.web?.listen}: ${err.message}`);
+      })
+    : undefined;
+  if (web) logger.info({ listen: `${web.address.address}:${web.address.port}`, tls: Boolean(p.web?.tls) }, "web console listening");
+
   /**
    * Reload: a whole new runtime from the new policy, swapped in one assignment; on any error the old
    * one stays. Reloads run one at a time, in order, so a slow older one never overwrites a newer one.
@@ -688,6 +721,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       clearInterval(pinger);
       clearInterval(statePinger);
       await health?.close();
+      await web?.close();
       await gateway.close(drainMs);
       clearInterval(signer);
       clearInterval(lockedFlusher);

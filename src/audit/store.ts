@@ -40,7 +40,13 @@ export type AuditEventType =
   | "mfa_remembered"
   | "mfa_forgotten"
   | "policy_reload"
-  | "route_removed";
+  | "route_removed"
+  | "web_login"
+  | "web_login_refused"
+  | "web_logout"
+  | "web_view"
+  | "web_csrf_refused"
+  | "session_terminated";
 
 /** One audit event as appended. `data` is free-form JSON without secrets. */
 export interface AuditEventInput {

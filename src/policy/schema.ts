@@ -1102,6 +1102,39 @@ const state = z
     "The login state shared by gateways. Every node sharing a PostgreSQL state needs the same `<state_dir>/totp.key` (like the host keys). The audit trail and recordings stay per node. Changing it needs a restart; `varco state migrate` updates the schema, `varco state copy --to postgres` moves a node's SQLite state.",
   );
 
+/** The web console (src/web): its own HTTP(S) listener, who may log in, how long a login lasts idle. */
+const web = z
+  .strictObject({
+    listen: listenAddress.describe(
+      "`host:port` of the web console's own listener, e.g. `127.0.0.1:8443`; never one of `gateway.listen` or `gateway.metrics_listen`.",
+    ),
+    tls: z
+      .strictObject({
+        cert_file: z.string().min(1).describe("PEM certificate chain (relative to the policy file)."),
+        key_file: z.string().min(1).describe("PEM private key (relative to the policy file; mode 0600)."),
+      })
+      .optional()
+      .describe(
+        "Serve HTTPS with this certificate; cookies then get `Secure` and the `__Host-` prefix. Absent: plain HTTP, for a loopback listener behind a TLS reverse proxy.",
+      ),
+    auditor_groups: z
+      .array(z.string().min(1))
+      .default([])
+      .describe("Directory groups (cn) whose members may log in and read sessions, search, replay recordings and download them."),
+    admin_groups: z
+      .array(z.string().min(1))
+      .default([])
+      .describe("Directory groups whose members may do what auditors do, and also end live sessions and lift lockouts."),
+    idle_timeout: durationDefault("15m").describe("A web login unused this long is forgotten (the next request goes to the login page)."),
+  })
+  .refine((w) => w.auditor_groups.length + w.admin_groups.length > 0, {
+    message: "web needs auditor_groups or admin_groups (nobody could log in)",
+    path: ["auditor_groups"],
+  })
+  .describe(
+    "The web console: auditors browse, search and replay sessions; admins also see and end live sessions and lift lockouts. Login with the same directory, second factor, lockout and audit as SSH (password and code). Absent: off. Changing `listen` or `tls` needs a restart.",
+  );
+
 export const policySchema = z.strictObject({
   version,
   gateway,
@@ -1111,6 +1144,7 @@ export const policySchema = z.strictObject({
   routes,
   network: network.optional(),
   state: state.prefault({}),
+  web: web.optional(),
 });
 
 /** A validated policy, with defaults filled, durations in ms and sizes in bytes. Paths are still as written. */

@@ -4,7 +4,7 @@
  * approved target only, the channel handlers, the monitor, and the session row at the end.
  */
 import { randomUUID } from "node:crypto";
-import type { Connection, Client as UpstreamClient } from "ssh2";
+import type { Connection, ServerChannel, Session, Client as UpstreamClient } from "ssh2";
 import type { AuditSink } from "../audit/index.ts";
 import { type AuditHealth, AuditWriteError } from "../audit/store.ts";
 import { type AuthenticatedIdentity, type Authenticator, createLogin, displayAddress } from "../auth/index.ts";
@@ -51,6 +51,14 @@ export interface LiveSession {
    * `targetName`). Jump tunnels ask `authorizeJump` again.
    */
   stillAllowed?(policy: Policy): boolean;
+  /** When it started (ms since the epoch), the account typed, the client's address: for the live list. */
+  readonly startedAt?: number;
+  readonly account?: string;
+  readonly source?: string;
+  /** Bytes relayed so far: up = user → target, down = target → user. */
+  bytes?(): { up: number; down: number };
+  /** Writes `message` (already printable) to the stderr of every open session channel. */
+  tell?(message: string): void;
 }
 
 export interface ConnectionHooks {
@@ -135,6 +143,8 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
   let upstreamClient: UpstreamClient | undefined;
   let channelCounter = 0;
   const counters = { up: 0, down: 0 };
+  /** Open session channels, so an administrator's end of the session can say why on them. */
+  const sessionChannels = new Set<Session>();
   const monitor = createMonitor({
     idleMs: limits.idle_timeout,
     maxChannels: limits.max_channels,
@@ -253,7 +263,21 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       // A new session needs its row and session_start event written: refused while the audit is unhealthy.
       const health = audit.healthy();
       if (!health.ok) return refuseForAudit(health.detail);
-      const live: LiveSession = { identity, alias, targetName: a.targetName, emit, end: (why) => ctx.terminate(why) };
+      const live: LiveSession = {
+        identity,
+        alias,
+        targetName: a.targetName,
+        emit,
+        end: (why) => ctx.terminate(why),
+        startedAt: deps.now(),
+        account,
+        source,
+        bytes: () => ({ ...counters }),
+        tell: (message) => {
+          // ssh2 keeps the channel a session request accepted in `_channel` (set by the exec/shell/subsystem handlers).
+          for (const session of sessionChannels) (session as unknown as { _channel?: ServerChannel })._channel?.stderr?.write(message);
+        },
+      };
       if (!hooks.sessionStarting(connId, live)) {
         emit({ type: "closing", reason: "max_sessions" });
         return client.end();
@@ -280,7 +304,10 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
         emit({ type: "channel_refused", uid: identity.uid, data: { kind: "session", reason: "max_channels" } });
         return rejectSession();
       }
-      serveSession(ctx, acceptSession(), () => monitor.closeChannel());
+      const channel = acceptSession();
+      sessionChannels.add(channel);
+      channel.once("close", () => sessionChannels.delete(channel));
+      serveSession(ctx, channel, () => monitor.closeChannel());
     });
     serveForwarding(ctx, {
       policy: () => deps.runtime().policy,
