@@ -3,6 +3,7 @@
  * pulled into a SQLite file with the audit.db schema, so the same list, search, show, export and
  * verify code reads them (one chain per node, exactly as that node wrote it).
  */
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import type { ReplicaEventRow, ReplicaRecordingRow, ReplicaSessionRow } from "../state/audit-replica.ts";
@@ -24,9 +25,9 @@ export interface NodeTrail {
 
 const PAGE = 10_000;
 
-/** A file name for a node name (any text): its characters outside [A-Za-z0-9._-] hex-escaped. */
-function fileNameOf(node: string): string {
-  return `${node.replace(/[^A-Za-z0-9._-]/g, (c) => `%${c.charCodeAt(0).toString(16)}`)}.db`;
+/** A file name for the `index`th node: fixed length, whatever the node's name (no collision, no length limit). */
+function fileNameOf(node: string, index: number): string {
+  return `${index}-${createHash("sha256").update(node).digest("hex").slice(0, 16)}.db`;
 }
 
 /**
@@ -36,9 +37,9 @@ function fileNameOf(node: string): string {
  */
 export async function pullTrails(source: ReplicaSource, dir: string, skip: ReadonlySet<string> = new Set()): Promise<NodeTrail[]> {
   const out: NodeTrail[] = [];
-  for (const node of await source.nodes()) {
+  for (const [index, node] of (await source.nodes()).entries()) {
     if (skip.has(node)) continue;
-    const file = join(dir, fileNameOf(node));
+    const file = join(dir, fileNameOf(node, index));
     openAuditStore(file).close();
     const db = new Database(file);
     try {

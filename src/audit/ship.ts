@@ -88,6 +88,7 @@ export function startShipper(o: ShipperOptions): AuditShipper {
   let shipped: number | undefined;
   let failing: string | undefined;
   let diverged: string | undefined;
+  let poisoned: string | undefined;
   let running = false;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
@@ -140,6 +141,7 @@ export function startShipper(o: ShipperOptions): AuditShipper {
       }
       if (failing) o.log.info({ where: o.replica.where, node: o.node }, "audit shipping to PostgreSQL works again");
       failing = undefined;
+      poisoned = undefined;
       backoff = 0;
     } catch (err) {
       const e = err as Error;
@@ -155,6 +157,8 @@ export function startShipper(o: ShipperOptions): AuditShipper {
         failing = e.message;
         backoff = RETRY_MIN_MS;
       } else {
+        // A data or constraint error (SQLSTATE class 22/23) repeats on every retry: said at once by health.
+        poisoned = /^2[23]/.test(String((err as { code?: unknown }).code ?? "")) ? e.message : undefined;
         if (!failing)
           o.log.error(
             { where: o.replica.where, node: o.node, err: e.message },
@@ -183,6 +187,12 @@ export function startShipper(o: ShipperOptions): AuditShipper {
     health() {
       const n = pending();
       if (diverged) return { ok: false, detail: diverged, pending: n };
+      if (poisoned)
+        return {
+          ok: false,
+          detail: `PostgreSQL refuses a batch of audit events (${poisoned}); ${n} events wait in the local audit.db`,
+          pending: n,
+        };
       if (n >= spoolLimit)
         return {
           ok: false,

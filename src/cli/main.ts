@@ -821,7 +821,8 @@ export function buildCli(): Command {
         const { compareWithLocal } = await import("../audit/pull.ts");
         const shared = [...trails.trails.filter((t) => !t.local), ...(trails.replicaOfLocal ? [trails.replicaOfLocal] : [])];
         for (const t of shared) {
-          const r = verifyAuditDb(t.file, { recordingFiles: false, node: t.node });
+          // The anchors logged off the box bind every node's chain: a chain rewritten in PostgreSQL misses them.
+          const r = verifyAuditDb(t.file, { recordingFiles: false, node: t.node, anchors: anchors?.filter((a) => a.node === t.node) });
           report.events += r.events;
           report.sessions += r.sessions;
           report.recordings += r.recordings;

@@ -122,11 +122,31 @@ async function insertRows<R extends object>(
     const part = rows.slice(i, i + ROWS_PER_STATEMENT);
     const args: unknown[] = [];
     for (const r of part) {
-      args.push(node);
-      for (const col of cols) args.push(r[col]);
+      args.push(toPgText(node));
+      for (const col of cols) args.push(enc(r[col]));
     }
     await c.query(insertSql(table, cols, part.length, suffix), args);
   }
+}
+
+/**
+ * PostgreSQL TEXT cannot hold U+0000 (SQLite can, and a refused login stores the typed name as is):
+ * such a value, or one that starts with the marker, is stored as the marker + base64 of its UTF-8,
+ * and decoded when read, so the pulled rows are byte for byte the node's (their chain hashes hold).
+ */
+const MARK = "\u0001varco-b64:";
+export function toPgText(v: string): string {
+  return v.includes("\u0000") || v.startsWith(MARK) ? MARK + Buffer.from(v, "utf8").toString("base64") : v;
+}
+export function fromPgText(v: string): string {
+  return v.startsWith(MARK) ? Buffer.from(v.slice(MARK.length), "base64").toString("utf8") : v;
+}
+const enc = (v: unknown): unknown => (typeof v === "string" ? toPgText(v) : v);
+/** A row read back: every string column decoded. */
+function decoded<R>(row: Record<string, unknown>): R {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(row)) out[k] = typeof v === "string" ? fromPgText(v) : v;
+  return out as R;
 }
 
 const num = (v: unknown): number => Number(v);
@@ -157,7 +177,7 @@ export async function openAuditReplica(
     throw new StateError(`${where}: cannot use the PostgreSQL state (${(err as Error).message})`);
   }
   const head = async (c: pg.Pool | pg.PoolClient, node: string) => {
-    const r = await c.query("SELECT id, hash FROM audit_events WHERE node = $1 ORDER BY id DESC LIMIT 1", [node]);
+    const r = await c.query("SELECT id, hash FROM audit_events WHERE node = $1 ORDER BY id DESC LIMIT 1", [toPgText(node)]);
     const row = r.rows[0];
     return row ? { id: num(row.id), hash: String(row.hash) } : undefined;
   };
@@ -170,7 +190,7 @@ export async function openAuditReplica(
       try {
         await c.query("BEGIN");
         // One shipper per node at a time: a second one (two processes claiming the same node) waits here.
-        await c.query("SELECT pg_advisory_xact_lock(hashtext('varco-audit:' || $1))", [node]);
+        await c.query("SELECT pg_advisory_xact_lock(hashtext('varco-audit:' || $1))", [toPgText(node)]);
         const first = events[0];
         if (first) {
           const h = await head(c, node);
@@ -210,26 +230,28 @@ export async function openAuditReplica(
       const r = await pool.query(
         "SELECT node FROM audit_events GROUP BY node UNION SELECT node FROM audit_sessions GROUP BY node ORDER BY node",
       );
-      return r.rows.map((x) => String(x.node));
+      return r.rows.map((x) => fromPgText(String(x.node)));
     },
     async events(node, afterId, limit) {
       const r = await pool.query(`SELECT ${EVENT_COLS.join(", ")} FROM audit_events WHERE node = $1 AND id > $2 ORDER BY id LIMIT $3`, [
-        node,
+        toPgText(node),
         afterId,
         limit,
       ]);
-      return r.rows.map((x) => ({ ...x, id: num(x.id) }) as ReplicaEventRow);
+      return r.rows.map((x) => ({ ...decoded<ReplicaEventRow>(x), id: num(x.id) }));
     },
     async sessions(node) {
-      const r = await pool.query(`SELECT ${SESSION_COLS.join(", ")} FROM audit_sessions WHERE node = $1`, [node]);
-      return r.rows.map(
-        (x) =>
-          ({ ...x, up_bytes: num(x.up_bytes), down_bytes: num(x.down_bytes), exit_status: numOrNull(x.exit_status) }) as ReplicaSessionRow,
-      );
+      const r = await pool.query(`SELECT ${SESSION_COLS.join(", ")} FROM audit_sessions WHERE node = $1`, [toPgText(node)]);
+      return r.rows.map((x) => ({
+        ...decoded<ReplicaSessionRow>(x),
+        up_bytes: num(x.up_bytes),
+        down_bytes: num(x.down_bytes),
+        exit_status: numOrNull(x.exit_status),
+      }));
     },
     async recordings(node) {
-      const r = await pool.query(`SELECT ${RECORDING_COLS.join(", ")} FROM audit_recordings WHERE node = $1`, [node]);
-      return r.rows.map((x) => ({ ...x, channel: num(x.channel), bytes: num(x.bytes) }) as ReplicaRecordingRow);
+      const r = await pool.query(`SELECT ${RECORDING_COLS.join(", ")} FROM audit_recordings WHERE node = $1`, [toPgText(node)]);
+      return r.rows.map((x) => ({ ...decoded<ReplicaRecordingRow>(x), channel: num(x.channel), bytes: num(x.bytes) }));
     },
     close: () => pool.end(),
   };

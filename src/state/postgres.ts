@@ -15,11 +15,15 @@ import { type AuthState, type AuthStateDump, StateError, withStateErrors } from 
 /** Advisory lock key that serialises migrations of gateways starting at once ("varco" in ASCII). */
 const MIGRATION_LOCK = 0x766172636f;
 
-/** The URL without its password, for messages and logs. */
+/**
+ * The URL without its secrets, for messages and logs: the password of the user part and every
+ * query parameter libpq reads a secret from (`password`, `sslpassword`; libpq-connect §34.1.2).
+ */
 export function redactUrl(url: string): string {
   try {
     const u = new URL(url);
     if (u.password) u.password = "***";
+    for (const k of [...u.searchParams.keys()]) if (/pass/i.test(k)) u.searchParams.set(k, "***");
     return u.toString();
   } catch {
     return "(unparsable PostgreSQL URL)";

@@ -96,6 +96,22 @@ describe.skipIf(!havePostgres)("audit shipping to PostgreSQL", () => {
     expect(errors.some((e) => e.includes("not the one that shipped there"))).toBe(true);
   }, 60_000);
 
+  it("a name with a NUL byte (possible in a refused login's account) ships, and comes back byte for byte", async () => {
+    const file = join(dir, "nul.db");
+    const store = openAuditStore(file);
+    store.append({ type: "login_refused", account: "x\u0000y", source: "192.0.2.9", result: "syntax" });
+    store.append({ type: "login_refused", account: "\u0001varco-b64:looks-encoded", source: "192.0.2.9", result: "syntax" });
+    store.close();
+    appendTo(file, 2, "s6");
+    const shipper = startShipper({ file, node: "gw-\u0000nul", replica, log });
+    await until("shipped", () => shipper.health().pending === 0 && shipper.health().detail.startsWith("shipped"));
+    await shipper.stop(1000);
+    const pulled = mkdtempSync(join(dir, "pull-"));
+    const trail = (await pullTrails(replica, pulled)).find((t) => t.node === "gw-\u0000nul");
+    expect(verifyAuditDb(trail?.file as string, { recordingFiles: false }).issues).toEqual([]);
+    expect(compareWithLocal(file, trail?.file as string)).toEqual({ differences: [], notShipped: 0 });
+  }, 60_000);
+
   it("PostgreSQL down: events wait in audit.db, the spool bound turns health off; back: all arrive in order", async () => {
     const file = join(dir, "b.db");
     appendTo(file, 3, "s3");

@@ -85,6 +85,9 @@ describe("the PostgreSQL URL file", () => {
   it("redacts the password in every message", () => {
     expect(redactUrl("postgres://varco:s3cret@db.example:5432/varco")).toBe("postgres://varco:***@db.example:5432/varco");
     expect(redactUrl("not a url s3cret")).not.toContain("s3cret");
+    // libpq also reads a password from the query string.
+    expect(redactUrl("postgres://varco@db.example/varco?password=s3cret&sslmode=verify-full")).not.toContain("s3cret");
+    expect(redactUrl("postgres://varco@db.example/varco?sslpassword=s3cret")).not.toContain("s3cret");
   });
   it("an unreachable server is a StateError naming it without the password (no crash, no hang)", async () => {
     writeFileSync(file, "postgres://varco:s3cret@127.0.0.1:1/varco\n", { mode: 0o600 });
