@@ -38,7 +38,8 @@ export type AuditEventType =
   | "enrolment_invited"
   | "totp_reset"
   | "policy_reload"
-  | "route_removed";
+  | "route_removed"
+  | "menu_choice";
 
 /** One audit event as appended. `data` is free-form JSON without secrets. */
 export interface AuditEventInput {
