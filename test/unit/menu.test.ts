@@ -5,15 +5,16 @@
  */
 import { describe, expect, it } from "vitest";
 import { parseGatewayAddress, parseSshConfigCommand, renderSshConfig } from "../../src/routing/index.ts";
-import { endMenu, feedMenu, MAX_MENU_INPUT, type MenuStep, resizeMenu, startMenu } from "../../src/ssh/menu.ts";
+import { endMenu, feedMenu, MAX_MENU_INPUT, type MenuEntry, type MenuStep, resizeMenu, startMenu } from "../../src/ssh/menu.ts";
 
-const ENTRIES = [
+const ENTRIES: readonly MenuEntry[] = [
   { alias: "alpha", description: "first box" },
   { alias: "beta", description: "second box" },
   { alias: "gamma", description: undefined },
 ];
 
-const start = (entries = ENTRIES, size: { cols?: number; rows?: number } = {}) => startMenu({ uid: "mario.rossi", entries, ...size });
+const start = (entries: readonly MenuEntry[] = ENTRIES, size: { cols?: number; rows?: number } = {}) =>
+  startMenu({ uid: "mario.rossi", entries, ...size });
 
 /** Feeds each chunk in turn; returns the last step and everything written. */
 function feed(first: MenuStep, ...chunks: Array<string | Buffer>): { step: MenuStep; output: string } {
@@ -30,6 +31,7 @@ function feed(first: MenuStep, ...chunks: Array<string | Buffer>): { step: MenuS
 // biome-ignore lint/suspicious/noControlCharactersInRegex: looking for control characters is the point
 const ACTIVE = /[\u0000-\u0009\u000b\u000c\u000e-\u001f\u007f-\u009f\u202a-\u202e]/;
 /** The menu's own escapes (cursor up, erase below, reverse video, reset) removed. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: removing the menu's own escape sequences is the point
 const withoutOwnEscapes = (s: string) => s.replace(/\x1b\[(\d+A|J|7m|0m)/g, "");
 
 describe("target menu: keys", () => {
@@ -221,8 +223,9 @@ describe("ssh uid@gateway ssh-config: the command line", () => {
       "ssh-config `id`",
       "ssh-config > /tmp/x",
       "ssh-config --gateway 'x\nProxyCommand evil'",
+      String.raw`ssh-config --gateway 'x\nProxyCommand evil'`,
       "ssh-config --gateway 'x ProxyCommand evil'",
-      "ssh-config --gateway \"x\tProxyCommand=evil\"",
+      'ssh-config --gateway "x\tProxyCommand=evil"',
       "ssh-config --gateway $HOME",
       "ssh-config --gateway *",
       "ssh-config --gateway gw#comment",
@@ -238,6 +241,13 @@ describe("ssh uid@gateway ssh-config: the command line", () => {
       `ssh-config --gateway ${"a".repeat(600)}`,
     ];
     for (const c of attacks) expect(parseSshConfigCommand(c)?.kind, JSON.stringify(c)).toBe("invalid");
+  });
+
+  it("reads a backslash outside quotes as the shell does (one harmless word)", () => {
+    expect(parseSshConfigCommand(String.raw`ssh-config --gateway x\nProxyCommand`)).toEqual({
+      kind: "ssh-config",
+      gateway: { host: "xnProxyCommand", port: 22 },
+    });
   });
 
   it("parseGatewayAddress takes host names, IPv4 and IPv6 only", () => {
