@@ -26,8 +26,28 @@ export interface SshConfigInput {
 const CONFIG_WORD = /^[\p{L}\p{N}._@+-]+$/u;
 /** A host name (RFC 1123 labels) or an IPv4 address. */
 const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
-/** An IPv6 address (hex groups, `::`, an embedded IPv4 tail); checked loosely, it only has to be one safe token. */
-const IPV6 = /^(?=.{2,45}$)[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$/;
+const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
+/** Whether `text` is an IPv6 address in text form (RFC 4291 §2.2: hex groups, one `::`, an IPv4 tail). */
+function isIPv6(text: string): boolean {
+  if (text.length < 2 || text.length > 45) return false;
+  const halves = text.split("::");
+  if (halves.length > 2) return false;
+  const groups = (part: string): string[] | undefined => (part === "" ? [] : part.split(":"));
+  const head = groups(halves[0] ?? "");
+  const tail = halves.length === 2 ? groups(halves[1] ?? "") : [];
+  if (!head || !tail) return false;
+  const all = [...head, ...tail];
+  let count = all.length;
+  const last = all[all.length - 1];
+  if (last?.includes(".")) {
+    if (!IPV4.test(last)) return false;
+    all.pop();
+    count += 1; // an IPv4 tail stands for two groups
+  }
+  if (!all.every((g) => /^[0-9A-Fa-f]{1,4}$/.test(g))) return false;
+  return halves.length === 2 ? count <= 7 : count === 8;
+}
 
 /**
  * Parses a gateway address `HOST[:PORT]` or `[IPV6]:PORT` as given to `--gateway`. Only host
@@ -43,11 +63,11 @@ export function parseGatewayAddress(text: string): { host: string; port: number 
   if (bracketed) {
     host = bracketed[1] ?? "";
     portText = bracketed[2];
-    if (!IPV6.test(host)) return undefined;
+    if (!isIPv6(host)) return undefined;
   } else if (text.split(":").length > 2) {
     // A bare IPv6 address (no port: write [ADDRESS]:PORT for one).
     host = text;
-    if (!IPV6.test(host)) return undefined;
+    if (!isIPv6(host)) return undefined;
   } else {
     const [name = "", p] = text.split(":");
     host = name;
@@ -66,7 +86,7 @@ export function parseGatewayAddress(text: string): { host: string; port: number 
  *   policy schema and {@link parseGatewayAddress} keep them so; this is the last line of defence).
  */
 export function renderSshConfig(o: SshConfigInput): string {
-  const hostOk = HOST_NAME.test(o.host) || IPV6.test(o.host);
+  const hostOk = HOST_NAME.test(o.host) || isIPv6(o.host);
   if (!CONFIG_WORD.test(o.uid) || !hostOk || !Number.isInteger(o.port)) throw new TypeError("ssh-config: unsafe uid or gateway host");
   for (const r of o.routes) if (!CONFIG_WORD.test(r.alias)) throw new TypeError("ssh-config: unsafe alias");
   const out: string[] = [`# varco: ${o.uid} through ${o.host}${o.port === 22 ? "" : `:${o.port}`} (paste into ~/.ssh/config)`];

@@ -231,7 +231,7 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
     // A paused channel never ends, and ssh2 closes a channel only after its 'end': every way out resumes it.
     const refuse = (text: string) => {
       if (paused) down.resume();
-      refuse(text);
+      refuseOnChannel(down, text);
     };
     const kind = request.type;
     const arg = request.type === "exec" ? request.command : request.type === "subsystem" ? request.name : "";

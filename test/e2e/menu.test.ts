@@ -26,6 +26,10 @@ const ROUTES = `
   - users: [someone.else]
     alias: secret
     target: vm2-anna
+  - users: [m13]
+    alias: noshell
+    target: vm1-mario
+    allow: { shell: false }
 `;
 const USERS = Array.from({ length: 14 }, (_, i) => `m${String(i + 1).padStart(2, "0")}`);
 
@@ -134,6 +138,15 @@ describe("the target menu (ssh -tt uid@gateway)", () => {
     const events = eventsOf("m03");
     expect(events.find((e) => e.type === "menu_choice")).toMatchObject({ result: "quit", account: "m03", data: { reason: "q" } });
     expect(events.some((e) => e.type === "session_start")).toBe(false);
+  });
+
+  it("a chosen route that allows no shell refuses it as the uid_alias login does", async () => {
+    const r = await menuSsh("m13", "3\r");
+    expect(r.exitCode).toBe(1);
+    expect(String(r.stdout)).toContain("3) m13_noshell");
+    expect(String(r.stdout) + String(r.stderr)).toContain("shell is not allowed on m13_noshell");
+    const s = await closedSessionOf(h.env.policyFile, "m13");
+    expect(s.events.find((e) => e.type === "channel_refused")).toMatchObject({ data: { kind: "shell" } });
   });
 
   it("Ctrl-C leaves too; the end of input without a choice leaves (eof)", async () => {

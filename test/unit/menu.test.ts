@@ -253,7 +253,24 @@ describe("ssh uid@gateway ssh-config: the command line", () => {
   it("parseGatewayAddress takes host names, IPv4 and IPv6 only", () => {
     expect(parseGatewayAddress("gw")).toEqual({ host: "gw", port: 22 });
     expect(parseGatewayAddress("::1")).toEqual({ host: "::1", port: 22 });
-    for (const bad of ["", "-gw", "gw..x", "gw/x", "a b", "x\ny", "[gw]:22", "gw:", "[::1]:0"])
+    expect(parseGatewayAddress("[2001:db8::10.0.0.1]:2222")).toEqual({ host: "2001:db8::10.0.0.1", port: 2222 });
+    expect(parseGatewayAddress("1:2:3:4:5:6:7:8")).toEqual({ host: "1:2:3:4:5:6:7:8", port: 22 });
+    for (const bad of [
+      "",
+      "-gw",
+      "gw..x",
+      "gw/x",
+      "a b",
+      "x\ny",
+      "[gw]:22",
+      "gw:",
+      "[::1]:0",
+      "a:b:c",
+      "1:2:3",
+      "1::2::3",
+      "[12345::1]",
+      "::g",
+    ])
       expect(parseGatewayAddress(bad), JSON.stringify(bad)).toBeUndefined();
   });
 
