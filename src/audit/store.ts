@@ -46,7 +46,8 @@ export type AuditEventType =
   | "web_logout"
   | "web_view"
   | "web_csrf_refused"
-  | "session_terminated";
+  | "session_terminated"
+  | "menu_choice";
 
 /** One audit event as appended. `data` is free-form JSON without secrets. */
 export interface AuditEventInput {

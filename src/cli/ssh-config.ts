@@ -8,42 +8,10 @@
 import type { Command } from "commander";
 import { printable } from "../obs/printable.ts";
 import { parseHostPort } from "../policy/units.ts";
+import { parseGatewayAddress, renderSshConfig } from "../routing/ssh-config.ts";
 import { ExitError, loadOrExit, policyPath } from "./common.ts";
 
-/** How long a shared connection stays open after its last session (ssh_config(5) ControlPersist). */
-export const CONTROL_PERSIST = "10m";
-
-export interface SshConfigInput {
-  /** The canonical uid (the part before the last `_` of the SSH user name). */
-  readonly uid: string;
-  readonly routes: ReadonlyArray<{ alias: string; description: string | undefined }>;
-  /** Where users reach the gateway (its public name or VIP). */
-  readonly host: string;
-  readonly port: number;
-  /** The gateway's host public keys (`ssh-ed25519 AAAA…`). */
-  readonly hostKeys: readonly string[];
-}
-
-/** The `Host` blocks and the known_hosts lines, as text (pure). `%C` keeps ControlPath short and per destination. */
-export function renderSshConfig(o: SshConfigInput): string {
-  const out: string[] = [`# varco: ${o.uid} through ${o.host}${o.port === 22 ? "" : `:${o.port}`} (paste into ~/.ssh/config)`];
-  for (const r of o.routes) {
-    out.push(
-      "",
-      `Host ${r.alias}`,
-      ...(r.description ? [`    # ${printable(r.description, 200)}`] : []),
-      `    HostName ${o.host}`,
-      ...(o.port === 22 ? [] : [`    Port ${o.port}`]),
-      `    User ${o.uid}_${r.alias}`,
-      "    ControlMaster auto",
-      "    ControlPath ~/.ssh/varco-%C",
-      `    ControlPersist ${CONTROL_PERSIST}`,
-    );
-  }
-  const name = o.port === 22 ? o.host : `[${o.host}]:${o.port}`;
-  out.push("", "# The gateway's host key (add to ~/.ssh/known_hosts):", ...o.hostKeys.map((k) => `# ${name} ${k}`));
-  return `${out.join("\n")}\n`;
-}
+export { CONTROL_PERSIST, renderSshConfig, type SshConfigInput } from "../routing/ssh-config.ts";
 
 /** Adds `ssh-config` to the `user` command group. */
 export function registerSshConfig(
@@ -74,7 +42,8 @@ export function registerSshConfig(
       }
       const routes = routesFor(loaded.policy, { uid, groups });
       if (routes.length === 0) throw new ExitError(`${uid} may use no route in ${loaded.file}`, 1);
-      const listen = parseHostPort(opts.gateway ?? loaded.policy.gateway.listen[0] ?? "", 22);
+      const listen =
+        opts.gateway !== undefined ? parseGatewayAddress(opts.gateway) : parseHostPort(loaded.policy.gateway.listen[0] ?? "", 22);
       if (!listen) throw new ExitError(`--gateway: "${printable(opts.gateway ?? "")}" is not HOST[:PORT]`, 2);
       const host = listen.host === "0.0.0.0" || listen.host === "::" ? "GATEWAY" : listen.host;
       const hostKeys = loaded.policy.gateway.host_keys.flatMap((k) => {

@@ -10,3 +10,12 @@ export {
   resolveRoute,
   routesFor,
 } from "./route.ts";
+export {
+  CONTROL_PERSIST,
+  parseGatewayAddress,
+  parseSshConfigCommand,
+  renderSshConfig,
+  SSH_CONFIG_USAGE,
+  type SshConfigCommand,
+  type SshConfigInput,
+} from "./ssh-config.ts";

@@ -43,6 +43,18 @@ export type ConnectionEvent =
       readonly exitSignal: string | null;
     }
   | { readonly type: "forward"; readonly uid: string; readonly target?: string | undefined; readonly data: Record<string, unknown> }
+  | {
+      /** The target menu of a login without an alias ended: a choice (`ok`), a choice refused on re-check, or no choice (`quit`). */
+      readonly type: "menu_choice";
+      readonly uid: string;
+      /** The SSH user name as typed (no alias). */
+      readonly account: string;
+      readonly result: "ok" | "refused" | "quit";
+      readonly alias?: string | undefined;
+      readonly target?: string | undefined;
+      /** Why the menu was left (`q`, `ctrl_c`, `ctrl_d`, `eof`, `too_much_input`), for `quit`. */
+      readonly reason?: string | undefined;
+    }
   | { readonly type: "closing"; readonly reason: string }
   | { readonly type: "route_removed"; readonly uid: string; readonly target: string; readonly action: string };
 
@@ -160,6 +172,21 @@ export function connectionEvents(d: ConnectionEventsDeps): (e: ConnectionEvent) 
         return;
       case "forward":
         row({ type: "forward", uid: e.uid, target: e.target, data: e.data });
+        return;
+      case "menu_choice":
+        row({
+          type: "menu_choice",
+          uid: e.uid,
+          account: e.account,
+          target: e.target,
+          result: e.result,
+          data: {
+            via: "menu",
+            ...(e.alias !== undefined ? { alias: e.alias } : {}),
+            ...(e.reason !== undefined ? { reason: e.reason } : {}),
+          },
+        });
+        log.info({ account: e.account, result: e.result, alias: e.alias, target: e.target, reason: e.reason }, "target menu");
         return;
       case "closing":
         log.info({ reason: e.reason }, `${e.reason}; closing`);

@@ -140,6 +140,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         metrics,
         recordingsDir: deps.recordingsDir,
         now: deps.now,
+        hostKeys: deps.hostKeys,
       },
       client,
       info.ip,
