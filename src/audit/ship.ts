@@ -11,7 +11,7 @@
  * sessions (live ones go on and keep being recorded locally).
  */
 import Database from "better-sqlite3";
-import type { ReplicaEventRow, ReplicaRecordingRow, ReplicaSessionRow } from "../state/audit-replica.ts";
+import type { ReplicaCheckpointRow, ReplicaEventRow, ReplicaRecordingRow, ReplicaSessionRow } from "../state/audit-replica.ts";
 
 /** What the shipper needs of the shared state (an {@link import("../state/audit-replica.ts").AuditReplica}). */
 export interface ReplicaTarget {
@@ -22,6 +22,7 @@ export interface ReplicaTarget {
     events: readonly ReplicaEventRow[],
     sessions: readonly ReplicaSessionRow[],
     recordings: readonly ReplicaRecordingRow[],
+    checkpoints?: readonly ReplicaCheckpointRow[],
   ): Promise<void>;
 }
 
@@ -97,6 +98,7 @@ export function startShipper(o: ShipperOptions): AuditShipper {
 
   const pending = () => Math.max(0, newest.get()?.id ?? 0) - (shipped ?? 0);
 
+  const checkpointsAll = db.prepare<[], ReplicaCheckpointRow>("SELECT id, ts, pruned_through_id, last_hash FROM checkpoints ORDER BY id");
   const hashAt = db.prepare<[number], { hash: string }>("SELECT hash FROM events WHERE id = ?");
   /**
    * Where PostgreSQL's copy of this node ends, checked against the local chain: the local audit.db
@@ -125,7 +127,8 @@ export function startShipper(o: ShipperOptions): AuditShipper {
     const events = eventsAfter.all(shipped, batch);
     if (events.length === 0) return false;
     const ids = JSON.stringify([...new Set(events.map((e) => e.session_id).filter((s): s is string => s !== null))]);
-    await o.replica.append(o.node, events, sessionsOf.all(ids), recordingsOf.all(ids));
+    // Prune checkpoints are few (one per prune): all of them, so a trail that starts after a prune verifies.
+    await o.replica.append(o.node, events, sessionsOf.all(ids), recordingsOf.all(ids), checkpointsAll.all());
     shipped = (events[events.length - 1] as ReplicaEventRow).id;
     return events.length === batch;
   };

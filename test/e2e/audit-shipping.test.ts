@@ -112,6 +112,23 @@ describe.skipIf(!havePostgres)("audit shipping to PostgreSQL", () => {
     expect(compareWithLocal(file, trail?.file as string)).toEqual({ differences: [], notShipped: 0 });
   }, 60_000);
 
+  it("a node pruned before it first shipped: its trail in PostgreSQL starts at the prune checkpoint and verifies", async () => {
+    const file = join(dir, "pruned.db");
+    const store = openAuditStore(file);
+    store.startSession({ id: "s7", uid: "mario.rossi", account: "mario.rossi_vm1", target: "vm1", source: "192.0.2.7" });
+    for (let i = 0; i < 10; i++) store.append({ type: "exec", sessionId: "s7", uid: "mario.rossi", data: { command: `ls ${i}` } });
+    store.endSession("s7", { result: "ok", upBytes: 1, downBytes: 2, exitStatus: 0 });
+    expect(store.prune(Date.now() + 60_000).events).toBeGreaterThan(10);
+    store.close();
+    appendTo(file, 3, "s8");
+    const shipper = startShipper({ file, node: "gw-pruned", replica, log });
+    await until("shipped", () => shipper.health().pending === 0 && shipper.health().detail.startsWith("shipped"));
+    await shipper.stop(1000);
+    const pulled = mkdtempSync(join(dir, "pull-"));
+    const trail = (await pullTrails(replica, pulled)).find((t) => t.node === "gw-pruned");
+    expect(verifyAuditDb(trail?.file as string, { recordingFiles: false }).issues).toEqual([]);
+  }, 60_000);
+
   it("PostgreSQL down: events wait in audit.db, the spool bound turns health off; back: all arrive in order", async () => {
     const file = join(dir, "b.db");
     appendTo(file, 3, "s3");
