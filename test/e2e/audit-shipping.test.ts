@@ -85,6 +85,17 @@ describe.skipIf(!havePostgres)("audit shipping to PostgreSQL", () => {
     expect(compareWithLocal(file, trail?.file as string)).toEqual({ differences: [], notShipped: 0 });
   }, 60_000);
 
+  it("an idle node notices a tail deleted in PostgreSQL and ships it again", async () => {
+    const file = join(dir, "a.db");
+    const shipper = startShipper({ file, node: "gw-a", replica, log, intervalMs: 50, recheckMs: 200 });
+    await until("resumed", () => shipper.health().detail.startsWith("shipped"));
+    const before = errors.length;
+    await pg.psql("DELETE FROM audit_events WHERE node = 'gw-a' AND id > 1100");
+    await until("the tail shipped again", async () => (await replica.head("gw-a"))?.id === 1205);
+    await shipper.stop(1000);
+    expect(errors.slice(before).some((e) => e.includes("missing in PostgreSQL"))).toBe(true);
+  }, 60_000);
+
   it("refuses another audit.db that claims the same node (nothing written), and says so", async () => {
     const other = join(dir, "impostor.db");
     appendTo(other, 5, "s2");
