@@ -5,9 +5,9 @@
  *
  * Environment: BENCH_MIB (bulk size per transfer, default 512), BENCH_ROUNDS (default 2),
  * BENCH_LOGINS (default 30), BENCH_SESSIONS (default 2000), BENCH_JUMP_SESSIONS (default 500),
- * BENCH_ONLY (comma list of: login,bulk,files,memory,audit,net,cli,concurrency).
+ * BENCH_ONLY (comma list of: login,engines,bulk,files,memory,audit,net,cli,concurrency).
  */
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, release, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,6 +15,7 @@ import { execa, type ResultPromise } from "execa";
 import { openAuditStore } from "../src/audit/index.ts";
 import { currentCode } from "../src/auth/index.ts";
 import { type DemoEnvironment, freePort, startDemoEnvironment, startSshd, stopChild, waitForPort } from "../src/demo/index.ts";
+import { havePostgres, startPostgres } from "../test/helpers/postgres.ts";
 import { cliBench } from "./cli.ts";
 import { runConcurrency, startLightTarget } from "./concurrency.ts";
 import { cpuSeconds, fmt, MiB, percentile, rssBytes, sampleRss } from "./lib.ts";
@@ -25,13 +26,15 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SIZE_MIB = Number(process.env.BENCH_MIB ?? 512);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const LOGINS = Number(process.env.BENCH_LOGINS ?? 30);
-const ONLY = new Set((process.env.BENCH_ONLY ?? "login,bulk,files,memory,audit,net,cli,concurrency").split(","));
+const ONLY = new Set((process.env.BENCH_ONLY ?? "login,engines,bulk,files,memory,audit,net,cli,concurrency").split(","));
 const CIPHERS = ["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"] as const;
 const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 2000);
 const JUMP_SESSIONS = Number(process.env.BENCH_JUMP_SESSIONS ?? 500);
 /** One directory user per login: a TOTP code is single use, so every measured login gets its own user. */
 const LOGIN_USERS = Array.from({ length: LOGINS }, (_, i) => `b${String(i).padStart(4, "0")}`);
+/** Users of the login-state comparison (SQLite vs PostgreSQL): each logs in once through each gateway. */
+const ENGINE_USERS = Array.from({ length: ONLY.has("engines") ? LOGINS : 0 }, (_, i) => `e${String(i).padStart(4, "0")}`);
 const MASTER_USERS = Array.from({ length: 16 }, (_, i) => `m${i}`);
 const SESSION_USERS = Array.from({ length: ONLY.has("concurrency") ? SESSIONS : 0 }, (_, i) => `c${String(i).padStart(4, "0")}`);
 
@@ -308,6 +311,69 @@ async function login(ctx: Ctx, results: Record<string, unknown>): Promise<string
   ];
 }
 
+/**
+ * Login p50 with the login state on SQLite (the bench's gateway) and on PostgreSQL (a second
+ * gateway on the same policy with `state: { backend: postgres }`, its state copied there with
+ * `varco state copy`), logins interleaved so both see the same machine load.
+ */
+async function engines(ctx: Ctx, policyFile: string, results: Record<string, unknown>): Promise<string[]> {
+  if (!havePostgres)
+    return ["### Login: SQLite vs PostgreSQL login state", "", "Not measured: PostgreSQL is not installed (or not root).", ""];
+  const pg = await startPostgres();
+  const stops: Array<() => Promise<void>> = [() => pg.destroy()];
+  try {
+    const urlFile = join(ctx.dir, "pg.url");
+    writeFileSync(urlFile, `${pg.url}\n`, { mode: 0o600 });
+    const varco = (args: string[]) => execa("node", [join(ROOT, "bin/varco.mjs"), ...args], { reject: false });
+    const copied = await varco(["state", "copy", "--to", "postgres", "--url-file", urlFile, "--force", "--policy", policyFile]);
+    if (copied.exitCode !== 0) throw new Error(`state copy: ${copied.stderr}`);
+    const port = await freePort();
+    const stateDir = join(ctx.dir, "state-pg");
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    copyFileSync(join(dirname(policyFile), "state/totp.key"), join(stateDir, "totp.key"));
+    const policyPg = join(ctx.dir, "gateway-pg.yaml");
+    writeFileSync(
+      policyPg,
+      `${readFileSync(policyFile, "utf8")
+        .replace(/listen: \["127\.0\.0\.1:\d+"\]/, `listen: ["127.0.0.1:${port}"]`)
+        .replace(/ {2}metrics_listen: [^\n]*\n/, "")
+        .replace(
+          "  state_dir: state\n",
+          `  state_dir: ${stateDir}\n  node: bench-pg\n`,
+        )}state: { backend: postgres, url_file: ${urlFile} }\n`,
+      { mode: 0o600 },
+    );
+    const gw: ResultPromise = execa("node", [join(ROOT, "bin/varco.mjs"), "serve", "--policy", policyPg], {
+      reject: false,
+      stdout: { file: join(ctx.dir, "gateway-pg.log") },
+      stderr: { file: join(ctx.dir, "gateway-pg.err") },
+    });
+    stops.unshift(() => stopChild(gw));
+    await waitForPort(port, "127.0.0.1", 30_000);
+    const times: Record<"sqlite" | "postgres", number[]> = { sqlite: [], postgres: [] };
+    const kex = ["-o", "KexAlgorithms=curve25519-sha256"];
+    for (const uid of ENGINE_USERS) {
+      const env = askpassEnv(uid, `${uid}-pw`, ctx.env.secrets.get(uid) ?? "");
+      times.sqlite.push(await firstByte([...kex, ...route(ctx, "varco", CIPHERS[0], `${uid}_vm1`)], env));
+      times.postgres.push(await firstByte([...kex, ...route({ ...ctx, gatewayPort: port }, "varco", CIPHERS[0], `${uid}_vm1`)], env));
+    }
+    const stat = (v: "sqlite" | "postgres") => ({ p50: percentile(times[v], 50), p90: percentile(times[v], 90) });
+    results.login_engines = { n: ENGINE_USERS.length, ms: { sqlite: stat("sqlite"), postgres: stat("postgres") } };
+    return [
+      `### Login to first byte: login state on SQLite vs PostgreSQL (${ENGINE_USERS.length} logins each, interleaved, ms)`,
+      "",
+      "| login state | p50 | p90 | p50 / SQLite p50 |",
+      "|---|---|---|---|",
+      ...(["sqlite", "postgres"] as const).map(
+        (v) => `| ${v} | ${fmt(stat(v).p50, 0)} | ${fmt(stat(v).p90, 0)} | ${fmt(stat(v).p50 / stat("sqlite").p50, 2)} |`,
+      ),
+      "",
+    ];
+  } finally {
+    for (const s of stops) await s().catch(() => undefined);
+  }
+}
+
 async function auditBench(ctx: Ctx, results: Record<string, unknown>): Promise<string[]> {
   // 1. Event rate with the hash chain on: 200 000 events appended in a burst, committed in batches.
   const store = openAuditStore(join(ctx.dir, "bench-audit.db"));
@@ -387,7 +453,12 @@ async function main(): Promise<void> {
     )
     .replace("targets:\n", `targets:\n  light: { host: 127.0.0.1, port: ${light.port}, user: bench, host_key: "${light.hostKeyLine}" }\n`);
   console.error("starting slapd, targets, jump host and gateway …");
-  const env = await startDemoEnvironment({ dir, gatewayPort, extraUsers: [...LOGIN_USERS, ...MASTER_USERS, ...SESSION_USERS], template });
+  const env = await startDemoEnvironment({
+    dir,
+    gatewayPort,
+    extraUsers: [...LOGIN_USERS, ...ENGINE_USERS, ...MASTER_USERS, ...SESSION_USERS],
+    template,
+  });
   const stops: Array<() => Promise<void>> = [async () => light.close()];
   try {
     const key = join(dir, "client_key");
@@ -437,6 +508,7 @@ async function main(): Promise<void> {
     const cpu0 = cpuSeconds(ctx.gatewayPid);
     if (ONLY.has("login")) out.push(...(await login(ctx, results)));
     if (ONLY.has("bulk")) out.push(...(await bulk(ctx, results)));
+    if (ONLY.has("engines")) out.push(...(await engines(ctx, env.policyFile, results)));
     if (ONLY.has("files")) out.push(...(await files(ctx, results)));
     if (ONLY.has("memory")) out.push(...(await memory(ctx, results)));
     if (ONLY.has("audit")) out.push(...(await auditBench(ctx, results)));
