@@ -111,3 +111,11 @@ export function openAgentChannel(client: Connection, id: number, window: number,
     client as unknown as { _protocol: { openssh_authAgent(chan: number, initWindow: number, maxPacket: number): void } }
   )._protocol.openssh_authAgent(id, window, packetSize);
 }
+
+/**
+ * Reserves a local channel id in ssh2's channel manager for a channel the server opens itself
+ * (ssh2 calls `wrapper(err, stream)` when the peer confirms or refuses it); -1 when none is free.
+ */
+export function reserveChannel(client: Connection, wrapper: (err: Error | undefined, stream: ServerChannel) => void): number {
+  return (client as unknown as { _chanMgr: { add(w: unknown): number } })._chanMgr.add(wrapper);
+}
