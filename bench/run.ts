@@ -5,7 +5,7 @@
  *
  * Environment: BENCH_MIB (bulk size per transfer, default 512), BENCH_ROUNDS (default 2),
  * BENCH_LOGINS (default 30), BENCH_SESSIONS (default 2000), BENCH_JUMP_SESSIONS (default 500),
- * BENCH_ONLY (comma list of: login,bulk,files,memory,audit,net,cli,concurrency).
+ * BENCH_ONLY (comma list of: login,bulk,files,memory,audit,net,cli,web,concurrency; web: see bench/web.ts).
  */
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, release, tmpdir, totalmem } from "node:os";
@@ -20,12 +20,13 @@ import { runConcurrency, startLightTarget } from "./concurrency.ts";
 import { cpuSeconds, fmt, MiB, percentile, rssBytes, sampleRss } from "./lib.ts";
 import { netBench } from "./net.ts";
 import { shippingRate } from "./shipping.ts";
+import { webBench } from "./web.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SIZE_MIB = Number(process.env.BENCH_MIB ?? 512);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const LOGINS = Number(process.env.BENCH_LOGINS ?? 30);
-const ONLY = new Set((process.env.BENCH_ONLY ?? "login,bulk,files,memory,audit,net,cli,concurrency").split(","));
+const ONLY = new Set((process.env.BENCH_ONLY ?? "login,bulk,files,memory,audit,net,cli,web,concurrency").split(","));
 const CIPHERS = ["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"] as const;
 const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 2000);
@@ -442,6 +443,7 @@ async function main(): Promise<void> {
     if (ONLY.has("audit")) out.push(...(await auditBench(ctx, results)));
     if (ONLY.has("net")) out.push(...(await netBench(results)));
     if (ONLY.has("cli")) out.push(...(await cliBench(ROOT, env.policyFile, results)));
+    if (ONLY.has("web")) out.push(...(await webBench(results)));
     results.gateway_cpu_s = cpuSeconds(ctx.gatewayPid) - cpu0;
     if (ONLY.has("concurrency")) {
       out.push(

@@ -20,8 +20,10 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import Database from "better-sqlite3";
 import { openAuditStore } from "../src/audit/index.ts";
+import { searchIndexFile } from "../src/audit/query.ts";
 import type { Account, LoginFactors } from "../src/auth/index.ts";
 import { openWebAuditRead, playerAssets, startWebConsole, type WebListener } from "../src/web/index.ts";
+import { SEARCH_WAIT_MS } from "../src/web/read.ts";
 import { fmt, percentile } from "./lib.ts";
 
 const SESSIONS = Number(process.env.BENCH_WEB_SESSIONS ?? 100_000);
@@ -233,9 +235,7 @@ export async function webBench(results: Record<string, unknown>): Promise<string
   )?.id;
   // A fresh search index each run: the first search measures building it.
   counts.close();
-  const wipe = new Database(file);
-  for (const t of ["search_fts", "search_index_state", "search_recordings"]) wipe.exec(`DROP TABLE IF EXISTS ${t}`);
-  wipe.close();
+  for (const f of [searchIndexFile(file), `${searchIndexFile(file)}-wal`, `${searchIndexFile(file)}-shm`]) rmSync(f, { force: true });
 
   const store = openAuditStore(file);
   const read = openWebAuditRead(store, file);
@@ -263,10 +263,12 @@ export async function webBench(results: Record<string, unknown>): Promise<string
       return performance.now() - t;
     };
 
+    const buildStart = performance.now();
     const stall = loopStalls();
     const firstSearch = await get(`/search?q=${encodeURIComponent("systemctl restart nginx")}`);
-    const firstStall = stall.stop();
     await read.ready();
+    const buildMs = performance.now() - buildStart;
+    const firstStall = stall.stop();
 
     const day = new Date(T0 + 200 * 86_400_000).toISOString();
     const dayEnd = new Date(T0 + 207 * 86_400_000).toISOString();
@@ -300,13 +302,14 @@ export async function webBench(results: Record<string, unknown>): Promise<string
       sessions: nSessions,
       runs: RUNS,
       first_search_ms: firstSearch,
-      first_search_max_loop_stall_ms: firstStall,
+      index_build_ms: buildMs,
+      index_build_max_loop_stall_ms: firstStall,
       ms: figures,
     };
     return [
       `### Web console with a big trail (${nSessions} sessions, ${nEvents} events; ${RUNS} requests each over HTTP, ms)`,
       "",
-      `First search (builds the search index): ${fmt(firstSearch, 0)} ms; longest event-loop stall meanwhile: ${fmt(firstStall, 0)} ms.`,
+      `First search, while the search index is built in the worker: ${fmt(firstSearch, 0)} ms (answers from what is indexed after ${SEARCH_WAIT_MS} ms); whole index built in ${fmt(buildMs / 1000)} s; longest event-loop stall meanwhile: ${fmt(firstStall, 0)} ms.`,
       "",
       "| query | p50 | p95 |",
       "|---|---|---|",
