@@ -5,7 +5,7 @@
  *
  * Environment: BENCH_MIB (bulk size per transfer, default 512), BENCH_ROUNDS (default 3; bulk and files report the median),
  * BENCH_LOGINS (default 30), BENCH_SESSIONS (default 2000), BENCH_JUMP_SESSIONS (default 500),
- * BENCH_ONLY (comma list of: login,engines,bulk,files,memory,audit,net,cli,concurrency).
+ * BENCH_ONLY (comma list of: login,engines,bulk,files,memory,audit,net,cli,web,concurrency; web: see bench/web.ts).
  */
 import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, release, tmpdir, totalmem } from "node:os";
@@ -21,12 +21,13 @@ import { runConcurrency, startLightTarget } from "./concurrency.ts";
 import { cpuSeconds, fmt, GiB, MiB, median, percentile, rssBytes, sampleRss, treeCpuSeconds } from "./lib.ts";
 import { netBench } from "./net.ts";
 import { shippingRate } from "./shipping.ts";
+import { webBench } from "./web.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SIZE_MIB = Number(process.env.BENCH_MIB ?? 512);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const LOGINS = Number(process.env.BENCH_LOGINS ?? 30);
-const ONLY = new Set((process.env.BENCH_ONLY ?? "login,engines,bulk,files,memory,audit,net,cli,concurrency").split(","));
+const ONLY = new Set((process.env.BENCH_ONLY ?? "login,engines,bulk,files,memory,audit,net,cli,web,concurrency").split(","));
 const CIPHERS = ["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"] as const;
 const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 2000);
@@ -541,6 +542,7 @@ async function main(): Promise<void> {
     if (ONLY.has("audit")) out.push(...(await auditBench(ctx, results)));
     if (ONLY.has("net")) out.push(...(await netBench(results)));
     if (ONLY.has("cli")) out.push(...(await cliBench(ROOT, env.policyFile, results)));
+    if (ONLY.has("web")) out.push(...(await webBench(results)));
     results.gateway_cpu_s = cpuSeconds(ctx.gatewayPid) - cpu0;
     if (ONLY.has("concurrency")) {
       out.push(
