@@ -7,6 +7,7 @@ import { createHash, type KeyObject, sign } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import type { ReplicaEventRow, ReplicaSessionRow } from "../state/audit-replica.ts";
 import { type VerifyIssue, type VerifyResult, verifyAuditDb } from "./verify.ts";
 
 /** Event types written by the gateway. */
@@ -372,36 +373,11 @@ export function hashEvent(e: Omit<AuditEvent, "hash">): string {
   return createHash("sha256").update(canonicalEvent(e)).digest("hex");
 }
 
-/** An `events` row as stored. */
-export interface EventRow {
-  id: number;
-  ts: string;
-  type: string;
-  session_id: string | null;
-  uid: string | null;
-  account: string | null;
-  target: string | null;
-  source: string | null;
-  result: string | null;
-  data: string;
-  prev_hash: string;
-  hash: string;
-}
+/** An `events` row as stored (the same shape is shipped to and pulled from the shared state). */
+export type EventRow = ReplicaEventRow;
 
 /** A `sessions` row as stored. */
-export interface SessionRow {
-  id: string;
-  started_at: string;
-  ended_at: string | null;
-  uid: string;
-  account: string;
-  target: string | null;
-  source: string;
-  result: string;
-  up_bytes: number;
-  down_bytes: number;
-  exit_status: number | null;
-}
+export type SessionRow = ReplicaSessionRow;
 
 function toEvent(r: EventRow): AuditEvent {
   return {

@@ -20,6 +20,7 @@ import type { AuditEvent, AuditEventInput, AuditSession, RecordingRow } from "..
 import type { SearchHit, SessionQuery } from "../audit/query.ts";
 import type { Logger } from "../obs/index.ts";
 import { parseDurationMs } from "../policy/index.ts";
+import type { LiveSessionInfo } from "../ssh/index.ts";
 import { CONSOLE_CSS, CONSOLE_JS } from "./assets.ts";
 import { type WebLoginRuntime, type WebSettings, webEvent, webLogin } from "./auth.ts";
 import { html } from "./escape.ts";
@@ -36,18 +37,8 @@ import {
   type Viewer,
 } from "./views.ts";
 
-/** A running session as the live page shows it. */
-export interface LiveSessionInfo {
-  readonly id: string;
-  readonly uid: string;
-  readonly account: string;
-  readonly target: string;
-  readonly source: string;
-  /** ms since the epoch. */
-  readonly startedAt: number;
-  readonly upBytes: number;
-  readonly downBytes: number;
-}
+/** A running session as the live page shows it (the gateway's own shape). */
+export type { LiveSessionInfo };
 
 /** What the console needs of the gateway for the live page (admins). */
 export interface LiveControl {
