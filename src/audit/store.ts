@@ -625,16 +625,14 @@ export function openAuditStore(file: string, now: () => Date = () => new Date(),
    */
   const endSession = (id: string, end: SessionEnd) => {
     if (!db.open) return;
-    const endedAt = now().toISOString();
-    queue.push({
-      ...queued({
-        type: "session_end",
-        sessionId: id,
-        result: end.result,
-        data: { up_bytes: end.upBytes, down_bytes: end.downBytes, exit_status: end.exitStatus },
-      }),
-      apply: () => endStmt.run(endedAt, end.result, end.upBytes, end.downBytes, end.exitStatus, id),
+    const q = queued({
+      type: "session_end",
+      sessionId: id,
+      result: end.result,
+      data: { up_bytes: end.upBytes, down_bytes: end.downBytes, exit_status: end.exitStatus },
     });
+    // ended_at is the session_end event's time.
+    queue.push({ ...q, apply: () => endStmt.run(q.ts, end.result, end.upBytes, end.downBytes, end.exitStatus, id) });
     commit("endSession", () => undefined);
   };
   const recordingClosed = (sessionId: string, channel: number, r: { sha256: string; bytes: number; status: string }) => {
@@ -701,7 +699,8 @@ export function openAuditStore(file: string, now: () => Date = () => new Date(),
         source: s.source,
       });
       commit("startSession", (write) => {
-        startStmt.run(s.id, now().toISOString(), s.uid, s.account, s.target, s.source);
+        // The row's started_at is its session_start event's time (verify compares them to the millisecond).
+        startStmt.run(s.id, q.ts, s.uid, s.account, s.target, s.source);
         write(q);
       });
     },
