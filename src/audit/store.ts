@@ -379,7 +379,8 @@ export type EventRow = ReplicaEventRow;
 /** A `sessions` row as stored. */
 export type SessionRow = ReplicaSessionRow;
 
-function toEvent(r: EventRow): AuditEvent {
+/** A stored `events` row as an {@link AuditEvent} (`data` parsed). */
+export function toEvent(r: EventRow): AuditEvent {
   return {
     id: r.id,
     ts: r.ts,
@@ -396,7 +397,8 @@ function toEvent(r: EventRow): AuditEvent {
   };
 }
 
-function toSession(r: SessionRow): AuditSession {
+/** A stored `sessions` row as an {@link AuditSession}. */
+export function toSession(r: SessionRow): AuditSession {
   return {
     id: r.id,
     startedAt: r.started_at,

@@ -6,9 +6,10 @@
  */
 import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
-import type { AuditEvent, AuditEventType, AuditSession, AuditStore } from "../audit/index.ts";
+import type { AuditSession, AuditStore } from "../audit/index.ts";
 import { rowHash } from "../audit/mirror.ts";
 import { type AuditQuery, openAuditQuery, type RecordingCheck, type SearchHit, SearchTextError, transferOf } from "../audit/query.ts";
+import { toEvent, toSession } from "../audit/store.ts";
 import type { ReplicaEventRow, ReplicaSessionRow } from "../state/audit-replica.ts";
 import type { AuditWorkerReply, AuditWorkerRequest } from "./audit-worker.ts";
 import type { MirrorStatus } from "./mirrors.ts";
@@ -111,39 +112,6 @@ interface MirrorReader {
   readonly headId: number;
   readonly query: AuditQuery;
   readonly db: Database.Database;
-}
-
-function toEvent(r: EventRow): AuditEvent {
-  return {
-    id: r.id,
-    ts: r.ts,
-    type: r.type as AuditEventType,
-    sessionId: r.session_id ?? undefined,
-    uid: r.uid ?? undefined,
-    account: r.account ?? undefined,
-    target: r.target ?? undefined,
-    source: r.source ?? undefined,
-    result: r.result ?? undefined,
-    data: JSON.parse(r.data) as Record<string, unknown>,
-    prevHash: r.prev_hash,
-    hash: r.hash,
-  };
-}
-
-function toSession(r: ReplicaSessionRow): AuditSession {
-  return {
-    id: r.id,
-    startedAt: r.started_at,
-    endedAt: r.ended_at,
-    uid: r.uid,
-    account: r.account,
-    target: r.target,
-    source: r.source,
-    result: r.result,
-    upBytes: r.up_bytes,
-    downBytes: r.down_bytes,
-    exitStatus: r.exit_status,
-  };
 }
 
 const byNewest = (a: { startedAt: string }, b: { startedAt: string }) =>
