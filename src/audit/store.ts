@@ -29,6 +29,7 @@ export type AuditEventType =
   | "recording"
   | "recording_checkpoint"
   | "recording_failed"
+  | "exec_output"
   | "audit_pruned"
   | "lock"
   | "unlock"
