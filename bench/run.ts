@@ -5,9 +5,9 @@
  *
  * Environment: BENCH_MIB (bulk size per transfer, default 512), BENCH_ROUNDS (default 2),
  * BENCH_LOGINS (default 30), BENCH_SESSIONS (default 2000), BENCH_JUMP_SESSIONS (default 500),
- * BENCH_ONLY (comma list of: login,bulk,files,memory,audit,net,cli,concurrency).
+ * BENCH_ONLY (comma list of: login,bulk,recexec,files,memory,audit,net,cli,concurrency; bulk includes recexec).
  */
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { cpus, release, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -202,6 +202,53 @@ async function bulk(ctx: Ctx, results: Record<string, unknown>): Promise<string[
     "| cipher, direction | direct | ProxyJump | double hop | varco | varco/direct | varco/ProxyJump | varco/double hop |",
     "|---|---|---|---|---|---|---|---|",
     ...rows,
+    "",
+  ];
+}
+
+/**
+ * Output of a command without a pty (`ssh vm1 'cat file' > file`) on the default recorded route
+ * (`record.exec_output` absent = `full`: raw bytes kept and hashed), next to a route with
+ * `record: false` and direct OpenSSH: a binary file and base64 text, SIZE_MIB each (aes128-gcm), best of ROUNDS+1.
+ */
+async function recordedExec(ctx: Ctx, results: Record<string, unknown>): Promise<string[]> {
+  const bin = join(ctx.dir, "recexec.bin");
+  const txt = join(ctx.dir, "recexec.txt");
+  await execa("bash", [
+    "-c",
+    `head -c ${SIZE_MIB * MiB} /dev/urandom > ${bin}; head -c ${Math.floor((SIZE_MIB * MiB * 3) / 4)} ${bin} | base64 -w 76 > ${txt}`,
+  ]);
+  const c = CIPHERS[1];
+  const masters = {
+    direct: await openMaster(ctx, "direct", c),
+    recorded: await openMaster(ctx, "varco", c, "vm1"),
+    norec: await openMaster(ctx, "varco", c, "norec"),
+  };
+  const kinds = { binary: bin, base64: txt } as const;
+  const best: Record<string, Record<string, number>> = { binary: {}, base64: {} };
+  for (let round = 0; round < ROUNDS + 1; round++) {
+    for (const [kind, file] of Object.entries(kinds)) {
+      const mib = statSync(file).size / MiB;
+      for (const v of ["direct", "norec", "recorded"] as const) {
+        const s = await timeDownload(masters[v], `cat ${file}`);
+        const row = best[kind] as Record<string, number>;
+        row[v] = Math.max(row[v] ?? 0, mib / s);
+      }
+    }
+  }
+  for (const v of ["direct", "recorded", "norec"] as const)
+    await execa("ssh", [...masters[v].slice(0, -1), "-O", "exit", "x"], { reject: false });
+  results.recorded_exec = { size_mib: SIZE_MIB, cipher: c, mib_per_s: best };
+  return [
+    `### Command output without a pty, default recorded route (\`ssh vm1 'cat file' > /dev/null\`, ${SIZE_MIB} MiB, ${c.split("@")[0]}, best of ${ROUNDS + 1}, MiB/s)`,
+    "",
+    "| output | direct | varco, record: false | varco, recorded (exec_output: full) | unrecorded/direct | recorded/direct |",
+    "|---|---|---|---|---|---|",
+    ...Object.keys(kinds).map((k) => {
+      const b = best[k] as Record<string, number>;
+      const d = b.direct ?? Number.NaN;
+      return `| ${k} | ${fmt(d)} | ${fmt(b.norec ?? Number.NaN)} | ${fmt(b.recorded ?? Number.NaN)} | ${fmt((b.norec ?? Number.NaN) / d, 2)} | ${fmt((b.recorded ?? Number.NaN) / d, 2)} |`;
+    }),
     "",
   ];
 }
@@ -425,6 +472,7 @@ async function main(): Promise<void> {
     const cpu0 = cpuSeconds(ctx.gatewayPid);
     if (ONLY.has("login")) out.push(...(await login(ctx, results)));
     if (ONLY.has("bulk")) out.push(...(await bulk(ctx, results)));
+    if (ONLY.has("bulk") || ONLY.has("recexec")) out.push(...(await recordedExec(ctx, results)));
     if (ONLY.has("files")) out.push(...(await files(ctx, results)));
     if (ONLY.has("memory")) out.push(...(await memory(ctx, results)));
     if (ONLY.has("audit")) out.push(...(await auditBench(ctx, results)));
