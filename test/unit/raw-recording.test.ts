@@ -35,9 +35,9 @@ describe("createRawRecorder", () => {
         throw e;
       },
       onCheckpoint: (c) => marks.push(c),
-      checkpointBytes: 64 * 1024,
+      checkpointBytes: 256 * 1024,
     });
-    const out = randomBytes(300_000);
+    const out = randomBytes(3_000_000);
     const chunk = Buffer.from(out.subarray(0, 1000));
     r.output(chunk);
     chunk.fill(0); // the caller's buffer is reused: what was recorded must not change
@@ -48,7 +48,7 @@ describe("createRawRecorder", () => {
     const disk = readFileSync(file);
     expect(res.sha256).toBe(sha(disk));
     expect(res.bytes).toBe(disk.length);
-    expect(res).toMatchObject({ stdoutBytes: 300_000, stderrBytes: 3, inputBytes: 5, truncated: false, failed: false });
+    expect(res).toMatchObject({ stdoutBytes: 3_000_000, stderrBytes: 3, inputBytes: 5, truncated: false, failed: false });
     const { header, frames } = readRaw(file);
     expect(header).toEqual({ varco_raw: 1, timestamp: 1_700_000_000, varco: { session: "s" } });
     const join_ = (code: number) => Buffer.concat(frames.filter((f) => f.code === code).map((f) => f.data));
