@@ -8,6 +8,7 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type AuditStore, anchorOf, createSealer, openAuditStore, type Sealer } from "./audit/index.ts";
+import { type AuditShipper, startShipper } from "./audit/ship.ts";
 import { type AuditStreamSink, createSyslogSink, type SyslogSink } from "./audit/syslog.ts";
 import {
   createAuthenticator,
@@ -16,10 +17,13 @@ import {
   type Directory,
   type LdapDirectory,
   type Lockout,
-  openLockout,
-  openTotpStore,
+  type LockoutSettings,
+  loadOrCreateKey,
+  lockoutOn,
   type TotpSettings,
   type TotpStore,
+  totpKeyCheck,
+  totpStoreOn,
 } from "./auth/index.ts";
 import {
   authPassProblem,
@@ -43,6 +47,8 @@ import {
   readSecret,
 } from "./policy/index.ts";
 import { createGateway, type Gateway, type GatewayRuntime, loadKey } from "./ssh/index.ts";
+import { type AuthState, openAuditReplica, openState, postgresUrl, StateError } from "./state/index.ts";
+import { startWebForGateway } from "./web/index.ts";
 
 /** Thrown when the policy names something the gateway cannot do yet or cannot use. */
 export class StartupError extends Error {
@@ -64,18 +70,65 @@ export function statePaths(loaded: LoadedPolicy): { stateDir: string; auditDb: s
   return { stateDir, auditDb: join(stateDir, "audit.db"), recordingsDir: rec ? loaded.resolvePath(rec) : join(stateDir, "recordings") };
 }
 
-export function openTotpForPolicy(loaded: LoadedPolicy): TotpStore {
-  return openTotpStore(statePaths(loaded).stateDir, totpSettings(loaded.policy));
+/**
+ * Opens (and migrates) the login state the policy names (`state.backend`: SQLite in
+ * `<state_dir>/state.db`, or PostgreSQL at the URL in `state.url_file`). The one place that opens it.
+ * @param o.urlFile overrides `state.url_file` and selects PostgreSQL (already resolved).
+ * @param o.migrate false: refuse a newer schema, apply no migration.
+ * @throws StateError (unreachable, newer schema), SecretError (URL file).
+ */
+export async function openStateForPolicy(
+  loaded: LoadedPolicy,
+  o: { logger?: Logger; urlFile?: string; migrate?: boolean; sqlite?: boolean } = {},
+): Promise<AuthState> {
+  const logger = o.logger;
+  return openState({
+    stateDir: statePaths(loaded).stateDir,
+    state: o.sqlite ? { backend: "sqlite" } : loaded.policy.state,
+    resolvePath: (p) => loaded.resolvePath(p),
+    ...(o.urlFile === undefined ? {} : { urlFile: o.urlFile }),
+    ...(o.migrate === undefined ? {} : { migrate: o.migrate }),
+    ...(logger ? { onIdleError: (err: Error) => logger.warn({ err: err.message }, "login state: a PostgreSQL connection failed") } : {}),
+  });
 }
 
-export function openLockoutForPolicy(loaded: LoadedPolicy): Lockout {
-  const l = loaded.policy.auth.lockout;
-  return openLockout(statePaths(loaded).stateDir, {
-    maxFailures: l.max_failures,
-    withinMs: l.within,
-    lockForMs: l.lock_for,
-    maxFailuresPerSource: l.max_failures_per_source,
-  });
+/** The lockout thresholds of `auth.lockout`, in ms. */
+export function lockoutSettings(policy: Policy): LockoutSettings {
+  const l = policy.auth.lockout;
+  return { maxFailures: l.max_failures, withinMs: l.within, lockForMs: l.lock_for, maxFailuresPerSource: l.max_failures_per_source };
+}
+
+/**
+ * Records the check value of this node's totp.key in the login state the first time, and refuses
+ * a key that differs from the recorded one (a node sharing a PostgreSQL state without a copy of the
+ * same totp.key would otherwise fail every login, or write secrets the others cannot read).
+ * @throws StartupError naming the key file and what to copy.
+ */
+export async function checkTotpKey(state: AuthState, key: Buffer, keyFile: string): Promise<void> {
+  const mine = totpKeyCheck(key);
+  if ((await state.claimMeta("totp_key_check", mine)) !== mine)
+    throw new StartupError(
+      `${keyFile} is not the key the login state (${state.engine} ${state.where}) was written with: copy totp.key from a node that uses this state (every node sharing it needs the same file, mode 0600)`,
+    );
+}
+
+/** The TOTP store on the policy's login state (its own connection, closed by `close()`), key `<state_dir>/totp.key` (checked with {@link checkTotpKey}). */
+export async function openTotpForPolicy(loaded: LoadedPolicy): Promise<TotpStore> {
+  const stateDir = statePaths(loaded).stateDir;
+  const key = loadOrCreateKey(stateDir);
+  const state = await openStateForPolicy(loaded);
+  try {
+    await checkTotpKey(state, key, join(stateDir, "totp.key"));
+  } catch (err) {
+    await state.close();
+    throw err;
+  }
+  return totpStoreOn(state, key, totpSettings(loaded.policy), true);
+}
+
+/** The lockout on the policy's login state (its own connection, closed by `close()`). */
+export async function openLockoutForPolicy(loaded: LoadedPolicy): Promise<Lockout> {
+  return lockoutOn(await openStateForPolicy(loaded), lockoutSettings(loaded.policy), true);
 }
 
 /** This gateway's name in audit seals and anchors: `gateway.node`, else the host name. */
@@ -113,6 +166,31 @@ export function openAuditForPolicy(loaded: LoadedPolicy, logger?: Logger, stream
         }
       : {}),
   });
+}
+
+/**
+ * With a PostgreSQL state: connects to it (its own small pool) and starts shipping this node's
+ * audit.db there (src/audit/ship.ts); undefined for SQLite.
+ * @throws StateError when PostgreSQL cannot be reached or its audit tables are missing.
+ */
+export async function shipperForPolicy(
+  loaded: LoadedPolicy,
+  logger: Logger,
+): Promise<(AuditShipper & { replicaClose(): Promise<void> }) | undefined> {
+  const url = postgresUrl({ state: loaded.policy.state, resolvePath: (x) => loaded.resolvePath(x) });
+  if (url === undefined) return undefined;
+  const replica = await openAuditReplica(url);
+  const shipper = startShipper({
+    file: statePaths(loaded).auditDb,
+    node: nodeName(loaded.policy),
+    replica,
+    log: {
+      info: (o, m) => logger.info(o, m),
+      warn: (o, m) => logger.warn(o, m),
+      error: (o, m) => logger.error(o, m),
+    },
+  });
+  return { ...shipper, replicaClose: () => replica.close() };
 }
 
 /**
@@ -218,6 +296,8 @@ function fileDigest(file: string): string | undefined {
 interface Stores {
   readonly totp: TotpStore;
   readonly lockout: Lockout;
+  /** The login state itself (remembered second factors, `auth.totp.remember`). */
+  readonly state: AuthState;
 }
 
 /**
@@ -231,20 +311,16 @@ async function buildRuntime(loaded: LoadedPolicy, stores: Stores): Promise<Gatew
     p.directory.local_users.map((u) => ({ uid: u.uid, passwordHash: u.password_hash, groups: u.groups })),
   );
   // Break-glass users' TOTP secrets come from their files the first time (then they live in the store).
-  const localSecrets = p.directory.local_users
-    .filter((u) => u.totp_secret_file && !stores.totp.hasSecret(u.uid))
-    .map(
-      (u) =>
-        [u.uid, readSecret(loaded.resolvePath(u.totp_secret_file as string), `directory.local_users[${u.uid}].totp_secret_file`)] as const,
-    );
-  for (const [uid, secret] of localSecrets) stores.totp.setSecret(uid, secret);
-  const l = p.auth.lockout;
-  stores.lockout.configure({
-    maxFailures: l.max_failures,
-    withinMs: l.within,
-    lockForMs: l.lock_for,
-    maxFailuresPerSource: l.max_failures_per_source,
-  });
+  const localSecrets: (readonly [string, string])[] = [];
+  for (const u of p.directory.local_users) {
+    if (!u.totp_secret_file || (await stores.totp.hasSecret(u.uid))) continue;
+    localSecrets.push([
+      u.uid,
+      readSecret(loaded.resolvePath(u.totp_secret_file as string), `directory.local_users[${u.uid}].totp_secret_file`),
+    ]);
+  }
+  for (const [uid, secret] of localSecrets) await stores.totp.setSecret(uid, secret);
+  stores.lockout.configure(lockoutSettings(p));
   const authenticator = createAuthenticator({
     directory,
     local,
@@ -257,6 +333,7 @@ async function buildRuntime(loaded: LoadedPolicy, stores: Stores): Promise<Gatew
       fromDirectory: p.auth.publickey.from_directory,
       keysFile: p.auth.publickey.keys_file ? loaded.resolvePath(p.auth.publickey.keys_file) : undefined,
     },
+    remember: { periodMs: p.auth.totp.remember, state: stores.state },
   });
   return { policy: p, authenticator, uidPattern: new RegExp(p.auth.uid_pattern, "u"), directory };
 }
@@ -281,6 +358,7 @@ export function restartRequired(before: LoadedPolicy, after: LoadedPolicy, bound
       "gateway.egress_key": l.resolvePath(p.gateway.egress_key),
       "gateway.metrics_listen": p.gateway.metrics_listen,
       "gateway.state_dir": statePaths(l).stateDir,
+      state: { backend: p.state.backend, url_file: p.state.url_file ? l.resolvePath(p.state.url_file) : undefined },
       "gateway.audit_signing_key": p.gateway.audit_signing_key ? l.resolvePath(p.gateway.audit_signing_key) : undefined,
       "gateway.audit_seal_state": p.gateway.audit_seal_state ? l.resolvePath(p.gateway.audit_seal_state) : undefined,
       "gateway.node": p.gateway.node,
@@ -288,6 +366,8 @@ export function restartRequired(before: LoadedPolicy, after: LoadedPolicy, bound
       "gateway.audit_syslog": p.gateway.audit_syslog,
       "auth.totp.period": p.auth.totp.period,
       "auth.totp.digits": p.auth.totp.digits,
+      "web.listen": p.web?.listen,
+      "web.tls": p.web?.tls ? { cert_file: l.resolvePath(p.web.tls.cert_file), key_file: l.resolvePath(p.web.tls.key_file) } : undefined,
     };
   };
   const a = g(before, boundPorts);
@@ -308,27 +388,78 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   // Keys are made explicitly (`varco keys init`), never silently at start.
   const hostKeys = p.gateway.host_keys.map((k) => loadKey(loaded.resolvePath(k), "gateway.host_keys:"));
   const egressKey = loadKey(loaded.resolvePath(p.gateway.egress_key), "gateway.egress_key:");
-  const totp = openTotpForPolicy(loaded);
+  const totpKey = loadOrCreateKey(statePaths(loaded).stateDir);
   const unsafe = checkPrivateFiles({ policyFile: loaded.file, totpKeyFile: join(statePaths(loaded).stateDir, "totp.key") });
-  if (unsafe.length > 0) {
-    totp.close();
-    throw new StartupError(unsafe.join("\n"));
+  if (unsafe.length > 0) throw new StartupError(unsafe.join("\n"));
+  // One login state for TOTP and lockout (shared by every node on PostgreSQL). Unreachable at start: refuse to start.
+  let state: AuthState;
+  try {
+    state = await openStateForPolicy(loaded, { logger });
+  } catch (err) {
+    if (err instanceof StateError) throw new StartupError(`${loaded.file}: state: ${err.message}`);
+    throw err;
   }
-  const lockout = openLockoutForPolicy(loaded);
-  const stores: Stores = { totp, lockout };
-  let runtime = await buildRuntime(loaded, stores);
+  try {
+    await checkTotpKey(state, totpKey, join(statePaths(loaded).stateDir, "totp.key"));
+  } catch (err) {
+    await state.close().catch(() => undefined);
+    throw err instanceof StateError ? new StartupError(`${loaded.file}: state: ${err.message}`) : err;
+  }
+  logger.info({ backend: state.engine, where: state.where }, "login state opened");
+  const totp = totpStoreOn(state, totpKey, totpSettings(p));
+  const lockout = lockoutOn(state, lockoutSettings(p));
+  const closeState = () => void state.close().catch(() => undefined);
+  const stores: Stores = { totp, lockout, state };
+  let runtime: Awaited<ReturnType<typeof buildRuntime>>;
+  try {
+    runtime = await buildRuntime(loaded, stores);
+  } catch (err) {
+    closeState();
+    throw err;
+  }
   const directory = () => runtime.directory;
   let syslog: SyslogSink | undefined;
   try {
     syslog = syslogForPolicy(loaded, logger);
   } catch (err) {
-    totp.close();
-    lockout.close();
+    closeState();
     throw err;
   }
-  const audit = openAuditForPolicy(loaded, logger, syslog);
-  const interrupted = audit.closeInterrupted();
+  // With a PostgreSQL state, committed events are shipped there too (the local audit.db is the spool).
+  let shipper: (AuditShipper & { replicaClose(): Promise<void> }) | undefined;
+  const committed: AuditStreamSink | undefined =
+    state.engine === "postgres"
+      ? {
+          event: (e) => {
+            syslog?.event(e);
+            shipper?.nudge();
+          },
+          anchor: (a) => syslog?.anchor(a),
+          close: async (ms) => syslog?.close(ms),
+        }
+      : syslog;
+  const localAudit = openAuditForPolicy(loaded, logger, committed);
+  const interrupted = localAudit.closeInterrupted();
   if (interrupted > 0) logger.warn({ interrupted }, "closed sessions left open by an earlier stop as interrupted");
+  try {
+    shipper = await shipperForPolicy(loaded, logger);
+  } catch (err) {
+    localAudit.close();
+    void syslog?.close(0);
+    closeState();
+    throw err instanceof StateError ? new StartupError(`${loaded.file}: state: ${err.message}`) : err;
+  }
+  // New sessions are refused while the spool of unshipped events is full (live ones go on, recorded locally).
+  const audit: AuditStore = shipper
+    ? {
+        ...localAudit,
+        healthy: () => {
+          const h = localAudit.healthy();
+          const s = shipper?.health();
+          return h.ok && s && !s.ok ? { ok: false, detail: s.detail } : h;
+        },
+      }
+    : localAudit;
 
   const metrics = createMetrics();
   const gateway = createGateway({
@@ -351,8 +482,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   } catch (err) {
     audit.close();
     void syslog?.close(0);
-    totp.close();
-    lockout.close();
+    closeState();
     throw new StartupError((err as Error).message);
   }
   const signHead = () => {
@@ -402,6 +532,23 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   const pinger = setInterval(() => void pingDirectory(), 30_000);
   pinger.unref();
   let lastPing = Date.now();
+  // Login state health: a round trip every 10 s (and when a probe finds the last one older than 5 s).
+  let stateProblem: string | undefined;
+  let statePingAt = 0;
+  const pingState = async () => {
+    statePingAt = Date.now();
+    try {
+      await state.ping();
+      if (stateProblem !== undefined) logger.info({ where: state.where }, "login state reachable again");
+      stateProblem = undefined;
+    } catch (err) {
+      if (stateProblem === undefined) logger.error({ err: (err as Error).message }, "login state unreachable: new logins are refused");
+      stateProblem = (err as Error).message;
+    }
+  };
+  await pingState();
+  const statePinger = setInterval(() => void pingState(), 10_000);
+  statePinger.unref();
   const checks = async (): Promise<HealthCheck[]> => {
     // A health probe asks the directory itself when the last answer is older than 5 s (bounded by ldap.timeout).
     if (directory() && Date.now() - lastPing > 5000) {
@@ -409,6 +556,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       directoryOkAt = 0;
       await pingDirectory();
     }
+    if (Date.now() - statePingAt > 5000) await pingState();
     return checkList();
   };
   // Liveness (GET /livez, keepalived's track_script): this process answers, its SSH listener is bound and the
@@ -431,6 +579,8 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
           ? `answered ${Math.round((Date.now() - directoryOkAt) / 1000)} s ago`
           : directoryError,
     },
+    { name: "state", ok: stateProblem === undefined, detail: stateProblem ?? `${state.engine} ${state.where}` },
+    ...(shipper ? [{ name: "audit_shipping", ...shipper.health() }] : []),
   ];
   const metricsAt = p.gateway.metrics_listen ? parseHostPort(p.gateway.metrics_listen) : undefined;
   const health = metricsAt
@@ -452,6 +602,36 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
         liveness,
       )
     : undefined;
+
+  // The web console: its own listener (never an SSH or metrics port: checked with the policy).
+  const webAt = p.web ? parseHostPort(p.web.listen) : undefined;
+  const web = webAt
+    ? await startWebForGateway({
+        listen: webAt,
+        tls: p.web?.tls
+          ? { certFile: loaded.resolvePath(p.web.tls.cert_file), keyFile: loaded.resolvePath(p.web.tls.key_file) }
+          : undefined,
+        policy: () => loaded.policy,
+        runtime: () => runtime,
+        audit,
+        auditDb: statePaths(loaded).auditDb,
+        live: gateway,
+        unlock: async (typed) => {
+          const { uid } = await canonicalUid(loaded, typed);
+          return { uid, forgotten: await lockout.unlock(uid) };
+        },
+        logger,
+      }).catch(async (err: Error) => {
+        await health?.close();
+        await gateway.close(0);
+        await shipper?.stop(0);
+        await shipper?.replicaClose();
+        audit.close();
+        closeState();
+        throw new StartupError(`web.listen ${p.web?.listen}: ${err.message}`);
+      })
+    : undefined;
+  if (web) logger.info({ listen: `${web.address.address}:${web.address.port}`, tls: Boolean(p.web?.tls) }, "web console listening");
 
   /**
    * Reload: a whole new runtime from the new policy, swapped in one assignment; on any error the old
@@ -539,14 +719,29 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
       watcher?.close();
       clearTimeout(debounce);
       clearInterval(pinger);
+      clearInterval(statePinger);
       await health?.close();
+      await web?.close();
       await gateway.close(drainMs);
       clearInterval(signer);
       clearInterval(lockedFlusher);
       flushLockedAttempts();
       signHead();
-      totp.close();
-      lockout.close();
+      await state.close().catch((err: Error) => logger.error({ err: err.message }, "login state could not be closed"));
+      try {
+        audit.flush();
+      } catch (err) {
+        logger.error({ err: (err as Error).message }, "audit events could not be written before the stop");
+      }
+      if (shipper) {
+        const left = await shipper.stop(5000);
+        if (left > 0)
+          logger.warn(
+            { pending: left },
+            "audit events not yet shipped to PostgreSQL stay in the local audit.db; the next start ships them",
+          );
+        await shipper.replicaClose();
+      }
       try {
         audit.close();
       } catch (err) {

@@ -38,8 +38,17 @@ export type AuditEventType =
   | "enrolled"
   | "enrolment_invited"
   | "totp_reset"
+  | "mfa_remembered"
+  | "mfa_forgotten"
   | "policy_reload"
-  | "route_removed";
+  | "route_removed"
+  | "web_login"
+  | "web_login_refused"
+  | "web_logout"
+  | "web_view"
+  | "web_csrf_refused"
+  | "session_terminated"
+  | "menu_choice";
 
 /** One audit event as appended. `data` is free-form JSON without secrets. */
 export interface AuditEventInput {
@@ -74,6 +83,8 @@ export interface AuditSession {
   readonly upBytes: number;
   readonly downBytes: number;
   readonly exitStatus: number | null;
+  /** The gateway that served it (`gateway.node`), when the trail spans nodes (shared PostgreSQL state). */
+  readonly node?: string | undefined;
 }
 
 export interface SessionStart {

@@ -55,6 +55,11 @@ export interface VerifyOptions {
   publicKey?: KeyObject | undefined;
   /** This database's node name (`gateway.node`): anchors of other nodes are ignored. Default: from the seals, else the anchors. */
   node?: string | undefined;
+  /**
+   * false: the recording files are on another node (a trail pulled from the shared PostgreSQL
+   * state): rows and chained events are checked, the files are not (default true).
+   */
+  recordingFiles?: boolean | undefined;
 }
 
 export interface VerifyResult {
@@ -398,8 +403,8 @@ function verifyOpen(db: Database.Database, o: VerifyOptions, issues: VerifyIssue
       warnings.push(`recording ${r.session_id}-${r.channel} (${r.path}): its recording event was pruned, its file cannot be checked`);
       continue;
     }
-    checkRecordingRow(r, evs, ends.get(r.session_id), issues, warnings);
-    checkRecordingCheckpoints(r, recordingCheckpoints.get(key) ?? [], issues);
+    checkRecordingRow(r, evs, ends.get(r.session_id), issues, warnings, o.recordingFiles !== false);
+    if (o.recordingFiles !== false) checkRecordingCheckpoints(r, recordingCheckpoints.get(key) ?? [], issues);
   }
   for (const [key, evs] of recordingEvents) {
     if (rowKeys.has(key)) continue;
@@ -509,6 +514,7 @@ function checkRecordingRow(
   sessionEnd: Chained | undefined,
   issues: VerifyIssue[],
   warnings: string[],
+  files: boolean,
 ): void {
   const id = `${r.session_id}-${r.channel} (${r.path})`;
   const e = events[0];
@@ -561,7 +567,8 @@ function checkRecordingRow(
         found: str(found),
         reason: `the recording row differs from its chained recording event (${field})`,
       });
-  checkRecordingFile(r.path, e.data.sha256, id, "the recording file's SHA-256 does not match the one stored when it was closed", issues);
+  if (files)
+    checkRecordingFile(r.path, e.data.sha256, id, "the recording file's SHA-256 does not match the one stored when it was closed", issues);
 }
 
 /**

@@ -7,11 +7,13 @@
  */
 import QRCode from "qrcode";
 import type ssh2 from "ssh2";
+import { type AuthState, StateError } from "../state/index.ts";
 import { type Directory, DirectoryUnavailableError } from "./ldap.ts";
 import type { LocalUsers } from "./local.ts";
 import type { Lockout } from "./lockout.ts";
 import type { Account, AccountLookup, Enrolment, FactorVerdict, LoginFactors } from "./login.ts";
 import { findKey, keysFilePath, parseAuthorizedKeys, readKeysFile } from "./publickey.ts";
+import { REMEMBER_MAX_MS, rememberedValid } from "./remember.ts";
 import { matchStep, newRecoveryCodes, newSecret, otpauthUri, type TotpSettings, type TotpStore } from "./totp.ts";
 
 /** An account as the factor checks see it. */
@@ -38,6 +40,11 @@ export interface AuthenticatorParts {
   readonly totpFromDirectory: boolean;
   /** Public key sources. */
   readonly publickey: { readonly fromDirectory: boolean; readonly keysFile?: string | undefined };
+  /**
+   * `auth.totp.remember`: how long a full key + code login spares the code (ms; 0 or absent: off,
+   * capped at {@link REMEMBER_MAX_MS}) and the login state that keeps the entries.
+   */
+  readonly remember?: { readonly periodMs: number; readonly state: Pick<AuthState, "remember" | "remembered"> } | undefined;
 }
 
 /** A secret no account has: unknown users' codes are checked against it, so they cost the same. */
@@ -102,7 +109,7 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
       return !signed || match.verify(signed.blob, signed.signature, signed.hashAlgo) === true;
     },
     // With directory secrets, enrolment is the directory's business: every user counts as enrolled.
-    hasTotp: (a) => (p.totpFromDirectory && !a.local) || p.totp.hasSecret(a.uid),
+    hasTotp: async (a) => (p.totpFromDirectory && !a.local) || (await p.totp.hasSecret(a.uid)),
     async totp(account, code, nowMs, consume) {
       try {
         if (!account) {
@@ -112,8 +119,10 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
         if (p.totpFromDirectory && !account.local) {
           if (account.totpSecret && (await p.totp.verifyExternal(account.uid, account.totpSecret, code, nowMs, consume))) return "ok";
         } else if (await p.totp.verifyCode(account.uid, code, nowMs, consume)) return "ok";
-        return p.totp.useRecoveryCode(account.uid, code, consume) ? "recovery" : "invalid";
-      } catch {
+        return (await p.totp.useRecoveryCode(account.uid, code, consume)) ? "recovery" : "invalid";
+      } catch (err) {
+        // The state cannot be reached: the login fails closed with the cause logged (not "a wrong code").
+        if (err instanceof StateError) throw err;
         return "invalid";
       }
     },
@@ -127,21 +136,35 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
     },
     async confirmEnrolment(a, secret, code, invitation, nowMs) {
       if ((await matchStep(p.totpSettings, secret, code, nowMs)) === undefined) return undefined;
-      if (p.totp.hasSecret(a.uid)) return undefined;
-      if (!p.totp.consumeInvitation(a.uid, invitation, nowMs)) return undefined;
-      p.totp.setSecret(a.uid, secret);
+      if (await p.totp.hasSecret(a.uid)) return undefined;
+      if (!(await p.totp.consumeInvitation(a.uid, invitation, nowMs))) return undefined;
+      await p.totp.setSecret(a.uid, secret);
       // Consume the step used to confirm, so the same code cannot log in again.
       await p.totp.verifyCode(a.uid, code, nowMs);
       const codes = newRecoveryCodes();
-      p.totp.setRecoveryCodes(a.uid, codes);
+      await p.totp.setRecoveryCodes(a.uid, codes);
       return codes;
     },
-    locked: (key, source, nowMs) => {
-      const l = p.lockout.locked(key, source, nowMs);
+    locked: async (key, source, nowMs) => {
+      const l = await p.lockout.locked(key, source, nowMs);
       return l.uid || l.source;
     },
     failed: (key, source, nowMs) => p.lockout.fail(key, source, nowMs),
     lockedAttempt: (key, source, nowMs) => p.lockout.lockedAttempt(key, source, nowMs),
     succeeded: (key) => p.lockout.succeed(key),
+    async rememberedFactor(a, keyFp, sourceNet, nowMs) {
+      const r = p.remember;
+      // Break-glass logins are always checked in full.
+      if (!r || r.periodMs <= 0 || a.local) return undefined;
+      const entry = await r.state.remembered(a.uid, keyFp, sourceNet, nowMs);
+      return entry && rememberedValid(entry, { uid: a.uid, keyFp, sourceNet }, nowMs, r.periodMs) ? entry : undefined;
+    },
+    async rememberFactor(a, keyFp, sourceNet, nowMs) {
+      const r = p.remember;
+      if (!r || r.periodMs <= 0 || a.local) return undefined;
+      const row = { uid: a.uid, keyFp, sourceNet, createdAtMs: nowMs, expiresAtMs: nowMs + Math.min(r.periodMs, REMEMBER_MAX_MS) };
+      await r.state.remember(row);
+      return row;
+    },
   };
 }

@@ -17,7 +17,7 @@ export {
   type LdapDirectory,
 } from "./ldap.ts";
 export { createLocalUsers, hashPassword, type LocalUser, LocalUserError, type LocalUsers } from "./local.ts";
-export { type LockedAttempts, type Lockout, type LockoutSettings, MAX_LOCKED_KEYS, openLockout } from "./lockout.ts";
+export { type LockedAttempts, type Lockout, type LockoutSettings, lockoutOn, MAX_LOCKED_KEYS, openLockout } from "./lockout.ts";
 export {
   type Account,
   type AccountLookup,
@@ -35,10 +35,12 @@ export {
   type Prompt,
 } from "./login.ts";
 export { findKey, keysFilePath, parseAuthorizedKeys } from "./publickey.ts";
+export { chainRemembers, keyFingerprint, REMEMBER_MAX_MS, rememberedValid, rememberNetwork } from "./remember.ts";
 export { displayAddress, sourceKey } from "./source.ts";
 export {
   checkCandidate,
   currentCode,
+  loadOrCreateKey,
   newOneTimeCode,
   newRecoveryCodes,
   newSecret,
@@ -49,4 +51,6 @@ export {
   TotpSecretError,
   type TotpSettings,
   type TotpStore,
+  totpKeyCheck,
+  totpStoreOn,
 } from "./totp.ts";

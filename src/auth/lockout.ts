@@ -7,10 +7,11 @@
  * Work and storage stay bounded under attack: once the uid or the source is locked, further
  * refused attempts add no `auth_failures` row; they only bump an in-memory counter per
  * (uid or "", source key), capped at {@link MAX_LOCKED_KEYS} keys, that the server drains with
- * {@link Lockout.takeLockedAttempts} to write one summary audit row per key and period.
+ * {@link Lockout.takeLockedAttempts} to write one summary audit row per key and period. These
+ * counters stay per node; the failures themselves are in the {@link AuthState} (shared by every
+ * gateway on a PostgreSQL state, so an attacker gets one budget for the whole cluster).
  */
-import { join } from "node:path";
-import Database from "better-sqlite3";
+import { type AuthState, openSqliteState } from "../state/index.ts";
 import { sourceKey } from "./source.ts";
 
 export interface LockoutSettings {
@@ -38,65 +39,49 @@ export interface LockedAttempts {
 
 export interface Lockout {
   /** Whether `uid` or `source` (a raw peer address; counted by its {@link sourceKey}) is locked at `nowMs`. */
-  locked(uid: string, source: string, nowMs: number): { uid: boolean; source: boolean };
+  locked(uid: string, source: string, nowMs: number): Promise<{ uid: boolean; source: boolean }>;
   /**
    * Counts a failure; returns whether this failure locked the uid or the source, and whether one
-   * of them was locked already (`wasLocked`). A failure while locked is not stored: it goes to
+   * of them was locked already (`wasLocked`). A failure that locks the uid also forgets its
+   * remembered second factors ({@link AuthState.forgetRemembered}). A failure while locked is not stored: it goes to
    * {@link Lockout.lockedAttempt} instead, and the caller should write no per-attempt audit row.
    */
-  fail(uid: string, source: string, nowMs: number): { lockedUid: boolean; lockedSource: boolean; wasLocked: boolean };
+  fail(uid: string, source: string, nowMs: number): Promise<{ lockedUid: boolean; lockedSource: boolean; wasLocked: boolean }>;
   /**
    * Counts a refused attempt made while `uid` or `source` is locked, in bounded memory: no row is
    * written (two indexed reads tell which is locked). Keyed by ("" if the source is locked else uid, source key); past {@link MAX_LOCKED_KEYS}
    * keys, new keys fold into ("", "*").
    */
-  lockedAttempt(uid: string, source: string, nowMs: number): void;
+  lockedAttempt(uid: string, source: string, nowMs: number): Promise<void>;
   /** Returns and forgets the counters of {@link Lockout.lockedAttempt}, for one summary audit row each. */
   takeLockedAttempts(): LockedAttempts[];
   /** Replaces the thresholds (a policy reload); counted failures stay. */
   configure(settings: LockoutSettings): void;
   /** A completed login clears the uid's failures. */
-  succeed(uid: string): void;
+  succeed(uid: string): Promise<void>;
   /** Lifts a lockout; returns how many failures were forgotten. */
-  unlock(uid: string): number;
-  close(): void;
+  unlock(uid: string): Promise<number>;
+  /** Closes the state if this lockout opened it ({@link openLockout}); a shared {@link AuthState} stays open. */
+  close(): Promise<void>;
 }
 
 /** At most this many (uid, source) counters are held between two drains. */
 export const MAX_LOCKED_KEYS = 1000;
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS auth_failures (uid TEXT NOT NULL, source TEXT NOT NULL, at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS auth_failures_uid ON auth_failures(uid, at);
-CREATE INDEX IF NOT EXISTS auth_failures_source ON auth_failures(source, at);
-`;
-
-/** Opens the lockout counters in `stateDir/state.db`. */
+/** Opens the lockout counters on a SQLite state in `stateDir/state.db`; `close()` closes it. */
 export function openLockout(stateDir: string, settings: LockoutSettings): Lockout {
+  return lockoutOn(openSqliteState(stateDir), settings, true);
+}
+
+/**
+ * The lockout over `state` (either engine). With `owned`, `close()` closes `state`.
+ * Every method but {@link Lockout.takeLockedAttempts} and `configure` may reject when the state
+ * cannot be reached (the login then fails closed).
+ */
+export function lockoutOn(state: AuthState, settings: LockoutSettings, owned = false): Lockout {
   let s = settings;
-  const db = new Database(join(stateDir, "state.db"));
-  db.pragma("journal_mode = WAL");
-  db.pragma("busy_timeout = 5000");
-  db.exec(SCHEMA);
-  const recentForUid = db.prepare<[string, number], { at: number }>(
-    "SELECT at FROM auth_failures WHERE uid = ? AND at > ? ORDER BY at DESC LIMIT 1000",
-  );
-  const bySource = db.prepare<[string, number], { n: number }>("SELECT COUNT(*) AS n FROM auth_failures WHERE source = ? AND at > ?");
-  const insert = db.prepare<[string, string, number]>("INSERT INTO auth_failures (uid, source, at) VALUES (?, ?, ?)");
-  const expire = db.prepare<[number]>("DELETE FROM auth_failures WHERE at < ?");
-  const forget = db.prepare<[string]>("DELETE FROM auth_failures WHERE uid = ?");
-  /** Locked iff some `within`-long window holds max_failures failures and its last one is less than lock_for ago. */
-  const lockedByKey = (uid: string, key: string, now: number) => {
-    const at = recentForUid.all(uid, now - s.lockForMs - s.withinMs).map((r) => r.at);
-    let uidLocked = false;
-    for (let i = 0; i + s.maxFailures - 1 < at.length && !uidLocked; i++) {
-      const newest = at[i] as number;
-      const oldest = at[i + s.maxFailures - 1] as number;
-      uidLocked = newest - oldest <= s.withinMs && now - newest < s.lockForMs;
-    }
-    const sourceLocked = (bySource.get(key, now - s.withinMs)?.n ?? 0) >= s.maxFailuresPerSource;
-    return { uid: uidLocked, source: sourceLocked };
-  };
+  /** Locked iff some `within`-long window holds max_failures failures and its last one is less than lock_for ago (computed in SQL). */
+  const lockedByKey = (uid: string, key: string, now: number) => state.lockState(uid, key, now, s);
 
   const counters = new Map<string, { uid: string; source: string; count: number; firstAt: number; lastAt: number }>();
   const bump = (uid: string, key: string, now: number) => {
@@ -113,25 +98,26 @@ export function openLockout(stateDir: string, settings: LockoutSettings): Lockou
       c.lastAt = Math.max(c.lastAt, now);
     } else counters.set(id, { uid, source: key, count: 1, firstAt: now, lastAt: now });
   };
-  const lockedAttempt = (uid: string, source: string, now: number, state?: { uid: boolean; source: boolean }) => {
+  const lockedAttempt = async (uid: string, source: string, now: number, known?: { uid: boolean; source: boolean }) => {
     const key = sourceKey(source);
-    const l = state ?? lockedByKey(uid, key, now);
+    const l = known ?? (await lockedByKey(uid, key, now));
     // The typed uid is attacker-chosen: with the source locked it must not multiply the keys.
     bump(l.source || !l.uid ? "" : uid, key, now);
   };
 
   return {
     locked: (uid, source, now) => lockedByKey(uid, sourceKey(source), now),
-    fail(uid, source, now) {
+    async fail(uid, source, now) {
       const key = sourceKey(source);
-      const before = lockedByKey(uid, key, now);
+      const before = await lockedByKey(uid, key, now);
       if (before.uid || before.source) {
-        lockedAttempt(uid, source, now, before);
+        await lockedAttempt(uid, source, now, before);
         return { lockedUid: false, lockedSource: false, wasLocked: true };
       }
-      insert.run(uid, key, now);
-      expire.run(now - Math.max(s.withinMs, s.lockForMs) * 2);
-      const after = lockedByKey(uid, key, now);
+      await state.addFailure(uid, key, now, now - Math.max(s.withinMs, s.lockForMs) * 2);
+      const after = await lockedByKey(uid, key, now);
+      // A lockout that trips revokes the uid's remembered second factors (auth.totp.remember).
+      if (after.uid) await state.forgetRemembered(uid);
       return { lockedUid: after.uid, lockedSource: after.source, wasLocked: false };
     },
     lockedAttempt: (uid, source, now) => lockedAttempt(uid, source, now),
@@ -143,12 +129,12 @@ export function openLockout(stateDir: string, settings: LockoutSettings): Lockou
     configure(next) {
       s = next;
     },
-    succeed(uid) {
-      forget.run(uid);
+    async succeed(uid) {
+      await state.forgetFailures(uid);
     },
-    unlock(uid) {
-      return forget.run(uid).changes;
+    unlock: (uid) => state.forgetFailures(uid),
+    close: async () => {
+      if (owned) await state.close();
     },
-    close: () => db.close(),
   };
 }

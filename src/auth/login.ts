@@ -13,10 +13,16 @@
  *   answered, so response and timing do not confirm a password without the second factor;
  * - every refusal looks the same to the client, forgets every factor already passed, and is
  *   counted; `maxAttempts` unsuccessful requests (key probes included) end the connection;
- * - an aborted keyboard-interactive round changes nothing and never completes a login.
+ * - an aborted keyboard-interactive round changes nothing and never completes a login;
+ * - a remembered second factor (`auth.totp.remember`, src/auth/remember.ts) stands in for `totp`
+ *   only in a chain that also holds `publickey`, only after that key passed in this login (and the
+ *   lockout was checked first), and only for the (canonical uid, key, source network) remembered;
+ *   it is never refreshed by a login that used it.
  */
 import type { AuthMethod } from "../policy/index.ts";
+import type { RememberedRow } from "../state/index.ts";
 import { checkAccountSyntax, truncateUtf8 } from "./account.ts";
+import { chainRemembers, keyFingerprint, rememberNetwork } from "./remember.ts";
 
 export const PASSWORD_PROMPT = "Password: ";
 export const CODE_PROMPT = "Verification code: ";
@@ -32,12 +38,22 @@ export class AuthenticatedIdentity {
   readonly factors: readonly AuthMethod[];
   /** Logged in as a break-glass local user. */
   readonly breakGlass: boolean;
-  constructor(token: symbol, uid: string, groups: readonly string[], factors: readonly AuthMethod[], breakGlass: boolean) {
+  /** Factors of `factors` that a remembered entry stood in for (not checked in this login): [] or ["totp"]. */
+  readonly remembered: readonly AuthMethod[];
+  constructor(
+    token: symbol,
+    uid: string,
+    groups: readonly string[],
+    factors: readonly AuthMethod[],
+    breakGlass: boolean,
+    remembered: readonly AuthMethod[] = [],
+  ) {
     if (token !== MINT) throw new TypeError("an AuthenticatedIdentity is only made by a completed login");
     this.uid = uid;
     this.groups = Object.freeze([...groups]);
     this.factors = Object.freeze([...factors]);
     this.breakGlass = breakGlass;
+    this.remembered = Object.freeze([...remembered]);
     Object.freeze(this);
   }
 }
@@ -68,7 +84,11 @@ export interface Enrolment {
   readonly qr: string;
 }
 
-/** The checks a login is made of. Implementations never throw (failures are verdicts). */
+/**
+ * The checks a login is made of. Failures are verdicts; an implementation rejects only when it
+ * cannot decide (the login state is unreachable), and the login then fails closed (the caller logs the error).
+ * Lockout and enrolment checks may answer synchronously or with a promise.
+ */
 export interface LoginFactors<A extends Account = Account> {
   /** Resolves a syntax-checked typed uid (the login caches the answer per connection). */
   lookup(typedUid: string): Promise<AccountLookup<A>>;
@@ -84,7 +104,7 @@ export interface LoginFactors<A extends Account = Account> {
     key: { algo: string; data: Buffer },
     signed?: { blob: Buffer; signature: Buffer; hashAlgo?: string | undefined },
   ): Promise<boolean>;
-  hasTotp(account: A): boolean;
+  hasTotp(account: A): boolean | Promise<boolean>;
   /**
    * Checks a TOTP code, else a recovery code; `account` undefined costs the same. With `consume`,
    * a valid code's step (or the recovery code) is used up atomically — only one caller wins;
@@ -94,7 +114,7 @@ export interface LoginFactors<A extends Account = Account> {
   /** auth.totp.enrol_on_first_login (and secrets kept by varco). */
   readonly enrolOnFirstLogin: boolean;
   /** Whether `code` is a valid, unexpired enrolment invitation for the account (does not consume it). */
-  invitationValid(account: A, code: string, nowMs: number): boolean;
+  invitationValid(account: A, code: string, nowMs: number): boolean | Promise<boolean>;
   enrolment(account: A): Promise<Enrolment>;
   /**
    * Consumes the invitation and stores `secret` if `code` is valid for it; returns the new recovery
@@ -102,11 +122,26 @@ export interface LoginFactors<A extends Account = Account> {
    */
   confirmEnrolment(account: A, secret: string, code: string, invitation: string, nowMs: number): Promise<string[] | undefined>;
   /** Lockout: `key` is the canonical uid (or the typed uid of an unknown user). */
-  locked(key: string, source: string, nowMs: number): boolean;
-  failed(key: string, source: string, nowMs: number): { lockedUid: boolean; lockedSource: boolean };
+  locked(key: string, source: string, nowMs: number): boolean | Promise<boolean>;
+  failed(
+    key: string,
+    source: string,
+    nowMs: number,
+  ): { lockedUid: boolean; lockedSource: boolean } | Promise<{ lockedUid: boolean; lockedSource: boolean }>;
   /** A refused attempt while locked: counted, no row per attempt. */
-  lockedAttempt(key: string, source: string, nowMs: number): void;
-  succeeded(key: string): void;
+  lockedAttempt(key: string, source: string, nowMs: number): void | Promise<void>;
+  succeeded(key: string): void | Promise<void>;
+  /**
+   * `auth.totp.remember` (absent or answering undefined: off). The remembered entry that lets
+   * `account` with the key of fingerprint `keyFp` from `sourceNet` skip the code at `nowMs`, or
+   * undefined. May reject (state unreachable): the login then asks for the code.
+   */
+  rememberedFactor?(account: A, keyFp: string, sourceNet: string, nowMs: number): Promise<RememberedRow | undefined>;
+  /**
+   * Remembers the second factor of `account` after a full login with that key from that network;
+   * returns the entry stored, or undefined when remembering is off. May reject (the login still completes).
+   */
+  rememberFactor?(account: A, keyFp: string, sourceNet: string, nowMs: number): Promise<RememberedRow | undefined>;
 }
 
 /** What the client submitted in one SSH_MSG_USERAUTH_REQUEST (or INFO_RESPONSE). */
@@ -157,8 +192,27 @@ export type LoginEvent =
       readonly type: "login";
       readonly uid: string;
       readonly account: string;
+      /** The factors checked in this login, in chain order (a remembered `totp` is not among them). */
       readonly factors: readonly AuthMethod[];
       readonly breakGlass: boolean;
+      /** Factors of the completed chain a remembered entry stood in for (absent: none). */
+      readonly remembered?: readonly AuthMethod[] | undefined;
+      /** This login remembered its second factor until then (ms since the epoch). */
+      readonly rememberUntil?: number | undefined;
+    }
+  /** A remembered second factor stood in for the code (`auth.totp.remember`); on every use. */
+  | {
+      readonly type: "mfa_remembered";
+      readonly uid: string;
+      readonly account: string;
+      /** SHA-256 fingerprint of the public key that authenticated (`SHA256:…`). */
+      readonly keyFingerprint: string;
+      /** The source network the entry is bound to (`192.0.2.0/24`, `2001:db8::/64`). */
+      readonly sourceNet: string;
+      /** When the entry was made (the full login), ms since the epoch. */
+      readonly rememberedAt: number;
+      /** When it expires, ms since the epoch. */
+      readonly expiresAt: number;
     }
   | { readonly type: "recovery_code_used"; readonly uid: string }
   | { readonly type: "enrolled"; readonly uid: string; readonly recoveryCodes: number };
@@ -205,13 +259,20 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
   const done = new Set<AuthMethod>();
   /** A failed factor not told to the client yet (the password before the code). */
   let hidden: string | undefined;
+  /** Fingerprint of the public key that passed under this user name (cleared with `done`). */
+  let keyFp: string | undefined;
+  /** The remembered entry standing in for `totp` in chains that hold `publickey` (cleared with `done`). */
+  let rememberedEntry: RememberedRow | undefined;
   let account: A | undefined;
   let round: Round | undefined;
   /** Directory answers per typed uid on this connection (a handful at most). */
   const lookups = new Map<string, Promise<AccountLookup<A>>>();
   let queue: Promise<unknown> = Promise.resolve();
 
-  const remaining = (chain: readonly AuthMethod[]) => chain.filter((f) => !done.has(f));
+  /** A remembered entry counts as `totp` only in a chain that also holds `publickey` (never for password-only chains). */
+  const passed = (chain: readonly AuthMethod[], f: AuthMethod) =>
+    done.has(f) || (f === "totp" && rememberedEntry !== undefined && chainRemembers(chain) && done.has("publickey"));
+  const remaining = (chain: readonly AuthMethod[]) => chain.filter((f) => !passed(chain, f));
   const wanted = (f: AuthMethod) => o.chains.some((c) => remaining(c).includes(f));
   const nextMethods = (): string[] => {
     const m = new Set<string>();
@@ -242,10 +303,12 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     done.clear();
     hidden = undefined;
     round = undefined;
+    keyFp = undefined;
+    rememberedEntry = undefined;
   };
-  const startOver = (name: string) => {
+  const startOver = async (name: string) => {
     // A guess under the previous name is counted before it is forgotten.
-    if (hidden !== undefined) refuse(hidden);
+    if (hidden !== undefined) await refuse(hidden);
     username = name;
     reset();
     account = undefined;
@@ -273,14 +336,16 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
    * failure still pending (a wrong password answered with partial success) is what is refused then,
    * and it always counts: no later request may make a password guess free.
    */
-  const refuse = (why: string, counted = true): LoginStep => {
+  const refuse = async (why: string, counted = true): Promise<LoginStep> => {
     const reason = hidden ?? why;
     const count = counted || hidden !== undefined;
     const uid = auditUid();
     reset();
     if (count) {
-      const lock = factors.failed(lockKey(), o.source, o.now());
+      // Counted at once (before any await): a disconnect right after still counts the guess.
+      const counting = factors.failed(lockKey(), o.source, o.now());
       o.emit({ type: "login_refused", uid, account: account256(), reason });
+      const lock = await counting;
       if (lock.lockedUid) o.emit({ type: "lock", uid, result: "uid_locked" });
       if (lock.lockedSource) o.emit({ type: "lock", uid, result: "source_locked" });
     } else {
@@ -289,8 +354,8 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     return failStep();
   };
 
-  const lockedStep = (): LoginStep => {
-    factors.lockedAttempt(lockKey(), o.source, o.now());
+  const lockedStep = async (): Promise<LoginStep> => {
+    await factors.lockedAttempt(lockKey(), o.source, o.now());
     o.emit({ type: "locked_attempt", uid: auditUid(), account: account256() });
     reset();
     return failStep();
@@ -314,7 +379,7 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
   };
 
   /** After factors passed: accept if a chain is complete, else partial success (RFC 4252 §5.1). */
-  const progress = (): LoginStep => {
+  const progress = async (): Promise<LoginStep> => {
     const chain = o.chains.find((c) => remaining(c).length === 0);
     if (!chain) return { kind: "continue", methods: nextMethods(), partial: true };
     if (hidden !== undefined) return refuse(hidden);
@@ -322,9 +387,33 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     // A password the directory accepted means an active account (it applied its own lockout rules to
     // the bind, e.g. slapo-ppolicy clears an expired lock); without one, the lookup's status decides.
     if (!done.has("password") && !account.active) return refuse("account_inactive");
-    const identity = new AuthenticatedIdentity(MINT, account.uid, account.groups, chain, account.local);
-    factors.succeeded(account.uid);
-    o.emit({ type: "login", uid: account.uid, account: account256(), factors: chain, breakGlass: account.local });
+    const skipped = chain.filter((f) => !done.has(f));
+    const identity = new AuthenticatedIdentity(MINT, account.uid, account.groups, chain, account.local, skipped);
+    await factors.succeeded(account.uid);
+    if (rememberedEntry && skipped.length > 0) {
+      o.emit({
+        type: "mfa_remembered",
+        uid: account.uid,
+        account: account256(),
+        keyFingerprint: rememberedEntry.keyFp,
+        sourceNet: rememberedEntry.sourceNet,
+        rememberedAt: rememberedEntry.createdAtMs,
+        expiresAt: rememberedEntry.expiresAtMs,
+      });
+    }
+    // Only a login that checked the key and the code of a key chain itself (re)starts the period: a
+    // remembered one never extends it.
+    const keyChainChecked = o.chains.some((c) => chainRemembers(c) && c.every((f) => done.has(f)));
+    const stored = skipped.length === 0 && keyChainChecked ? await rememberNow(account) : undefined;
+    o.emit({
+      type: "login",
+      uid: account.uid,
+      account: account256(),
+      factors: chain.filter((f) => done.has(f)),
+      breakGlass: account.local,
+      ...(skipped.length > 0 ? { remembered: skipped } : {}),
+      ...(stored ? { rememberUntil: stored.expiresAtMs } : {}),
+    });
     reset();
     return { kind: "accepted", identity, alias, account: account256() };
   };
@@ -338,7 +427,7 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     if (c.password.length === 0) return refuse("bad_password");
     const found = await resolve();
     if (found.kind === "unavailable") return refuse("directory_unavailable", false);
-    if (factors.locked(lockKey(), o.source, o.now())) return lockedStep();
+    if (await factors.locked(lockKey(), o.source, o.now())) return lockedStep();
     const v = await factors.password(account, typedUid, c.password);
     if (typeof v === "object") return refuse("directory_unavailable", false);
     const why = v === "inactive" ? "account_inactive" : v !== "ok" ? "bad_password" : undefined;
@@ -347,10 +436,30 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     return progress();
   };
 
+  /** Stores the remembered factor after a full login; a failure to store changes nothing (the code is asked next time). */
+  const rememberNow = async (a: A): Promise<RememberedRow | undefined> => {
+    const net = rememberNetwork(o.source);
+    if (!factors.rememberFactor || keyFp === undefined || net === undefined || a.local) return undefined;
+    return factors.rememberFactor(a, keyFp, net, o.now()).catch(() => undefined);
+  };
+
+  /**
+   * After the key passed (the lockout was checked before it): a remembered entry for (uid, this
+   * key, this network) stands in for `totp` in the chains that hold `publickey`. A lookup that
+   * fails asks for the code.
+   */
+  const lookupRemembered = async (): Promise<void> => {
+    const net = rememberNetwork(o.source);
+    if (!factors.rememberedFactor || !account || account.local || keyFp === undefined || net === undefined) return;
+    if (!o.chains.some((c) => chainRemembers(c) && !done.has("totp"))) return;
+    const entry = await factors.rememberedFactor(account, keyFp, net, o.now()).catch(() => undefined);
+    if (entry && entry.uid === account.uid && entry.keyFp === keyFp && entry.sourceNet === net) rememberedEntry = entry;
+  };
+
   const byPublickey = async (c: Extract<Credential, { method: "publickey" }>): Promise<LoginStep> => {
     if (!wanted("publickey")) return failStep();
     const found = await resolve();
-    if (found.kind !== "unavailable" && factors.locked(lockKey(), o.source, o.now())) {
+    if (found.kind !== "unavailable" && (await factors.locked(lockKey(), o.source, o.now()))) {
       return c.signed ? lockedStep() : failStep();
     }
     const ok = account?.active === true && (await factors.publickey(account, c.key, c.signed));
@@ -358,6 +467,8 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     if (!c.signed) return ok ? { kind: "pk_ok" } : failStep();
     if (!ok) return refuse(account && !account.active ? "account_inactive" : "bad_publickey");
     done.add("publickey");
+    keyFp = keyFingerprint(c.key.data);
+    await lookupRemembered();
     return progress();
   };
 
@@ -378,18 +489,20 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     if (syntaxError) return refuse(syntaxError);
     const found = await resolve();
     if (found.kind === "unavailable") return refuse("directory_unavailable", false);
-    if (factors.locked(lockKey(), o.source, o.now())) return lockedStep();
+    if (await factors.locked(lockKey(), o.source, o.now())) return lockedStep();
     let i = 0;
     const password = r.askPassword ? (answers[i++] ?? "") : undefined;
     const code = r.askCode ? (answers[i++] ?? "").trim() : undefined;
-    const enrolling = code !== undefined && account !== undefined && factors.enrolOnFirstLogin && !factors.hasTotp(account);
+    const enrolling = code !== undefined && account !== undefined && factors.enrolOnFirstLogin && !(await factors.hasTotp(account));
     // Both factors are evaluated before anything is decided (no early exit on a wrong password).
     const [pw, second] = await Promise.all([
       password === undefined ? Promise.resolve<FactorVerdict>("ok") : factors.password(account, typedUid, password),
       code === undefined
         ? Promise.resolve("ok" as const)
         : enrolling && account
-          ? Promise.resolve(factors.invitationValid(account, code, o.now()) ? ("invitation" as const) : ("no_invitation" as const))
+          ? Promise.resolve(factors.invitationValid(account, code, o.now())).then((v) =>
+              v ? ("invitation" as const) : ("no_invitation" as const),
+            )
           : factors.totp(account, code, o.now(), false),
     ]);
     if (typeof pw === "object") return refuse("directory_unavailable", false);
@@ -397,7 +510,7 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
     if (pw === "inactive") return refuse("account_inactive");
     if (pw !== "ok") return refuse("bad_password");
     if (password === undefined && account && !account.active) return refuse("account_inactive");
-    if (second === "invalid") return refuse(account && !factors.hasTotp(account) ? "no_totp_secret" : "bad_code");
+    if (second === "invalid") return refuse(account && !(await factors.hasTotp(account)) ? "no_totp_secret" : "bad_code");
     if (second === "no_invitation") return refuse("no_enrolment_invitation");
     if (password !== undefined) done.add("password");
     if (second === "invitation" && account && code !== undefined) {
@@ -433,7 +546,7 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
   };
 
   const handle = async (name: string, c: Credential): Promise<LoginStep> => {
-    if (name !== username) startOver(name);
+    if (name !== username) await startOver(name);
     if (c.method === "answers") {
       const r = round;
       round = undefined;
@@ -464,7 +577,8 @@ export function createLogin<A extends Account>(o: LoginOptions<A>): Login {
       return next;
     },
     abandon() {
-      if (hidden !== undefined) refuse(hidden);
+      // The failure is counted synchronously (refuse calls `failed` before its first await).
+      if (hidden !== undefined) void refuse(hidden).catch(() => undefined);
     },
     get attempts() {
       return attempts;

@@ -6,12 +6,15 @@
  * Enrolment invitations and recovery codes are 80-bit one-time codes, stored only as
  * HMAC-SHA256 (RFC 2104) under keys derived from the same key file with HKDF (RFC 5869), so a
  * copy of state.db alone cannot be brute-forced offline.
+ *
+ * Storage goes through {@link AuthState} (SQLite or PostgreSQL); every method that touches it is
+ * async and rejects when the state cannot be reached (the login then fails closed).
  */
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import Database from "better-sqlite3";
 import { generateSecret, generateSync, generateURI, verify } from "otplib";
+import { type AuthState, openSqliteState } from "../state/index.ts";
 
 export interface TotpSettings {
   readonly issuer: string;
@@ -36,15 +39,15 @@ export interface TotpStore {
    * (an enrolled user has no use for one).
    * @throws TotpSecretError when the secret is not base32 or shorter than 128 bits.
    */
-  setSecret(uid: string, base32: string): void;
-  hasSecret(uid: string): boolean;
+  setSecret(uid: string, base32: string): Promise<void>;
+  hasSecret(uid: string): Promise<boolean>;
   /**
    * Forgets the secret (with its last used step), the recovery codes and any enrolment
    * invitation, in one transaction; returns whether a secret existed. A user who is reset needs a
    * new invitation (`invite`) to enrol at login. The replay guard of directory-held secrets
    * (`verifyExternal`) is kept: forgetting it would let a used code be replayed.
    */
-  reset(uid: string): boolean;
+  reset(uid: string): Promise<boolean>;
   /**
    * Checks a code and, if valid, consumes its time step atomically (with `consume: false`, only
    * says whether it would be accepted now: a login checks every factor first and consumes only
@@ -62,15 +65,15 @@ export interface TotpStore {
    * HMAC-SHA256(uid, code) under a key derived from totp.key.
    * @throws TotpSecretError when a code is not in the `newRecoveryCodes` format.
    */
-  setRecoveryCodes(uid: string, codes: readonly string[]): void;
+  setRecoveryCodes(uid: string, codes: readonly string[]): Promise<void>;
   /**
    * Consumes a recovery code atomically (compare-and-set in SQL: two logins racing with the same
    * code cannot both win); true if it was valid and unused. Case, spaces and dashes of the typed
    * text are ignored (`normaliseOneTimeCode`). Codes of the old 8-character format never match.
    */
-  useRecoveryCode(uid: string, code: string, consume?: boolean): boolean;
+  useRecoveryCode(uid: string, code: string, consume?: boolean): Promise<boolean>;
   /** Unused recovery codes left (old-format rows, which can no longer match, are not counted). */
-  recoveryCodesLeft(uid: string): number;
+  recoveryCodesLeft(uid: string): Promise<number>;
   /**
    * Creates a one-time enrolment invitation for `uid`, replacing any earlier one, and returns its
    * code (`newOneTimeCode` format, 80 bits). Only HMAC-SHA256(uid, code) and the expiry are kept:
@@ -79,19 +82,20 @@ export interface TotpStore {
    * @param nowMs the current time, ms since epoch; the code expires at `nowMs + validMs`.
    * @throws RangeError when `validMs` is not a positive finite number.
    */
-  invite(uid: string, validMs: number, nowMs: number): string;
+  invite(uid: string, validMs: number, nowMs: number): Promise<string>;
   /** Whether `uid` has an unused invitation that has not expired at `nowMs`. */
-  hasInvitation(uid: string, nowMs: number): boolean;
+  hasInvitation(uid: string, nowMs: number): Promise<boolean>;
   /**
    * Consumes `uid`'s invitation if `code` is its code and it has not expired at `nowMs`
    * (expiry exclusive) and `uid` has no secret yet. Atomic single use (one compare-and-delete statement): of two concurrent
    * callers, even through different store handles, at most one gets true. Case, spaces and dashes
    * of the typed text are ignored, as are Crockford look-alikes (i/l → 1, o → 0).
    */
-  consumeInvitation(uid: string, code: string, nowMs: number): boolean;
+  consumeInvitation(uid: string, code: string, nowMs: number): Promise<boolean>;
   /** Whether `code` is the uid's unexpired invitation, without consuming it (the login consumes it at confirmation). */
-  invitationValid(uid: string, code: string, nowMs: number): boolean;
-  close(): void;
+  invitationValid(uid: string, code: string, nowMs: number): Promise<boolean>;
+  /** Closes the state if this store opened it ({@link openTotpStore}); a shared {@link AuthState} stays open. */
+  close(): Promise<void>;
 }
 
 /**
@@ -161,24 +165,6 @@ export function newRecoveryCodes(n = 10): string[] {
 /** Prefix of keyed recovery-code hashes; rows without it (plain SHA-256 of old codes) never match. */
 const RECOVERY_MAC_PREFIX = "hmac1:";
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS totp_steps (uid TEXT PRIMARY KEY, last_step INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS recovery_codes (uid TEXT NOT NULL, code_hash TEXT NOT NULL, used_at TEXT, PRIMARY KEY (uid, code_hash));
-CREATE TABLE IF NOT EXISTS totp (
-  uid TEXT PRIMARY KEY,
-  nonce BLOB NOT NULL,
-  ciphertext BLOB NOT NULL,
-  tag BLOB NOT NULL,
-  last_step INTEGER,
-  created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS totp_invitations (
-  uid TEXT PRIMARY KEY,
-  code_mac TEXT NOT NULL,
-  expires_at INTEGER NOT NULL,
-  created_at INTEGER NOT NULL
-);`;
-
 /** Purpose labels for HKDF (RFC 5869 §3.2 "info"): one independent key per use of the key file. */
 const KDF_INVITATION = "varco totp enrolment invitation v1";
 const KDF_RECOVERY = "varco totp recovery code v1";
@@ -186,6 +172,19 @@ const KDF_RECOVERY = "varco totp recovery code v1";
 /** HMAC-SHA256 key for `purpose`, derived from the 32-byte at-rest key with HKDF-SHA256. */
 function deriveKey(key: Buffer, purpose: string): Buffer {
   return Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), purpose, 32));
+}
+
+/** HKDF purpose of the key check value. */
+const KDF_CHECK = "varco totp key check v1";
+
+/**
+ * A check value of the at-rest key (hex HMAC-SHA256 of a fixed label under an HKDF-derived key):
+ * equal for equal keys, and tells nothing about the key. Stored once in the login state, so a node
+ * whose totp.key differs from the one the state was written with is refused at start instead of
+ * failing every login.
+ */
+export function totpKeyCheck(key: Buffer): string {
+  return createHmac("sha256", deriveKey(key, KDF_CHECK)).update("varco totp key check", "utf8").digest("hex");
 }
 
 /** Loads the 32-byte at-rest key from `state_dir/totp.key`, creating it (0600) on first use. */
@@ -234,14 +233,21 @@ export function currentCode(settings: TotpSettings, secret: string, nowMs: numbe
   });
 }
 
-/** Opens the TOTP store in `stateDir/state.db`. */
+/**
+ * Opens the TOTP store on a SQLite state in `stateDir/state.db` (migrated on open), with the key
+ * `stateDir/totp.key` (created 0600 on first use). `close()` closes the database.
+ * @throws TotpSecretError for a key file of the wrong size; StateError for a newer schema.
+ */
 export function openTotpStore(stateDir: string, settings: TotpSettings): TotpStore {
   const key = loadOrCreateKey(stateDir);
-  const db = new Database(join(stateDir, "state.db"));
-  db.pragma("journal_mode = WAL");
-  db.pragma("busy_timeout = 5000");
-  db.exec(SCHEMA);
+  return totpStoreOn(openSqliteState(stateDir), key, settings, true);
+}
 
+/**
+ * The TOTP store over `state` (either engine) with the 32-byte at-rest key `key` (every node
+ * sharing a state needs the same key file). With `owned`, `close()` closes `state`.
+ */
+export function totpStoreOn(state: AuthState, key: Buffer, settings: TotpSettings, owned = false): TotpStore {
   const encrypt = (uid: string, plain: string) => {
     const nonce = randomBytes(12);
     const c = createCipheriv("aes-256-gcm", key, nonce);
@@ -256,74 +262,40 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
     return Buffer.concat([d.update(row.ciphertext), d.final()]).toString("utf8");
   };
 
-  const getRow = db.prepare<[string], { nonce: Buffer; ciphertext: Buffer; tag: Buffer; last_step: number | null }>(
-    "SELECT nonce, ciphertext, tag, last_step FROM totp WHERE uid = ?",
-  );
-  const consumeStep = db.prepare("UPDATE totp SET last_step = ? WHERE uid = ? AND (last_step IS NULL OR last_step < ?)");
-
   // The uid is part of the MAC input: the same code for two users gives unrelated rows. The code
   // has a fixed length, so `uid NUL code` is unambiguous.
   const invitationKey = deriveKey(key, KDF_INVITATION);
   const recoveryKey = deriveKey(key, KDF_RECOVERY);
   const mac = (k: Buffer, uid: string, code: string) => createHmac("sha256", k).update(`${uid}\0${code}`, "utf8").digest("hex");
   const recoveryMac = (uid: string, code: string) => RECOVERY_MAC_PREFIX + mac(recoveryKey, uid, code);
-  const dropInvitation = db.prepare("DELETE FROM totp_invitations WHERE uid = ?");
 
   return {
-    setSecret(uid, base32) {
+    async setSecret(uid, base32) {
       const secret = normaliseSecret(base32);
-      const { nonce, ciphertext, tag } = encrypt(uid, secret);
-      db.transaction(() => {
-        db.prepare(
-          "INSERT INTO totp (uid, nonce, ciphertext, tag, last_step, created_at) VALUES (?, ?, ?, ?, NULL, ?) " +
-            "ON CONFLICT(uid) DO UPDATE SET nonce = excluded.nonce, ciphertext = excluded.ciphertext, tag = excluded.tag, last_step = NULL, created_at = excluded.created_at",
-        ).run(uid, nonce, ciphertext, tag, new Date().toISOString());
-        dropInvitation.run(uid);
-      })();
+      await state.putSecret(uid, encrypt(uid, secret), new Date().toISOString());
     },
-    hasSecret: (uid) => getRow.get(uid) !== undefined,
-    reset: (uid) =>
-      db.transaction(() => {
-        db.prepare("DELETE FROM recovery_codes WHERE uid = ?").run(uid);
-        dropInvitation.run(uid);
-        return db.prepare("DELETE FROM totp WHERE uid = ?").run(uid).changes > 0;
-      })(),
-    invite(uid, validMs, nowMs) {
+    hasSecret: (uid) => state.hasSecret(uid),
+    reset: (uid) => state.resetUser(uid),
+    async invite(uid, validMs, nowMs) {
       if (!Number.isFinite(validMs) || validMs <= 0) throw new RangeError("an invitation must be valid for a positive duration");
       if (!Number.isFinite(nowMs)) throw new RangeError("nowMs must be a finite time");
       const code = newOneTimeCode();
       const normal = normaliseOneTimeCode(code) as string;
-      db.prepare(
-        "INSERT INTO totp_invitations (uid, code_mac, expires_at, created_at) VALUES (?, ?, ?, ?) " +
-          "ON CONFLICT(uid) DO UPDATE SET code_mac = excluded.code_mac, expires_at = excluded.expires_at, created_at = excluded.created_at",
-      ).run(uid, mac(invitationKey, uid, normal), Math.floor(nowMs + validMs), Math.floor(nowMs));
+      await state.putInvitation(uid, mac(invitationKey, uid, normal), Math.floor(nowMs + validMs), Math.floor(nowMs));
       return code;
     },
-    hasInvitation: (uid, nowMs) =>
-      db.prepare("SELECT 1 FROM totp_invitations WHERE uid = ? AND expires_at > ?").get(uid, nowMs) !== undefined,
-    invitationValid(uid, code, nowMs) {
+    hasInvitation: (uid, nowMs) => state.hasInvitation(uid, nowMs),
+    async invitationValid(uid, code, nowMs) {
       const normal = normaliseOneTimeCode(code);
       if (normal === undefined) return false;
-      return (
-        db
-          .prepare(
-            "SELECT 1 FROM totp_invitations WHERE uid = ? AND code_mac = ? AND expires_at > ? AND NOT EXISTS (SELECT 1 FROM totp WHERE totp.uid = ?)",
-          )
-          .get(uid, mac(invitationKey, uid, normal), nowMs, uid) !== undefined
-      );
+      return state.invitationMatches(uid, mac(invitationKey, uid, normal), nowMs);
     },
-    consumeInvitation(uid, code, nowMs) {
+    async consumeInvitation(uid, code, nowMs) {
       const normal = normaliseOneTimeCode(code);
       if (normal === undefined) return false;
       // Compare-and-delete in one statement: the row goes with the first caller that matches it.
       // The lookup is by keyed MAC, so its timing tells nothing about the code.
-      return (
-        db
-          .prepare(
-            "DELETE FROM totp_invitations WHERE uid = ? AND code_mac = ? AND expires_at > ? AND NOT EXISTS (SELECT 1 FROM totp WHERE totp.uid = ?)",
-          )
-          .run(uid, mac(invitationKey, uid, normal), nowMs, uid).changes === 1
-      );
+      return state.takeInvitation(uid, mac(invitationKey, uid, normal), nowMs);
     },
     async verifyExternal(uid, secret, code, nowMs, consume = true) {
       let normal: string;
@@ -332,59 +304,38 @@ export function openTotpStore(stateDir: string, settings: TotpSettings): TotpSto
       } catch {
         return false;
       }
-      const last = (db.prepare("SELECT last_step FROM totp_steps WHERE uid = ?").get(uid) as { last_step: number } | undefined)?.last_step;
+      const last = await state.externalStep(uid);
       const step = await matchStep(settings, normal, code, nowMs);
       if (step === undefined || (last !== undefined && step <= last)) return false;
       if (!consume) return true;
-      const r = db
-        .prepare(
-          "INSERT INTO totp_steps (uid, last_step) VALUES (?, ?) ON CONFLICT(uid) DO UPDATE SET last_step = excluded.last_step WHERE totp_steps.last_step < excluded.last_step",
-        )
-        .run(uid, step);
-      return r.changes === 1;
+      return state.consumeExternalStep(uid, step);
     },
-    setRecoveryCodes(uid, codes) {
+    async setRecoveryCodes(uid, codes) {
       const macs = codes.map((c) => {
         const normal = normaliseOneTimeCode(c);
         if (normal === undefined) throw new TotpSecretError("a recovery code must be 16 symbols of Crockford base32 (newRecoveryCodes)");
         return recoveryMac(uid, normal);
       });
-      db.transaction(() => {
-        db.prepare("DELETE FROM recovery_codes WHERE uid = ?").run(uid);
-        const insert = db.prepare("INSERT OR IGNORE INTO recovery_codes (uid, code_hash) VALUES (?, ?)");
-        for (const m of macs) insert.run(uid, m);
-      })();
+      await state.replaceRecoveryCodes(uid, macs);
     },
-    useRecoveryCode(uid, code, consume = true) {
+    async useRecoveryCode(uid, code, consume = true) {
       const normal = normaliseOneTimeCode(code);
       if (normal === undefined) return false;
-      if (!consume)
-        return (
-          db
-            .prepare("SELECT 1 FROM recovery_codes WHERE uid = ? AND code_hash = ? AND used_at IS NULL")
-            .get(uid, recoveryMac(uid, normal)) !== undefined
-        );
-      return (
-        db
-          .prepare("UPDATE recovery_codes SET used_at = ? WHERE uid = ? AND code_hash = ? AND used_at IS NULL")
-          .run(new Date().toISOString(), uid, recoveryMac(uid, normal)).changes === 1
-      );
+      if (!consume) return state.recoveryCodeUnused(uid, recoveryMac(uid, normal));
+      return state.useRecoveryCode(uid, recoveryMac(uid, normal), new Date().toISOString());
     },
-    recoveryCodesLeft: (uid) =>
-      (
-        db
-          .prepare("SELECT COUNT(*) AS n FROM recovery_codes WHERE uid = ? AND used_at IS NULL AND substr(code_hash, 1, ?) = ?")
-          .get(uid, RECOVERY_MAC_PREFIX.length, RECOVERY_MAC_PREFIX) as { n: number }
-      ).n,
+    recoveryCodesLeft: (uid) => state.recoveryCodesLeft(uid, RECOVERY_MAC_PREFIX),
     async verifyCode(uid, code, nowMs, consume = true) {
-      const row = getRow.get(uid);
+      const row = await state.secret(uid);
       if (!row) return false;
       const step = await matchStep(settings, decrypt(uid, row), code, nowMs);
-      if (step === undefined || (row.last_step !== null && step <= row.last_step)) return false;
+      if (step === undefined || (row.lastStep !== null && step <= row.lastStep)) return false;
       if (!consume) return true;
-      // Compare-and-set: two logins racing with the same code cannot both win.
-      return consumeStep.run(step, uid, step).changes === 1;
+      // Compare-and-set: two logins racing with the same code (on any node) cannot both win.
+      return state.consumeSecretStep(uid, step);
     },
-    close: () => db.close(),
+    close: async () => {
+      if (owned) await state.close();
+    },
   };
 }

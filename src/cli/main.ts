@@ -7,7 +7,8 @@ import type { KeyObject } from "node:crypto";
 import { createReadStream, readFileSync, rmSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { Command, CommanderError, Option } from "commander";
-import type { AuditSession } from "../audit/index.ts";
+import type { AuditSession, AuditStore } from "../audit/index.ts";
+import type { SearchHit } from "../audit/query.ts";
 import type { Anchor } from "../audit/verify.ts";
 import { printable, printableJson } from "../obs/printable.ts";
 import type { LoadedPolicy } from "../policy/index.ts";
@@ -23,6 +24,7 @@ import {
   table,
 } from "./common.ts";
 import { registerNet } from "./net.ts";
+import { registerSshConfig } from "./ssh-config.ts";
 
 /**
  * Each command loads only the modules it needs, when it runs: `varco --help` loads none of them,
@@ -36,6 +38,7 @@ const load = {
   auth: () => import("../auth/index.ts"),
   logger: () => import("../obs/logger.ts"),
   ops: () => import("./ops.ts"),
+  trails: () => import("./trails.ts"),
 };
 
 /** All of stdin as bytes (for `--seal-key -`). */
@@ -46,12 +49,13 @@ async function readStdin(): Promise<Buffer> {
 }
 
 /** The session table; every cell passes through `printable` (the values come from the audit DB: typed names, peer data). */
-function sessionRows(sessions: readonly AuditSession[], displayAddress: (a: string) => string): string[][] {
+function sessionRows(sessions: readonly AuditSession[], displayAddress: (a: string) => string, nodes = false): string[][] {
   return [
-    ["SESSION", "STARTED", "ENDED", "USER", "ACCOUNT", "TARGET", "SOURCE", "RESULT", "UP", "DOWN", "EXIT"],
+    ["SESSION", ...(nodes ? ["NODE"] : []), "STARTED", "ENDED", "USER", "ACCOUNT", "TARGET", "SOURCE", "RESULT", "UP", "DOWN", "EXIT"],
     ...sessions.map((s) =>
       [
         s.id.slice(0, 8),
+        ...(nodes ? [s.node ?? "-"] : []),
         s.startedAt,
         s.endedAt ?? "-",
         s.uid,
@@ -182,12 +186,12 @@ export function buildCli(): Command {
         await Promise.all([load.core(), load.auth()]);
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
-      const store = openTotpForPolicy(loaded);
+      const store = await openTotpForPolicy(loaded);
       try {
         const secret = opts.secret ?? newSecret();
-        store.setSecret(uid, secret);
+        await store.setSecret(uid, secret);
         const codes = newRecoveryCodes();
-        store.setRecoveryCodes(uid, codes);
+        await store.setRecoveryCodes(uid, codes);
         const uri = otpauthUri(totpSettings(loaded.policy), uid, secret.replace(/[\s-]/g, "").toUpperCase());
         const audit = openAuditForPolicy(loaded);
         audit.append({
@@ -211,7 +215,7 @@ export function buildCli(): Command {
         if (err instanceof TotpSecretError) throw new ExitError(`--secret: ${err.message}`, 1);
         throw err;
       } finally {
-        store.close();
+        await store.close();
       }
     });
   totp
@@ -236,15 +240,15 @@ export function buildCli(): Command {
         );
       const validMs = parseDurationMs(opts.valid);
       if (validMs === undefined || validMs <= 0) throw new ExitError(`--valid: "${opts.valid}" is not a positive duration (e.g. 24h)`, 2);
-      const store = openTotpForPolicy(loaded);
+      const store = await openTotpForPolicy(loaded);
       try {
-        if (store.hasSecret(uid))
+        if (await store.hasSecret(uid))
           throw new ExitError(
             `${uid} already has a TOTP secret; to let them enrol a new authenticator, run \`varco user totp reset ${uid}\` first, then invite again`,
             1,
           );
         const now = Date.now();
-        const code = store.invite(uid, validMs, now);
+        const code = await store.invite(uid, validMs, now);
         const expiresAt = new Date(now + validMs).toISOString();
         // Audited before the code is shown: if the audit fails, nobody ever learns the code.
         const audit = openAuditForPolicy(loaded);
@@ -265,7 +269,7 @@ export function buildCli(): Command {
           `At their next SSH login they type it at the "Verification code:" prompt, then scan the QR code. A new invitation replaces this one.`,
         );
       } finally {
-        store.close();
+        await store.close();
       }
     });
   totp
@@ -275,9 +279,13 @@ export function buildCli(): Command {
       const { openTotpForPolicy, openAuditForPolicy } = await load.core();
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
-      const store = openTotpForPolicy(loaded);
-      const existed = store.reset(uid);
-      store.close();
+      const store = await openTotpForPolicy(loaded);
+      let existed: boolean;
+      try {
+        existed = await store.reset(uid);
+      } finally {
+        await store.close();
+      }
       if (!existed) throw new ExitError(`${uid} has no TOTP secret`, 1);
       const audit = openAuditForPolicy(loaded);
       audit.append({ type: "totp_reset", uid, result: "ok", data: { by: "cli" } });
@@ -291,14 +299,44 @@ export function buildCli(): Command {
       const { openLockoutForPolicy, openAuditForPolicy } = await load.core();
       const loaded = loadOrExit(policyPath(program.opts()));
       const uid = await resolveUid(loaded, typed);
-      const lockout = openLockoutForPolicy(loaded);
-      const n = lockout.unlock(uid);
-      lockout.close();
+      const lockout = await openLockoutForPolicy(loaded);
+      let n: number;
+      try {
+        n = await lockout.unlock(uid);
+      } finally {
+        await lockout.close();
+      }
       const audit = openAuditForPolicy(loaded);
       audit.append({ type: "unlock", uid, result: "ok", data: { failures_forgotten: n, by: "cli" } });
       audit.close();
       console.log(`${uid}: ${n} recorded failures forgotten; the account is not locked`);
     });
+  user
+    .command("forget <uid>")
+    .description("forget a user's remembered second factors (auth.totp.remember): their next key login asks for the code")
+    .option("--json", 'print {"uid", "removed"} as JSON')
+    .action(async (typed: string, opts: { json?: boolean }) => {
+      const { openStateForPolicy, openAuditForPolicy } = await load.core();
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const uid = await resolveUid(loaded, typed);
+      const state = await openStateForPolicy(loaded);
+      let removed: number;
+      try {
+        removed = await state.forgetRemembered(uid);
+      } finally {
+        await state.close();
+      }
+      const audit = openAuditForPolicy(loaded);
+      try {
+        audit.append({ type: "mfa_forgotten", uid, result: "ok", data: { removed, by: "cli" } });
+      } finally {
+        audit.close();
+      }
+      if (opts.json) console.log(JSON.stringify({ uid, removed }));
+      else
+        console.log(`${uid}: ${removed} remembered second factor${removed === 1 ? "" : "s"} forgotten; the next login asks for the code`);
+    });
+  registerSshConfig(user, program, resolveUid);
   user
     .command("hash")
     .description(
@@ -324,6 +362,67 @@ export function buildCli(): Command {
       console.log(await (await load.auth()).hashPassword(password));
     });
 
+  const stateCmd = program
+    .command("state")
+    .description("the login state: TOTP secrets, used steps, recovery codes, invitations, lockout (state.backend)");
+  stateCmd
+    .command("migrate")
+    .description("bring the login state's schema to this version of varco (also done at start); refuses a newer schema")
+    .action(async () => {
+      const { openStateForPolicy } = await load.core();
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const state = await openStateForPolicy(loaded);
+      try {
+        console.log(`${state.engine} ${state.where}: schema version ${await state.schemaVersion()}`);
+      } finally {
+        await state.close();
+      }
+    });
+  stateCmd
+    .command("copy")
+    .description("copy this gateway's SQLite login state (<state_dir>/state.db) into PostgreSQL; totp.key must go to every node too")
+    .requiredOption("--to <backend>", "the target engine: postgres")
+    .option("--url-file <file>", "file holding the PostgreSQL URL (default: state.url_file of the policy)")
+    .option("--force", "replace the rows the target already holds")
+    .action(async (opts: { to: string; urlFile?: string; force?: boolean }) => {
+      if (opts.to !== "postgres") throw new ExitError(`--to: "${opts.to}" is not a target; the only one is postgres`, 2);
+      const { openStateForPolicy } = await load.core();
+      const { resolve } = await import("node:path");
+      const loaded = loadOrExit(policyPath(program.opts()));
+      const urlFile = opts.urlFile
+        ? opts.urlFile.startsWith("env:")
+          ? opts.urlFile
+          : resolve(opts.urlFile)
+        : loaded.policy.state.url_file
+          ? loaded.policy.state.url_file.startsWith("env:")
+            ? loaded.policy.state.url_file
+            : loaded.resolvePath(loaded.policy.state.url_file)
+          : undefined;
+      if (!urlFile) throw new ExitError(`${loaded.file}: state.url_file is not set; name the PostgreSQL URL file with --url-file`, 2);
+      const source = await openStateForPolicy(loaded, { sqlite: true });
+      try {
+        const target = await openStateForPolicy(loaded, { urlFile });
+        try {
+          const held = await target.rowCount();
+          if (held > 0 && !opts.force)
+            throw new ExitError(
+              `${target.where} already holds ${held} rows of login state; nothing copied (--force replaces them with this node's)`,
+              1,
+            );
+          const dump = await source.dump();
+          await target.load(dump, Boolean(opts.force));
+          console.log(
+            `copied ${source.where} to ${target.where}: ${dump.totp.length} TOTP secrets, ${dump.totpSteps.length} used steps of directory secrets, ` +
+              `${dump.recoveryCodes.length} recovery codes, ${dump.invitations.length} invitations, ${dump.failures.length} lockout failures`,
+          );
+        } finally {
+          await target.close();
+        }
+      } finally {
+        await source.close();
+      }
+    });
+
   const audit = program.command("audit").description("read, verify and export the audit log");
   const since = (text: string | undefined, flag: string): number | undefined => {
     if (!text) return undefined;
@@ -341,6 +440,34 @@ export function buildCli(): Command {
     // The gateway creates the database; a missing one is opened (and created) through the store.
     openAuditForPolicy(loaded).close();
     return { query: openAuditQuery(file), node: nodeName(loaded.policy) };
+  };
+  /** The trail `audit export` reads: this node's, or with `--node` another node's pulled from PostgreSQL. */
+  const openExportQuery = async (wanted: string | undefined, follow: boolean) => {
+    const { nodeName } = await load.core();
+    const loaded = loadOrExit(policyPath(program.opts()));
+    if (wanted === undefined || wanted === nodeName(loaded.policy)) return openQuery();
+    if (follow) throw new ExitError(`--follow reads this node's own trail: run it on ${printable(wanted)}`, 2);
+    const [{ openAuditQuery }, { openTrails }] = await Promise.all([load.query(), load.trails()]);
+    const trails = await openTrails(loaded);
+    const t = trails.trails.find((x) => x.node === wanted);
+    if (!t || !trails.shared) {
+      trails.close();
+      throw new ExitError(
+        `--node ${printable(wanted)}: ${trails.shared ? "no such node in the shared audit" : "the state is not shared (state.backend is sqlite)"}`,
+        2,
+      );
+    }
+    const q = openAuditQuery(t.file);
+    return {
+      node: wanted,
+      query: {
+        ...q,
+        close: () => {
+          q.close();
+          trails.close();
+        },
+      },
+    };
   };
   const count = (text: string | undefined, flag: string, min: number, fallback: number): number => {
     if (text === undefined) return fallback;
@@ -378,21 +505,33 @@ export function buildCli(): Command {
           sinceMs: since(opts.since, "--since"),
           untilMs: since(opts.until, "--until"),
         };
-        const { sessionJson } = await load.query();
-        const { query } = await openQuery();
-        const { sessions, total } = (() => {
-          try {
-            return query.sessions({ ...filter, limit, offset });
-          } finally {
-            query.close();
+        const { sessionJson, openAuditQuery } = await load.query();
+        const trails = await (await load.trails()).openTrails(loadOrExit(policyPath(program.opts())));
+        let total = 0;
+        let sessions: AuditSession[] = [];
+        try {
+          // Each node's newest offset+limit, merged newest first (one page of the whole cluster).
+          for (const t of trails.trails) {
+            const query = openAuditQuery(t.file);
+            try {
+              const r = query.sessions({ ...filter, limit: offset + limit, offset: 0 });
+              total += r.total;
+              sessions.push(...(trails.shared ? r.sessions.map((x) => ({ ...x, node: t.node })) : r.sessions));
+            } finally {
+              query.close();
+            }
           }
-        })();
+        } finally {
+          trails.close();
+        }
+        sessions.sort((a, b) => (a.startedAt < b.startedAt ? 1 : a.startedAt > b.startedAt ? -1 : 0));
+        sessions = sessions.slice(offset, offset + limit);
         const more = Math.max(0, total - offset - sessions.length);
         if (opts.json) {
           const next = more > 0 ? offset + sessions.length : null;
           console.log(printableJson({ sessions: sessions.map(sessionJson), total, offset, more, next_offset: next }));
         } else {
-          console.log(table(sessionRows(sessions, (await import("../auth/source.ts")).displayAddress)));
+          console.log(table(sessionRows(sessions, (await import("../auth/source.ts")).displayAddress, trails.shared)));
           if (more > 0) console.log(`… ${more} more; use --limit/--offset (next: --offset ${offset + sessions.length})`);
         }
       },
@@ -402,19 +541,37 @@ export function buildCli(): Command {
     .description("one session: its row, events, commands, file transfers and recordings (id or its first 8 characters)")
     .option("--json", "print one JSON object (snake_case)")
     .action(async (id: string, opts: { json?: boolean }) => {
-      const { snakeKeys } = await load.query();
-      const store = await openStore();
-      const session = store.findSession(id);
-      const sid = session?.id ?? id;
-      const events = store.sessionEvents(sid);
-      const recordings = store.recordings(sid);
-      store.close();
+      const [{ snakeKeys }, { openAuditStore }] = await Promise.all([load.query(), load.audit()]);
+      const trails = await (await load.trails()).openTrails(loadOrExit(policyPath(program.opts())));
+      let session: AuditSession | undefined;
+      let events: ReturnType<AuditStore["sessionEvents"]> = [];
+      let recordings: ReturnType<AuditStore["recordings"]> = [];
+      try {
+        // The node that has the session (or its events); this node first.
+        for (const t of trails.trails) {
+          const store = openAuditStore(t.file);
+          try {
+            const found = store.findSession(id);
+            const sid = found?.id ?? id;
+            const evs = store.sessionEvents(sid);
+            if (!found && evs.length === 0) continue;
+            session = found && trails.shared ? { ...found, node: t.node } : found;
+            events = evs;
+            recordings = store.recordings(sid);
+            break;
+          } finally {
+            store.close();
+          }
+        }
+      } finally {
+        trails.close();
+      }
       if (!session && events.length === 0) throw new ExitError(`no session ${printable(id)}`, 1);
       if (opts.json) {
         console.log(printableJson(snakeKeys({ session, events, recordings })));
         return;
       }
-      if (session) console.log(table(sessionRows([session], (await import("../auth/source.ts")).displayAddress)));
+      if (session) console.log(table(sessionRows([session], (await import("../auth/source.ts")).displayAddress, trails.shared)));
       const commands = events.filter((e) => e.type === "exec" || e.type === "shell" || e.type === "subsystem");
       const files = events.filter((e) => e.type === "file");
       console.log("\nCOMMANDS");
@@ -444,16 +601,30 @@ export function buildCli(): Command {
     .option("--json", 'print one JSON document {"hits": [...], "more": true|false} (snake_case)')
     .action(async (text: string, opts: { limit: string; json?: boolean }) => {
       const limit = count(opts.limit, "--limit", 1, 50);
-      const { SearchTextError } = await load.query();
-      const { query } = await openQuery();
-      let result: ReturnType<typeof query.search>;
+      const { SearchTextError, openAuditQuery } = await load.query();
+      const trails = await (await load.trails()).openTrails(loadOrExit(policyPath(program.opts())));
+      const result: { hits: Array<SearchHit & { node?: string }>; more: boolean } = { hits: [], more: false };
       try {
-        result = query.search(text, limit);
-      } catch (err) {
-        if (err instanceof SearchTextError) throw new ExitError(`audit search: ${err.message}`, 2);
-        throw new ExitError(`audit search: ${printable((err as Error).message)}`, 1);
+        for (const t of trails.trails) {
+          const query = openAuditQuery(t.file);
+          try {
+            const r = query.search(text, limit);
+            result.more ||= r.more;
+            result.hits.push(...(trails.shared ? r.hits.map((h) => ({ node: t.node, ...h })) : r.hits));
+          } catch (err) {
+            if (err instanceof SearchTextError) throw new ExitError(`audit search: ${err.message}`, 2);
+            throw new ExitError(`audit search: ${printable((err as Error).message)}`, 1);
+          } finally {
+            query.close();
+          }
+        }
       } finally {
-        query.close();
+        trails.close();
+      }
+      if (result.hits.length > limit) {
+        result.hits.sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0));
+        result.hits = result.hits.slice(0, limit);
+        result.more = true;
       }
       if (opts.json) {
         console.log(printableJson({ hits: result.hits, more: result.more }));
@@ -526,8 +697,10 @@ export function buildCli(): Command {
     .option("--type <types>", "only these event types (comma-separated, e.g. exec,file)")
     .option("--after-id <n>", "only events after this id (resume where a previous export stopped)", "0")
     .option("--follow", "after the existing events, poll every second for new ones until SIGINT/SIGTERM (the last id goes to stderr)")
+    .option("--node <name>", "with a PostgreSQL state: export this node's chain (default: this node's own)")
     .action(
       async (opts: {
+        node?: string;
         format: string;
         since?: string;
         until?: string;
@@ -550,7 +723,7 @@ export function buildCli(): Command {
           types,
         };
         let after = count(opts.afterId, "--after-id", 0, 0);
-        const { query, node } = await openQuery();
+        const { query, node } = await openExportQuery(opts.node, opts.follow === true);
         // Pages of 1000: memory stays bounded however long the log or the follow.
         const drain = async () => {
           for (let page = 0; page < 1_000_000; page++) {
@@ -642,6 +815,40 @@ export function buildCli(): Command {
       const file = statePaths(loaded).auditDb;
       const report = verifyAuditDb(file, { publicKey, sealKey, anchors, checkSeals, node: loaded.policy.gateway.node });
       sealKey?.fill(0);
+      // With a PostgreSQL state: every node's chain as PostgreSQL holds it, and this node's copy there
+      // against its own audit.db (a chain rewritten consistently in PostgreSQL still differs from it).
+      const trails = await (await load.trails()).openTrails(loaded, { replicaOfLocal: true, create: false });
+      try {
+        const { compareWithLocal } = await import("../audit/pull.ts");
+        const shared = [...trails.trails.filter((t) => !t.local), ...(trails.replicaOfLocal ? [trails.replicaOfLocal] : [])];
+        for (const t of shared) {
+          // The anchors logged off the box bind every node's chain: a chain rewritten in PostgreSQL misses them.
+          const r = verifyAuditDb(t.file, { recordingFiles: false, node: t.node, anchors: anchors?.filter((a) => a.node === t.node) });
+          report.events += r.events;
+          report.sessions += r.sessions;
+          report.recordings += r.recordings;
+          report.issues.push(...r.issues.map((i) => ({ ...i, id: `node ${t.node} (PostgreSQL): ${i.id}` })));
+          report.warnings.push(...r.warnings.map((w) => `node ${t.node} (PostgreSQL): ${w}`));
+        }
+        if (trails.shared) {
+          const mine = trails.replicaOfLocal;
+          const cmp = mine ? compareWithLocal(file, mine.file) : undefined;
+          for (const d of cmp?.differences ?? [])
+            report.issues.push({
+              kind: "event",
+              id: `node ${mine?.node} (PostgreSQL)`,
+              reason: `the shared copy differs from this node's audit.db: ${d}`,
+            });
+          const waiting = cmp ? cmp.notShipped : report.events;
+          if (waiting > 0) report.warnings.push(`${waiting} events of this node are not in PostgreSQL yet (the gateway ships them)`);
+          report.warnings.push(
+            `recording files of other nodes are checked by \`audit verify\` on those nodes (${shared.length} node trails read from PostgreSQL)`,
+          );
+          report.ok = report.issues.length === 0;
+        }
+      } finally {
+        trails.close();
+      }
       if (malformed > 0) report.warnings.unshift(`${malformed} "audit anchor" lines were malformed and ignored`);
       if (opts.json) {
         console.log(printableJson(report));
@@ -689,6 +896,13 @@ export function buildCli(): Command {
       if (d === undefined) throw new ExitError(`--older-than: "${opts.olderThan}" is not a duration (e.g. 180d)`, 2);
       const { openAuditForPolicy, sealerForPolicy } = await load.core();
       const loaded = loadOrExit(policyPath(program.opts()));
+      // With a PostgreSQL state, the local audit.db is the spool: never prune what is not shipped yet.
+      const unshipped = await (await load.trails()).unshippedBefore(loaded, Date.now() - d);
+      if (unshipped > 0)
+        throw new ExitError(
+          `audit prune: ${unshipped} events in the range are not in PostgreSQL yet; start the gateway so it ships them, then prune`,
+          1,
+        );
       const store = openAuditForPolicy(loaded);
       let r: ReturnType<typeof store.prune>;
       try {

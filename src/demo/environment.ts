@@ -94,8 +94,8 @@ export async function startDemoEnvironment(o: DemoEnvironmentOptions): Promise<D
     stops.push(vm2.stop);
 
     const totp = openTotpStore(join(o.dir, "state"), DEMO_TOTP);
-    if (!o.totpAttribute) for (const u of users) totp.setSecret(u.uid, secrets.get(u.uid) ?? "");
-    totp.close();
+    if (!o.totpAttribute) for (const u of users) await totp.setSecret(u.uid, secrets.get(u.uid) ?? "");
+    await totp.close();
 
     const values: Record<string, string> = {
       GATEWAY_PORT: String(o.gatewayPort),

@@ -4,12 +4,12 @@
  * generation file and varco's keepalived file — without parsing the policy, so a policy broken on
  * disk cannot keep the last good generation from coming back.
  */
-import { existsSync, lstatSync, readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { parse } from "yaml";
 import { currentGeneration, readPending, rollback } from "./reconcile.ts";
-import { untrustedStateProblem } from "./trust.ts";
 import type { CommandRunner } from "./runner.ts";
+import { untrustedStateProblem } from "./trust.ts";
 
 /** gateway.state_dir's default (policy/schema.ts). */
 const DEFAULT_STATE_DIR = "/var/lib/varco";

@@ -1,5 +1,4 @@
 export { netDirFromPolicyFile, type RestoreResult, restoreCurrent } from "./boot.ts";
-export { untrustedStateProblem } from "./trust.ts";
 export { bridgeRefusals, liveRefusals, vipRefusals } from "./guard.ts";
 export {
   applyHostBridge,
@@ -76,3 +75,4 @@ export {
   writeSavedPlan,
 } from "./reconcile.ts";
 export { CommandError, type CommandRunner, createExecaRunner, createRecordingRunner, type RunResult } from "./runner.ts";
+export { untrustedStateProblem } from "./trust.ts";

@@ -125,6 +125,16 @@ function forwardRules(n: NetworkPolicy): string[] {
   return out;
 }
 
+/** The addresses IPv4 forwards are reached on (their external_ip or its default), sorted, once each. */
+function dnatDestinations(n: NetworkPolicy): string[] {
+  const out = new Set<string>();
+  for (const f of n.port_forwards) {
+    const ext = forwardExternalIp(n, f);
+    if (ext !== undefined) out.add(ext);
+  }
+  return [...out].sort();
+}
+
 /**
  * The nft script that replaces `table inet <table>` with the desired state, as one transaction.
  * `services` are the gateway's own listeners, for the input chain (src/net/input.ts).
@@ -212,7 +222,11 @@ export function renderNft(n: NetworkPolicy, services?: GatewayServices): string 
     `\t\tiifname ${pub} ip6 saddr @private6 counter drop comment "private source on the public interface (spoofed)"`,
     '\t\ticmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept comment "ICMPv6 errors (path MTU)"',
     '\t\ticmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept comment "neighbour discovery (bridged)"',
-    '\t\tct status dnat accept comment "port_forwards"',
+    // Only flows varco's own maps DNATed: their original destination is one of the forwards' addresses
+    // (another table's DNAT to elsewhere does not pass this chain's drop policy).
+    ...(dnatDestinations(n).length > 0
+      ? [`\t\tct status dnat ct original ip daddr { ${dnatDestinations(n).join(", ")} } accept comment "port_forwards"`]
+      : []),
     `\t\tiifname ${pub} ip6 saddr . ip6 daddr . meta l4proto . th dport @forward6 accept comment "port_forwards (IPv6, routed)"`,
     '\t\tip saddr . ip daddr . meta l4proto . th dport @east_west4 accept comment "forward_allow"',
     '\t\tip6 saddr . ip6 daddr . meta l4proto . th dport @east_west6 accept comment "forward_allow"',

@@ -20,9 +20,9 @@ import type { GatewayServices } from "./input.ts";
 import { type KeepalivedInputs, redactKeepalived, renderKeepalived } from "./keepalived.ts";
 import { type LinkCheck, type LinkOp, linkCheckHolds, ownedLinks, removedLinkOps, renderLinkOps, withLiveUndo } from "./links.ts";
 import { type LiveLink, liveLinks } from "./live.ts";
-import { untrustedStateProblem } from "./trust.ts";
 import { renderNft, renderNftDelete } from "./nft.ts";
 import type { CommandRunner } from "./runner.ts";
+import { untrustedStateProblem } from "./trust.ts";
 
 /** Thrown when an apply failed; the host was restored to its state before the apply. */
 export class ApplyError extends Error {

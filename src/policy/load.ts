@@ -9,6 +9,7 @@ import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "y
 import type { z } from "zod";
 import { checkNetwork } from "./network.ts";
 import { type Policy, policySchema } from "./schema.ts";
+import { parseHostPort } from "./units.ts";
 
 /** One problem in a policy file; `line` and `col` are 1-based. */
 export interface PolicyIssue {
@@ -210,11 +211,35 @@ function crossCheck(policy: Policy): Array<[Path, string]> {
     out.push([["directory"], "directory needs ldap or local_users"]);
   }
   if (policy.network) out.push(...checkNetwork(policy));
+  out.push(...webListenClash(policy));
   if (policy.auth.totp.secrets === "ldap" && !policy.auth.totp.ldap_attribute) {
     out.push([["auth", "totp", "secrets"], "secrets: ldap needs auth.totp.ldap_attribute"]);
   }
   if (policy.auth.totp.secrets === "ldap" && !policy.directory.ldap) {
     out.push([["auth", "totp", "secrets"], "secrets: ldap needs directory.ldap (the secrets are read from the directory)"]);
+  }
+  return out;
+}
+
+/**
+ * The web console's listener must be its own: a `web.listen` on the port of a `gateway.listen` or
+ * `gateway.metrics_listen` (same address, or either side a wildcard) is refused. Port 0 (any free
+ * port) never clashes.
+ */
+function webListenClash(policy: Policy): Array<[Path, string]> {
+  const web = policy.web ? parseHostPort(policy.web.listen) : undefined;
+  if (!web || web.port === 0) return [];
+  const wildcard = (h: string) => h === "0.0.0.0" || h === "::";
+  const others = [
+    ...policy.gateway.listen.map((l) => ["gateway.listen", l] as const),
+    ...(policy.gateway.metrics_listen ? [["gateway.metrics_listen", policy.gateway.metrics_listen] as const] : []),
+  ];
+  const out: Array<[Path, string]> = [];
+  for (const [key, text] of others) {
+    const hp = parseHostPort(text);
+    if (!hp || hp.port !== web.port) continue;
+    if (hp.host === web.host || wildcard(hp.host) || wildcard(web.host))
+      out.push([["web", "listen"], `${policy.web?.listen} is also ${key} (${text}): the web console needs a listener of its own`]);
   }
   return out;
 }

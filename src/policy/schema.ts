@@ -422,13 +422,13 @@ const auth = z
           .max(10)
           .default(1)
           .describe(
-            "Steps accepted either side of now, for clock drift; a used step is never accepted twice (per node: with two nodes and `secrets: ldap` keep it at 1).",
+            "Steps accepted either side of now, for clock drift; a used step is never accepted twice (on every node sharing a PostgreSQL `state`; with the default SQLite state only per node, so keep it at 1 with two nodes).",
           ),
         secrets: z
           .enum(["local", "ldap"])
           .default("local")
           .describe(
-            "Where TOTP secrets live: `local` in `<state_dir>/state.db`, AES-256-GCM encrypted (`varco user totp enroll`); `ldap` in the directory attribute `ldap_attribute`, shared by every node (varco enrols no one).",
+            "Where TOTP secrets live: `local` in the login state (`state`: `<state_dir>/state.db`, or PostgreSQL shared by every node), AES-256-GCM encrypted under `<state_dir>/totp.key` (`varco user totp enroll`); `ldap` in the directory attribute `ldap_attribute`, shared by every node (varco enrols no one).",
           ),
         ldap_attribute: z.string().optional().describe("Directory attribute holding the user's TOTP secret; required by `secrets: ldap`."),
         enrol_on_first_login: z
@@ -436,6 +436,14 @@ const auth = z
           .default(false)
           .describe(
             "`true`: a user with an invitation (`varco user totp invite`) enrols inside the SSH login. A password alone is never enough to enrol, else whoever learns it first would bind their own authenticator.",
+          ),
+        remember: durationDefault("0s")
+          .refine((ms) => ms <= 24 * 3600_000, {
+            message:
+              "at most 24h: a remembered code stands in for the second factor, and NIST SP 800-63B asks for it at least once a day (use e.g. 8h, or 0s for off)",
+          })
+          .describe(
+            "After a full login through a chain with `publickey` and `totp`, the same uid with the same public key from the same source network (IPv4 /24, IPv6 /64) is not asked for the code again for this long (audited as `mfa_remembered` on every use). `0s` (the default): off. At most `24h`. Never for chains without `publickey`; revoked by `varco user forget`, a lockout of the uid and a TOTP reset or re-enrolment.",
           ),
       })
       .prefault({})
@@ -505,6 +513,12 @@ const allow = z
       .boolean()
       .default(false)
       .describe("Agent forwarding (`ssh -A`): the target's agent requests travel back to the user's own agent."),
+    jump: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Jump-host mode (`ssh -J uid@gateway user@host`, a login without an alias): a TCP tunnel to this route's target only, requested by its `host` as written in `targets` or by its target name, and its `port`. The SSH session inside is end to end between the user and the target: the gateway audits the tunnel (bytes, duration) but cannot record or check what runs in it, and the other `allow` flags do not apply there.",
+      ),
     x11: z
       .boolean()
       .default(false)
@@ -591,6 +605,13 @@ const route = z
       .array(z.string().min(1))
       .default([])
       .describe("Groups (by name, e.g. the cn) whose members the route is for; a route needs `users`, `groups` or both."),
+    description: z
+      .string()
+      .min(1)
+      .max(200)
+      .regex(/^[^\p{Cc}]*$/u, { message: "a description is one line of at most 200 printable characters" })
+      .optional()
+      .describe("One line shown next to the alias in listings (`varco user ssh-config`, the list of aliases a login without one prints)."),
     alias: z
       .string()
       .regex(/^[A-Za-z0-9][A-Za-z0-9.-]*$/, {
@@ -1073,6 +1094,64 @@ const network = z
     "The network front-end the same policy drives (`varco net plan|apply`): one nftables table (port forwards, the forward and input chains), bridges and keepalived VIPs. Absent: varco manages no network state (`varco net` refuses to run).",
   );
 
+/** Where the login state lives (TOTP secrets, used steps, recovery codes, invitations, lockout failures). */
+const state = z
+  .strictObject({
+    backend: z
+      .enum(["sqlite", "postgres"])
+      .default("sqlite")
+      .describe(
+        "`sqlite`: `<state_dir>/state.db`, this node only. `postgres`: one database shared by every gateway of a cluster, so a used TOTP code, a lockout, an enrolment or a recovery code counts on all of them.",
+      ),
+    url_file: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "File (mode 0600, or `env:VAR`) holding the libpq URL, e.g. `postgres://varco:PASSWORD@db.example:5432/varco?sslmode=verify-full` (`verify-full` checks the server certificate and host name; `sslrootcert=FILE` names the CA). Required with `backend: postgres`.",
+      ),
+  })
+  .refine((s) => s.backend !== "postgres" || s.url_file !== undefined, {
+    message: "backend postgres needs url_file (the file holding the PostgreSQL URL)",
+    path: ["url_file"],
+  })
+  .describe(
+    "The login state shared by gateways. Every node sharing a PostgreSQL state needs the same `<state_dir>/totp.key` (like the host keys). The audit trail and recordings stay per node. Changing it needs a restart; `varco state migrate` updates the schema, `varco state copy --to postgres` moves a node's SQLite state.",
+  );
+
+/** The web console (src/web): its own HTTP(S) listener, who may log in, how long a login lasts idle. */
+const web = z
+  .strictObject({
+    listen: listenAddress.describe(
+      "`host:port` of the web console's own listener, e.g. `127.0.0.1:8443`; never one of `gateway.listen` or `gateway.metrics_listen`.",
+    ),
+    tls: z
+      .strictObject({
+        cert_file: z.string().min(1).describe("PEM certificate chain (relative to the policy file)."),
+        key_file: z.string().min(1).describe("PEM private key (relative to the policy file; mode 0600)."),
+      })
+      .optional()
+      .describe(
+        "Serve HTTPS with this certificate; cookies then get `Secure` and the `__Host-` prefix. Absent: plain HTTP, for a loopback listener behind a TLS reverse proxy.",
+      ),
+    auditor_groups: z
+      .array(z.string().min(1))
+      .default([])
+      .describe("Directory groups (cn) whose members may log in and read sessions, search, replay recordings and download them."),
+    admin_groups: z
+      .array(z.string().min(1))
+      .default([])
+      .describe("Directory groups whose members may do what auditors do, and also end live sessions and lift lockouts."),
+    idle_timeout: durationDefault("15m").describe("A web login unused this long is forgotten (the next request goes to the login page)."),
+  })
+  .refine((w) => w.auditor_groups.length + w.admin_groups.length > 0, {
+    message: "web needs auditor_groups or admin_groups (nobody could log in)",
+    path: ["auditor_groups"],
+  })
+  .describe(
+    "The web console: auditors browse, search and replay sessions; admins also see and end live sessions and lift lockouts. Login with the same directory, second factor, lockout and audit as SSH (password and code). Absent: off. Changing `listen` or `tls` needs a restart.",
+  );
+
 export const policySchema = z.strictObject({
   version,
   gateway,
@@ -1081,6 +1160,8 @@ export const policySchema = z.strictObject({
   targets,
   routes,
   network: network.optional(),
+  state: state.prefault({}),
+  web: web.optional(),
 });
 
 /** A validated policy, with defaults filled, durations in ms and sizes in bytes. Paths are still as written. */

@@ -23,13 +23,28 @@ export type RouteDecision =
   | { readonly kind: "approved"; readonly approved: ApprovedTarget }
   | { readonly kind: "refused"; readonly reason: "no_alias" | "no_route"; readonly aliases: readonly string[] };
 
-function routeGrants(route: PolicyRoute, id: AuthenticatedIdentity): boolean {
+/** Who a route is checked against: a canonical uid and its groups. */
+export type RouteSubject = Pick<AuthenticatedIdentity, "uid" | "groups">;
+
+function routeGrants(route: PolicyRoute, id: RouteSubject): boolean {
   return route.users.includes(id.uid) || route.groups.some((g) => id.groups.includes(g));
 }
 
 /** The aliases `id` may use, sorted, without duplicates. */
-export function aliasesFor(policy: Policy, id: AuthenticatedIdentity): string[] {
+export function aliasesFor(policy: Policy, id: RouteSubject): string[] {
   return [...new Set(policy.routes.filter((r) => routeGrants(r, id)).map((r) => r.alias))].sort();
+}
+
+/**
+ * The routes `id` may use, one per alias (the first in file order, as a login picks it), sorted by
+ * alias: for listings (menus, `varco user ssh-config`), never for an authorization decision.
+ */
+export function routesFor(policy: Policy, id: RouteSubject): Array<{ alias: string; description: string | undefined; target: string }> {
+  const seen = new Map<string, PolicyRoute>();
+  for (const r of policy.routes) if (routeGrants(r, id) && !seen.has(r.alias)) seen.set(r.alias, r);
+  return [...seen.values()]
+    .map((r) => ({ alias: r.alias, description: r.description, target: r.target }))
+    .sort((a, b) => (a.alias < b.alias ? -1 : a.alias > b.alias ? 1 : 0));
 }
 
 /** Decides where an authenticated identity asking for `alias` may go. Pure. */

@@ -4,20 +4,20 @@
  * approved target only, the channel handlers, the monitor, and the session row at the end.
  */
 import { randomUUID } from "node:crypto";
-import type { Connection, Client as UpstreamClient } from "ssh2";
+import ssh2, { type Connection, type ServerChannel, type Session, type Client as UpstreamClient } from "ssh2";
 import type { AuditSink } from "../audit/index.ts";
 import { type AuditHealth, AuditWriteError } from "../audit/store.ts";
 import { type AuthenticatedIdentity, type Authenticator, createLogin, displayAddress } from "../auth/index.ts";
-import type { GatewayMetrics, Logger } from "../obs/index.ts";
-import type { Policy } from "../policy/index.ts";
-import { type ApprovedTarget, type RouteDecision, resolveRoute } from "../routing/index.ts";
+import { type GatewayMetrics, type Logger, printable } from "../obs/index.ts";
+import { type Policy, parseHostPort } from "../policy/index.ts";
+import { type ApprovedTarget, type RouteDecision, refusalMessage, renderSshConfig, resolveRoute, routesFor } from "../routing/index.ts";
 import { relayAgent } from "./agent.ts";
 import { adaptAuthentication } from "./auth.ts";
 import type { ConnectionContext } from "./context.ts";
 import { type ConnectionEvent, connectionEvents } from "./events.ts";
 import { serveForwarding, serveRemoteForwards } from "./forwarding.ts";
 import { createMonitor } from "./monitor.ts";
-import { serveAuditRefusal, serveSession } from "./session.ts";
+import { AUDIT_UNAVAILABLE_MESSAGE, type NoAliasOptions, serveAuditRefusal, serveSession } from "./session.ts";
 import { connectUpstream, HostKeyMismatchError, parseHostKeyLine } from "./upstream.ts";
 
 /** Everything that a policy reload replaces at once; a connection keeps the one it started with. */
@@ -36,6 +36,18 @@ export interface ConnectionDeps {
   readonly metrics: GatewayMetrics;
   readonly recordingsDir: () => string;
   readonly now: () => number;
+  /** The gateway's host private keys (their public halves go into `ssh uid@gateway ssh-config`). */
+  readonly hostKeys?: readonly Buffer[] | undefined;
+}
+
+/** `ssh-ed25519 AAAA…` lines of the public halves of `keys` (unparsable keys are skipped). */
+export function publicKeyLines(keys: readonly Buffer[]): string[] {
+  return keys.flatMap((k) => {
+    const parsed = ssh2.utils.parseKey(k);
+    const key = Array.isArray(parsed) ? parsed[0] : parsed;
+    if (!key || key instanceof Error) return [];
+    return [`${key.type} ${key.getPublicSSH().toString("base64")}`];
+  });
 }
 
 /** What the gateway tracks of a live routed session (for reloads, stats and shutdown). */
@@ -46,6 +58,19 @@ export interface LiveSession {
   /** The connection's event stream. */
   readonly emit: (e: ConnectionEvent) => void;
   end(why: string): void;
+  /**
+   * Whether the policy in force still allows it (default: the route of `alias` still leads to
+   * `targetName`). Jump tunnels ask `authorizeJump` again.
+   */
+  stillAllowed?(policy: Policy): boolean;
+  /** When it started (ms since the epoch), the account typed, the client's address: for the live list. */
+  readonly startedAt?: number;
+  readonly account?: string;
+  readonly source?: string;
+  /** Bytes relayed so far: up = user → target, down = target → user. */
+  bytes?(): { up: number; down: number };
+  /** Writes `message` (already printable) to the stderr of every open session channel. */
+  tell?(message: string): void;
 }
 
 export interface ConnectionHooks {
@@ -130,6 +155,8 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
   let upstreamClient: UpstreamClient | undefined;
   let channelCounter = 0;
   const counters = { up: 0, down: 0 };
+  /** Open session channels, so an administrator's end of the session can say why on them. */
+  const sessionChannels = new Set<Session>();
   const monitor = createMonitor({
     idleMs: limits.idle_timeout,
     maxChannels: limits.max_channels,
@@ -203,14 +230,38 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
     if (!accepted) return client.end();
     const failedAtLogin = audit.failure();
     if (failedAtLogin) return refuseForAudit(failedAtLogin.message);
-    const { identity, alias, account } = accepted;
-    const decision: RouteDecision = resolveRoute(deps.runtime().policy, identity, alias);
+    const { identity, alias } = accepted;
+    const typed = accepted.account;
+    /** The SSH user name in force: as typed, or `uid_alias` once the target menu routed the connection. */
+    let account = typed;
+    /** The routing decision: made at login; the target menu may replace a `no_alias` refusal once. */
+    let decision: RouteDecision = resolveRoute(deps.runtime().policy, identity, alias);
+    /** This connection as a live session of the server (reloads, limits, the web console's list and end). */
+    const liveSession = (routeAlias: string | undefined, targetName: string, acct: string): LiveSession => ({
+      identity,
+      alias: routeAlias,
+      targetName,
+      emit,
+      end: (why) => ctx.terminate(why),
+      startedAt: deps.now(),
+      account: acct,
+      source,
+      bytes: () => ({ ...counters }),
+      tell: (message) => {
+        // ssh2 keeps the channel a session request accepted in `_channel` (set by the exec/shell/subsystem handlers).
+        for (const session of sessionChannels) (session as unknown as { _channel?: ServerChannel })._channel?.stderr?.write(message);
+      },
+    });
     const ctx: ConnectionContext = {
       client,
       connId,
-      account,
+      get account() {
+        return account;
+      },
       identity,
-      decision,
+      get decision() {
+        return decision;
+      },
       audit,
       recordingsDir: deps.recordingsDir,
       now: deps.now,
@@ -248,7 +299,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       // A new session needs its row and session_start event written: refused while the audit is unhealthy.
       const health = audit.healthy();
       if (!health.ok) return refuseForAudit(health.detail);
-      const live: LiveSession = { identity, alias, targetName: a.targetName, emit, end: (why) => ctx.terminate(why) };
+      const live = liveSession(alias, a.targetName, account);
       if (!hooks.sessionStarting(connId, live)) {
         emit({ type: "closing", reason: "max_sessions" });
         return client.end();
@@ -270,14 +321,93 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
         () => undefined,
       );
     }
+    const noAlias = decision.kind === "refused" && decision.reason === "no_alias" ? menuOptions() : undefined;
     client.on("session", (acceptSession, rejectSession) => {
       if (!monitor.openChannel()) {
         emit({ type: "channel_refused", uid: identity.uid, data: { kind: "session", reason: "max_channels" } });
         return rejectSession();
       }
-      serveSession(ctx, acceptSession(), () => monitor.closeChannel());
+      const channel = acceptSession();
+      sessionChannels.add(channel);
+      channel.once("close", () => sessionChannels.delete(channel));
+      serveSession(ctx, channel, () => monitor.closeChannel(), noAlias);
     });
-    serveForwarding(ctx);
+
+    /**
+     * A login without an alias: the target menu and `ssh-config`. A choice is checked again as a
+     * `uid_alias` login is (resolveRoute under the policy in force, the audit's health, max_sessions),
+     * audited (`menu_choice`, then the session row and its session_start as for that login), and from
+     * then on the connection is that login: its decision, account, live session, upstream.
+     */
+    function menuOptions(): NoAliasOptions {
+      const uid = identity.uid;
+      return {
+        entries: () => routesFor(deps.runtime().policy, identity).map((r) => ({ alias: r.alias, description: r.description })),
+        quit: (reason) => emit({ type: "menu_choice", uid, account: typed, result: "quit", reason }),
+        sshConfig: (gateway) => {
+          const policy = deps.runtime().policy;
+          const sock = (client as unknown as { _sock?: { localAddress?: string; localPort?: number } })._sock;
+          const local =
+            sock?.localAddress && sock.localPort ? { host: displayAddress(sock.localAddress), port: sock.localPort } : undefined;
+          const where = gateway ?? local ?? parseHostPort(policy.gateway.listen[0] ?? "", 22) ?? { host: "GATEWAY", port: 22 };
+          const routes = routesFor(policy, identity);
+          log.info({ gateway: `${where.host}:${where.port}` }, "ssh-config printed");
+          return renderSshConfig({ uid, routes, host: where.host, port: where.port, hostKeys: publicKeyLines(deps.hostKeys ?? []) });
+        },
+        choose: (chosen) => {
+          if (decision.kind === "approved" || terminated) {
+            return `varco: this connection already goes to ${printable(account)}; open another connection for another target.\r\n`;
+          }
+          const chosenAccount = `${uid}_${chosen}`;
+          const d = resolveRoute(deps.runtime().policy, identity, chosen);
+          if (d.kind === "refused") {
+            emit({ type: "menu_choice", uid, account: typed, result: "refused", alias: chosen });
+            emit({ type: "route_refused", uid, account: chosenAccount, reason: d.reason, aliases: d.aliases });
+            return refusalMessage(chosenAccount, uid, d.aliases);
+          }
+          const a = d.approved;
+          const auditDown = (detail: string) => {
+            log.error({ detail }, "the audit log cannot be written; session refused");
+            ctx.terminate("audit_failed");
+            return AUDIT_UNAVAILABLE_MESSAGE;
+          };
+          const health = audit.healthy();
+          if (!health.ok) return auditDown(health.detail);
+          const live = liveSession(chosen, a.targetName, chosenAccount);
+          if (!hooks.sessionStarting(connId, live)) {
+            emit({ type: "closing", reason: "max_sessions" });
+            return "varco: the gateway has reached its session limit; try again later.\r\n";
+          }
+          emit({ type: "menu_choice", uid, account: typed, result: "ok", alias: chosen, target: a.targetName });
+          if (!audit.failure()) audit.startSession({ id: connId, uid, account: chosenAccount, target: a.targetName, source });
+          const failed = audit.failure();
+          if (failed) {
+            hooks.sessionEnded(connId);
+            return auditDown(failed.message);
+          }
+          decision = d;
+          account = chosenAccount;
+          sessionStarted = true;
+          upstream = openUpstream(a, ctx);
+          upstream.then(
+            (c) => {
+              upstreamClient = c;
+              c.on("close", () => client.end());
+              serveRemoteForwards(ctx, c);
+            },
+            () => undefined,
+          );
+          return undefined;
+        },
+      };
+    }
+    serveForwarding(ctx, {
+      policy: () => deps.runtime().policy,
+      connectTimeoutMs: rt.policy.gateway.upstream_timeout,
+      // A tunnel is a live session of its own: max_sessions, reloads and the graceful stop see it.
+      register: (id, live) => hooks.sessionStarting(id, live),
+      unregister: (id) => hooks.sessionEnded(id),
+    });
   });
 
   client.on("error", (err) => log.debug({ err: err.message }, "downstream error"));

@@ -43,6 +43,18 @@ export type ConnectionEvent =
       readonly exitSignal: string | null;
     }
   | { readonly type: "forward"; readonly uid: string; readonly target?: string | undefined; readonly data: Record<string, unknown> }
+  | {
+      /** The target menu of a login without an alias ended: a choice (`ok`), a choice refused on re-check, or no choice (`quit`). */
+      readonly type: "menu_choice";
+      readonly uid: string;
+      /** The SSH user name as typed (no alias). */
+      readonly account: string;
+      readonly result: "ok" | "refused" | "quit";
+      readonly alias?: string | undefined;
+      readonly target?: string | undefined;
+      /** Why the menu was left (`q`, `ctrl_c`, `ctrl_d`, `eof`, `too_much_input`), for `quit`. */
+      readonly reason?: string | undefined;
+    }
   | { readonly type: "closing"; readonly reason: string }
   | { readonly type: "route_removed"; readonly uid: string; readonly target: string; readonly action: string };
 
@@ -86,11 +98,37 @@ export function connectionEvents(d: ConnectionEventsDeps): (e: ConnectionEvent) 
         log.warn({ uid: e.uid, result: e.result }, "lockout");
         return;
       case "login":
-        row({ type: "login", uid: e.uid, account: e.account, result: "ok", data: { factors: e.factors, break_glass: e.breakGlass } });
+        row({
+          type: "login",
+          uid: e.uid,
+          account: e.account,
+          result: "ok",
+          data: {
+            factors: e.factors,
+            break_glass: e.breakGlass,
+            ...(e.remembered ? { remembered: e.remembered } : {}),
+            ...(e.rememberUntil ? { remember_until: new Date(e.rememberUntil).toISOString() } : {}),
+          },
+        });
         if (e.breakGlass) row({ type: "break_glass", uid: e.uid, account: e.account, result: "ok" });
         log.info({ account: e.account, uid: e.uid, factors: e.factors, break_glass: e.breakGlass }, "login ok");
         metrics.login("ok");
         authSeconds();
+        return;
+      case "mfa_remembered":
+        row({
+          type: "mfa_remembered",
+          uid: e.uid,
+          account: e.account,
+          result: "ok",
+          data: {
+            key_fingerprint: e.keyFingerprint,
+            source_net: e.sourceNet,
+            remembered_at: new Date(e.rememberedAt).toISOString(),
+            expires_at: new Date(e.expiresAt).toISOString(),
+          },
+        });
+        log.info({ uid: e.uid, key_fingerprint: e.keyFingerprint, source_net: e.sourceNet }, "second factor remembered");
         return;
       case "recovery_code_used":
         row({ type: "recovery_code_used", uid: e.uid, result: "ok" });
@@ -134,6 +172,21 @@ export function connectionEvents(d: ConnectionEventsDeps): (e: ConnectionEvent) 
         return;
       case "forward":
         row({ type: "forward", uid: e.uid, target: e.target, data: e.data });
+        return;
+      case "menu_choice":
+        row({
+          type: "menu_choice",
+          uid: e.uid,
+          account: e.account,
+          target: e.target,
+          result: e.result,
+          data: {
+            via: "menu",
+            ...(e.alias !== undefined ? { alias: e.alias } : {}),
+            ...(e.reason !== undefined ? { reason: e.reason } : {}),
+          },
+        });
+        log.info({ account: e.account, result: e.result, alias: e.alias, target: e.target, reason: e.reason }, "target menu");
         return;
       case "closing":
         log.info({ reason: e.reason }, `${e.reason}; closing`);

@@ -76,7 +76,7 @@ export function pump(from: Readable, to: Writable, count: (n: number) => void, t
       maybeResume();
     };
     to.on("drain", onDrain);
-    from.on("data", (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       count(chunk.length);
       cork();
       if (!to.write(chunk)) {
@@ -91,7 +91,8 @@ export function pump(from: Readable, to: Writable, count: (n: number) => void, t
           maybeResume();
         });
       }
-    });
+    };
+    from.on("data", onData);
     // Only "end" counts: it comes after every buffered chunk was read ("close" may come earlier).
     // Then an empty write is a barrier: a Writable runs writes in order, so its callback fires once
     // every earlier chunk has been handed to the transport (for ssh2: sent within the peer's window).
@@ -99,8 +100,15 @@ export function pump(from: Readable, to: Writable, count: (n: number) => void, t
       if (to.writableEnded || to.destroyed) return settle();
       to.write(Buffer.alloc(0), () => settle());
     });
-    // A destination that goes away will never call back: release the waiter.
-    to.once("close", settle);
+    // A destination that goes away will never call back or drain: release the waiter, and let the
+    // source run to its end discarding what is left. A source left paused never emits 'end', and
+    // ssh2 emits a channel's 'close' only after its 'end' (lib/utils.js onCHANNEL_CLOSE), so the
+    // upstream channel would never close and the session's recording never be closed.
+    to.once("close", () => {
+      settle();
+      from.off("data", onData);
+      from.resume();
+    });
   });
 }
 

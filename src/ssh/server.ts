@@ -7,7 +7,7 @@ import { type AddressInfo, createServer, type Server as NetServer, type Socket }
 import ssh2, { type Connection, type Server as SshServer } from "ssh2";
 import type { AuditSink } from "../audit/index.ts";
 import { sourceKey } from "../auth/index.ts";
-import { type GatewayMetrics, type Logger, NO_METRICS } from "../obs/index.ts";
+import { type GatewayMetrics, type Logger, NO_METRICS, printable } from "../obs/index.ts";
 import { parseHostPort } from "../policy/index.ts";
 import { resolveRoute } from "../routing/index.ts";
 import { type GatewayRuntime, type LiveSession, serveConnection } from "./connection.ts";
@@ -46,7 +46,32 @@ export interface Gateway {
   policyChanged(): number;
   /** Live counts, for health and metrics. */
   stats(): { connections: number; unauthenticated: number; sessions: number };
+  /** The routed sessions (and jump tunnels) running now, for the web console's live page. */
+  liveSessions(): LiveSessionInfo[];
+  /**
+   * Ends a running session for an administrator: its user is told why on every open session
+   * channel (stderr), `session_terminated` is audited with the administrator's uid, then the
+   * connection closes (its session_end says `terminated`). Returns false when no such session runs.
+   * @throws AuditWriteError when the event cannot be written (nothing is ended then).
+   */
+  terminate(id: string, byUid: string, reason: string): boolean;
 }
+
+/** A running session as {@link Gateway.liveSessions} lists it; bytes: up = user → target, down = target → user. */
+export interface LiveSessionInfo {
+  readonly id: string;
+  readonly uid: string;
+  readonly account: string;
+  readonly target: string;
+  readonly source: string;
+  /** ms since the epoch. */
+  readonly startedAt: number;
+  readonly upBytes: number;
+  readonly downBytes: number;
+}
+
+/** How long the user's channels get to show the reason before the connection closes (ms). */
+const TERMINATE_NOTICE_MS = 300;
 
 /** Creates the gateway. Call `listen()` to start. */
 export function createGateway(deps: GatewayDeps): Gateway {
@@ -115,6 +140,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         metrics,
         recordingsDir: deps.recordingsDir,
         now: deps.now,
+        hostKeys: deps.hostKeys,
       },
       client,
       info.ip,
@@ -161,8 +187,12 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const policy = deps.runtime().policy;
       let affected = 0;
       for (const s of live.values()) {
-        const d = resolveRoute(policy, s.identity, s.alias);
-        if (d.kind === "approved" && d.approved.targetName === s.targetName) continue;
+        if (s.stillAllowed) {
+          if (s.stillAllowed(policy)) continue;
+        } else {
+          const d = resolveRoute(policy, s.identity, s.alias);
+          if (d.kind === "approved" && d.approved.targetName === s.targetName) continue;
+        }
         affected += 1;
         const action = policy.gateway.on_route_removed;
         s.emit({ type: "route_removed", uid: s.identity.uid, target: s.targetName, action });
@@ -180,5 +210,35 @@ export function createGateway(deps: GatewayDeps): Gateway {
       await closed;
     },
     stats: () => ({ connections: connections.size, unauthenticated, sessions: live.size }),
+    liveSessions: () =>
+      [...live].map(([id, s]) => {
+        const b = s.bytes?.() ?? { up: 0, down: 0 };
+        return {
+          id,
+          uid: s.identity.uid,
+          account: s.account ?? "",
+          target: s.targetName,
+          source: s.source ?? "",
+          startedAt: s.startedAt ?? 0,
+          upBytes: b.up,
+          downBytes: b.down,
+        };
+      }),
+    terminate(id, byUid, reason) {
+      const s = live.get(id);
+      if (!s) return false;
+      deps.audit.append({
+        type: "session_terminated",
+        sessionId: id,
+        uid: byUid,
+        target: s.targetName,
+        result: "ok",
+        data: { by: byUid, user: s.identity.uid, reason },
+      });
+      deps.logger.warn({ session: id, by: byUid, user: s.identity.uid }, "session ended by an administrator");
+      s.tell?.(`\r\nvarco: this session was ended by an administrator (${byUid}): ${printable(reason, 200)}\r\n`);
+      setTimeout(() => s.end("terminated"), TERMINATE_NOTICE_MS).unref();
+      return true;
+    },
   };
 }

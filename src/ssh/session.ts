@@ -6,8 +6,9 @@
 import type { ClientChannel, PseudoTtyInfo, ServerChannel, Session } from "ssh2";
 import { createChannelAudit } from "../audit/index.ts";
 import { printable } from "../obs/index.ts";
-import { authorizeChannel, type ChannelRequest, refusalMessage } from "../routing/index.ts";
+import { authorizeChannel, type ChannelRequest, parseSshConfigCommand, refusalMessage } from "../routing/index.ts";
 import { approvedOf, type ConnectionContext } from "./context.ts";
+import { endMenu, feedMenu, type MenuEntry, type MenuQuitReason, type MenuStep, resizeMenu, startMenu } from "./menu.ts";
 import { type ByteCounter, type ExitInfo, finishDownstream, relaySession } from "./relay.ts";
 import { HostKeyMismatchError } from "./upstream.ts";
 
@@ -45,12 +46,34 @@ export function serveAuditRefusal(session: Session, done: () => void): void {
   session.on("subsystem", (accept) => refuse(accept()));
 }
 
-/** Serves one accepted session channel. */
-export function serveSession(ctx: ConnectionContext, session: Session, release: () => void): void {
+/**
+ * What a session channel of a login without an alias offers besides the list of aliases
+ * (connection.ts provides it): the target menu on a shell with a pty, and `ssh-config` as exec.
+ */
+export interface NoAliasOptions {
+  /** The aliases to offer: the identity's own routes under the policy in force (`routesFor`). */
+  entries(): readonly MenuEntry[];
+  /**
+   * Routes the whole connection to `alias`, re-checked as a `uid_alias` login would be
+   * (`resolveRoute`, the audit's health, `max_sessions`), and audits the choice.
+   * @returns `undefined` once routed (the context's decision is then approved), else the message for the user.
+   */
+  choose(alias: string): string | undefined;
+  /** Audits a menu left without a choice. */
+  quit(reason: MenuQuitReason): void;
+  /** The user's own `~/.ssh/config` blocks (`ssh-config [--gateway HOST[:PORT]]`). */
+  sshConfig(gateway: { host: string; port: number } | undefined): string;
+}
+
+/** Most bytes of menu output waiting for the client's window before the menu stops reading its keys. */
+const MENU_OUTPUT_HIGH_WATER = 64 * 1024;
+
+/** Serves one accepted session channel; `noAlias` enables the menu and `ssh-config` on a login without an alias. */
+export function serveSession(ctx: ConnectionContext, session: Session, release: () => void, noAlias?: NoAliasOptions): void {
   let pty: PseudoTtyInfo | undefined;
   const env: Record<string, string> = {};
   let upCh: ClientChannel | undefined;
-  const a = approvedOf(ctx);
+  let a = approvedOf(ctx);
   const route = a?.route;
   const uid = ctx.identity.uid;
   let started = false;
@@ -70,8 +93,10 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
     }
   });
   let resizeRecording: (cols: number, rows: number) => void = () => undefined;
+  let resizeMenuView: (cols: number, rows: number) => void = () => undefined;
   session.on("window-change", (accept, _reject, info) => {
     resizeRecording(info.cols, info.rows);
+    resizeMenuView(info.cols, info.rows);
     if (upCh) upCh.setWindow(info.rows, info.cols, info.height, info.width);
     else if (pty) pty = { ...pty, rows: info.rows, cols: info.cols, height: info.height, width: info.width };
     accept?.();
@@ -99,10 +124,115 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
     if (!down) return;
     if (started) return refuseOnChannel(down, "varco: one program per session channel.\r\n");
     started = true;
+    // Another channel's menu may have routed the connection since this channel opened.
+    a = approvedOf(ctx);
     if (ctx.decision.kind === "refused" || !a) {
-      refuseOnChannel(down, refusalMessage(ctx.account, uid, ctx.decision.kind === "refused" ? ctx.decision.aliases : []));
+      const d = ctx.decision;
+      if (noAlias && d.kind === "refused" && d.reason === "no_alias") {
+        if (request.type === "shell" && pty) {
+          const entries = noAlias.entries();
+          if (entries.length > 0) return runMenu(noAlias, entries, down, pty);
+        }
+        if (request.type === "exec") {
+          const cmd = parseSshConfigCommand(request.command);
+          if (cmd?.kind === "invalid") return refuseOnChannel(down, `varco: ${cmd.message}\r\n`, 2);
+          if (cmd) {
+            let text: string;
+            try {
+              text = noAlias.sshConfig(cmd.gateway);
+            } catch (err) {
+              ctx.log.warn({ err: (err as Error).message }, "ssh-config could not be rendered");
+              return refuseOnChannel(
+                down,
+                "varco: ssh-config cannot be printed here; ask an administrator for `varco user ssh-config`.\r\n",
+              );
+            }
+            down.write(pty ? text.replace(/\n/g, "\r\n") : text, () => finishDownstream(down, { kind: "status", code: 0 }));
+            return;
+          }
+        }
+      }
+      refuseOnChannel(down, refusalMessage(ctx.account, uid, d.kind === "refused" ? d.aliases : []));
       return;
     }
+    launch(request, down, a);
+  };
+
+  /**
+   * The target menu on this channel (a shell with a pty on a login without an alias): keys go to the
+   * state machine (menu.ts) until it ends; a choice routes the connection and starts the shell on the
+   * chosen target in this same channel, with the bytes typed after Enter as its first input.
+   */
+  const runMenu = (o: NoAliasOptions, entries: readonly MenuEntry[], down: ServerChannel, info: PseudoTtyInfo) => {
+    let step: MenuStep = startMenu({ uid, entries, cols: info.cols, rows: info.rows });
+    let active = true;
+    const write = (text: string, done?: () => void) => {
+      if (!text) return done?.();
+      down.write(text, done);
+      // A client that stops reading its output is not read from either (the menu's output stays bounded).
+      if (active && down.writableLength > MENU_OUTPUT_HIGH_WATER) {
+        down.pause();
+        down.once("drain", () => active && down.resume());
+      }
+    };
+    const stop = () => {
+      active = false;
+      down.off("data", onData);
+      down.off("end", onEnd);
+      resizeMenuView = () => undefined;
+      down.pause();
+    };
+    const ended = (s: MenuStep) => {
+      const outcome = s.outcome;
+      if (!outcome) return;
+      stop();
+      if (outcome.kind === "quit") {
+        o.quit(outcome.reason);
+        down.resume();
+        return write(s.output, () => finishDownstream(down, { kind: "status", code: 0 }));
+      }
+      write(s.output);
+      // Type-ahead: what followed the Enter goes to the target's shell, before anything read later.
+      if (outcome.rest.length > 0) down.unshift(outcome.rest);
+      const refused = o.choose(outcome.alias);
+      a = approvedOf(ctx);
+      if (refused !== undefined || !a) {
+        down.resume();
+        return refuseOnChannel(down, refused ?? refusalMessage(ctx.account, uid, []));
+      }
+      launch({ type: "shell" }, down, a, true);
+    };
+    const onData = (chunk: Buffer) => {
+      ctx.monitor.activity();
+      step = feedMenu(step.state, chunk);
+      if (step.outcome) return ended(step);
+      write(step.output);
+    };
+    const onEnd = () => {
+      step = endMenu(step.state);
+      ended(step);
+    };
+    resizeMenuView = (cols, rows) => {
+      step = resizeMenu(step.state, cols, rows);
+      write(step.output);
+    };
+    down.on("data", onData);
+    down.once("end", onEnd);
+    write(step.output);
+  };
+
+  /** Starts the program on the target of approved route `a`, as decided by `authorizeChannel`; `paused`: the menu left `down` paused. */
+  const launch = (
+    request: Extract<ChannelRequest, { type: "shell" | "exec" | "subsystem" }>,
+    down: ServerChannel,
+    a: NonNullable<ReturnType<typeof approvedOf>>,
+    paused = false,
+  ) => {
+    // A paused channel never ends, and ssh2 closes a channel only after its 'end': every way out resumes it.
+    const refuse = (text: string) => {
+      if (paused) down.resume();
+      refuseOnChannel(down, text);
+    };
     const kind = request.type;
     const arg = request.type === "exec" ? request.command : request.type === "subsystem" ? request.name : "";
     const decision = authorizeChannel(a.route, request);
@@ -113,7 +243,7 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
         target: a.targetName,
         data: { kind, what: decision.what, ...(kind === "exec" ? { command: arg } : {}) },
       });
-      refuseOnChannel(down, `varco: ${decision.reason} on ${printable(ctx.account)}.\r\n`);
+      refuse(`varco: ${decision.reason} on ${printable(ctx.account)}.\r\n`);
       return;
     }
     ctx.emit({
@@ -131,7 +261,7 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
     // The program may reach the target only once its event is committed.
     const auditRefused = () => {
       down.once("close", () => ctx.terminate("audit_failed"));
-      refuseOnChannel(down, AUDIT_UNAVAILABLE_MESSAGE);
+      refuse(AUDIT_UNAVAILABLE_MESSAGE);
     };
     if (!ctx.audit.healthy().ok) return auditRefused();
     const ready = ctx.upstream ?? Promise.reject(new Error("no upstream"));
@@ -191,28 +321,29 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
             return audit.close(mine);
           }
           resizeRecording = audit.resize;
-          return relaySession(down, ch, count, { up: audit.up, down: audit.down, stderr: audit.stderr }).then(
-            async (exit: ExitInfo | undefined) => {
-              if (exit?.kind === "status") ctx.setExit(exit.code);
-              await audit.close(mine);
-              ctx.emit({
-                type: "channel_closed",
-                kind,
-                up: mine.up,
-                down: mine.down,
-                exitStatus: exit?.kind === "status" ? exit.code : null,
-                exitSignal: exit?.kind === "signal" ? exit.signal : null,
-              });
-            },
-          );
+          const relayed = relaySession(down, ch, count, { up: audit.up, down: audit.down, stderr: audit.stderr });
+          // The relay reads the channel now (the menu's type-ahead first).
+          if (paused) down.resume();
+          return relayed.then(async (exit: ExitInfo | undefined) => {
+            if (exit?.kind === "status") ctx.setExit(exit.code);
+            await audit.close(mine);
+            ctx.emit({
+              type: "channel_closed",
+              kind,
+              up: mine.up,
+              down: mine.down,
+              exitStatus: exit?.kind === "status" ? exit.code : null,
+              exitSignal: exit?.kind === "signal" ? exit.signal : null,
+            });
+          });
         },
         (err: unknown) => {
           if (!(err instanceof HostKeyMismatchError) && ctx.upstreamClient()) {
             ctx.log.warn({ err: (err as Error).message }, "upstream refused the channel");
-            refuseOnChannel(down, `varco: the target refused the ${kind} request.\r\n`);
+            refuse(`varco: the target refused the ${kind} request.\r\n`);
             return;
           }
-          refuseOnChannel(down, err instanceof HostKeyMismatchError ? HOST_KEY_CHANGED_MESSAGE : TARGET_UNREACHABLE_MESSAGE);
+          refuse(err instanceof HostKeyMismatchError ? HOST_KEY_CHANGED_MESSAGE : TARGET_UNREACHABLE_MESSAGE);
         },
       );
   };

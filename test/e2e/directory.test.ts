@@ -140,7 +140,7 @@ describe("TOTP secrets read from the directory (auth.totp.secrets: ldap)", () =>
   it("logs in with the secret from the user's entry, once per code", async () => {
     const store = await import("../../src/auth/index.ts");
     const local = store.openTotpStore(`${h2.dir}/state`, { issuer: "varco", digits: 6, periodMs: 30_000, window: 1 });
-    expect(local.hasSecret("s01")).toBe(false);
+    expect(await local.hasSecret("s01")).toBe(false);
     local.close();
     const code = h2.nextCode("s01");
     const r = await h2.ssh("s01_vm1", ["echo from-directory-secret"], { code });

@@ -90,9 +90,9 @@ describe("varco user totp invite", () => {
     expect(expiry).toBeLessThanOrEqual(Date.now() + 24 * 3_600_000 + 1000);
 
     const store = openTotpStore(stateDir(), SETTINGS);
-    expect(store.hasInvitation("mario.rossi", Date.now())).toBe(true);
-    expect(store.consumeInvitation("mario.rossi", code, Date.now())).toBe(true);
-    expect(store.consumeInvitation("mario.rossi", code, Date.now())).toBe(false);
+    expect(await store.hasInvitation("mario.rossi", Date.now())).toBe(true);
+    expect(await store.consumeInvitation("mario.rossi", code, Date.now())).toBe(true);
+    expect(await store.consumeInvitation("mario.rossi", code, Date.now())).toBe(false);
     store.close();
   });
 
@@ -113,8 +113,8 @@ describe("varco user totp invite", () => {
     expect(expiry).toBeLessThanOrEqual(Date.now() + 30 * 60_000 + 1000);
 
     const store = openTotpStore(stateDir(), SETTINGS);
-    expect(store.consumeInvitation("anna.bianchi", a.code as string, Date.now())).toBe(false);
-    expect(store.consumeInvitation("anna.bianchi", b.code as string, Date.now())).toBe(true);
+    expect(await store.consumeInvitation("anna.bianchi", a.code as string, Date.now())).toBe(false);
+    expect(await store.consumeInvitation("anna.bianchi", b.code as string, Date.now())).toBe(true);
     store.close();
   });
 
@@ -147,7 +147,7 @@ describe("varco user totp invite", () => {
 
   it("refuses a uid that already has a secret until it is reset; reset also drops a pending invitation", async () => {
     const store = openTotpStore(stateDir(), SETTINGS);
-    store.setSecret("enrolled.user", newSecret());
+    await store.setSecret("enrolled.user", newSecret());
     store.close();
     const r = await varco(policy, "user", "totp", "invite", "enrolled.user");
     expect(r.exitCode).toBe(1);
@@ -162,8 +162,8 @@ describe("varco user totp invite", () => {
     // A second reset (no secret any more) still forgets the invitation.
     await varco(policy, "user", "totp", "reset", "enrolled.user");
     const s = openTotpStore(stateDir(), SETTINGS);
-    expect(s.hasInvitation("enrolled.user", Date.now())).toBe(false);
-    expect(s.consumeInvitation("enrolled.user", code, Date.now())).toBe(false);
+    expect(await s.hasInvitation("enrolled.user", Date.now())).toBe(false);
+    expect(await s.consumeInvitation("enrolled.user", code, Date.now())).toBe(false);
     s.close();
   });
 
@@ -174,7 +174,7 @@ describe("varco user totp invite", () => {
       expect(r.stdout).not.toMatch(FORMAT);
     }
     const s = openTotpStore(stateDir(), SETTINGS);
-    expect(s.hasInvitation("bad.duration", Date.now())).toBe(false);
+    expect(await s.hasInvitation("bad.duration", Date.now())).toBe(false);
     s.close();
   });
 });

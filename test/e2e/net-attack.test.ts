@@ -7,7 +7,8 @@
  * - a packet from the internet with a spoofed private source listed in forward_allow (vm2 → vm1:5432)
  *   must not be forwarded (IPv4 with loose rp_filter, as Debian sets it, and IPv6, which has none);
  * - the per-source SSH meter must not be bypassed by an IPv6 host using many addresses of its /64;
- * - SYNs spoofed from the administrator's (input_allow) address must not lock the administrator out.
+ * - SYNs spoofed from the administrator's (input_allow) address must not lock the administrator out;
+ * - a flow another table DNATed to a VM does not pass varco's forward chain as a port forward.
  * Each failed before its fix (src/net/nft.ts, src/net/input.ts).
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -36,6 +37,8 @@ network:
   input: { ssh_rate: 1/minute, ssh_burst: 5 }
   input_allow:
     - { name: office, protocol: tcp, ports: [2200], sources: [203.0.113.77/32] }
+  port_forwards:
+    - { name: game, protocol: udp, external_port: 7001, internal_ip: 10.10.1.11 }
   forward_allow:
     - { name: db, protocol: udp, from: [10.10.2.12], to: [10.10.1.11], ports: [5432] }
     - { name: db6, protocol: udp, from: ["2001:db8:10:2::12"], to: ["2001:db8:10:1::11"], ports: [5432] }
@@ -144,6 +147,23 @@ describe.runIf(isRoot)("attacks on the front-end, with real packets", () => {
     expect(await client("udp", "2001:db8:10:1::11", "5432", "2001:db8:10:2::12")).toBe("SENT");
     await new Promise((r) => setTimeout(r, 300));
     expect(await vm1Udp()).toBe(before);
+  });
+
+  it("a flow another table DNATed to a VM is not taken for one of varco's port forwards", async () => {
+    // Another table on the node (Docker, a hand-made rule) DNATs 203.0.113.99:6000 to vm1:5432.
+    await n.ip("gw", "addr", "add", "203.0.113.99/32", "dev", "lo");
+    await n.exec("gw", [
+      "nft",
+      "add table ip other; add chain ip other pre { type nat hook prerouting priority -110; }; add rule ip other pre ip daddr 203.0.113.99 udp dport 6000 dnat to 10.10.1.11:5432",
+    ]);
+    try {
+      const before = await vm1Udp();
+      expect(await client("udp", "203.0.113.99", "6000", "203.0.113.50")).toBe("SENT");
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await vm1Udp()).toBe(before);
+    } finally {
+      await n.exec("gw", ["nft", "delete table ip other"]);
+    }
   });
 
   it("an IPv6 host cannot multiply the per-source SSH rate with the addresses of its /64", async () => {

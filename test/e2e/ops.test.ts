@@ -111,7 +111,13 @@ describe("health and metrics", () => {
     expect((await h.ssh("o01_vm1", ["true"])).exitCode).toBe(0);
     const health = await http("/healthz");
     expect(health.status).toBe(200);
-    expect(JSON.parse(health.body).checks.map((c: { name: string }) => c.name)).toEqual(["policy", "audit_db", "listener", "directory"]);
+    expect(JSON.parse(health.body).checks.map((c: { name: string }) => c.name)).toEqual([
+      "policy",
+      "audit_db",
+      "listener",
+      "directory",
+      "state",
+    ]);
     const m = await http("/metrics");
     expect(m.body).toMatch(/varco_logins_total\{result="ok"\} [1-9]/);
     expect(m.body).toContain("varco_upstream_connect_seconds_bucket");
@@ -120,7 +126,7 @@ describe("health and metrics", () => {
 
   it("`varco health` exits 0 when ready and 2 with --nagios when the directory is down", async () => {
     const ok = await varco("health", "--nagios");
-    expect(ok.stdout).toMatch(/^VARCO OK - all 4 checks pass \| policy=1 audit_db=1 listener=1 directory=1/);
+    expect(ok.stdout).toMatch(/^VARCO OK - all 5 checks pass \| policy=1 audit_db=1 listener=1 directory=1 state=1/);
     expect(ok.exitCode).toBe(0);
     await h.env.slapd.stop();
     await new Promise((r) => setTimeout(r, 5200)); // past the 5 s cache of the directory probe

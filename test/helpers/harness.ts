@@ -158,7 +158,7 @@ export async function startHarness(
   });
   if (o.unenrolled?.length) {
     const store = openTotpStore(join(dir, "state"), TOTP);
-    for (const uid of o.unenrolled) store.reset(uid);
+    for (const uid of o.unenrolled) await store.reset(uid);
     store.close();
   }
   const logPath = join(dir, "gateway.out");

@@ -34,7 +34,7 @@ describe("TOTP store", () => {
   it("accepts a current code once, never twice in the same step, and the next step's code", async () => {
     const store = openTotpStore(tmp(), settings);
     const secret = newSecret();
-    store.setSecret("mario.rossi", secret);
+    await store.setSecret("mario.rossi", secret);
     const code = currentCode(settings, secret, T0);
     expect(await store.verifyCode("mario.rossi", code, T0)).toBe(true);
     expect(await store.verifyCode("mario.rossi", code, T0 + 1000)).toBe(false);
@@ -56,7 +56,7 @@ describe("TOTP store", () => {
       if (new Set(codes).size === codes.length) break;
       secret = newSecret();
     }
-    store.setSecret("u", secret);
+    await store.setSecret("u", secret);
     expect(await store.verifyCode("u", currentCode(settings, secret, T0 - 60_000), T0)).toBe(false);
     expect(await store.verifyCode("u", currentCode(settings, secret, T0 + 60_000), T0)).toBe(false);
     expect(await store.verifyCode("u", currentCode(settings, secret, T0 - 30_000), T0)).toBe(true);
@@ -65,7 +65,7 @@ describe("TOTP store", () => {
 
   it("refuses malformed codes and users without a secret", async () => {
     const store = openTotpStore(tmp(), settings);
-    store.setSecret("u", newSecret());
+    await store.setSecret("u", newSecret());
     expect(await store.verifyCode("u", "", T0)).toBe(false);
     expect(await store.verifyCode("u", "12345a", T0)).toBe(false);
     expect(await store.verifyCode("u", "1234567", T0)).toBe(false);
@@ -73,11 +73,11 @@ describe("TOTP store", () => {
     store.close();
   });
 
-  it("keeps secrets encrypted at rest under a 0600 key file", () => {
+  it("keeps secrets encrypted at rest under a 0600 key file", async () => {
     const dir = tmp();
     const store = openTotpStore(dir, settings);
     const secret = newSecret();
-    store.setSecret("u", secret);
+    await store.setSecret("u", secret);
     store.close();
     expect(statSync(join(dir, "totp.key")).mode & 0o777).toBe(0o600);
     const raw = Buffer.concat([readFileSync(join(dir, "state.db")), readFileSync(join(dir, "state.db-wal"), { flag: "a+" })]);

@@ -77,12 +77,17 @@ describe("altnames (ip-link(8) property add altname)", () => {
 
 describe("rendering", () => {
   it("drops private sources arriving on the public interface before forward_allow and forwards", () => {
-    const nft = renderNft(net("  forward_allow: [ { name: db, from: [10.10.2.12], to: [10.10.1.11], ports: [5432] } ]"));
+    const nft = renderNft(
+      net(
+        "  forward_allow: [ { name: db, from: [10.10.2.12], to: [10.10.1.11], ports: [5432] } ]\n  port_forwards: [ { name: w, external_port: 80, internal_ip: 10.10.1.11 } ]",
+      ),
+    );
     const spoof = nft.indexOf('iifname "eth0" ip saddr @private4 counter drop');
     expect(spoof).toBeGreaterThan(0);
     expect(nft.indexOf('iifname "eth0" ip6 saddr @private6 counter drop')).toBeGreaterThan(0);
     expect(spoof).toBeLessThan(nft.indexOf("@east_west4 accept"));
-    expect(spoof).toBeLessThan(nft.indexOf("ct status dnat accept"));
+    expect(nft).toContain("ct status dnat ct original ip daddr { 203.0.113.11 } accept");
+    expect(spoof).toBeLessThan(nft.indexOf("ct status dnat ct original ip daddr"));
   });
   it("meters IPv6 SSH sources per /64 and lets input_allow sources past the meter", () => {
     const nft = renderNft(net("  input_allow: [ { name: office, ports: [22], sources: [198.51.100.7/32] } ]"), {

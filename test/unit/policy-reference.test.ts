@@ -63,7 +63,7 @@ describe("policy reference", () => {
     const text = renderPolicyReference();
     expect(renderPolicyReference()).toBe(text);
     const sections = [...text.matchAll(/^## (\S+)$/gm)].map((m) => m[1]);
-    expect(sections).toEqual(["version", "gateway", "directory", "auth", "targets", "routes", "network"]);
+    expect(sections).toEqual(["version", "gateway", "directory", "auth", "targets", "routes", "network", "state", "web"]);
     const rows = policyKeyRows();
     expect(new Set(rows.map((r) => r.path)).size).toBe(rows.length);
     for (const r of rows) expect(text).toContain(`| \`${r.path}\` |`);

@@ -43,6 +43,7 @@ describe("policy loading", () => {
       scp: true,
       port_forwarding: false,
       agent_forwarding: false,
+      jump: false,
       x11: false,
     });
     expect(policy.routes[0]?.record).toEqual({

@@ -53,7 +53,7 @@ function chiSquare(counts: Map<string, number>, bins: number, total: number): nu
 }
 
 describe("one-time code format", () => {
-  it("is 16 Crockford base32 symbols in four groups: 80 bits, no look-alikes", () => {
+  it("is 16 Crockford base32 symbols in four groups: 80 bits, no look-alikes", async () => {
     expect(ALPHABET).toHaveLength(32);
     const seen = new Set<string>();
     for (let i = 0; i < 2000; i++) {
@@ -67,7 +67,7 @@ describe("one-time code format", () => {
     expect(16 * Math.log2(ALPHABET.length)).toBeGreaterThanOrEqual(80);
   });
 
-  it("draws every symbol uniformly at every position (no modulo bias)", () => {
+  it("draws every symbol uniformly at every position (no modulo bias)", async () => {
     const n = 20_000;
     const all = new Map<string, number>();
     const perPosition = Array.from({ length: 16 }, () => new Set<string>());
@@ -86,14 +86,14 @@ describe("one-time code format", () => {
     expect(chiSquare(all, 32, n * 16)).toBeLessThan(90);
   });
 
-  it("newRecoveryCodes gives ten distinct codes of the same format", () => {
+  it("newRecoveryCodes gives ten distinct codes of the same format", async () => {
     const codes = newRecoveryCodes();
     expect(codes).toHaveLength(10);
     expect(new Set(codes).size).toBe(10);
     for (const c of codes) expect(c).toMatch(FORMAT);
   });
 
-  it("normalises case, spaces, dashes and Crockford look-alikes, and nothing else", () => {
+  it("normalises case, spaces, dashes and Crockford look-alikes, and nothing else", async () => {
     expect(normaliseOneTimeCode("abcd-efgh-jkmn-pqrs")).toBe("abcdefghjkmnpqrs");
     expect(normaliseOneTimeCode(" ABCD EFGH\tJKMN-PQRS\n")).toBe("abcdefghjkmnpqrs");
     expect(normaliseOneTimeCode("abcdefghjkmnpqrs")).toBe("abcdefghjkmnpqrs");
@@ -120,111 +120,111 @@ describe("one-time code format", () => {
 });
 
 describe("enrolment invitations", () => {
-  it("accepts the code once, in any typed spelling, and never again", () => {
+  it("accepts the code once, in any typed spelling, and never again", async () => {
     const store = openTotpStore(tmp(), settings);
-    const code = store.invite("mario.rossi", 24 * HOUR, T0);
+    const code = await store.invite("mario.rossi", 24 * HOUR, T0);
     expect(code).toMatch(FORMAT);
-    expect(store.hasInvitation("mario.rossi", T0 + 1)).toBe(true);
-    expect(store.consumeInvitation("mario.rossi", ` ${code.toUpperCase().replaceAll("-", " ")} `, T0 + 1000)).toBe(true);
-    expect(store.hasInvitation("mario.rossi", T0 + 1000)).toBe(false);
-    expect(store.consumeInvitation("mario.rossi", code, T0 + 2000)).toBe(false);
+    expect(await store.hasInvitation("mario.rossi", T0 + 1)).toBe(true);
+    expect(await store.consumeInvitation("mario.rossi", ` ${code.toUpperCase().replaceAll("-", " ")} `, T0 + 1000)).toBe(true);
+    expect(await store.hasInvitation("mario.rossi", T0 + 1000)).toBe(false);
+    expect(await store.consumeInvitation("mario.rossi", code, T0 + 2000)).toBe(false);
     store.close();
   });
 
-  it("a wrong code does not use the invitation up, and is refused", () => {
+  it("a wrong code does not use the invitation up, and is refused", async () => {
     const store = openTotpStore(tmp(), settings);
-    const code = store.invite("u", HOUR, T0);
+    const code = await store.invite("u", HOUR, T0);
     const other = newOneTimeCode();
-    expect(store.consumeInvitation("u", other, T0)).toBe(false);
-    expect(store.consumeInvitation("u", "", T0)).toBe(false);
-    expect(store.consumeInvitation("u", "123456", T0)).toBe(false);
+    expect(await store.consumeInvitation("u", other, T0)).toBe(false);
+    expect(await store.consumeInvitation("u", "", T0)).toBe(false);
+    expect(await store.consumeInvitation("u", "123456", T0)).toBe(false);
     // The right code with one symbol changed.
     const flipped = code.slice(0, -1) + (code.endsWith("0") ? "1" : "0");
-    expect(store.consumeInvitation("u", flipped, T0)).toBe(false);
-    expect(store.consumeInvitation("u", code, T0)).toBe(true);
+    expect(await store.consumeInvitation("u", flipped, T0)).toBe(false);
+    expect(await store.consumeInvitation("u", code, T0)).toBe(true);
     store.close();
   });
 
-  it("expires: valid until just before nowMs + validMs, refused at and after it", () => {
+  it("expires: valid until just before nowMs + validMs, refused at and after it", async () => {
     const store = openTotpStore(tmp(), settings);
-    const code = store.invite("u", HOUR, T0);
-    expect(store.hasInvitation("u", T0 + HOUR - 1)).toBe(true);
-    expect(store.hasInvitation("u", T0 + HOUR)).toBe(false);
-    expect(store.consumeInvitation("u", code, T0 + HOUR)).toBe(false);
-    expect(store.consumeInvitation("u", code, T0 + 10 * HOUR)).toBe(false);
-    const again = store.invite("u", HOUR, T0);
-    expect(store.consumeInvitation("u", again, T0 + HOUR - 1)).toBe(true);
-    expect(() => store.invite("u", 0, T0)).toThrow(RangeError);
-    expect(() => store.invite("u", -1, T0)).toThrow(RangeError);
-    expect(() => store.invite("u", Number.NaN, T0)).toThrow(RangeError);
-    expect(() => store.invite("u", Number.POSITIVE_INFINITY, T0)).toThrow(RangeError);
+    const code = await store.invite("u", HOUR, T0);
+    expect(await store.hasInvitation("u", T0 + HOUR - 1)).toBe(true);
+    expect(await store.hasInvitation("u", T0 + HOUR)).toBe(false);
+    expect(await store.consumeInvitation("u", code, T0 + HOUR)).toBe(false);
+    expect(await store.consumeInvitation("u", code, T0 + 10 * HOUR)).toBe(false);
+    const again = await store.invite("u", HOUR, T0);
+    expect(await store.consumeInvitation("u", again, T0 + HOUR - 1)).toBe(true);
+    await expect(store.invite("u", 0, T0)).rejects.toThrow(RangeError);
+    await expect(store.invite("u", -1, T0)).rejects.toThrow(RangeError);
+    await expect(store.invite("u", Number.NaN, T0)).rejects.toThrow(RangeError);
+    await expect(store.invite("u", Number.POSITIVE_INFINITY, T0)).rejects.toThrow(RangeError);
     store.close();
   });
 
-  it("a new invitation replaces the previous one", () => {
+  it("a new invitation replaces the previous one", async () => {
     const store = openTotpStore(tmp(), settings);
-    const first = store.invite("u", HOUR, T0);
-    const second = store.invite("u", HOUR, T0 + 1000);
+    const first = await store.invite("u", HOUR, T0);
+    const second = await store.invite("u", HOUR, T0 + 1000);
     expect(second).not.toBe(first);
-    expect(store.consumeInvitation("u", first, T0 + 2000)).toBe(false);
-    expect(store.consumeInvitation("u", second, T0 + 2000)).toBe(true);
+    expect(await store.consumeInvitation("u", first, T0 + 2000)).toBe(false);
+    expect(await store.consumeInvitation("u", second, T0 + 2000)).toBe(true);
     // Replacement also shortens: a later, shorter invitation's expiry wins.
-    store.invite("u", 10 * HOUR, T0);
-    const short = store.invite("u", 1000, T0);
-    expect(store.hasInvitation("u", T0 + 1000)).toBe(false);
-    expect(store.consumeInvitation("u", short, T0 + 1000)).toBe(false);
+    await store.invite("u", 10 * HOUR, T0);
+    const short = await store.invite("u", 1000, T0);
+    expect(await store.hasInvitation("u", T0 + 1000)).toBe(false);
+    expect(await store.consumeInvitation("u", short, T0 + 1000)).toBe(false);
     store.close();
   });
 
-  it("is bound to its uid: another user's code is refused, and leaves both invitations alone", () => {
+  it("is bound to its uid: another user's code is refused, and leaves both invitations alone", async () => {
     const store = openTotpStore(tmp(), settings);
-    const alice = store.invite("alice", HOUR, T0);
-    const bob = store.invite("bob", HOUR, T0);
-    expect(store.consumeInvitation("bob", alice, T0)).toBe(false);
-    expect(store.consumeInvitation("carol", alice, T0)).toBe(false);
-    expect(store.consumeInvitation("Alice", alice, T0)).toBe(false);
-    expect(store.consumeInvitation("alice ", alice, T0)).toBe(false);
-    expect(store.consumeInvitation("alice", alice, T0)).toBe(true);
-    expect(store.consumeInvitation("bob", bob, T0)).toBe(true);
+    const alice = await store.invite("alice", HOUR, T0);
+    const bob = await store.invite("bob", HOUR, T0);
+    expect(await store.consumeInvitation("bob", alice, T0)).toBe(false);
+    expect(await store.consumeInvitation("carol", alice, T0)).toBe(false);
+    expect(await store.consumeInvitation("Alice", alice, T0)).toBe(false);
+    expect(await store.consumeInvitation("alice ", alice, T0)).toBe(false);
+    expect(await store.consumeInvitation("alice", alice, T0)).toBe(true);
+    expect(await store.consumeInvitation("bob", bob, T0)).toBe(true);
     store.close();
   });
 
   it("reset forgets the invitation with the secret and recovery codes; a reset user needs a new invitation", async () => {
     const store = openTotpStore(tmp(), settings);
     // An invitation alone (nothing enrolled yet): reset still clears it.
-    const code = store.invite("u", HOUR, T0);
-    expect(store.reset("u")).toBe(false);
-    expect(store.hasInvitation("u", T0)).toBe(false);
-    expect(store.consumeInvitation("u", code, T0)).toBe(false);
+    const code = await store.invite("u", HOUR, T0);
+    expect(await store.reset("u")).toBe(false);
+    expect(await store.hasInvitation("u", T0)).toBe(false);
+    expect(await store.consumeInvitation("u", code, T0)).toBe(false);
     // Enrolled user with recovery codes.
     const secret = newSecret();
-    store.setSecret("u", secret);
+    await store.setSecret("u", secret);
     const recovery = newRecoveryCodes();
-    store.setRecoveryCodes("u", recovery);
-    expect(store.reset("u")).toBe(true);
-    expect(store.hasSecret("u")).toBe(false);
-    expect(store.recoveryCodesLeft("u")).toBe(0);
-    expect(store.useRecoveryCode("u", recovery[0] as string)).toBe(false);
+    await store.setRecoveryCodes("u", recovery);
+    expect(await store.reset("u")).toBe(true);
+    expect(await store.hasSecret("u")).toBe(false);
+    expect(await store.recoveryCodesLeft("u")).toBe(0);
+    expect(await store.useRecoveryCode("u", recovery[0] as string)).toBe(false);
     expect(await store.verifyCode("u", currentCode(settings, secret, T0), T0)).toBe(false);
     store.close();
   });
 
-  it("an enrolled user cannot use an invitation: setSecret drops it, and consume refuses while a secret exists", () => {
+  it("an enrolled user cannot use an invitation: setSecret drops it, and consume refuses while a secret exists", async () => {
     const store = openTotpStore(tmp(), settings);
-    const code = store.invite("u", HOUR, T0);
-    store.setSecret("u", newSecret());
-    expect(store.hasInvitation("u", T0)).toBe(false);
-    expect(store.consumeInvitation("u", code, T0)).toBe(false);
+    const code = await store.invite("u", HOUR, T0);
+    await store.setSecret("u", newSecret());
+    expect(await store.hasInvitation("u", T0)).toBe(false);
+    expect(await store.consumeInvitation("u", code, T0)).toBe(false);
     // The store does not refuse to invite an enrolled uid (the CLI does), but the code is useless.
-    const late = store.invite("u", HOUR, T0);
-    expect(store.consumeInvitation("u", late, T0)).toBe(false);
+    const late = await store.invite("u", HOUR, T0);
+    expect(await store.consumeInvitation("u", late, T0)).toBe(false);
     store.close();
   });
 
-  it("keeps neither the code nor an unkeyed hash of it in state.db", () => {
+  it("keeps neither the code nor an unkeyed hash of it in state.db", async () => {
     const dir = tmp();
     const store = openTotpStore(dir, settings);
-    const code = store.invite("mario.rossi", HOUR, T0);
+    const code = await store.invite("mario.rossi", HOUR, T0);
     store.close();
     const raw = rawDb(dir);
     const bare = code.replaceAll("-", "");
@@ -232,30 +232,34 @@ describe("enrolment invitations", () => {
       expect(raw.includes(Buffer.from(needle)), needle).toBe(false);
   });
 
-  it("a copy of state.db under another totp.key matches no code (the hash is keyed)", () => {
+  it("a copy of state.db under another totp.key matches no code (the hash is keyed)", async () => {
     const dir = tmp();
     const store = openTotpStore(dir, settings);
-    const code = store.invite("u", HOUR, T0);
+    const code = await store.invite("u", HOUR, T0);
     const recovery = newRecoveryCodes(1)[0] as string;
-    store.setRecoveryCodes("u", [recovery]);
+    await store.setRecoveryCodes("u", [recovery]);
     store.close();
     const other = tmp();
     copyFileSync(join(dir, "state.db"), join(other, "state.db"));
     if (existsSync(join(dir, "state.db-wal"))) copyFileSync(join(dir, "state.db-wal"), join(other, "state.db-wal"));
     const stolen = openTotpStore(other, settings); // creates a fresh totp.key
-    expect(stolen.hasInvitation("u", T0)).toBe(true);
-    expect(stolen.consumeInvitation("u", code, T0)).toBe(false);
-    expect(stolen.useRecoveryCode("u", recovery)).toBe(false);
+    expect(await stolen.hasInvitation("u", T0)).toBe(true);
+    expect(await stolen.consumeInvitation("u", code, T0)).toBe(false);
+    expect(await stolen.useRecoveryCode("u", recovery)).toBe(false);
     stolen.close();
   });
 
-  it("two store handles on one state.db: only one consume wins", () => {
+  it("two store handles on one state.db: only one consume wins", async () => {
     const dir = tmp();
     const a = openTotpStore(dir, settings);
     const b = openTotpStore(dir, settings);
-    const code = a.invite("u", HOUR, T0);
-    expect(b.hasInvitation("u", T0)).toBe(true);
-    const results = [b.consumeInvitation("u", code, T0), a.consumeInvitation("u", code, T0), b.consumeInvitation("u", code, T0)];
+    const code = await a.invite("u", HOUR, T0);
+    expect(await b.hasInvitation("u", T0)).toBe(true);
+    const results = [
+      await b.consumeInvitation("u", code, T0),
+      await a.consumeInvitation("u", code, T0),
+      await b.consumeInvitation("u", code, T0),
+    ];
     expect(results).toEqual([true, false, false]);
     a.close();
     b.close();
@@ -264,7 +268,7 @@ describe("enrolment invitations", () => {
   it("four processes racing with the same code: exactly one wins", async () => {
     const dir = tmp();
     const store = openTotpStore(dir, settings);
-    const code = store.invite("u", HOUR, T0);
+    const code = await store.invite("u", HOUR, T0);
     store.close();
     const totpTs = fileURLToPath(new URL("../../src/auth/totp.ts", import.meta.url));
     const script = join(dir, "race.mjs");
@@ -274,8 +278,8 @@ describe("enrolment invitations", () => {
       `const { openTotpStore } = await import(${JSON.stringify(totpTs)});
 const store = openTotpStore(${JSON.stringify(dir)}, ${JSON.stringify(settings)});
 process.stdout.write("ready\\n");
-process.stdin.once("data", () => {
-  const won = store.consumeInvitation("u", ${JSON.stringify(code)}, ${T0});
+process.stdin.once("data", async () => {
+  const won = await store.consumeInvitation("u", ${JSON.stringify(code)}, ${T0});
   store.close();
   process.stdout.write(won ? "won\\n" : "lost\\n");
   process.exit(0);
@@ -309,53 +313,53 @@ process.stdin.once("data", () => {
     // A state.db as earlier versions left it (no totp_invitations table), with a secret in it.
     const first = openTotpStore(dir, settings);
     const secret = newSecret();
-    first.setSecret("u", secret);
+    await first.setSecret("u", secret);
     first.close();
     const db = new Database(join(dir, "state.db"));
     db.exec("DROP TABLE totp_invitations");
     db.close();
     const store = openTotpStore(dir, settings);
     expect(await store.verifyCode("u", currentCode(settings, secret, T0), T0)).toBe(true);
-    const code = store.invite("v", HOUR, T0);
-    expect(store.consumeInvitation("v", code, T0)).toBe(true);
+    const code = await store.invite("v", HOUR, T0);
+    expect(await store.consumeInvitation("v", code, T0)).toBe(true);
     store.close();
   });
 });
 
 describe("recovery codes", () => {
-  it("each code works once, typed in any case or spacing, for its own uid only", () => {
+  it("each code works once, typed in any case or spacing, for its own uid only", async () => {
     const store = openTotpStore(tmp(), settings);
     const codes = newRecoveryCodes();
-    store.setRecoveryCodes("u", codes);
-    store.setRecoveryCodes("w", newRecoveryCodes());
-    expect(store.recoveryCodesLeft("u")).toBe(10);
+    await store.setRecoveryCodes("u", codes);
+    await store.setRecoveryCodes("w", newRecoveryCodes());
+    expect(await store.recoveryCodesLeft("u")).toBe(10);
     const [c0, c1] = codes as [string, string];
-    expect(store.useRecoveryCode("w", c0)).toBe(false);
-    expect(store.useRecoveryCode("u", c0.toUpperCase().replaceAll("-", " "))).toBe(true);
-    expect(store.useRecoveryCode("u", c0)).toBe(false);
-    expect(store.recoveryCodesLeft("u")).toBe(9);
-    expect(store.useRecoveryCode("u", c1.replaceAll("-", ""))).toBe(true);
-    expect(store.recoveryCodesLeft("u")).toBe(8);
-    expect(store.recoveryCodesLeft("w")).toBe(10);
+    expect(await store.useRecoveryCode("w", c0)).toBe(false);
+    expect(await store.useRecoveryCode("u", c0.toUpperCase().replaceAll("-", " "))).toBe(true);
+    expect(await store.useRecoveryCode("u", c0)).toBe(false);
+    expect(await store.recoveryCodesLeft("u")).toBe(9);
+    expect(await store.useRecoveryCode("u", c1.replaceAll("-", ""))).toBe(true);
+    expect(await store.recoveryCodesLeft("u")).toBe(8);
+    expect(await store.recoveryCodesLeft("w")).toBe(10);
     // New codes replace the old ones.
-    store.setRecoveryCodes("u", newRecoveryCodes(2));
-    expect(store.useRecoveryCode("u", codes[2] as string)).toBe(false);
-    expect(store.recoveryCodesLeft("u")).toBe(2);
+    await store.setRecoveryCodes("u", newRecoveryCodes(2));
+    expect(await store.useRecoveryCode("u", codes[2] as string)).toBe(false);
+    expect(await store.recoveryCodesLeft("u")).toBe(2);
     store.close();
   });
 
-  it("refuses to store codes that are not in the 80-bit format", () => {
+  it("refuses to store codes that are not in the 80-bit format", async () => {
     const store = openTotpStore(tmp(), settings);
-    expect(() => store.setRecoveryCodes("u", ["abcd-efgh"])).toThrow(TotpSecretError);
-    expect(() => store.setRecoveryCodes("u", ["password"])).toThrow(TotpSecretError);
+    await expect(store.setRecoveryCodes("u", ["abcd-efgh"])).rejects.toThrow(TotpSecretError);
+    await expect(store.setRecoveryCodes("u", ["password"])).rejects.toThrow(TotpSecretError);
     store.close();
   });
 
-  it("stores HMAC-SHA256 under a key derived from totp.key, never the code or its SHA-256", () => {
+  it("stores HMAC-SHA256 under a key derived from totp.key, never the code or its SHA-256", async () => {
     const dir = tmp();
     const store = openTotpStore(dir, settings);
     const codes = newRecoveryCodes();
-    store.setRecoveryCodes("mario.rossi", codes);
+    await store.setRecoveryCodes("mario.rossi", codes);
     store.close();
     const raw = rawDb(dir);
     for (const c of codes) {
@@ -383,7 +387,7 @@ describe("recovery codes", () => {
     expect(stored).toEqual(expected);
   });
 
-  it("old 8-character codes stored as plain SHA-256 no longer match and are not counted", () => {
+  it("old 8-character codes stored as plain SHA-256 no longer match and are not counted", async () => {
     const dir = tmp();
     const store = openTotpStore(dir, settings);
     const db = new Database(join(dir, "state.db"));
@@ -392,19 +396,19 @@ describe("recovery codes", () => {
     const code = newOneTimeCode();
     db.prepare("INSERT INTO recovery_codes (uid, code_hash) VALUES (?, ?)").run("u", sha256(code));
     db.close();
-    expect(store.useRecoveryCode("u", "abcd-efgh")).toBe(false);
-    expect(store.useRecoveryCode("u", code)).toBe(false);
-    expect(store.recoveryCodesLeft("u")).toBe(0);
+    expect(await store.useRecoveryCode("u", "abcd-efgh")).toBe(false);
+    expect(await store.useRecoveryCode("u", code)).toBe(false);
+    expect(await store.recoveryCodesLeft("u")).toBe(0);
     store.close();
   });
 
-  it("two store handles racing with the same recovery code: only one wins", () => {
+  it("two store handles racing with the same recovery code: only one wins", async () => {
     const dir = tmp();
     const a = openTotpStore(dir, settings);
     const b = openTotpStore(dir, settings);
     const [code] = newRecoveryCodes(1) as [string];
-    a.setRecoveryCodes("u", [code]);
-    expect([b.useRecoveryCode("u", code), a.useRecoveryCode("u", code)]).toEqual([true, false]);
+    await a.setRecoveryCodes("u", [code]);
+    expect([await b.useRecoveryCode("u", code), await a.useRecoveryCode("u", code)]).toEqual([true, false]);
     a.close();
     b.close();
   });

@@ -1,0 +1,74 @@
+/**
+ * Wiring of the web console into the gateway process (called by src/main.ts): the read side of
+ * the audit (the store's rows, a query connection for lists and search), the gateway's live
+ * sessions, the lockout, the login runtime in force.
+ */
+import type { AuditStore } from "../audit/index.ts";
+import { openAuditQuery, transferOf } from "../audit/query.ts";
+import type { Logger } from "../obs/index.ts";
+import type { Policy } from "../policy/index.ts";
+import { playerAssets } from "./assets.ts";
+import type { WebLoginRuntime, WebSettings } from "./auth.ts";
+import { startWebConsole, type WebListener } from "./listen.ts";
+import type { LiveControl } from "./server.ts";
+
+export interface WebGatewayOptions {
+  readonly listen: { host: string; port: number };
+  /** PEM files, resolved against the policy file. */
+  readonly tls?: { certFile: string; keyFile: string } | undefined;
+  /** The policy in force (its `web` block is read per request). */
+  readonly policy: () => Policy;
+  readonly runtime: () => WebLoginRuntime;
+  readonly audit: AuditStore;
+  /** The audit database file (a read connection of its own for lists and search). */
+  readonly auditDb: string;
+  readonly live: LiveControl;
+  readonly unlock: (typedUid: string) => Promise<{ uid: string; forgotten: number }>;
+  readonly logger: Logger;
+}
+
+/** Starts the console for a running gateway. @throws Error when the listener cannot be bound or the TLS files read. */
+export async function startWebForGateway(o: WebGatewayOptions): Promise<WebListener> {
+  const query = openAuditQuery(o.auditDb);
+  let last: WebSettings | undefined;
+  const settings = (): WebSettings => {
+    const w = o.policy().web;
+    // A reload that removed the block keeps the last one until the restart it needs.
+    if (w) last = { auditor_groups: w.auditor_groups, admin_groups: w.admin_groups, idle_timeout: w.idle_timeout };
+    return last ?? { auditor_groups: [], admin_groups: [], idle_timeout: 0 };
+  };
+  try {
+    const listener = await startWebConsole(
+      { host: o.listen.host, port: o.listen.port, tls: o.tls },
+      {
+        settings,
+        runtime: o.runtime,
+        audit: (e) => o.audit.append(e),
+        read: {
+          sessions: (q) => query.sessions(q),
+          search: (t, n) => query.search(t, n),
+          checkRecording: (id, ch, path) => query.checkRecording(id, ch, path),
+          findSession: (id) => o.audit.findSession(id),
+          sessionEvents: (id) => o.audit.sessionEvents(id),
+          recordings: (id) => o.audit.recordings(id),
+        },
+        live: o.live,
+        unlock: o.unlock,
+        player: playerAssets(),
+        now: () => Date.now(),
+        logger: o.logger,
+        transferOf,
+      },
+    );
+    return {
+      address: listener.address,
+      close: async () => {
+        await listener.close();
+        query.close();
+      },
+    };
+  } catch (err) {
+    query.close();
+    throw err;
+  }
+}

@@ -1,0 +1,83 @@
+import { describe, expect, it } from "vitest";
+import { formatIssue, PolicyError, parsePolicyText } from "../../src/policy/index.ts";
+import { createWebSessions, html, roleOf, text } from "../../src/web/index.ts";
+import { sameToken } from "../../src/web/sessions.ts";
+
+const BASE = `version: 1
+gateway:
+  listen: ["0.0.0.0:2222"]
+  metrics_listen: "127.0.0.1:9108"
+directory:
+  local_users: [{ uid: a, password_hash: "$argon2id$x" }]
+targets:
+  vm1: { host: 10.0.0.1, host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFm6vDyUu3Cq0cVl3kKq6a2lJjJx1m4Hq0rS2y3gk1Xz" }
+routes: [{ users: [a], alias: vm1, target: vm1 }]
+`;
+
+function issues(text: string): string[] {
+  try {
+    parsePolicyText(text, "/p/gateway.yaml");
+  } catch (err) {
+    if (err instanceof PolicyError) return err.issues.map(formatIssue);
+    throw err;
+  }
+  return [];
+}
+
+describe("web policy block", () => {
+  it("is off when absent and filled with defaults when present", () => {
+    expect(parsePolicyText(BASE, "/p/g.yaml").policy.web).toBeUndefined();
+    const w = parsePolicyText(`${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [audit] }\n`, "/p/g.yaml").policy.web;
+    expect(w).toEqual({ listen: "127.0.0.1:8443", auditor_groups: ["audit"], admin_groups: [], idle_timeout: 15 * 60_000 });
+  });
+  it("refuses a web.listen on an SSH or metrics port (same address or a wildcard), and no groups at all", () => {
+    expect(issues(`${BASE}web: { listen: "127.0.0.1:2222", auditor_groups: [a] }\n`).join("\n")).toMatch(
+      /web\.listen|also gateway\.listen/,
+    );
+    expect(issues(`${BASE}web: { listen: "127.0.0.1:9108", admin_groups: [a] }\n`).join("\n")).toMatch(/gateway\.metrics_listen/);
+    expect(issues(`${BASE}web: { listen: "0.0.0.0:9108", admin_groups: [a] }\n`).join("\n")).toMatch(/gateway\.metrics_listen/);
+    expect(issues(`${BASE}web: { listen: "127.0.0.2:9108", admin_groups: [a] }\n`)).toEqual([]);
+    expect(issues(`${BASE}web: { listen: "127.0.0.1:8443" }\n`).join("\n")).toMatch(/auditor_groups or admin_groups/);
+    expect(issues(`${BASE}web: { listen: "127.0.0.1:8443", admin_groups: [a], extra: 1 }\n`).join("\n")).toMatch(/unknown key/);
+  });
+});
+
+describe("web escaping", () => {
+  it("makes HTML inert and control characters visible, in text and attributes", () => {
+    const hostile = `"'><img src=x onerror=alert(1)><script>alert(2)</script>\x1b[2J\u202e`;
+    const out = html`<td title="${hostile}">${hostile}</td>`.value;
+    expect(out).not.toMatch(/<img|<script|"'>/);
+    expect(out).toContain("&lt;script&gt;");
+    expect(out).toContain("\\x1b[2J");
+    expect(out).toContain("\\u202e");
+    expect(text("a&b")).toBe("a&amp;b");
+    expect(text(undefined)).toBe("");
+  });
+});
+
+describe("web sessions", () => {
+  it("expire when idle, refuse forged ids, and compare tokens in constant time", () => {
+    let now = 0;
+    const s = createWebSessions({ idleMs: () => 1000, now: () => now });
+    const { id, session } = s.create("anna", "auditor", "127.0.0.1");
+    expect(s.get(id)?.uid).toBe("anna");
+    now = 900;
+    expect(s.get(id)).toBeDefined();
+    now = 1800; // 900 ms after the last use: still alive
+    expect(s.get(id)).toBeDefined();
+    now = 3000;
+    expect(s.get(id)).toBeUndefined();
+    expect(s.get(`${id.slice(0, -1)}A`)).toBeUndefined();
+    expect(s.get("../../etc")).toBeUndefined();
+    expect(sameToken(session.csrf, session.csrf)).toBe(true);
+    expect(sameToken(session.csrf, `${session.csrf}x`)).toBe(false);
+    expect(sameToken("", "")).toBe(false);
+    expect(sameToken(undefined, session.csrf)).toBe(false);
+  });
+  it("gives admin before auditor and nothing to others", () => {
+    const w = { auditor_groups: ["audit"], admin_groups: ["ops"] };
+    expect(roleOf(["ops", "audit"], w)).toBe("admin");
+    expect(roleOf(["audit"], w)).toBe("auditor");
+    expect(roleOf(["Audit", "astro"], w)).toBeUndefined();
+  });
+});
