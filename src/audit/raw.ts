@@ -12,7 +12,7 @@
  * `max_bytes` rules as the asciicast recorder (src/audit/recording.ts).
  */
 import { createHash, type Hash } from "node:crypto";
-import { createWriteStream, fsync, mkdirSync, readFileSync, type WriteStream } from "node:fs";
+import { createReadStream, close as fsClose, fsync, mkdirSync, openSync, readFileSync, writev } from "node:fs";
 import { dirname } from "node:path";
 import { CHECKPOINT_BYTES, CHECKPOINT_MS, type RecordingCheckpoint, type RecordingResult } from "./recording.ts";
 
@@ -24,7 +24,6 @@ export const RAW_STDERR = 0x65;
 export const RAW_INPUT = 0x69;
 export const RAW_MARKER = 0x6d;
 const FRAME_HEADER = 5;
-const EMPTY = Buffer.alloc(0);
 
 export interface RawRecordingOptions {
   readonly file: string;
@@ -62,145 +61,243 @@ export interface RawRecorder {
   close(): Promise<RawRecordingResult>;
 }
 
+/** Bytes of one block that frames are gathered into before they are written. */
+const BLOCK = 256 * 1024;
+/**
+ * Written blocks kept for reuse, shared by all raw recordings of the process (at most 16: 4 MiB), so
+ * bulk output allocates no buffer per chunk and an idle recording holds no block at all.
+ */
+const pool: Buffer[] = [];
+const POOL_BLOCKS = 16;
+const takeBlock = (): Buffer => pool.pop() ?? Buffer.allocUnsafeSlow(BLOCK);
+/** Returns a written block to the pool (only whole pool-sized blocks, which `seal` never shares). */
+const giveBlock = (b: Buffer): void => {
+  if (b.byteOffset === 0 && b.buffer.byteLength === BLOCK && pool.length < POOL_BLOCKS) pool.push(Buffer.from(b.buffer, 0, BLOCK));
+};
+
 /**
  * Opens a raw recording (mode 0600, created exclusively, fsync(2)ed on close) and writes its header.
- * Throws what `mkdirSync`/`createWriteStream` throw synchronously; later write errors go to `onError`.
+ *
+ * Frames are copied (the caller's buffer may be reused once a call returns) into 256 KiB blocks; the
+ * blocks are hashed once each and written with one writev(2) per batch: everything gathered while the
+ * previous write was in flight goes in the next one, so bulk output costs a memcpy and a hash per
+ * block, not a write and an allocation per chunk, and a quiet channel's byte still reaches the disk
+ * at once (on the next turn of the event loop). Bytes not yet written (gathered + in flight) are
+ * bounded by `highWaterMark`: past it, the calls return false until `onDrain`.
+ * Throws what `mkdirSync`/`openSync` throw synchronously (EEXIST, EACCES…); later write errors go to `onError`.
  */
 export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
   mkdirSync(dirname(o.file), { recursive: true, mode: 0o750 });
-  const stream: WriteStream = createWriteStream(o.file, {
-    mode: 0o600,
-    flags: "wx",
-    highWaterMark: o.highWaterMark ?? 1024 * 1024,
-    flush: true,
-  });
+  const fd = openSync(o.file, "wx", 0o600);
+  const hwm = o.highWaterMark ?? 1024 * 1024;
   const hash = createHash("sha256");
+  /** File bytes framed so far (written or not): the hash covers exactly these once `seal()` ran. */
   let bytes = 0;
+  /** File bytes written (acknowledged by the kernel). */
+  let written = 0;
   let stdoutBytes = 0;
   let stderrBytes = 0;
   let inputBytes = 0;
   let truncated = false;
   let failed = false;
+  let closing = false;
   const drains: Array<() => void> = [];
-  stream.on("drain", () => {
+  const runDrains = () => {
     for (const fn of drains.splice(0)) fn();
-  });
-  stream.on("error", (err: NodeJS.ErrnoException) => {
+  };
+  /** The block being filled (undefined until a frame comes), and its bytes used. */
+  let block: Buffer | undefined;
+  let fill = 0;
+  /** Sealed (hashed) buffers waiting for the next write, in file order. */
+  let sealed: Buffer[] = [];
+  let writing = false;
+  let scheduled = false;
+  /** Waiters for `written` to reach a file offset (checkpoints, close). */
+  const waiters: Array<{ at: number; fn: () => void }> = [];
+
+  const fail = (err: NodeJS.ErrnoException) => {
     if (failed) return;
     failed = true;
+    sealed = [];
+    fill = 0;
     o.onError(err);
-    for (const fn of drains.splice(0)) fn();
-  });
+    runDrains();
+    for (const w of waiters.splice(0)) w.fn();
+  };
+  /** Moves the current block's frames to `sealed`, hashing them (the hash runs in file order). */
+  const seal = () => {
+    if (!block || fill === 0) return;
+    const part = block.subarray(0, fill);
+    hash.update(part);
+    sealed.push(part);
+    block = undefined;
+    fill = 0;
+  };
+  const pendingBytes = () => bytes - written;
+  const flush = () => {
+    scheduled = false;
+    if (writing || failed) return;
+    seal();
+    if (sealed.length === 0) return;
+    const batch = sealed;
+    sealed = [];
+    writing = true;
+    writeAll(batch, () => {
+      writing = false;
+      for (const b of batch) giveBlock(b);
+      if (failed) return;
+      for (let i = 0; i < waiters.length; ) {
+        const w = waiters[i] as { at: number; fn: () => void };
+        if (w.at <= written) {
+          waiters.splice(i, 1);
+          w.fn();
+        } else i++;
+      }
+      if (pendingBytes() < hwm) runDrains();
+      // What was gathered while this write was in flight goes out now, in one writev.
+      if (sealed.length > 0 || fill > 0) flush();
+    });
+  };
+  /** writev(2) of `bufs`, continuing after a short write; `done` after all of it or a failure. */
+  const writeAll = (bufs: Buffer[], done: () => void) => {
+    writev(fd, bufs, (err, n) => {
+      if (err) {
+        fail(err);
+        return done();
+      }
+      written += n;
+      let left = n;
+      const rest: Buffer[] = [];
+      for (const b of bufs) {
+        if (left >= b.length) left -= b.length;
+        else {
+          rest.push(left > 0 ? b.subarray(left) : b);
+          left = 0;
+        }
+      }
+      if (rest.length === 0) return done();
+      if (n === 0) {
+        fail(Object.assign(new Error("short write"), { code: "EIO" }));
+        return done();
+      }
+      writeAll(rest, done);
+    });
+  };
+  const schedule = () => {
+    if (writing || scheduled) return;
+    scheduled = true;
+    setImmediate(flush);
+  };
+  /** Copies one frame into the blocks; true while the unwritten bytes stay under `highWaterMark`. */
+  const frame = (code: number, data: Buffer): boolean => {
+    const need = FRAME_HEADER + data.length;
+    if (block && fill + need > block.length) seal();
+    if (!block) block = need > BLOCK ? Buffer.allocUnsafeSlow(need) : takeBlock();
+    block[fill] = code;
+    block.writeUInt32BE(data.length, fill + 1);
+    data.copy(block, fill + FRAME_HEADER);
+    fill += need;
+    bytes += need;
+    if (o.onCheckpoint && bytes - marked >= every) checkpoint();
+    schedule();
+    return pendingBytes() < hwm;
+  };
 
+  // Running-hash checkpoints: the hash of the first `bytes` bytes, reported once they are written
+  // and fsync(2)ed, in order (one fsync at a time).
   const every = o.checkpointBytes ?? CHECKPOINT_BYTES;
   let marked = 0;
   let chain: Promise<void> = Promise.resolve();
+  const reachWritten = (at: number) =>
+    new Promise<void>((resolve) => {
+      if (failed || written >= at) resolve();
+      else waiters.push({ at, fn: resolve });
+    });
+  const syncFile = () =>
+    new Promise<boolean>((resolve) =>
+      fsync(fd, (err) => {
+        if (err) fail(err);
+        resolve(!err);
+      }),
+    );
   const checkpoint = () => {
     const report = o.onCheckpoint;
-    if (!report || failed || bytes === marked) return;
+    if (!report || failed || closing || bytes === marked) return;
+    seal();
     marked = bytes;
     const mark: RecordingCheckpoint = { bytes, sha256: hash.copy().digest("hex") };
-    const written = new Promise<boolean>((resolve) => stream.write(EMPTY, (err) => resolve(!err)));
+    const reached = reachWritten(bytes);
+    schedule();
     chain = chain.then(async () => {
-      if (!(await written) || failed) return;
-      const fd = (stream as unknown as { fd: number | null }).fd;
-      if (typeof fd !== "number") return;
-      const synced = await new Promise<boolean>((resolve) => fsync(fd, (err) => resolve(!err)));
-      if (synced && !failed) report(mark);
+      await reached;
+      if (failed) return;
+      if ((await syncFile()) && !failed) report(mark);
     });
   };
   const ticker = o.onCheckpoint ? setInterval(checkpoint, o.checkpointMs ?? CHECKPOINT_MS) : undefined;
   ticker?.unref();
 
-  const writeBuf = (buf: Buffer): boolean => {
-    if (failed) return true;
-    hash.update(buf);
-    bytes += buf.length;
-    const ok = stream.write(buf);
-    if (bytes - marked >= every) checkpoint();
-    return ok;
-  };
-  /** One frame, copied (the caller's buffer may be reused once we return). */
-  const frame = (code: number, data: Buffer): boolean => {
-    const buf = Buffer.allocUnsafe(FRAME_HEADER + data.length);
-    buf[0] = code;
-    buf.writeUInt32BE(data.length, 1);
-    data.copy(buf, FRAME_HEADER);
-    return writeBuf(buf);
-  };
   const reachLimit = (direction: "input" | "output"): boolean => {
     truncated = true;
     const ok = frame(RAW_MARKER, Buffer.from(`varco: recording truncated at ${o.maxBytes} bytes`));
     o.onLimit?.(direction);
     return ok;
   };
-  /** Records `data` on stream `code` within `maxBytes`; `count` adds what was kept to its stream's total. */
-  const take = (code: number, data: Buffer, count: (n: number) => void, direction: "input" | "output"): boolean => {
-    if (failed || truncated) return true;
+  /** Records `data` on stream `code` within `maxBytes` (stdout + stderr + input together). */
+  const take = (code: number, data: Buffer): boolean => {
+    if (failed || truncated || closing) return true;
     const room = o.maxBytes - stdoutBytes - stderrBytes - inputBytes;
     const part = data.length > room ? data.subarray(0, Math.max(0, room)) : data;
-    count(part.length);
-    const ok = part.length > 0 ? frame(code, part) : stream.writableLength < stream.writableHighWaterMark;
-    return part.length < data.length ? reachLimit(direction) : ok;
+    if (code === RAW_STDOUT) stdoutBytes += part.length;
+    else if (code === RAW_STDERR) stderrBytes += part.length;
+    else inputBytes += part.length;
+    const ok = part.length > 0 ? frame(code, part) : pendingBytes() < hwm;
+    return part.length < data.length ? reachLimit(code === RAW_INPUT ? "input" : "output") : ok;
   };
 
-  writeBuf(
-    Buffer.from(`${JSON.stringify({ varco_raw: 1, timestamp: Math.floor(o.startedAtMs / 1000), ...(o.meta ? { varco: o.meta } : {}) })}\n`),
+  const head = Buffer.from(
+    `${JSON.stringify({ varco_raw: 1, timestamp: Math.floor(o.startedAtMs / 1000), ...(o.meta ? { varco: o.meta } : {}) })}\n`,
   );
+  block = head.length > BLOCK ? Buffer.allocUnsafeSlow(head.length) : takeBlock();
+  head.copy(block, 0);
+  fill = head.length;
+  bytes = head.length;
+  schedule();
 
   return {
-    output: (data) =>
-      take(
-        RAW_STDOUT,
-        data,
-        (n) => {
-          stdoutBytes += n;
-        },
-        "output",
-      ),
-    error: (data) =>
-      take(
-        RAW_STDERR,
-        data,
-        (n) => {
-          stderrBytes += n;
-        },
-        "output",
-      ),
-    input: (data) =>
-      o.input
-        ? take(
-            RAW_INPUT,
-            data,
-            (n) => {
-              inputBytes += n;
-            },
-            "input",
-          )
-        : true,
+    output: (data) => take(RAW_STDOUT, data),
+    error: (data) => take(RAW_STDERR, data),
+    input: (data) => (o.input ? take(RAW_INPUT, data) : true),
     onDrain(fn) {
-      if (failed || stream.writableLength < stream.writableHighWaterMark) fn();
+      if (failed || pendingBytes() < hwm) fn();
       else drains.push(fn);
     },
-    close() {
+    async close() {
       if (ticker) clearInterval(ticker);
-      return new Promise((resolve) => {
-        const base = { file: o.file, outputBytes: stdoutBytes + stderrBytes, inputBytes, stdoutBytes, stderrBytes, truncated, failed };
-        if (failed) {
-          stream.destroy();
-          let onDisk = Buffer.alloc(0);
-          try {
-            onDisk = readFileSync(o.file);
-          } catch {
-            /* nothing written */
-          }
-          resolve({ ...base, failed: true, sha256: createHash("sha256").update(onDisk).digest("hex"), bytes: onDisk.length });
-          return;
+      closing = true;
+      const base = { file: o.file, outputBytes: stdoutBytes + stderrBytes, inputBytes, stdoutBytes, stderrBytes, truncated };
+      if (!failed) {
+        seal();
+        const all = reachWritten(bytes);
+        flush();
+        await all;
+        await chain;
+        if (!failed) await syncFile();
+      }
+      await new Promise<void>((resolve) => fsClose(fd, () => resolve()));
+      if (!failed) return { ...base, failed: false, sha256: hash.digest("hex"), bytes };
+      // What reached the disk is what the hash must cover.
+      const disk = createHash("sha256");
+      let size = 0;
+      try {
+        for await (const chunk of createReadStream(o.file)) {
+          disk.update(chunk as Buffer);
+          size += (chunk as Buffer).length;
         }
-        const done = () => resolve({ ...base, failed, sha256: hash.digest("hex"), bytes });
-        stream.once("error", () => done());
-        void chain.then(() => stream.end(() => done()));
-      });
+      } catch {
+        /* nothing readable */
+      }
+      return { ...base, failed: true, sha256: disk.digest("hex"), bytes: size };
     },
   };
 }
