@@ -14,6 +14,7 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream, close as fsClose, fsync, mkdirSync, openSync, readFileSync, writev } from "node:fs";
 import { dirname } from "node:path";
+import { performance } from "node:perf_hooks";
 import { CHECKPOINT_BYTES, CHECKPOINT_MS, type RecordingCheckpoint, type RecordingResult } from "./recording.ts";
 
 /** First bytes of a raw recording's header line. */
@@ -24,6 +25,8 @@ export const RAW_STDERR = 0x65;
 export const RAW_INPUT = 0x69;
 export const RAW_MARKER = 0x6d;
 const FRAME_HEADER = 5;
+/** Shortest time between two checkpoints of a raw recording, ms: bulk output is checkpointed ~4 times a second, not every 4 MiB. */
+export const RAW_CHECKPOINT_MIN_MS = 250;
 
 export interface RawRecordingOptions {
   readonly file: string;
@@ -43,6 +46,8 @@ export interface RawRecordingOptions {
   readonly onCheckpoint?: (c: RecordingCheckpoint) => void;
   readonly checkpointBytes?: number;
   readonly checkpointMs?: number;
+  /** Shortest time between two checkpoints, ms (default `RAW_CHECKPOINT_MIN_MS`, 250). */
+  readonly checkpointMinMs?: number;
 }
 
 /** What a raw recording kept: the file's result plus the payload bytes per stream. */
@@ -220,19 +225,31 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
         resolve(!err);
       }),
     );
+  // One fsync at a time, and none sooner than `checkpointMinMs` after the previous one started:
+  // during bulk output a checkpoint covers everything written by then (more than 4 MiB), so the
+  // checkpoints' fsyncs and audit commits do not stall the relay; they stay at most ~max(4 MiB,
+  // what arrives in `checkpointMinMs` + one fsync) apart.
+  let syncing = false;
+  let lastAt = Number.NEGATIVE_INFINITY;
+  const minGap = o.checkpointMinMs ?? RAW_CHECKPOINT_MIN_MS;
   const checkpoint = () => {
     const report = o.onCheckpoint;
-    if (!report || failed || closing || bytes === marked) return;
+    if (!report || failed || closing || bytes === marked || syncing) return;
+    const now = performance.now();
+    if (now - lastAt < minGap) return;
+    lastAt = now;
+    syncing = true;
     seal();
     marked = bytes;
     const mark: RecordingCheckpoint = { bytes, sha256: hash.copy().digest("hex") };
     const reached = reachWritten(bytes);
     schedule();
-    chain = chain.then(async () => {
+    chain = (async () => {
       await reached;
-      if (failed) return;
-      if ((await syncFile()) && !failed) report(mark);
-    });
+      if (!failed && (await syncFile()) && !failed) report(mark);
+      syncing = false;
+      if (bytes - marked >= every) checkpoint();
+    })();
   };
   const ticker = o.onCheckpoint ? setInterval(checkpoint, o.checkpointMs ?? CHECKPOINT_MS) : undefined;
   ticker?.unref();

@@ -36,12 +36,19 @@ describe("createRawRecorder", () => {
       },
       onCheckpoint: (c) => marks.push(c),
       checkpointBytes: 256 * 1024,
+      checkpointMinMs: 0,
     });
     const out = randomBytes(3_000_000);
     const chunk = Buffer.from(out.subarray(0, 1000));
     r.output(chunk);
     chunk.fill(0); // the caller's buffer is reused: what was recorded must not change
-    for (let at = 1000; at < out.length; at += 32_768) r.output(out.subarray(at, Math.min(out.length, at + 32_768)));
+    // One fsync at a time: wait for each checkpoint (bounded) before writing the next 320 KiB.
+    for (let at = 1000; at < out.length; at += 32_768) {
+      r.output(out.subarray(at, Math.min(out.length, at + 32_768)));
+      if ((at - 1000) % (10 * 32_768) !== 0) continue;
+      const seen = marks.length;
+      for (let i = 0; i < 200 && marks.length === seen; i++) await new Promise((w) => setTimeout(w, 10));
+    }
     r.error(Buffer.from([0xff, 0xfe, 0x0a]));
     r.input(Buffer.from("stdin"));
     const res = await r.close();
