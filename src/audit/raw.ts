@@ -68,6 +68,8 @@ export interface RawRecorder {
 
 /** Bytes of one block that frames are gathered into before they are written. */
 const BLOCK = 256 * 1024;
+/** Longest time a partly filled block waits before it is written, ms. */
+const COALESCE_MS = 2;
 /**
  * Written blocks kept for reuse, shared by all raw recordings of the process (at most 16: 4 MiB), so
  * bulk output allocates no buffer per chunk and an idle recording holds no block at all.
@@ -84,10 +86,9 @@ const giveBlock = (b: Buffer): void => {
  * Opens a raw recording (mode 0600, created exclusively, fsync(2)ed on close) and writes its header.
  *
  * Frames are copied (the caller's buffer may be reused once a call returns) into 256 KiB blocks; the
- * blocks are hashed once each and written with one writev(2) per batch: everything gathered while the
- * previous write was in flight goes in the next one, so bulk output costs a memcpy and a hash per
- * block, not a write and an allocation per chunk, and a quiet channel's byte still reaches the disk
- * at once (on the next turn of the event loop). Bytes not yet written (gathered + in flight) are
+ * blocks are hashed once each and written with one writev(2) per batch: a full block at once,
+ * everything gathered while the previous write was in flight in the next one, a partly filled block
+ * within 2 ms. Bulk output costs a memcpy and a hash per block, not a write and an allocation per chunk. Bytes not yet written (gathered + in flight) are
  * bounded by `highWaterMark`: past it, the calls return false until `onDrain`.
  * Throws what `mkdirSync`/`openSync` throw synchronously (EEXIST, EACCES…); later write errors go to `onError`.
  */
@@ -188,10 +189,13 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
       writeAll(rest, done);
     });
   };
+  /** Starts a write now if a whole block is ready, else within COALESCE_MS (a quiet channel's bytes still go out at once). */
   const schedule = () => {
-    if (writing || scheduled) return;
+    if (writing) return;
+    if (sealed.length > 0) return flush();
+    if (scheduled) return;
     scheduled = true;
-    setImmediate(flush);
+    setTimeout(flush, COALESCE_MS).unref();
   };
   /** Copies one frame into the blocks; true while the unwritten bytes stay under `highWaterMark`. */
   const frame = (code: number, data: Buffer): boolean => {

@@ -107,6 +107,81 @@ describe("createRawRecorder", () => {
   });
 });
 
+describe("createRawRecorder under bulk output", () => {
+  it("bounds unwritten bytes: returns false past highWaterMark and drains once written", async () => {
+    const file = join(tmp(), "s-4.raw");
+    const r = createRawRecorder({
+      file,
+      startedAtMs: 0,
+      input: false,
+      maxBytes: 1 << 30,
+      highWaterMark: 64 * 1024,
+      onError: () => undefined,
+    });
+    const chunk = randomBytes(16 * 1024);
+    let oks = 0;
+    while (r.output(chunk)) oks++;
+    // Nothing is written synchronously: the fourth 16 KiB chunk (plus header and frames) crosses 64 KiB.
+    expect(oks).toBe(3);
+    await new Promise<void>((resolve) => r.onDrain(resolve));
+    expect(r.output(chunk)).toBe(true);
+    const res = await r.close();
+    expect(res.stdoutBytes).toBe(5 * 16 * 1024);
+  });
+
+  it("two recordings interleaved through the shared block pool each keep exactly their own bytes", async () => {
+    const d = tmp();
+    const mk = (n: string) =>
+      createRawRecorder({ file: join(d, n), startedAtMs: 0, input: false, maxBytes: 1 << 30, onError: () => undefined });
+    const a = mk("a.raw");
+    const b = mk("b.raw");
+    const da = randomBytes(2_000_000);
+    const db = randomBytes(2_000_000);
+    for (let at = 0; at < da.length; at += 30_000) {
+      a.output(da.subarray(at, at + 30_000));
+      b.output(db.subarray(at, at + 30_000));
+      if (at % 300_000 === 0) await new Promise((w) => setImmediate(w));
+    }
+    await Promise.all([a.close(), b.close()]);
+    // Blocks went back to the pool and were reused while the other recording was still writing.
+    const c = mk("c.raw");
+    c.output(Buffer.from("after"));
+    await c.close();
+    const out = (f: string) => Buffer.concat(readRaw(join(d, f)).frames.map((x) => x.data));
+    expect(out("a.raw").equals(da)).toBe(true);
+    expect(out("b.raw").equals(db)).toBe(true);
+    expect(out("c.raw").toString()).toBe("after");
+  });
+
+  it("checkpoints stay checkpointMinMs apart, and the last one still covers a prefix", async () => {
+    const file = join(tmp(), "s-5.raw");
+    const marks: Array<RecordingCheckpoint & { at: number }> = [];
+    const r = createRawRecorder({
+      file,
+      startedAtMs: 0,
+      input: false,
+      maxBytes: 1 << 30,
+      onError: () => undefined,
+      onCheckpoint: (c) => marks.push({ ...c, at: performance.now() }),
+      checkpointBytes: 64 * 1024,
+      checkpointMinMs: 100,
+    });
+    const t0 = performance.now();
+    const chunk = randomBytes(32 * 1024);
+    while (performance.now() - t0 < 450) {
+      r.output(chunk);
+      await new Promise((w) => setTimeout(w, 2));
+    }
+    await r.close();
+    const disk = readFileSync(file);
+    // 64 KiB every 4 ms would be ~100 checkpoints; at most one per 100 ms is 5.
+    expect(marks.length).toBeGreaterThanOrEqual(2);
+    expect(marks.length).toBeLessThanOrEqual(6);
+    for (let i = 1; i < marks.length; i++) expect((marks[i]?.at ?? 0) - (marks[i - 1]?.at ?? 0)).toBeGreaterThanOrEqual(90);
+    for (const m of marks) expect(sha(disk.subarray(0, m.bytes))).toBe(m.sha256);
+  });
+});
+
 describe("createDigestRecorder", () => {
   it("hashes each stream separately", () => {
     const d = createDigestRecorder();
