@@ -58,9 +58,9 @@ function sshBytes(uid: string, account: string, command: string) {
   });
 }
 
-/** The newest closed session of `uid`, its recordings no longer open (bounded wait). */
+/** The newest closed session of `uid`, its recordings no longer open (bounded wait: 30 s, for a loaded machine). */
 async function settled(uid: string) {
-  for (let i = 0; i < 100; i++) {
+  for (let i = 0; i < 300; i++) {
     const s = await closedSessionOf(h.env.policyFile, uid);
     if (s.recordings.every((r) => r.status !== "open") && s.events.some((e) => e.type === "session_end")) return s;
     await new Promise((r) => setTimeout(r, 100));
