@@ -1,7 +1,7 @@
 /**
  * Bench helpers: process sampling from /proc, timing, percentiles. Loopback only.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 /** Resident set size of a process, bytes (from /proc/PID/status VmRSS). */
 export function rssBytes(pid: number): number {
@@ -41,7 +41,50 @@ export function percentile(values: readonly number[], p: number): number {
 }
 
 export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
 
 export function fmt(n: number, digits = 1): string {
   return Number.isFinite(n) ? n.toFixed(digits) : "n/a";
+}
+
+/**
+ * CPU time of a process and all its descendants, seconds: utime + stime + cutime + cstime of every
+ * process in the tree (from /proc/PID/stat, fields 14–17, clock ticks of 100 Hz). Children that ended
+ * and were reaped are in their parent's cutime/cstime, so the difference of two samples counts every
+ * process of the tree that ran in between, provided the tree's root is still alive.
+ */
+export function treeCpuSeconds(root: number): number {
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
+      parent.set(Number(name), Number(f[1]));
+      ticks.set(Number(name), Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]));
+    } catch {
+      /* process gone */
+    }
+  }
+  let total = 0;
+  for (const [pid, t] of ticks) {
+    let p: number | undefined = pid;
+    for (let depth = 0; p !== undefined && p > 1 && depth < 64; depth++) {
+      if (p === root) {
+        total += t;
+        break;
+      }
+      p = parent.get(p);
+    }
+  }
+  return total / 100;
+}
+
+/** Median of a non-empty list (NaN when empty). */
+export function median(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 }

@@ -3,11 +3,12 @@
  * Starts its own slapd, sshd target, plain OpenSSH jump host and gateway; interleaves the variants
  * so the ratios hold on a noisy machine; prints a markdown table and writes bench/results/latest.json.
  *
- * Environment: BENCH_MIB (bulk size per transfer, default 512), BENCH_ROUNDS (default 2),
+ * Environment: BENCH_MIB (bulk size per transfer, default 512), BENCH_ROUNDS (default 3; bulk and files report the median),
  * BENCH_LOGINS (default 30), BENCH_SESSIONS (default 2000), BENCH_JUMP_SESSIONS (default 500),
- * BENCH_ONLY (comma list of: login,bulk,recexec,files,memory,audit,net,cli,concurrency; bulk includes recexec).
+ * BENCH_ONLY (comma list of: login,engines,bulk,recexec,files,memory,audit,net,cli,web,concurrency; bulk includes
+ * recexec; web: see bench/web.ts).
  */
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { cpus, release, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,23 +16,27 @@ import { execa, type ResultPromise } from "execa";
 import { openAuditStore } from "../src/audit/index.ts";
 import { currentCode } from "../src/auth/index.ts";
 import { type DemoEnvironment, freePort, startDemoEnvironment, startSshd, stopChild, waitForPort } from "../src/demo/index.ts";
+import { havePostgres, startPostgres } from "../test/helpers/postgres.ts";
 import { cliBench } from "./cli.ts";
 import { runConcurrency, startLightTarget } from "./concurrency.ts";
-import { cpuSeconds, fmt, MiB, percentile, rssBytes, sampleRss } from "./lib.ts";
+import { cpuSeconds, fmt, GiB, MiB, median, percentile, rssBytes, sampleRss, treeCpuSeconds } from "./lib.ts";
 import { netBench } from "./net.ts";
 import { shippingRate } from "./shipping.ts";
+import { webBench } from "./web.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SIZE_MIB = Number(process.env.BENCH_MIB ?? 512);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const LOGINS = Number(process.env.BENCH_LOGINS ?? 30);
-const ONLY = new Set((process.env.BENCH_ONLY ?? "login,bulk,files,memory,audit,net,cli,concurrency").split(","));
+const ONLY = new Set((process.env.BENCH_ONLY ?? "login,engines,bulk,files,memory,audit,net,cli,web,concurrency").split(","));
 const CIPHERS = ["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"] as const;
 const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 2000);
 const JUMP_SESSIONS = Number(process.env.BENCH_JUMP_SESSIONS ?? 500);
 /** One directory user per login: a TOTP code is single use, so every measured login gets its own user. */
 const LOGIN_USERS = Array.from({ length: LOGINS }, (_, i) => `b${String(i).padStart(4, "0")}`);
+/** Users of the login-state comparison (SQLite vs PostgreSQL): each logs in once through each gateway. */
+const ENGINE_USERS = Array.from({ length: ONLY.has("engines") ? LOGINS : 0 }, (_, i) => `e${String(i).padStart(4, "0")}`);
 const MASTER_USERS = Array.from({ length: 16 }, (_, i) => `m${i}`);
 const SESSION_USERS = Array.from({ length: ONLY.has("concurrency") ? SESSIONS : 0 }, (_, i) => `c${String(i).padStart(4, "0")}`);
 
@@ -43,6 +48,8 @@ interface Ctx {
   jumpPort: number;
   gatewayPort: number;
   gatewayPid: number;
+  /** The jump host's listening sshd (the double hop's middle sshd and ssh run under it). */
+  jumpPid: number;
   knownHosts: string;
   user: string;
 }
@@ -164,45 +171,68 @@ async function bulk(ctx: Ctx, results: Record<string, unknown>): Promise<string[
   const bytes = SIZE_MIB * MiB;
   const variants: Variant[] = ["direct", "proxyjump", "doublehop", "varco"];
   const rows: string[] = [];
+  const cpuRows: string[] = [];
   const figures: Record<string, Record<string, number>> = {};
+  // CPU time of the relaying hop: the gateway process for varco; for the double hop, the jump host's
+  // sshd tree (its per-connection sshd, the shell and the second ssh: the same two crypto passes).
+  const hopCpu = (v: Variant): number => (v === "varco" ? cpuSeconds(ctx.gatewayPid) : v === "doublehop" ? treeCpuSeconds(ctx.jumpPid) : 0);
   for (const c of CIPHERS) {
     const masters = new Map<Variant, string[]>();
     // varco on a route with record: false: this table measures the data path; the cost of recording
     // is measured on its own in the audit section.
     for (const v of variants) masters.set(v, await openMaster(ctx, v, c, "norec"));
-    const best: Record<string, number> = {};
+    const runs: Record<string, number[]> = {};
+    const push = (k: string, x: number) => {
+      runs[k] = [...(runs[k] ?? []), x];
+    };
+    let rssGrowth = 0;
     for (let round = 0; round < ROUNDS; round++) {
       for (const v of variants) {
         const args = masters.get(v) ?? [];
         const sampler = v === "varco" ? sampleRss(ctx.gatewayPid) : undefined;
         const baseRss = v === "varco" ? rssBytes(ctx.gatewayPid) : 0;
+        const cpu0 = hopCpu(v);
         const up = bytes / MiB / (await timeUpload(args, bytes, remote(ctx, v, c, "cat > /dev/null")));
+        const cpu1 = hopCpu(v);
         const down = bytes / MiB / (await timeDownload(args, remote(ctx, v, c, `head -c ${bytes} /dev/zero`)));
-        if (sampler) {
-          const peak = sampler.stop();
-          best.varco_rss_growth_mib = Math.max(best.varco_rss_growth_mib ?? 0, (peak - baseRss) / MiB);
+        const cpu2 = hopCpu(v);
+        if (sampler) rssGrowth = Math.max(rssGrowth, (sampler.stop() - baseRss) / MiB);
+        push(`${v}_up`, up);
+        push(`${v}_down`, down);
+        if (v === "varco" || v === "doublehop") {
+          push(`${v}_cpu_up`, (cpu1 - cpu0) / (bytes / GiB));
+          push(`${v}_cpu_down`, (cpu2 - cpu1) / (bytes / GiB));
         }
-        best[`${v}_up`] = Math.max(best[`${v}_up`] ?? 0, up);
-        best[`${v}_down`] = Math.max(best[`${v}_down`] ?? 0, down);
       }
     }
     for (const v of variants) await execa("ssh", [...(masters.get(v) ?? []).slice(0, -1), "-O", "exit", "x"], { reject: false });
-    figures[c] = best;
+    const med: Record<string, number> = Object.fromEntries(Object.entries(runs).map(([k, xs]) => [k, median(xs)]));
+    figures[c] = { ...med, varco_rss_growth_mib: rssGrowth };
+    const name = c.split("@")[0];
     for (const dir of ["up", "down"] as const) {
-      const d = best[`direct_${dir}`] ?? Number.NaN;
-      const va = best[`varco_${dir}`] ?? Number.NaN;
+      const at = (v: Variant) => med[`${v}_${dir}`] ?? Number.NaN;
+      const va = at("varco");
       rows.push(
-        `| ${c.split("@")[0]} ${dir === "up" ? "upload" : "download"} | ${fmt(d)} | ${fmt(best[`proxyjump_${dir}`] ?? Number.NaN)} | ${fmt(best[`doublehop_${dir}`] ?? Number.NaN)} | ${fmt(va)} | ${fmt(va / d, 2)} | ${fmt(va / (best[`proxyjump_${dir}`] ?? Number.NaN), 2)} | ${fmt(va / (best[`doublehop_${dir}`] ?? Number.NaN), 2)} |`,
+        `| ${name} ${dir === "up" ? "upload" : "download"} | ${fmt(at("direct"))} | ${fmt(at("proxyjump"))} | ${fmt(at("doublehop"))} | ${fmt(va)} | ${fmt(va / at("direct"), 2)} | ${fmt(va / at("proxyjump"), 2)} | ${fmt(va / at("doublehop"), 2)} |`,
       );
+      const gw = med[`varco_cpu_${dir}`] ?? Number.NaN;
+      const hop = med[`doublehop_cpu_${dir}`] ?? Number.NaN;
+      cpuRows.push(`| ${name} ${dir === "up" ? "upload" : "download"} | ${fmt(gw, 2)} | ${fmt(hop, 2)} | ${fmt(gw / hop, 2)} |`);
     }
   }
-  results.bulk = { size_mib: SIZE_MIB, rounds: ROUNDS, mib_per_s: figures };
+  results.bulk = { size_mib: SIZE_MIB, rounds: ROUNDS, statistic: "median", mib_per_s_and_cpu_s_per_gib: figures };
   return [
-    `### Bulk throughput, data phase only (${SIZE_MIB} MiB each way, best of ${ROUNDS}, MiB/s; varco route without recording)`,
+    `### Bulk throughput, data phase only (${SIZE_MIB} MiB each way, median of ${ROUNDS}, MiB/s; varco route without recording)`,
     "",
     "| cipher, direction | direct | ProxyJump | double hop | varco | varco/direct | varco/ProxyJump | varco/double hop |",
     "|---|---|---|---|---|---|---|---|",
     ...rows,
+    "",
+    `### CPU seconds per GiB relayed (median of ${ROUNDS}; both crypto passes of the middle hop)`,
+    "",
+    "| cipher, direction | varco gateway | double hop: middle sshd + ssh | gateway / OpenSSH hop |",
+    "|---|---|---|---|",
+    ...cpuRows,
     "",
   ];
 }
@@ -301,7 +331,7 @@ async function files(ctx: Ctx, results: Record<string, unknown>): Promise<string
   const remoteDir = join(ctx.dir, "remote");
   mkdirSync(remoteDir, { recursive: true });
   const masters = { direct: await openMaster(ctx, "direct", CIPHERS[1]), varco: await openMaster(ctx, "varco", CIPHERS[1]) };
-  const out: Record<string, number> = {};
+  const runs: Record<string, number[]> = {};
   for (let round = 0; round < ROUNDS; round++) {
     for (const v of ["direct", "varco"] as const) {
       const args = masters[v];
@@ -315,14 +345,15 @@ async function files(ctx: Ctx, results: Record<string, unknown>): Promise<string
             : await execa("sftp", ["-b", "-", ...opts, host], { input: `put ${file} ${remoteDir}/${v}-sftp.bin\n`, reject: false });
         if (r.exitCode !== 0) throw new Error(`${tool} ${v}: ${r.stderr}`);
         const s = Number(process.hrtime.bigint() - t0) / 1e9;
-        out[`${v}_${tool}`] = Math.max(out[`${v}_${tool}`] ?? 0, 256 / s);
+        runs[`${v}_${tool}`] = [...(runs[`${v}_${tool}`] ?? []), 256 / s];
       }
     }
   }
   for (const v of ["direct", "varco"] as const) await execa("ssh", [...masters[v].slice(0, -1), "-O", "exit", "x"], { reject: false });
-  results.files = { size_mib: 256, mib_per_s: out };
+  const out: Record<string, number> = Object.fromEntries(Object.entries(runs).map(([k, xs]) => [k, median(xs)]));
+  results.files = { size_mib: 256, statistic: "median", mib_per_s: out };
   return [
-    "### scp and sftp upload of a 256 MiB file (aes128-gcm, MiB/s)",
+    `### scp and sftp upload of a 256 MiB file (aes128-gcm, median of ${ROUNDS}, MiB/s)`,
     "",
     "| tool | direct | varco | ratio |",
     "|---|---|---|---|",
@@ -376,6 +407,69 @@ async function login(ctx: Ctx, results: Record<string, unknown>): Promise<string
     ),
     "",
   ];
+}
+
+/**
+ * Login p50 with the login state on SQLite (the bench's gateway) and on PostgreSQL (a second
+ * gateway on the same policy with `state: { backend: postgres }`, its state copied there with
+ * `varco state copy`), logins interleaved so both see the same machine load.
+ */
+async function engines(ctx: Ctx, policyFile: string, results: Record<string, unknown>): Promise<string[]> {
+  if (!havePostgres)
+    return ["### Login: SQLite vs PostgreSQL login state", "", "Not measured: PostgreSQL is not installed (or not root).", ""];
+  const pg = await startPostgres();
+  const stops: Array<() => Promise<void>> = [() => pg.destroy()];
+  try {
+    const urlFile = join(ctx.dir, "pg.url");
+    writeFileSync(urlFile, `${pg.url}\n`, { mode: 0o600 });
+    const varco = (args: string[]) => execa("node", [join(ROOT, "bin/varco.mjs"), ...args], { reject: false });
+    const copied = await varco(["state", "copy", "--to", "postgres", "--url-file", urlFile, "--force", "--policy", policyFile]);
+    if (copied.exitCode !== 0) throw new Error(`state copy: ${copied.stderr}`);
+    const port = await freePort();
+    const stateDir = join(ctx.dir, "state-pg");
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    copyFileSync(join(dirname(policyFile), "state/totp.key"), join(stateDir, "totp.key"));
+    const policyPg = join(ctx.dir, "gateway-pg.yaml");
+    writeFileSync(
+      policyPg,
+      `${readFileSync(policyFile, "utf8")
+        .replace(/listen: \["127\.0\.0\.1:\d+"\]/, `listen: ["127.0.0.1:${port}"]`)
+        .replace(/ {2}metrics_listen: [^\n]*\n/, "")
+        .replace(
+          "  state_dir: state\n",
+          `  state_dir: ${stateDir}\n  node: bench-pg\n`,
+        )}state: { backend: postgres, url_file: ${urlFile} }\n`,
+      { mode: 0o600 },
+    );
+    const gw: ResultPromise = execa("node", [join(ROOT, "bin/varco.mjs"), "serve", "--policy", policyPg], {
+      reject: false,
+      stdout: { file: join(ctx.dir, "gateway-pg.log") },
+      stderr: { file: join(ctx.dir, "gateway-pg.err") },
+    });
+    stops.unshift(() => stopChild(gw));
+    await waitForPort(port, "127.0.0.1", 30_000);
+    const times: Record<"sqlite" | "postgres", number[]> = { sqlite: [], postgres: [] };
+    const kex = ["-o", "KexAlgorithms=curve25519-sha256"];
+    for (const uid of ENGINE_USERS) {
+      const env = askpassEnv(uid, `${uid}-pw`, ctx.env.secrets.get(uid) ?? "");
+      times.sqlite.push(await firstByte([...kex, ...route(ctx, "varco", CIPHERS[0], `${uid}_vm1`)], env));
+      times.postgres.push(await firstByte([...kex, ...route({ ...ctx, gatewayPort: port }, "varco", CIPHERS[0], `${uid}_vm1`)], env));
+    }
+    const stat = (v: "sqlite" | "postgres") => ({ p50: percentile(times[v], 50), p90: percentile(times[v], 90) });
+    results.login_engines = { n: ENGINE_USERS.length, ms: { sqlite: stat("sqlite"), postgres: stat("postgres") } };
+    return [
+      `### Login to first byte: login state on SQLite vs PostgreSQL (${ENGINE_USERS.length} logins each, interleaved, ms)`,
+      "",
+      "| login state | p50 | p90 | p50 / SQLite p50 |",
+      "|---|---|---|---|",
+      ...(["sqlite", "postgres"] as const).map(
+        (v) => `| ${v} | ${fmt(stat(v).p50, 0)} | ${fmt(stat(v).p90, 0)} | ${fmt(stat(v).p50 / stat("sqlite").p50, 2)} |`,
+      ),
+      "",
+    ];
+  } finally {
+    for (const s of stops) await s().catch(() => undefined);
+  }
 }
 
 async function auditBench(ctx: Ctx, results: Record<string, unknown>): Promise<string[]> {
@@ -457,7 +551,12 @@ async function main(): Promise<void> {
     )
     .replace("targets:\n", `targets:\n  light: { host: 127.0.0.1, port: ${light.port}, user: bench, host_key: "${light.hostKeyLine}" }\n`);
   console.error("starting slapd, targets, jump host and gateway …");
-  const env = await startDemoEnvironment({ dir, gatewayPort, extraUsers: [...LOGIN_USERS, ...MASTER_USERS, ...SESSION_USERS], template });
+  const env = await startDemoEnvironment({
+    dir,
+    gatewayPort,
+    extraUsers: [...LOGIN_USERS, ...ENGINE_USERS, ...MASTER_USERS, ...SESSION_USERS],
+    template,
+  });
   const stops: Array<() => Promise<void>> = [async () => light.close()];
   try {
     const key = join(dir, "client_key");
@@ -485,6 +584,7 @@ async function main(): Promise<void> {
       jumpPort: jump.port,
       gatewayPort,
       gatewayPid: gw.pid ?? 0,
+      jumpPid: jump.pid,
       knownHosts: join(dir, "known_hosts"),
       user: env.targets.vm1.user,
     };
@@ -508,11 +608,13 @@ async function main(): Promise<void> {
     if (ONLY.has("login")) out.push(...(await login(ctx, results)));
     if (ONLY.has("bulk")) out.push(...(await bulk(ctx, results)));
     if (ONLY.has("bulk") || ONLY.has("recexec")) out.push(...(await recordedExec(ctx, results)));
+    if (ONLY.has("engines")) out.push(...(await engines(ctx, env.policyFile, results)));
     if (ONLY.has("files")) out.push(...(await files(ctx, results)));
     if (ONLY.has("memory")) out.push(...(await memory(ctx, results)));
     if (ONLY.has("audit")) out.push(...(await auditBench(ctx, results)));
     if (ONLY.has("net")) out.push(...(await netBench(results)));
     if (ONLY.has("cli")) out.push(...(await cliBench(ROOT, env.policyFile, results)));
+    if (ONLY.has("web")) out.push(...(await webBench(results)));
     results.gateway_cpu_s = cpuSeconds(ctx.gatewayPid) - cpu0;
     if (ONLY.has("concurrency")) {
       out.push(

@@ -6,7 +6,7 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import type { ReplicaEventRow, ReplicaRecordingRow, ReplicaSessionRow } from "../state/audit-replica.ts";
+import type { ReplicaCheckpointRow, ReplicaEventRow, ReplicaRecordingRow, ReplicaSessionRow } from "../state/audit-replica.ts";
 import { openAuditStore } from "./store.ts";
 
 /** What pulling needs of the shared state (an {@link import("../state/audit-replica.ts").AuditReplica}). */
@@ -15,6 +15,7 @@ export interface ReplicaSource {
   events(node: string, afterId: number, limit: number): Promise<ReplicaEventRow[]>;
   sessions(node: string): Promise<ReplicaSessionRow[]>;
   recordings(node: string): Promise<ReplicaRecordingRow[]>;
+  checkpoints(node: string): Promise<ReplicaCheckpointRow[]>;
 }
 
 /** One node's trail as a SQLite file. */
@@ -63,11 +64,19 @@ export async function pullTrails(source: ReplicaSource, dir: string, skip: Reado
       const rs = db.prepare(
         "INSERT INTO recordings (session_id, channel, path, sha256, bytes, status) VALUES (@session_id, @channel, @path, @sha256, @bytes, @status)",
       );
+      const cs = db.prepare(
+        "INSERT INTO checkpoints (id, ts, pruned_through_id, last_hash) VALUES (@id, @ts, @pruned_through_id, @last_hash)",
+      );
       const sessions = await source.sessions(node);
       const recordings = await source.recordings(node);
+      // Only the checkpoints before the first event PostgreSQL holds: events pruned on the node after
+      // they were shipped are still here, and their checkpoints would claim a prune of this trail.
+      const firstId = (db.prepare("SELECT MIN(id) AS id FROM events").get() as { id: number | null }).id ?? Number.MAX_SAFE_INTEGER;
+      const checkpoints = (await source.checkpoints(node)).filter((c) => c.pruned_through_id < firstId);
       db.transaction(() => {
         for (const r of sessions) ss.run(r);
         for (const r of recordings) rs.run(r);
+        for (const r of checkpoints) cs.run(r);
       })();
     } finally {
       db.close();

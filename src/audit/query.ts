@@ -4,8 +4,10 @@
  * recording text, filtered event export (JSON lines for a SIEM) with a versioned JSON Schema, and
  * the recording-hash check done before a replay.
  *
- * Opens its own connection to the audit database. The only writes are to the search tables
- * (`search_fts`, `search_index_state`, `search_recordings`), which are not part of the hash chain.
+ * Opens its own connection to the audit database, which it never writes. The search index
+ * (`search_fts`, `search_index_state`, `search_recordings`: not part of the hash chain) lives in a
+ * database of its own beside it ({@link searchIndexFile}), so building it never holds the audit
+ * database's write lock: the gateway's audit writes never wait for it.
  * JSON shapes produced here are snake_case; the store's TypeScript types stay camelCase.
  */
 
@@ -14,7 +16,7 @@ import { readFileSync } from "node:fs";
 import Database from "better-sqlite3";
 import { isRawRecording } from "./raw.ts";
 import { readCast } from "./replay.ts";
-import { type AuditEventType, type AuditSession, canonicalParts } from "./store.ts";
+import { ACCOUNT_ALIAS_SQL, type AuditEventType, type AuditSession, canonicalParts } from "./store.ts";
 
 /** Version of the exported event shape; bumped on any incompatible change (see {@link eventJsonSchema}). */
 export const EXPORT_SCHEMA_VERSION = 1;
@@ -36,7 +38,8 @@ CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(
 );
 CREATE TABLE IF NOT EXISTS search_index_state (
   id INTEGER PRIMARY KEY CHECK (id = 1),
-  last_event_id INTEGER NOT NULL
+  last_event_id INTEGER NOT NULL,
+  pruned_through_id INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS search_recordings (
   session_id TEXT NOT NULL,
@@ -45,6 +48,11 @@ CREATE TABLE IF NOT EXISTS search_recordings (
   PRIMARY KEY (session_id, channel)
 );
 `;
+
+/** The search index database of the audit database `auditFile`: `audit.db` → `audit-search.db` (any other name: `-search.db` appended). */
+export function searchIndexFile(auditFile: string): string {
+  return auditFile.endsWith(".db") ? `${auditFile.slice(0, -3)}-search.db` : `${auditFile}-search.db`;
+}
 
 /** `foo_bar` from `fooBar` (keys only; `bytesRead` → `bytes_read`). */
 export function snakeCase(key: string): string {
@@ -260,9 +268,14 @@ export interface AuditQuery {
   /**
    * Brings the search index up to date (events after the last indexed id; closed recordings not
    * yet indexed; rows of pruned events and sessions removed). Returns what was added.
-   * @throws SqliteError when the database is read-only or locked past busy_timeout.
+   * Each step is one short write transaction on the search index database only (`pageEvents`
+   * events, default 2000, or one recording); `maxMs` stops after about that long (the next call
+   * goes on from there). `done` is false when it stopped early.
+   * @throws SqliteError when the index database cannot be written or stays locked past busy_timeout.
    */
-  index(): { events: number; recordings: number };
+  index(o?: { pageEvents?: number; maxMs?: number }): { events: number; recordings: number; done: boolean };
+  /** Searches what is indexed now, without indexing first (see {@link search}). @throws SearchTextError */
+  searchIndexed(text: string, limit: number): { hits: SearchHit[]; more: boolean };
   /**
    * Full-text search (case-insensitive substring, FTS5 trigram) after {@link index}; newest first.
    * @throws SearchTextError for a text shorter than 3 characters.
@@ -346,18 +359,29 @@ export function openAuditQuery(file: string, o: { busyTimeoutMs?: number } = {})
   const db = new Database(file, { fileMustExist: true });
   db.pragma(`busy_timeout = ${o.busyTimeoutMs ?? 5000}`);
   db.function("account_alias", { deterministic: true }, (a: unknown) => accountAlias(s(a)));
-  let schemaReady = false;
-  const ensureSchema = () => {
-    if (schemaReady) return;
-    db.exec(SEARCH_SCHEMA);
-    schemaReady = true;
+  /** The search index connection: the index database, with the audit database attached as `audit` (read only by it). */
+  let sdb: Database.Database | undefined;
+  const searchDb = (): Database.Database => {
+    if (sdb) return sdb;
+    const c = new Database(searchIndexFile(file));
+    try {
+      c.pragma("journal_mode = WAL");
+      c.pragma(`busy_timeout = ${o.busyTimeoutMs ?? 5000}`);
+      c.exec(SEARCH_SCHEMA);
+      c.prepare("ATTACH DATABASE ? AS audit").run(file);
+    } catch (err) {
+      c.close();
+      throw err;
+    }
+    sdb = c;
+    return c;
   };
 
   const sessionWhere = (q: Omit<SessionQuery, "limit" | "offset">) => {
     const where: string[] = [];
     const args: unknown[] = [];
     if (q.user !== undefined) where.push("uid = ?") && args.push(q.user);
-    if (q.target !== undefined) where.push("(target = ? OR account_alias(account) = ?)") && args.push(q.target, q.target);
+    if (q.target !== undefined) where.push(`(target = ? OR ${ACCOUNT_ALIAS_SQL} = ?)`) && args.push(q.target, q.target);
     if (q.result !== undefined) where.push("result = ?") && args.push(q.result);
     if (q.sinceMs !== undefined) where.push("started_at >= ?") && args.push(new Date(q.sinceMs).toISOString());
     if (q.untilMs !== undefined) where.push("started_at < ?") && args.push(new Date(q.untilMs).toISOString());
@@ -403,17 +427,28 @@ export function openAuditQuery(file: string, o: { busyTimeoutMs?: number } = {})
     };
   };
 
-  /** Events read per indexing transaction: the gateway's writes wait for one short transaction at most. */
+  /** Events read per indexing transaction (default). */
   const PAGE = 2000;
-  const index = () => {
-    ensureSchema();
-    const insert = db.prepare("INSERT INTO search_fts (text, kind, event_id, session_id, channel, ts, uid) VALUES (?, ?, ?, ?, ?, ?, ?)");
-    const page = db.prepare(
-      "SELECT e.id, e.ts, e.type, e.session_id, e.data, COALESCE(e.uid, s.uid) AS uid FROM events e LEFT JOIN sessions s ON s.id = e.session_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
+  /**
+   * Indexing transactions are DEFERRED and start with a write to the index database: a write
+   * lock is taken on it alone (an IMMEDIATE one would also lock every attached database, the
+   * audit one included), and its busy handler applies since nothing was read before.
+   */
+  const index = (opts: { pageEvents?: number; maxMs?: number } = {}) => {
+    const c = searchDb();
+    const pageSize = Math.max(1, Math.min(100_000, opts.pageEvents ?? PAGE));
+    const deadline = opts.maxMs === undefined ? Number.POSITIVE_INFINITY : Date.now() + opts.maxMs;
+    const lock = c.prepare("INSERT OR IGNORE INTO main.search_index_state (id, last_event_id) VALUES (1, 0)");
+    const insert = c.prepare(
+      "INSERT INTO main.search_fts (text, kind, event_id, session_id, channel, ts, uid) VALUES (?, ?, ?, ?, ?, ?, ?)",
     );
-    const indexPage = db.transaction((): { read: number; added: number } => {
-      const state = db.prepare("SELECT last_event_id AS id FROM search_index_state WHERE id = 1").get() as { id: number } | undefined;
-      const rows = page.all(state?.id ?? 0, PAGE) as Row[];
+    const page = c.prepare(
+      "SELECT e.id, e.ts, e.type, e.session_id, e.data, COALESCE(e.uid, s.uid) AS uid FROM audit.events e LEFT JOIN audit.sessions s ON s.id = e.session_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
+    );
+    const indexPage = c.transaction((): { read: number; added: number } => {
+      lock.run();
+      const state = c.prepare("SELECT last_event_id AS id FROM main.search_index_state WHERE id = 1").get() as { id: number } | undefined;
+      const rows = page.all(state?.id ?? 0, pageSize) as Row[];
       let added = 0;
       for (const r of rows) {
         if (r.type !== "exec" && r.type !== "file") continue;
@@ -433,49 +468,94 @@ export function openAuditQuery(file: string, o: { busyTimeoutMs?: number } = {})
           }
       }
       const last = rows[rows.length - 1];
-      if (last) db.prepare("INSERT OR REPLACE INTO search_index_state (id, last_event_id) VALUES (1, ?)").run(last.id);
+      if (last) c.prepare("UPDATE main.search_index_state SET last_event_id = ? WHERE id = 1").run(last.id);
       return { read: rows.length, added };
     });
     let events = 0;
+    let done = true;
     for (let i = 0; i < 1_000_000; i++) {
-      const r = indexPage.immediate();
+      const r = indexPage.deferred();
       events += r.added;
-      if (r.read < PAGE) break;
+      if (r.read < pageSize) break;
+      if (Date.now() >= deadline) {
+        done = false;
+        break;
+      }
     }
 
     let recordings = 0;
-    const todo = db
-      .prepare(
-        `SELECT r.session_id, r.channel, r.path, r.sha256, s.uid, s.started_at FROM recordings r LEFT JOIN sessions s ON s.id = r.session_id
-         WHERE r.status != 'open' AND NOT EXISTS (SELECT 1 FROM search_recordings x WHERE x.session_id = r.session_id AND x.channel = r.channel)`,
-      )
-      .all() as Row[];
+    const todo = done
+      ? (c
+          .prepare(
+            `SELECT r.session_id, r.channel, r.path, r.sha256, s.uid, s.started_at FROM audit.recordings r LEFT JOIN audit.sessions s ON s.id = r.session_id
+             WHERE r.status != 'open' AND NOT EXISTS (SELECT 1 FROM main.search_recordings x WHERE x.session_id = r.session_id AND x.channel = r.channel)`,
+          )
+          .all() as Row[])
+      : [];
     for (const r of todo) {
+      if (Date.now() >= deadline) {
+        done = false;
+        break;
+      }
       let text = "";
       try {
         text = recordingText(String(r.path));
       } catch {
         // Missing or not asciicast: nothing to index (verify reports it); remembered so it is not re-read each time.
       }
-      db.transaction(() => {
-        const done = db.prepare("SELECT 1 FROM search_recordings WHERE session_id = ? AND channel = ?").get(r.session_id, r.channel);
-        if (done) return;
+      c.transaction(() => {
+        lock.run();
+        const seen = c.prepare("SELECT 1 FROM main.search_recordings WHERE session_id = ? AND channel = ?").get(r.session_id, r.channel);
+        if (seen) return;
         if (text) {
           insert.run(text, "recording", null, r.session_id, r.channel, r.started_at ?? "", r.uid ?? null);
           recordings++;
         }
-        db.prepare("INSERT INTO search_recordings (session_id, channel, sha256) VALUES (?, ?, ?)").run(r.session_id, r.channel, r.sha256);
-      }).immediate();
+        c.prepare("INSERT INTO main.search_recordings (session_id, channel, sha256) VALUES (?, ?, ?)").run(
+          r.session_id,
+          r.channel,
+          r.sha256,
+        );
+      }).deferred();
     }
-    // Pruned: events below the newest checkpoint, recordings of sessions gone.
-    db.transaction(() => {
-      const cp = db.prepare("SELECT MAX(pruned_through_id) AS id FROM checkpoints").get() as { id: number | null };
-      if (cp.id !== null) db.prepare("DELETE FROM search_fts WHERE event_id IS NOT NULL AND event_id <= ?").run(cp.id);
-      db.prepare(
-        "DELETE FROM search_fts WHERE kind = 'recording' AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.session_id = search_fts.session_id AND r.channel = search_fts.channel)",
+    if (!done) return { events, recordings, done };
+    // Pruned since the last look (a prune deletes events, sessions and their recordings together,
+    // under a new checkpoint): events below the newest checkpoint, recordings of sessions gone.
+    c.transaction(() => {
+      lock.run();
+      const cp = c.prepare("SELECT MAX(pruned_through_id) AS id FROM audit.checkpoints").get() as { id: number | null };
+      const seen = c.prepare("SELECT pruned_through_id AS id FROM main.search_index_state WHERE id = 1").get() as { id: number };
+      if (cp.id === null || cp.id <= seen.id) return;
+      c.prepare("DELETE FROM main.search_fts WHERE event_id IS NOT NULL AND event_id <= ?").run(cp.id);
+      c.prepare(
+        "DELETE FROM main.search_fts WHERE kind = 'recording' AND NOT EXISTS (SELECT 1 FROM audit.recordings r WHERE r.session_id = search_fts.session_id AND r.channel = search_fts.channel)",
       ).run();
-    }).immediate();
-    return { events, recordings };
+      c.prepare(
+        "DELETE FROM main.search_recordings WHERE NOT EXISTS (SELECT 1 FROM audit.recordings r WHERE r.session_id = search_recordings.session_id AND r.channel = search_recordings.channel)",
+      ).run();
+      c.prepare("UPDATE main.search_index_state SET pruned_through_id = ? WHERE id = 1").run(cp.id);
+    }).deferred();
+    return { events, recordings, done };
+  };
+  const searchIndexed = (text: string, limit: number): { hits: SearchHit[]; more: boolean } => {
+    if ([...text].length < 3) throw new SearchTextError("the search text needs at least 3 characters (FTS5 trigram index)");
+    const rows = searchDb()
+      .prepare(
+        "SELECT text, kind, event_id, session_id, channel, ts, uid FROM main.search_fts WHERE search_fts MATCH ? ORDER BY ts DESC, rowid DESC LIMIT ?",
+      )
+      .all(ftsPhrase(text), limit + 1) as Row[];
+    const hits = rows.slice(0, limit).map(
+      (r): SearchHit => ({
+        kind: r.kind as SearchHit["kind"],
+        session_id: s(r.session_id),
+        event_id: r.event_id === null ? null : Number(r.event_id),
+        channel: r.channel === null ? null : Number(r.channel),
+        ts: String(r.ts),
+        uid: s(r.uid),
+        snippet: snippetOf(String(r.text), text),
+      }),
+    );
+    return { hits, more: rows.length > limit };
   };
   return {
     sessions(q) {
@@ -512,24 +592,9 @@ export function openAuditQuery(file: string, o: { busyTimeoutMs?: number } = {})
     search(text, limit) {
       if ([...text].length < 3) throw new SearchTextError("the search text needs at least 3 characters (FTS5 trigram index)");
       index();
-      const rows = db
-        .prepare(
-          "SELECT text, kind, event_id, session_id, channel, ts, uid FROM search_fts WHERE search_fts MATCH ? ORDER BY ts DESC, rowid DESC LIMIT ?",
-        )
-        .all(ftsPhrase(text), limit + 1) as Row[];
-      const hits = rows.slice(0, limit).map(
-        (r): SearchHit => ({
-          kind: r.kind as SearchHit["kind"],
-          session_id: s(r.session_id),
-          event_id: r.event_id === null ? null : Number(r.event_id),
-          channel: r.channel === null ? null : Number(r.channel),
-          ts: String(r.ts),
-          uid: s(r.uid),
-          snippet: snippetOf(String(r.text), text),
-        }),
-      );
-      return { hits, more: rows.length > limit };
+      return searchIndexed(text, limit);
     },
+    searchIndexed,
     checkRecording(sessionId, channel, path) {
       const events = db
         .prepare("SELECT * FROM events WHERE type = 'recording' AND session_id = ? ORDER BY id DESC")
@@ -574,6 +639,7 @@ export function openAuditQuery(file: string, o: { busyTimeoutMs?: number } = {})
       return { ok: true, expected, found, reason: "ok" };
     },
     close() {
+      if (sdb?.open) sdb.close();
       if (db.open) db.close();
     },
   };

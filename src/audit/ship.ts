@@ -11,7 +11,7 @@
  * sessions (live ones go on and keep being recorded locally).
  */
 import Database from "better-sqlite3";
-import type { ReplicaEventRow, ReplicaRecordingRow, ReplicaSessionRow } from "../state/audit-replica.ts";
+import type { ReplicaCheckpointRow, ReplicaEventRow, ReplicaRecordingRow, ReplicaSessionRow } from "../state/audit-replica.ts";
 
 /** What the shipper needs of the shared state (an {@link import("../state/audit-replica.ts").AuditReplica}). */
 export interface ReplicaTarget {
@@ -22,6 +22,7 @@ export interface ReplicaTarget {
     events: readonly ReplicaEventRow[],
     sessions: readonly ReplicaSessionRow[],
     recordings: readonly ReplicaRecordingRow[],
+    checkpoints?: readonly ReplicaCheckpointRow[],
   ): Promise<void>;
 }
 
@@ -40,6 +41,8 @@ export interface ShipperOptions {
   readonly batch?: number;
   /** How often to look for new events when not nudged, ms (default 1000). */
   readonly intervalMs?: number;
+  /** How often PostgreSQL's head is read again while idle, ms (default 10 000). */
+  readonly recheckMs?: number;
   /** Unshipped events past which `health()` is not ok (default 1 000 000). */
   readonly spoolLimit?: number;
 }
@@ -64,6 +67,8 @@ export interface AuditShipper {
 }
 
 const RETRY_MIN_MS = 200;
+/** How often PostgreSQL's head of this node is read again while idle (ms). */
+const RECHECK_MS = 10_000;
 const RETRY_MAX_MS = 5000;
 
 /**
@@ -89,6 +94,9 @@ export function startShipper(o: ShipperOptions): AuditShipper {
   let failing: string | undefined;
   let diverged: string | undefined;
   let poisoned: string | undefined;
+  /** The newest id PostgreSQL confirmed in this process (a head below it later means rows were deleted there). */
+  let confirmed = 0;
+  let checkedAt = 0;
   let running = false;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
@@ -97,6 +105,7 @@ export function startShipper(o: ShipperOptions): AuditShipper {
 
   const pending = () => Math.max(0, newest.get()?.id ?? 0) - (shipped ?? 0);
 
+  const checkpointsAll = db.prepare<[], ReplicaCheckpointRow>("SELECT id, ts, pruned_through_id, last_hash FROM checkpoints ORDER BY id");
   const hashAt = db.prepare<[number], { hash: string }>("SELECT hash FROM events WHERE id = ?");
   /**
    * Where PostgreSQL's copy of this node ends, checked against the local chain: the local audit.db
@@ -106,6 +115,12 @@ export function startShipper(o: ShipperOptions): AuditShipper {
    */
   const resume = async (): Promise<number> => {
     const head = await o.replica.head(o.node);
+    checkedAt = Date.now();
+    if ((head?.id ?? 0) < confirmed)
+      o.log.error(
+        { node: o.node, from: (head?.id ?? 0) + 1, to: confirmed },
+        "audit events shipped earlier are missing in PostgreSQL (deleted there?); shipping them again",
+      );
     if (!head) return 0;
     const mine = hashAt.get(head.id);
     const localHead = newest.get()?.id ?? 0;
@@ -117,16 +132,20 @@ export function startShipper(o: ShipperOptions): AuditShipper {
       err.name = "AuditChainDiverged";
       throw err;
     }
+    confirmed = Math.max(confirmed, head.id);
     return head.id;
   };
 
   const once = async (): Promise<boolean> => {
-    if (shipped === undefined) shipped = await resume();
+    // PostgreSQL's head is read again every RECHECK_MS even when idle: a tail deleted there is shipped again.
+    if (shipped === undefined || Date.now() - checkedAt >= (o.recheckMs ?? RECHECK_MS)) shipped = await resume();
     const events = eventsAfter.all(shipped, batch);
     if (events.length === 0) return false;
     const ids = JSON.stringify([...new Set(events.map((e) => e.session_id).filter((s): s is string => s !== null))]);
-    await o.replica.append(o.node, events, sessionsOf.all(ids), recordingsOf.all(ids));
+    // Prune checkpoints are few (one per prune): all of them, so a trail that starts after a prune verifies.
+    await o.replica.append(o.node, events, sessionsOf.all(ids), recordingsOf.all(ids), checkpointsAll.all());
     shipped = (events[events.length - 1] as ReplicaEventRow).id;
+    confirmed = Math.max(confirmed, shipped);
     return events.length === batch;
   };
 

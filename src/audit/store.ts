@@ -274,6 +274,16 @@ const RETRY_MAX_MS = 5000;
 /** While unhealthy, `healthy()` probes with a real write at most this often (ms). */
 const PROBE_INTERVAL_MS = 1000;
 
+/**
+ * The route alias of `sessions.account` in SQL (the part after the last `_`, NULL without one; the
+ * same as query.ts `accountAlias`): built-in functions only, so it can be indexed and the store's
+ * own connection needs nothing registered. `rtrim(a, replace(a, '_', ''))` keeps `a` up to its
+ * last `_` (https://sqlite.org/lang_corefunc.html#rtrim). Queries must use this exact text for
+ * SQLite to use the index on it.
+ */
+export const ACCOUNT_ALIAS_SQL =
+  "(CASE WHEN instr(account, '_') > 0 THEN substr(account, length(rtrim(account, replace(account, '_', ''))) + 1) END)";
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -304,6 +314,10 @@ CREATE TABLE IF NOT EXISTS sessions (
   exit_status INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions(started_at);
+CREATE INDEX IF NOT EXISTS sessions_uid ON sessions(uid, started_at);
+CREATE INDEX IF NOT EXISTS sessions_target ON sessions(target, started_at);
+CREATE INDEX IF NOT EXISTS sessions_alias ON sessions(${ACCOUNT_ALIAS_SQL}, started_at);
+CREATE INDEX IF NOT EXISTS sessions_result ON sessions(result, started_at);
 CREATE TABLE IF NOT EXISTS recordings (
   session_id TEXT NOT NULL,
   channel INTEGER NOT NULL,

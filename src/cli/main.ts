@@ -831,6 +831,17 @@ export function buildCli(): Command {
           report.warnings.push(...r.warnings.map((w) => `node ${t.node} (PostgreSQL): ${w}`));
         }
         if (trails.shared) {
+          // A node the anchors know but PostgreSQL does not hold at all: its whole trail was deleted there.
+          const held = new Set(trails.trails.map((t) => t.node));
+          for (const n of new Set((anchors ?? []).map((a) => a.node)))
+            if (!held.has(n))
+              report.issues.push({
+                kind: "anchor",
+                id: `node ${n} (PostgreSQL)`,
+                expected: "the node's events",
+                found: "no events",
+                reason: "an anchored node has no trail in PostgreSQL (deleted there)",
+              });
           const mine = trails.replicaOfLocal;
           const cmp = mine ? compareWithLocal(file, mine.file) : undefined;
           for (const d of cmp?.differences ?? [])

@@ -7,12 +7,7 @@
 
 import type { Connection, ServerChannel } from "ssh2";
 import ssh2 from "ssh2";
-
-/** ssh2 internals used to open a server-initiated auth-agent channel (ssh2 has no public API for it). */
-interface ConnectionInternals {
-  readonly _chanMgr: { add(wrapper: unknown): number };
-  readonly _protocol: { openssh_authAgent(chan: number, initWindow: number, maxPacket: number): void };
-}
+import { openAgentChannel, reserveChannel } from "./ssh2-internals.ts";
 
 const MAX_WINDOW = 2 * 1024 * 1024;
 const PACKET_SIZE = 32 * 1024;
@@ -20,13 +15,12 @@ const PACKET_SIZE = 32 * 1024;
 /** Opens an `auth-agent@openssh.com` channel to the downstream client. */
 export function openDownstreamAgent(client: Connection): Promise<ServerChannel> {
   return new Promise((resolve, reject) => {
-    const c = client as unknown as ConnectionInternals;
     const wrapper = Object.assign((err: Error | undefined, stream: ServerChannel) => (err ? reject(err) : resolve(stream)), {
       type: "auth-agent@openssh.com",
     });
-    const id = c._chanMgr.add(wrapper);
+    const id = reserveChannel(client, wrapper);
     if (id === -1) return reject(new Error("no free channels"));
-    c._protocol.openssh_authAgent(id, MAX_WINDOW, PACKET_SIZE);
+    openAgentChannel(client, id, MAX_WINDOW, PACKET_SIZE);
   });
 }
 

@@ -4,7 +4,7 @@
  * approved target only, the channel handlers, the monitor, and the session row at the end.
  */
 import { randomUUID } from "node:crypto";
-import ssh2, { type Connection, type ServerChannel, type Session, type Client as UpstreamClient } from "ssh2";
+import ssh2, { type Connection, type Session, type Client as UpstreamClient } from "ssh2";
 import type { AuditSink } from "../audit/index.ts";
 import { type AuditHealth, AuditWriteError } from "../audit/store.ts";
 import { type AuthenticatedIdentity, type Authenticator, createLogin, displayAddress } from "../auth/index.ts";
@@ -18,6 +18,7 @@ import { type ConnectionEvent, connectionEvents } from "./events.ts";
 import { serveForwarding, serveRemoteForwards } from "./forwarding.ts";
 import { createMonitor } from "./monitor.ts";
 import { AUDIT_UNAVAILABLE_MESSAGE, type NoAliasOptions, serveAuditRefusal, serveSession } from "./session.ts";
+import { acceptedChannel, connectionSocket } from "./ssh2-internals.ts";
 import { connectUpstream, HostKeyMismatchError, parseHostKeyLine } from "./upstream.ts";
 
 /** Everything that a policy reload replaces at once; a connection keeps the one it started with. */
@@ -249,7 +250,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       bytes: () => ({ ...counters }),
       tell: (message) => {
         // ssh2 keeps the channel a session request accepted in `_channel` (set by the exec/shell/subsystem handlers).
-        for (const session of sessionChannels) (session as unknown as { _channel?: ServerChannel })._channel?.stderr?.write(message);
+        for (const session of sessionChannels) acceptedChannel(session)?.stderr?.write(message);
       },
     });
     const ctx: ConnectionContext = {
@@ -279,7 +280,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       terminate: (reason) => {
         if (terminated === undefined) {
           // ssh2's end() sends DISCONNECT and half-closes; a peer that never closes its side is cut after 5 s.
-          const sock = (client as unknown as { _sock?: { destroy(): void } })._sock;
+          const sock = connectionSocket(client);
           setTimeout(() => sock?.destroy(), 5000).unref();
         }
         terminated = reason;
@@ -346,7 +347,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
         quit: (reason) => emit({ type: "menu_choice", uid, account: typed, result: "quit", reason }),
         sshConfig: (gateway) => {
           const policy = deps.runtime().policy;
-          const sock = (client as unknown as { _sock?: { localAddress?: string; localPort?: number } })._sock;
+          const sock = connectionSocket(client);
           const local =
             sock?.localAddress && sock.localPort ? { host: displayAddress(sock.localAddress), port: sock.localPort } : undefined;
           const where = gateway ?? local ?? parseHostPort(policy.gateway.listen[0] ?? "", 22) ?? { host: "GATEWAY", port: 22 };

@@ -35,12 +35,16 @@ export interface JumpOptions {
  */
 export function serveForwarding(ctx: ConnectionContext, jump?: JumpOptions): void {
   const { client } = ctx;
-  const a = approvedOf(ctx);
   const uid = ctx.identity.uid;
-  const allowed = (request: ChannelRequest) => a !== undefined && ctx.upstream !== undefined && authorizeChannel(a.route, request).allow;
+  // Read per request: the target menu may route a no-alias login after it logged in.
+  const allowed = (request: ChannelRequest) => {
+    const a = approvedOf(ctx);
+    return a !== undefined && ctx.upstream !== undefined && authorizeChannel(a.route, request).allow;
+  };
 
   client.on("tcpip", (accept, reject, info) => {
     if (jump && ctx.decision.kind === "refused" && ctx.decision.reason === "no_alias") return serveJump(ctx, jump, accept, reject, info);
+    const a = approvedOf(ctx);
     if (!allowed({ type: "direct-tcpip", host: info.destIP, port: info.destPort }) || !ctx.upstream) {
       ctx.emit({
         type: "channel_refused",
@@ -81,6 +85,7 @@ export function serveForwarding(ctx: ConnectionContext, jump?: JumpOptions): voi
   });
 
   client.on("request", (accept, reject, name, info) => {
+    const a = approvedOf(ctx);
     const { bindAddr, bindPort } = (info ?? {}) as { bindAddr: string; bindPort: number };
     const request: ChannelRequest =
       name === "tcpip-forward" || name === "cancel-tcpip-forward" ? { type: name, bindAddr, bindPort } : { type: "unsupported", name };

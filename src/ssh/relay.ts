@@ -11,6 +11,7 @@
 import type { Duplex, Readable, Writable } from "node:stream";
 import type { ClientChannel, ServerChannel } from "ssh2";
 import type { Tap } from "../audit/index.ts";
+import { outgoingState, sendExitSignal, sendExitStatus } from "./ssh2-internals.ts";
 
 /** How the upstream process ended, as sent by the target. */
 export type ExitInfo =
@@ -26,37 +27,9 @@ export type ByteCounter = (direction: Direction, bytes: number) => void;
 /**
  * Copies `from` into `to` with backpressure and counts bytes. Resolves once `from` has ended and
  * every chunk written has been handed to `to`'s transport (its write callback ran). Does not end `to`.
+ * The SSH packets written within one tick leave in one socket write (ssh2 patch, see ssh2-internals.ts).
  */
-/** The TCP socket under an ssh2 channel (ssh2 internals: `channel._client._sock`), if reachable. */
-function socketOf(stream: Writable): { cork(): void; uncork(): void } | undefined {
-  const sock = (stream as unknown as { _client?: { _sock?: { cork?: () => void; uncork?: () => void } } })._client?._sock;
-  return sock && typeof sock.cork === "function" && typeof sock.uncork === "function"
-    ? (sock as { cork(): void; uncork(): void })
-    : undefined;
-}
-
-/**
- * Coalesces the SSH packets produced within one tick into one socket write (writev): fewer
- * syscalls per relayed MiB. Packets keep their order; nothing waits longer than the current tick.
- */
-function corker(stream: Writable): () => void {
-  const sock = socketOf(stream);
-  if (!sock) return () => undefined;
-  let corked = false;
-  const release = () => {
-    corked = false;
-    sock.uncork();
-  };
-  return () => {
-    if (corked) return;
-    corked = true;
-    sock.cork();
-    process.nextTick(release);
-  };
-}
-
 export function pump(from: Readable, to: Writable, count: (n: number) => void, tap?: Tap): Promise<void> {
-  const cork = corker(to);
   return new Promise((resolve) => {
     let done = false;
     const settle = () => {
@@ -78,7 +51,6 @@ export function pump(from: Readable, to: Writable, count: (n: number) => void, t
     to.on("drain", onDrain);
     const onData = (chunk: Buffer) => {
       count(chunk.length);
-      cork();
       if (!to.write(chunk)) {
         toFull = true;
         from.pause();
@@ -112,17 +84,6 @@ export function pump(from: Readable, to: Writable, count: (n: number) => void, t
   });
 }
 
-/** The ssh2 internals needed to send exit-status after EOF (ssh2's public `exit()` only works before EOF). */
-interface ServerChannelInternals {
-  readonly outgoing: { id: number; state: string };
-  readonly _client: {
-    _protocol: {
-      exitStatus(id: number, status: number): void;
-      exitSignal(id: number, name: string, coreDumped: boolean, msg: string): void;
-    };
-  };
-}
-
 /**
  * Relays a forwarded TCP channel (direct-tcpip or forwarded-tcpip, RFC 4254 §7) both ways:
  * `down` is the user's side, `up` the target's; EOF and CLOSE pass on in each direction.
@@ -136,14 +97,12 @@ export function relayStream(down: Duplex & { close(): void }, up: Duplex & { clo
 
 /** Sends EOF, then the exit information, then CLOSE on a downstream channel. */
 export function finishDownstream(down: ServerChannel, exit: ExitInfo | undefined): void {
-  const ch = down as unknown as ServerChannelInternals;
-  const state = ch.outgoing.state;
+  const state = outgoingState(down);
   if (state !== "open" && state !== "eof") return;
   down.eof();
   if (exit) {
-    const proto = ch._client._protocol;
-    if (exit.kind === "status") proto.exitStatus(ch.outgoing.id, exit.code);
-    else proto.exitSignal(ch.outgoing.id, exit.signal.replace(/^SIG/, ""), exit.coreDumped, exit.message);
+    if (exit.kind === "status") sendExitStatus(down, exit.code);
+    else sendExitSignal(down, exit.signal.replace(/^SIG/, ""), exit.coreDumped, exit.message);
   }
   down.close();
 }

@@ -11,6 +11,7 @@ import { type GatewayMetrics, type Logger, NO_METRICS, printable } from "../obs/
 import { parseHostPort } from "../policy/index.ts";
 import { resolveRoute } from "../routing/index.ts";
 import { type GatewayRuntime, type LiveSession, serveConnection } from "./connection.ts";
+import { assertSsh2Patched } from "./ssh2-internals.ts";
 
 export { CODE_PROMPT, PASSWORD_PROMPT } from "../auth/index.ts";
 export { HOST_KEY_CHANGED_MESSAGE, TARGET_UNREACHABLE_MESSAGE } from "./session.ts";
@@ -73,8 +74,10 @@ export interface LiveSessionInfo {
 /** How long the user's channels get to show the reason before the connection closes (ms). */
 const TERMINATE_NOTICE_MS = 300;
 
-/** Creates the gateway. Call `listen()` to start. */
+/** Creates the gateway. Call `listen()` to start. @throws Ssh2PatchError when ssh2 lacks varco's patch. */
 export function createGateway(deps: GatewayDeps): Gateway {
+  // The relay's throughput depends on varco's ssh2 patch (and the internals it uses on ssh2 1.17.0).
+  assertSsh2Patched();
   const servers: NetServer[] = [];
   const connections = new Set<Connection>();
   const metrics = deps.metrics ?? NO_METRICS;

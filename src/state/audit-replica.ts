@@ -42,6 +42,14 @@ export interface ReplicaSessionRow {
   exit_status: number | null;
 }
 
+/** A prune checkpoint of a node's audit.db: the chain continues after `pruned_through_id` from `last_hash`. */
+export interface ReplicaCheckpointRow {
+  id: number;
+  ts: string;
+  pruned_through_id: number;
+  last_hash: string;
+}
+
 /** A `recordings` row as stored in a node's audit.db (the file stays on that node). */
 export interface ReplicaRecordingRow {
   session_id: string;
@@ -73,7 +81,10 @@ export interface AuditReplica {
     events: readonly ReplicaEventRow[],
     sessions: readonly ReplicaSessionRow[],
     recordings: readonly ReplicaRecordingRow[],
+    checkpoints?: readonly ReplicaCheckpointRow[],
   ): Promise<void>;
+  /** Every prune checkpoint `node` shipped. */
+  checkpoints(node: string): Promise<ReplicaCheckpointRow[]>;
   /** The nodes that have shipped anything, sorted. */
   nodes(): Promise<string[]>;
   /** Events of `node` with id > `afterId`, ascending, at most `limit`. */
@@ -100,6 +111,7 @@ const SESSION_COLS = [
   "exit_status",
 ] as const;
 const RECORDING_COLS = ["session_id", "channel", "path", "sha256", "bytes", "status"] as const;
+const CHECKPOINT_COLS = ["id", "ts", "pruned_through_id", "last_hash"] as const;
 /** Rows per INSERT statement (12 columns × 500 stays far below PostgreSQL's 65 535 parameters). */
 const ROWS_PER_STATEMENT = 500;
 
@@ -184,8 +196,8 @@ export async function openAuditReplica(
   return {
     where,
     head: async (node) => head(pool, node),
-    async append(node, events, sessions, recordings) {
-      if (events.length === 0 && sessions.length === 0 && recordings.length === 0) return;
+    async append(node, events, sessions, recordings, checkpoints = []) {
+      if (events.length === 0 && sessions.length === 0 && recordings.length === 0 && checkpoints.length === 0) return;
       const c = await pool.connect();
       try {
         await c.query("BEGIN");
@@ -218,6 +230,7 @@ export async function openAuditReplica(
           recordings,
           "ON CONFLICT (node, session_id, channel) DO UPDATE SET path = excluded.path, sha256 = excluded.sha256, bytes = excluded.bytes, status = excluded.status",
         );
+        await insertRows(c, "audit_checkpoints", CHECKPOINT_COLS, node, checkpoints, "ON CONFLICT (node, id) DO NOTHING");
         await c.query("COMMIT");
       } catch (err) {
         await c.query("ROLLBACK").catch(() => undefined);
@@ -252,6 +265,12 @@ export async function openAuditReplica(
     async recordings(node) {
       const r = await pool.query(`SELECT ${RECORDING_COLS.join(", ")} FROM audit_recordings WHERE node = $1`, [toPgText(node)]);
       return r.rows.map((x) => ({ ...decoded<ReplicaRecordingRow>(x), channel: num(x.channel), bytes: num(x.bytes) }));
+    },
+    async checkpoints(node) {
+      const r = await pool.query(`SELECT ${CHECKPOINT_COLS.join(", ")} FROM audit_checkpoints WHERE node = $1 ORDER BY id`, [
+        toPgText(node),
+      ]);
+      return r.rows.map((x) => ({ ...decoded<ReplicaCheckpointRow>(x), id: num(x.id), pruned_through_id: num(x.pruned_through_id) }));
     },
     close: () => pool.end(),
   };

@@ -3,6 +3,7 @@
 export {
   type AuditReplica,
   openAuditReplica,
+  type ReplicaCheckpointRow,
   ReplicaDivergedError,
   type ReplicaEventRow,
   type ReplicaRecordingRow,

@@ -146,6 +146,14 @@ CREATE TABLE IF NOT EXISTS audit_recordings (
   status TEXT NOT NULL,
   PRIMARY KEY (node, session_id, channel)
 );
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+  node TEXT NOT NULL,
+  id BIGINT NOT NULL,
+  ts TEXT NOT NULL,
+  pruned_through_id BIGINT NOT NULL,
+  last_hash TEXT NOT NULL,
+  PRIMARY KEY (node, id)
+);
 `,
   },
   {

@@ -4,12 +4,12 @@
  * sessions, the lockout, the login runtime in force.
  */
 import type { AuditStore } from "../audit/index.ts";
-import { openAuditQuery, transferOf } from "../audit/query.ts";
 import type { Logger } from "../obs/index.ts";
 import type { Policy } from "../policy/index.ts";
 import { playerAssets } from "./assets.ts";
 import type { WebLoginRuntime, WebSettings } from "./auth.ts";
 import { startWebConsole, type WebListener } from "./listen.ts";
+import { openWebAuditRead } from "./read.ts";
 import type { LiveControl } from "./server.ts";
 
 export interface WebGatewayOptions {
@@ -29,7 +29,7 @@ export interface WebGatewayOptions {
 
 /** Starts the console for a running gateway. @throws Error when the listener cannot be bound or the TLS files read. */
 export async function startWebForGateway(o: WebGatewayOptions): Promise<WebListener> {
-  const query = openAuditQuery(o.auditDb);
+  const reader = openWebAuditRead(o.audit, o.auditDb);
   let last: WebSettings | undefined;
   const settings = (): WebSettings => {
     const w = o.policy().web;
@@ -44,31 +44,24 @@ export async function startWebForGateway(o: WebGatewayOptions): Promise<WebListe
         settings,
         runtime: o.runtime,
         audit: (e) => o.audit.append(e),
-        read: {
-          sessions: (q) => query.sessions(q),
-          search: (t, n) => query.search(t, n),
-          checkRecording: (id, ch, path) => query.checkRecording(id, ch, path),
-          findSession: (id) => o.audit.findSession(id),
-          sessionEvents: (id) => o.audit.sessionEvents(id),
-          recordings: (id) => o.audit.recordings(id),
-        },
+        read: reader.read,
         live: o.live,
         unlock: o.unlock,
         player: playerAssets(),
         now: () => Date.now(),
         logger: o.logger,
-        transferOf,
+        transferOf: reader.transferOf,
       },
     );
     return {
       address: listener.address,
       close: async () => {
         await listener.close();
-        query.close();
+        await reader.close();
       },
     };
   } catch (err) {
-    query.close();
+    await reader.close();
     throw err;
   }
 }

@@ -59,8 +59,13 @@ export interface LiveControl {
 /** The read side of the audit the console uses (src/audit/query.ts and the store). */
 export interface WebAuditRead {
   sessions(q: SessionQuery): { sessions: AuditSession[]; total: number };
-  search(text: string, limit: number): { hits: SearchHit[]; more: boolean };
-  checkRecording(sessionId: string, channel: number, path: string): RecordingView["check"];
+  /**
+   * Searches the index; `indexing` is true when the index had not caught up with the trail in time
+   * (the hits are those indexed so far). @throws SearchTextError for a text shorter than 3 characters.
+   */
+  search(text: string, limit: number): Promise<{ hits: SearchHit[]; more: boolean; indexing?: boolean }>;
+  /** Hashes the recording file (off the event loop) and compares with its chained event. */
+  checkRecording(sessionId: string, channel: number, path: string): Promise<RecordingView["check"]>;
   findSession(idOrPrefix: string): AuditSession | undefined;
   sessionEvents(id: string): AuditEvent[];
   recordings(sessionId: string): RecordingRow[];
@@ -271,13 +276,13 @@ ${sessionTable(rows)}`,
     );
   });
 
-  app.get("/search", (c) => {
+  app.get("/search", async (c) => {
     const text = (c.req.query("q") ?? "").slice(0, 200);
     let body = html``;
     if (text) {
       try {
-        const r = deps.read.search(text, 100);
-        body = html`<p>${r.hits.length} hits${r.more ? " (more: refine the text)" : ""}.</p>
+        const r = await deps.read.search(text, 100);
+        body = html`${r.indexing ? html`<p class="note" id="indexing">The search index is still being built: these are the hits indexed so far.</p>` : ""}<p>${r.hits.length} hits${r.more ? " (more: refine the text)" : ""}.</p>
 <table class="hits"><thead><tr><th>Time</th><th>Session</th><th>User</th><th>Kind</th><th>Match</th></tr></thead><tbody>
 ${r.hits.map(
   (h) =>
@@ -303,10 +308,12 @@ ${r.hits.map(
   };
   const notFound = (c: Context<Env>) => c.html(page("Not found", viewer(c), html`<h1>No such session</h1>`), 404);
 
-  const renderSession = (c: Context<Env>, s: AuditSession, channel: number | undefined) => {
+  const renderSession = async (c: Context<Env>, s: AuditSession, channel: number | undefined) => {
     const events = deps.read.sessionEvents(s.id);
     const recs = deps.read.recordings(s.id);
-    const views: RecordingView[] = recs.map((row) => ({ row, check: deps.read.checkRecording(s.id, row.channel, row.path) }));
+    const views: RecordingView[] = await Promise.all(
+      recs.map(async (row) => ({ row, check: await deps.read.checkRecording(s.id, row.channel, row.path) })),
+    );
     const num = (k: string, dflt: number, max: number) => {
       const v = Number(c.req.query(k));
       return Number.isFinite(v) && v > 0 && v <= max ? v : dflt;
@@ -343,7 +350,7 @@ ${r.hits.map(
     c.header("Content-Disposition", `attachment; filename="session-${s.id}.json"`);
     return c.json({ session: s, events: deps.read.sessionEvents(s.id), recordings: deps.read.recordings(s.id) });
   });
-  app.get("/sessions/:id/recordings/:file", (c) => {
+  app.get("/sessions/:id/recordings/:file", async (c) => {
     const s = sessionOf(c);
     const m = /^(\d{1,6})\.cast$/.exec(c.req.param("file"));
     if (!s || !m) return c.text("no such recording", 404);
@@ -355,7 +362,7 @@ ${r.hits.map(
     } catch {
       return c.text("recording file missing", 404);
     }
-    const check = deps.read.checkRecording(s.id, rec.channel, rec.path);
+    const check = await deps.read.checkRecording(s.id, rec.channel, rec.path);
     viewed(c, "recording", s.id, { channel: rec.channel, verified: check.ok });
     c.header("Content-Type", "application/x-asciicast");
     c.header("Content-Length", String(size));

@@ -85,6 +85,17 @@ describe.skipIf(!havePostgres)("audit shipping to PostgreSQL", () => {
     expect(compareWithLocal(file, trail?.file as string)).toEqual({ differences: [], notShipped: 0 });
   }, 60_000);
 
+  it("an idle node notices a tail deleted in PostgreSQL and ships it again", async () => {
+    const file = join(dir, "a.db");
+    const shipper = startShipper({ file, node: "gw-a", replica, log, intervalMs: 50, recheckMs: 200 });
+    await until("resumed", () => shipper.health().detail.startsWith("shipped"));
+    const before = errors.length;
+    await pg.psql("DELETE FROM audit_events WHERE node = 'gw-a' AND id > 1100");
+    await until("the tail shipped again", async () => (await replica.head("gw-a"))?.id === 1205);
+    await shipper.stop(1000);
+    expect(errors.slice(before).some((e) => e.includes("missing in PostgreSQL"))).toBe(true);
+  }, 60_000);
+
   it("refuses another audit.db that claims the same node (nothing written), and says so", async () => {
     const other = join(dir, "impostor.db");
     appendTo(other, 5, "s2");
@@ -110,6 +121,23 @@ describe.skipIf(!havePostgres)("audit shipping to PostgreSQL", () => {
     const trail = (await pullTrails(replica, pulled)).find((t) => t.node === "gw-\u0000nul");
     expect(verifyAuditDb(trail?.file as string, { recordingFiles: false }).issues).toEqual([]);
     expect(compareWithLocal(file, trail?.file as string)).toEqual({ differences: [], notShipped: 0 });
+  }, 60_000);
+
+  it("a node pruned before it first shipped: its trail in PostgreSQL starts at the prune checkpoint and verifies", async () => {
+    const file = join(dir, "pruned.db");
+    const store = openAuditStore(file);
+    store.startSession({ id: "s7", uid: "mario.rossi", account: "mario.rossi_vm1", target: "vm1", source: "192.0.2.7" });
+    for (let i = 0; i < 10; i++) store.append({ type: "exec", sessionId: "s7", uid: "mario.rossi", data: { command: `ls ${i}` } });
+    store.endSession("s7", { result: "ok", upBytes: 1, downBytes: 2, exitStatus: 0 });
+    expect(store.prune(Date.now() + 60_000).events).toBeGreaterThan(10);
+    store.close();
+    appendTo(file, 3, "s8");
+    const shipper = startShipper({ file, node: "gw-pruned", replica, log });
+    await until("shipped", () => shipper.health().pending === 0 && shipper.health().detail.startsWith("shipped"));
+    await shipper.stop(1000);
+    const pulled = mkdtempSync(join(dir, "pull-"));
+    const trail = (await pullTrails(replica, pulled)).find((t) => t.node === "gw-pruned");
+    expect(verifyAuditDb(trail?.file as string, { recordingFiles: false }).issues).toEqual([]);
   }, 60_000);
 
   it("PostgreSQL down: events wait in audit.db, the spool bound turns health off; back: all arrive in order", async () => {

@@ -5,6 +5,9 @@
  * the target sshd. Cut the directory off: both gateways report it failing, yet the VIP stays on
  * exactly one node (keepalived asks liveness, not readiness). Kill the master gateway: its liveness
  * check fails, the VIP moves, and a new login through the VIP works on the backup with no host-key warning.
+ * When Debian's PostgreSQL is installed, both nodes share one login state and audit trail on a
+ * PostgreSQL in the LAN namespace: a code used through the VIP on the master is refused on the
+ * backup after the failover, and the backup's `audit list` shows the master's sessions.
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,6 +19,7 @@ import { type Slapd, type Sshd, startSlapd, startSshd, waitForPort } from "../..
 import { loadOrCreateKey, publicKeyLine } from "../../src/ssh/index.ts";
 import { ASKPASS, ROOT } from "../helpers/harness.ts";
 import { createNetns, hasAddress, type Netns, spawnKeepalived, veth, waitFor } from "../helpers/netns.ts";
+import { havePostgres, startPostgres, type TestPostgres } from "../helpers/postgres.ts";
 
 const isRoot = process.getuid?.() === 0;
 const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
@@ -27,6 +31,7 @@ const secrets = new Map<string, string>();
 const gateways = new Map<string, ResultPromise>();
 const keepaliveds = new Map<string, ResultPromise>();
 const USERS = ["ha1", "ha2", "ha3"];
+let pg: TestPostgres | undefined;
 
 const ADDRESS: Record<string, string> = { g1: "192.0.2.1", g2: "192.0.2.2" };
 const policy = (node: string, priority: number) => `version: 1
@@ -35,6 +40,7 @@ gateway:
   host_keys: [${dir}/shared-keys/ssh_host_ed25519_key]
   egress_key: ${dir}/shared-keys/egress_ed25519
   state_dir: ${dir}/${node}/state
+  node: ${node}
   metrics_listen: "127.0.0.1:9108"
 directory:
   ldap:
@@ -56,7 +62,14 @@ network:
     - { instance: VI_GW, interface: eth0, virtual_router_id: 77, priority: ${priority}, advert_interval: 1s,
         addresses: [192.0.2.100/24], auth_pass_file: ${dir}/vrrp.pw, track_gateway_health: true }
   keepalived: { config_file: ${dir}/${node}/varco.conf, main_config: ${dir}/${node}/keepalived.conf, pid_file: ${dir}/${node}/keepalived.pid }
-`;
+${pg ? `state: { backend: postgres, url_file: ${dir}/pg.url }\n` : ""}`;
+
+/** `varco audit list --json` on g2 (every node's sessions with a shared state). */
+async function sessionsOnG2(): Promise<Array<{ uid: string; node?: string }>> {
+  const list = await n.exec("g2", ["node", join(ROOT, "bin/varco.mjs"), "audit", "list", "--json", "--policy", join(dir, "g2.yaml")]);
+  if (list.exitCode !== 0) throw new Error(`audit list on g2: ${list.stderr}`);
+  return (JSON.parse(list.stdout) as { sessions: Array<{ uid: string; node?: string }> }).sessions;
+}
 
 const vipOn = (role: string) => hasAddress(n, role, "eth0", "192.0.2.100/24");
 
@@ -65,8 +78,10 @@ function startGateway(node: string): void {
   gateways.set(node, g);
 }
 
-async function loginThroughVip(uid: string): Promise<{ exitCode: number; stdout: string; stderr: string }> {
-  const code = currentCode(TOTP, secrets.get(uid) ?? "", Date.now());
+async function loginThroughVip(
+  uid: string,
+  code = currentCode(TOTP, secrets.get(uid) ?? "", Date.now()),
+): Promise<{ exitCode: number; stdout: string; stderr: string }> {
   const r = await n.exec("client", [
     "env",
     `SSH_ASKPASS=${ASKPASS}`,
@@ -136,11 +151,20 @@ beforeAll(async () => {
   target = await startSshd({ dir: join(dir, "target"), netns: n.ns("lan"), host: "192.0.2.9", authorizedKeys: [publicKeyLine(egress)] });
   const hostPub = readFileSync(join(dir, "shared-keys/ssh_host_ed25519_key.pub"), "utf8").trim().split(/\s+/).slice(0, 2).join(" ");
   writeFileSync(join(dir, "known_hosts"), `[192.0.2.100]:2222 ${hostPub}\n`);
+  if (havePostgres) {
+    pg = await startPostgres({ netns: n.ns("lan"), host: "192.0.2.9" });
+    writeFileSync(join(dir, "pg.url"), `${pg.url}\n`, { mode: 0o600 });
+  }
   for (const [node, prio] of [
     ["g1", 150],
     ["g2", 100],
   ] as const) {
     mkdirSync(join(dir, node), { recursive: true });
+    // Nodes sharing a PostgreSQL state need the same totp.key: g2 gets the one g1 made.
+    if (pg && node === "g2") {
+      mkdirSync(join(dir, "g2/state"), { recursive: true, mode: 0o700 });
+      copyFileSync(join(dir, "g1/state/totp.key"), join(dir, "g2/state/totp.key"));
+    }
     writeFileSync(join(dir, node, "keepalived.conf"), `include ${join(dir, node, "varco.conf")}\n`);
     writeFileSync(join(dir, `${node}.yaml`), policy(node, prio));
     const r = await execa(
@@ -150,7 +174,12 @@ beforeAll(async () => {
     );
     if (r.exitCode !== 0) throw new Error(`net apply on ${node}: ${r.stderr}`);
     startGateway(node);
-    await waitForPort(2222, node === "g1" ? "192.0.2.1" : "192.0.2.2", 30_000, n.ns(node));
+    await waitForPort(2222, node === "g1" ? "192.0.2.1" : "192.0.2.2", 30_000, n.ns(node)).catch(async (err: Error) => {
+      const g = gateways.get(node);
+      g?.kill("SIGKILL");
+      const r = await g;
+      throw new Error(`${err.message}\n${node}: ${String(r?.stdout ?? "").slice(-3000)}${String(r?.stderr ?? "").slice(-3000)}`);
+    });
     const k = spawnKeepalived(n, node, join(dir, node));
     keepaliveds.set(node, k);
   }
@@ -158,6 +187,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await pg?.destroy();
   await n?.destroy();
   for (const p of [...gateways.values(), ...keepaliveds.values()]) await p.catch(() => undefined);
   await target?.stop();
@@ -199,6 +229,12 @@ describe.runIf(isRoot)("two gateways behind one keepalived VIP", () => {
   });
 
   it("moves the VIP to the backup when the master gateway dies, and the next login works with no host-key warning", async () => {
+    // A login through the master just before it dies: its code is then used on the whole cluster.
+    const code = currentCode(TOTP, secrets.get("ha3") ?? "", Date.now());
+    const before = await loginThroughVip("ha3", code);
+    expect(before.stdout.trim()).toBe("via-vip");
+    // Shared audit: g2 lists the session g1 just served (shipped within a moment), with its node.
+    if (pg) await waitFor(async () => (await sessionsOnG2()).some((x) => x.node === "g1" && x.uid === "ha3"), 10_000, "g1's session on g2");
     gateways.get("g1")?.kill("SIGKILL");
     // The goal is 5 s (measured here: 3–4 s, see the note); the assertion leaves room for a slow CI machine.
     const ms = await waitFor(() => vipOn("g2"), 15_000, "the VIP on g2");
@@ -208,5 +244,13 @@ describe.runIf(isRoot)("two gateways behind one keepalived VIP", () => {
     expect(r.stderr).toBe("");
     expect(r.stdout.trim()).toBe("via-vip");
     expect(readFileSync(join(dir, "known_hosts"), "utf8")).toBe(readFileSync(join(dir, "known_hosts.orig"), "utf8"));
+    if (!pg) return;
+    // Shared login state: the code ha3 used through g1 is refused by g2.
+    const replay = await loginThroughVip("ha3", code);
+    expect(replay.exitCode).not.toBe(0);
+    expect(replay.stdout).not.toContain("via-vip");
+    const sessions = await sessionsOnG2();
+    expect(sessions.some((x) => x.node === "g1" && x.uid === "ha3")).toBe(true);
+    expect(sessions.some((x) => x.node === "g2" && x.uid === "ha2")).toBe(true);
   });
 });

@@ -26,12 +26,16 @@ const ROUTES = `
   - users: [someone.else]
     alias: secret
     target: vm2-anna
+  - users: [m15]
+    alias: fwd
+    target: vm1-mario
+    allow: { port_forwarding: true }
   - users: [m13]
     alias: noshell
     target: vm1-mario
     allow: { shell: false }
 `;
-const USERS = Array.from({ length: 14 }, (_, i) => `m${String(i + 1).padStart(2, "0")}`);
+const USERS = Array.from({ length: 15 }, (_, i) => `m${String(i + 1).padStart(2, "0")}`);
 
 let h: Harness;
 let vm1Port: number;
@@ -159,6 +163,29 @@ describe("the target menu (ssh -tt uid@gateway)", () => {
       .filter((x) => x.type === "menu_choice")
       .map((x) => x.data?.reason);
     expect(reasons).toEqual(["ctrl_c", "eof"]);
+  });
+
+  it("a -L forward is refused before the choice and follows the chosen route's port_forwarding after it", async () => {
+    const m = await menuClient("m15");
+    const forward = () =>
+      new Promise<string>((resolve, reject) =>
+        m.c.forwardOut("127.0.0.1", 40000, "127.0.0.1", vm1Port, (err, s) => {
+          if (err) return reject(err);
+          s.once("data", (d: Buffer) => {
+            resolve(d.toString());
+            s.close();
+          });
+        }),
+      );
+    await m.waitFor(/3\) m15_fwd/);
+    await expect(forward()).rejects.toThrow();
+    m.ch.write("3\r");
+    await m.waitFor(/connecting to m15_fwd/);
+    // The target's sshd answers through the tunnel (its identification string).
+    expect(await forward()).toMatch(/^SSH-2\.0-/);
+    m.c.end();
+    const s = await closedSessionOf(h.env.policyFile, "m15");
+    expect(s.events.find((e) => e.type === "forward")).toMatchObject({ data: { host: "127.0.0.1", port: vm1Port } });
   });
 
   it("keeps the pty size of the request, passes later window changes on, and routes later channels to the chosen target", async () => {

@@ -249,6 +249,13 @@ describe.skipIf(!havePostgres)("two gateways on one PostgreSQL login state", () 
     }
     const again = await varco(policyB(), ["audit", "verify"]);
     expect(again.exitCode, `${again.stdout}${again.stderr}`).toBe(0);
+    // A node the logged anchors know, whose whole trail is gone from PostgreSQL.
+    const anchors = join(h.dir, "anchors.log");
+    const anchor = { node: "gw-gone", event_id: 1, hash: "a".repeat(64), epoch: 0, seal: "b".repeat(64) };
+    writeFileSync(anchors, `${JSON.stringify({ level: 30, msg: "audit anchor", anchor })}\n`);
+    const gone = await varco(policyB(), ["audit", "verify", "--anchor", anchors]);
+    expect(gone.exitCode, gone.stdout).toBe(1);
+    expect(gone.stderr).toContain("an anchored node has no trail in PostgreSQL");
   }, 120_000);
 
   it("PostgreSQL stopped mid-session: the session finishes, its events reach PostgreSQL once it is back", async () => {

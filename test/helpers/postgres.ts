@@ -6,7 +6,7 @@
  * then by the postmaster PID if that did not work; the folder is removed.
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -45,9 +45,19 @@ async function freePort(): Promise<number> {
 
 const asPostgres = (cmd: string, args: string[], timeout = 60_000) =>
   execa("runuser", ["-u", "postgres", "--", cmd, ...args], { timeout, cwd: "/" });
+/** `asPostgres` inside network namespace `ns`. */
+const inNetns =
+  (ns: string) =>
+  (cmd: string, args: string[], timeout = 60_000) =>
+    execa("ip", ["netns", "exec", ns, "runuser", "-u", "postgres", "--", cmd, ...args], { timeout, cwd: "/" });
 
-/** Starts a PostgreSQL server in a new temp folder (run as root). */
-export async function startPostgres(): Promise<TestPostgres> {
+/**
+ * Starts a PostgreSQL server in a new temp folder (run as root). With `netns`, the server runs in
+ * that network namespace and listens on `host` there (the URL names `host`); psql still reaches it
+ * through its Unix socket in the folder.
+ */
+export async function startPostgres(o: { netns?: string; host?: string } = {}): Promise<TestPostgres> {
+  const host = o.host ?? "127.0.0.1";
   const dir = mkdtempSync(join(tmpdir(), "varco-pg-"));
   chmodSync(dir, 0o700);
   const ids = (await execa("id", ["-u", "postgres"])).stdout.trim();
@@ -67,8 +77,10 @@ export async function startPostgres(): Promise<TestPostgres> {
     "-E",
     "UTF8",
   ]);
+  // Inside a namespace the clients come from its other hosts: password logins from anywhere there.
+  if (o.netns) appendFileSync(join(data, "pg_hba.conf"), "host all all 0.0.0.0/0 scram-sha-256\n");
   const start = async () => {
-    await asPostgres(
+    await (o.netns ? inNetns(o.netns) : asPostgres)(
       `${BIN}/pg_ctl`,
       [
         "-D",
@@ -79,7 +91,7 @@ export async function startPostgres(): Promise<TestPostgres> {
         "-t",
         "30",
         "-o",
-        `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50`,
+        `-p ${port} -k ${dir} -c listen_addresses=${host} -c fsync=off -c max_connections=50`,
         "start",
       ],
       45_000,
@@ -114,7 +126,7 @@ export async function startPostgres(): Promise<TestPostgres> {
     throw err;
   }
   return {
-    url: `postgres://varco:${password}@127.0.0.1:${port}/varco`,
+    url: `postgres://varco:${password}@${host}:${port}/varco`,
     port,
     dir,
     psql: (sql) => psqlAs("varco", sql),
