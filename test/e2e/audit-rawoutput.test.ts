@@ -148,6 +148,17 @@ describe.skipIf(!isRoot)("record.exec_output", () => {
     expect(s.events.find((e) => e.type === "exec_output")).toBeUndefined();
   }, 60_000);
 
+  it("stdout then a stderr flood, each larger than the SSH window, arrive whole and once (unrecorded route)", async () => {
+    // Both streams wait for window space in turn; the stderr chunk used to be dropped (a hung
+    // session) or replaced by a resent stale stdout chunk (ssh2 patch: retryWaitingWrites).
+    const r = await sshBytes("w07", "w07_off", "head -c 5000000 /dev/zero | tr '\\0' o; head -c 5000000 /dev/zero | tr '\\0' e >&2");
+    expect(r.exitCode).toBe(0);
+    expect(Buffer.from(r.stdout).length).toBe(5_000_000);
+    expect(Buffer.from(r.stdout).every((b) => b === 0x6f)).toBe(true);
+    expect(Buffer.from(r.stderr).length).toBe(5_000_000);
+    expect(Buffer.from(r.stderr).every((b) => b === 0x65)).toBe(true);
+  }, 60_000);
+
   it("max_bytes ends a session for raw stdout (fail closed)", async () => {
     const r = await sshBytes("w05", "w05_rawcap", "head -c 20000000 /dev/urandom");
     expect(r.exitCode).not.toBe(0);

@@ -129,6 +129,34 @@ describe("createRawRecorder under bulk output", () => {
     expect(res.stdoutBytes).toBe(5 * 16 * 1024);
   });
 
+  it("drains registered by stdout and stderr while no write is in flight both run (the relay's two pumps)", async () => {
+    const file = join(tmp(), "s-5.raw");
+    const r = createRawRecorder({
+      file,
+      startedAtMs: 0,
+      input: false,
+      maxBytes: 1 << 30,
+      highWaterMark: 64 * 1024,
+      onError: () => undefined,
+    });
+    // Two frames over the mark, gathered in a partly filled block: no full block, so no write starts
+    // at once; only the 2 ms coalescing timer sends them. Each stream's pump waits for its drain.
+    expect(r.output(randomBytes(40 * 1024))).toBe(true);
+    expect(r.error(randomBytes(40 * 1024))).toBe(false);
+    expect(r.output(randomBytes(10))).toBe(false);
+    const ran: string[] = [];
+    await Promise.race([
+      Promise.all([
+        new Promise<void>((res) => r.onDrain(() => res(void ran.push("out")))),
+        new Promise<void>((res) => r.onDrain(() => res(void ran.push("err")))),
+      ]),
+      new Promise((res) => setTimeout(res, 2000)),
+    ]);
+    expect(ran.sort()).toEqual(["err", "out"]);
+    const res = await r.close();
+    expect([res.stdoutBytes, res.stderrBytes]).toEqual([40 * 1024 + 10, 40 * 1024]);
+  });
+
   it("two recordings interleaved through the shared block pool each keep exactly their own bytes", async () => {
     const d = tmp();
     const mk = (n: string) =>
