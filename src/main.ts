@@ -213,6 +213,13 @@ export function syslogForPolicy(loaded: LoadedPolicy, logger: Logger): SyslogSin
   }
 }
 
+/** With a PostgreSQL state: where the web console mirrors the other nodes' trails (`<state_dir>/mirror`); undefined for SQLite. */
+function webMirror(loaded: LoadedPolicy): { url: string; dir: string; node: string } | undefined {
+  const url = postgresUrl({ state: loaded.policy.state, resolvePath: (x) => loaded.resolvePath(x) });
+  if (url === undefined) return undefined;
+  return { url, dir: join(statePaths(loaded).stateDir, "mirror"), node: nodeName(loaded.policy) };
+}
+
 export interface RunningGateway {
   readonly gateway: Gateway;
   readonly ports: readonly number[];
@@ -615,6 +622,7 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
         runtime: () => runtime,
         audit,
         auditDb: statePaths(loaded).auditDb,
+        mirror: webMirror(loaded),
         live: gateway,
         unlock: async (typed) => {
           const { uid } = await canonicalUid(loaded, typed);

@@ -6,17 +6,11 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import type { ReplicaCheckpointRow, ReplicaEventRow, ReplicaRecordingRow, ReplicaSessionRow } from "../state/audit-replica.ts";
+import type { AuditReplica, ReplicaEventRow } from "../state/audit-replica.ts";
 import { openAuditStore } from "./store.ts";
 
-/** What pulling needs of the shared state (an {@link import("../state/audit-replica.ts").AuditReplica}). */
-export interface ReplicaSource {
-  nodes(): Promise<string[]>;
-  events(node: string, afterId: number, limit: number): Promise<ReplicaEventRow[]>;
-  sessions(node: string): Promise<ReplicaSessionRow[]>;
-  recordings(node: string): Promise<ReplicaRecordingRow[]>;
-  checkpoints(node: string): Promise<ReplicaCheckpointRow[]>;
-}
+/** What pulling needs of the shared state. */
+export type ReplicaSource = Pick<AuditReplica, "nodes" | "events" | "sessions" | "recordings" | "checkpoints">;
 
 /** One node's trail as a SQLite file. */
 export interface NodeTrail {

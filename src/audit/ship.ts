@@ -11,20 +11,16 @@
  * sessions (live ones go on and keep being recorded locally).
  */
 import Database from "better-sqlite3";
-import type { ReplicaCheckpointRow, ReplicaEventRow, ReplicaRecordingRow, ReplicaSessionRow } from "../state/audit-replica.ts";
+import type {
+  AuditReplica,
+  ReplicaCheckpointRow,
+  ReplicaEventRow,
+  ReplicaRecordingRow,
+  ReplicaSessionRow,
+} from "../state/audit-replica.ts";
 
-/** What the shipper needs of the shared state (an {@link import("../state/audit-replica.ts").AuditReplica}). */
-export interface ReplicaTarget {
-  readonly where: string;
-  head(node: string): Promise<{ id: number; hash: string } | undefined>;
-  append(
-    node: string,
-    events: readonly ReplicaEventRow[],
-    sessions: readonly ReplicaSessionRow[],
-    recordings: readonly ReplicaRecordingRow[],
-    checkpoints?: readonly ReplicaCheckpointRow[],
-  ): Promise<void>;
-}
+/** What the shipper needs of the shared state. */
+export type ReplicaTarget = Pick<AuditReplica, "where" | "head" | "append">;
 
 export interface ShipperOptions {
   /** The node's audit.db (created by the audit store before the shipper starts). */

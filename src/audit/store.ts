@@ -7,6 +7,7 @@ import { createHash, type KeyObject, sign } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import type { ReplicaEventRow, ReplicaSessionRow } from "../state/audit-replica.ts";
 import { type VerifyIssue, type VerifyResult, verifyAuditDb } from "./verify.ts";
 
 /** Event types written by the gateway. */
@@ -373,38 +374,14 @@ export function hashEvent(e: Omit<AuditEvent, "hash">): string {
   return createHash("sha256").update(canonicalEvent(e)).digest("hex");
 }
 
-/** An `events` row as stored. */
-export interface EventRow {
-  id: number;
-  ts: string;
-  type: string;
-  session_id: string | null;
-  uid: string | null;
-  account: string | null;
-  target: string | null;
-  source: string | null;
-  result: string | null;
-  data: string;
-  prev_hash: string;
-  hash: string;
-}
+/** An `events` row as stored (the same shape is shipped to and pulled from the shared state). */
+export type EventRow = ReplicaEventRow;
 
 /** A `sessions` row as stored. */
-export interface SessionRow {
-  id: string;
-  started_at: string;
-  ended_at: string | null;
-  uid: string;
-  account: string;
-  target: string | null;
-  source: string;
-  result: string;
-  up_bytes: number;
-  down_bytes: number;
-  exit_status: number | null;
-}
+export type SessionRow = ReplicaSessionRow;
 
-function toEvent(r: EventRow): AuditEvent {
+/** A stored `events` row as an {@link AuditEvent} (`data` parsed). */
+export function toEvent(r: EventRow): AuditEvent {
   return {
     id: r.id,
     ts: r.ts,
@@ -421,7 +398,8 @@ function toEvent(r: EventRow): AuditEvent {
   };
 }
 
-function toSession(r: SessionRow): AuditSession {
+/** A stored `sessions` row as an {@link AuditSession}. */
+export function toSession(r: SessionRow): AuditSession {
   return {
     id: r.id,
     startedAt: r.started_at,
@@ -650,16 +628,14 @@ export function openAuditStore(file: string, now: () => Date = () => new Date(),
    */
   const endSession = (id: string, end: SessionEnd) => {
     if (!db.open) return;
-    const endedAt = now().toISOString();
-    queue.push({
-      ...queued({
-        type: "session_end",
-        sessionId: id,
-        result: end.result,
-        data: { up_bytes: end.upBytes, down_bytes: end.downBytes, exit_status: end.exitStatus },
-      }),
-      apply: () => endStmt.run(endedAt, end.result, end.upBytes, end.downBytes, end.exitStatus, id),
+    const q = queued({
+      type: "session_end",
+      sessionId: id,
+      result: end.result,
+      data: { up_bytes: end.upBytes, down_bytes: end.downBytes, exit_status: end.exitStatus },
     });
+    // ended_at is the session_end event's time.
+    queue.push({ ...q, apply: () => endStmt.run(q.ts, end.result, end.upBytes, end.downBytes, end.exitStatus, id) });
     commit("endSession", () => undefined);
   };
   const recordingClosed = (sessionId: string, channel: number, r: { sha256: string; bytes: number; status: string }) => {
@@ -726,7 +702,8 @@ export function openAuditStore(file: string, now: () => Date = () => new Date(),
         source: s.source,
       });
       commit("startSession", (write) => {
-        startStmt.run(s.id, now().toISOString(), s.uid, s.account, s.target, s.source);
+        // The row's started_at is its session_start event's time (verify compares them to the millisecond).
+        startStmt.run(s.id, q.ts, s.uid, s.account, s.target, s.source);
         write(q);
       });
     },

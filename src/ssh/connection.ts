@@ -237,6 +237,19 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
     let account = typed;
     /** The routing decision: made at login; the target menu may replace a `no_alias` refusal once. */
     let decision: RouteDecision = resolveRoute(deps.runtime().policy, identity, alias);
+    /** The session row is written: connect to the target (its close ends the connection; its remote forwards come back). */
+    const startUpstream = (a: ApprovedTarget) => {
+      sessionStarted = true;
+      upstream = openUpstream(a, ctx);
+      upstream.then(
+        (c) => {
+          upstreamClient = c;
+          c.on("close", () => client.end());
+          serveRemoteForwards(ctx, c);
+        },
+        () => undefined,
+      );
+    };
     /** This connection as a live session of the server (reloads, limits, the web console's list and end). */
     const liveSession = (routeAlias: string | undefined, targetName: string, acct: string): LiveSession => ({
       identity,
@@ -311,16 +324,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
         hooks.sessionEnded(connId);
         return refuseForAudit(failed.message);
       }
-      sessionStarted = true;
-      upstream = openUpstream(a, ctx);
-      upstream.then(
-        (c) => {
-          upstreamClient = c;
-          c.on("close", () => client.end());
-          serveRemoteForwards(ctx, c);
-        },
-        () => undefined,
-      );
+      startUpstream(a);
     }
     const noAlias = decision.kind === "refused" && decision.reason === "no_alias" ? menuOptions() : undefined;
     client.on("session", (acceptSession, rejectSession) => {
@@ -388,16 +392,7 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
           }
           decision = d;
           account = chosenAccount;
-          sessionStarted = true;
-          upstream = openUpstream(a, ctx);
-          upstream.then(
-            (c) => {
-              upstreamClient = c;
-              c.on("close", () => client.end());
-              serveRemoteForwards(ctx, c);
-            },
-            () => undefined,
-          );
+          startUpstream(a);
           return undefined;
         },
       };

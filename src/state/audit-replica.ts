@@ -8,7 +8,7 @@
  * hash), checked inside the inserting transaction.
  */
 import pg from "pg";
-import { redactUrl } from "./postgres.ts";
+import { redactUrl, tx } from "./postgres.ts";
 import { StateError } from "./types.ts";
 
 /** An `events` row as stored in a node's audit.db (the exact JSON text of `data`). */
@@ -198,9 +198,7 @@ export async function openAuditReplica(
     head: async (node) => head(pool, node),
     async append(node, events, sessions, recordings, checkpoints = []) {
       if (events.length === 0 && sessions.length === 0 && recordings.length === 0 && checkpoints.length === 0) return;
-      const c = await pool.connect();
-      try {
-        await c.query("BEGIN");
+      await tx(pool, async (c) => {
         // One shipper per node at a time: a second one (two processes claiming the same node) waits here.
         await c.query("SELECT pg_advisory_xact_lock(hashtext('varco-audit:' || $1))", [toPgText(node)]);
         const first = events[0];
@@ -231,13 +229,7 @@ export async function openAuditReplica(
           "ON CONFLICT (node, session_id, channel) DO UPDATE SET path = excluded.path, sha256 = excluded.sha256, bytes = excluded.bytes, status = excluded.status",
         );
         await insertRows(c, "audit_checkpoints", CHECKPOINT_COLS, node, checkpoints, "ON CONFLICT (node, id) DO NOTHING");
-        await c.query("COMMIT");
-      } catch (err) {
-        await c.query("ROLLBACK").catch(() => undefined);
-        throw err;
-      } finally {
-        c.release();
-      }
+      });
     },
     async nodes() {
       const r = await pool.query(

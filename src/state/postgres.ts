@@ -41,19 +41,40 @@ export interface PostgresOptions {
   readonly onIdleError?: (err: Error) => void;
 }
 
-async function tx<T>(pool: pg.Pool, f: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+/**
+ * Runs `f` with a client checked out of `pool`. pg emits 'error' on a checked-out client whose
+ * connection dies (PostgreSQL stopped mid-query); unheard, that event ends the process. It is
+ * heard here (the query in flight rejects anyway), and a client that failed is destroyed on
+ * release instead of going back to the pool.
+ */
+export async function withClient<T>(pool: pg.Pool, f: (c: pg.PoolClient) => Promise<T>): Promise<T> {
   const c = await pool.connect();
+  let broken: Error | undefined;
+  const onError = (err: Error) => {
+    broken = err;
+  };
+  c.on("error", onError);
   try {
-    await c.query("BEGIN");
-    const r = await f(c);
-    await c.query("COMMIT");
-    return r;
-  } catch (err) {
-    await c.query("ROLLBACK").catch(() => undefined);
-    throw err;
+    return await f(c);
   } finally {
-    c.release();
+    c.off("error", onError);
+    c.release(broken);
   }
+}
+
+/** `f` in one transaction (BEGIN … COMMIT; ROLLBACK and rethrow on any error). */
+export async function tx<T>(pool: pg.Pool, f: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  return withClient(pool, async (c) => {
+    try {
+      await c.query("BEGIN");
+      const r = await f(c);
+      await c.query("COMMIT");
+      return r;
+    } catch (err) {
+      await c.query("ROLLBACK").catch(() => undefined);
+      throw err;
+    }
+  });
 }
 
 async function versionOf(c: pg.ClientBase): Promise<number> {
@@ -100,12 +121,7 @@ export async function openPostgresState(url: string, o: PostgresOptions & { migr
   pool.on("error", (err) => o.onIdleError?.(err));
   try {
     if (o.migrate === false) {
-      const c = await pool.connect();
-      try {
-        assertKnownVersion(await versionOf(c), where);
-      } finally {
-        c.release();
-      }
+      await withClient(pool, async (c) => assertKnownVersion(await versionOf(c), where));
     } else await migratePostgres(pool, where);
   } catch (err) {
     await pool.end().catch(() => undefined);
@@ -315,14 +331,7 @@ function postgresState(pool: pg.Pool, where: string): AuthState {
       for (const t of TABLES) n += Number((await query(`SELECT COUNT(*) AS n FROM ${t}`)).rows[0]?.n ?? 0);
       return n;
     },
-    async schemaVersion() {
-      const c = await pool.connect();
-      try {
-        return await versionOf(c);
-      } finally {
-        c.release();
-      }
-    },
+    schemaVersion: () => withClient(pool, versionOf),
     async ping() {
       await query("SELECT 1");
     },

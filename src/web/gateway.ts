@@ -9,6 +9,7 @@ import type { Policy } from "../policy/index.ts";
 import { playerAssets } from "./assets.ts";
 import type { WebLoginRuntime, WebSettings } from "./auth.ts";
 import { startWebConsole, type WebListener } from "./listen.ts";
+import { startMirrors } from "./mirrors.ts";
 import { openWebAuditRead } from "./read.ts";
 import type { LiveControl } from "./server.ts";
 
@@ -25,11 +26,30 @@ export interface WebGatewayOptions {
   readonly live: LiveControl;
   readonly unlock: (typedUid: string) => Promise<{ uid: string; forgotten: number }>;
   readonly logger: Logger;
+  /**
+   * A PostgreSQL state: the console also shows every other node's sessions, read from local mirrors
+   * in `dir` (`<state_dir>/mirror`) kept up to date from `url` by a worker thread. `node` is this gateway's name.
+   */
+  readonly mirror?: { url: string; dir: string; node: string; intervalMs?: number } | undefined;
 }
 
 /** Starts the console for a running gateway. @throws Error when the listener cannot be bound or the TLS files read. */
 export async function startWebForGateway(o: WebGatewayOptions): Promise<WebListener> {
-  const reader = openWebAuditRead(o.audit, o.auditDb);
+  const mirrors = o.mirror
+    ? startMirrors({
+        url: o.mirror.url,
+        dir: o.mirror.dir,
+        self: o.mirror.node,
+        ...(o.mirror.intervalMs ? { intervalMs: o.mirror.intervalMs } : {}),
+        onError: (message) =>
+          o.logger.warn({ err: message }, "web console: the other nodes' mirrors could not be refreshed (showing the last ones)"),
+      })
+    : undefined;
+  const reader = openWebAuditRead(
+    o.audit,
+    o.auditDb,
+    mirrors && o.mirror ? { mirrors: { self: o.mirror.node, states: () => mirrors.states() } } : {},
+  );
   let last: WebSettings | undefined;
   const settings = (): WebSettings => {
     const w = o.policy().web;
@@ -57,10 +77,12 @@ export async function startWebForGateway(o: WebGatewayOptions): Promise<WebListe
       address: listener.address,
       close: async () => {
         await listener.close();
+        await mirrors?.close();
         await reader.close();
       },
     };
   } catch (err) {
+    await mirrors?.close();
     await reader.close();
     throw err;
   }

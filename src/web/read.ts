@@ -5,10 +5,15 @@
  * recording — so the gateway's event loop, and with it every SSH relay, never waits for them.
  */
 import { Worker } from "node:worker_threads";
-import type { AuditStore } from "../audit/index.ts";
-import { openAuditQuery, type RecordingCheck, SearchTextError, transferOf } from "../audit/query.ts";
+import Database from "better-sqlite3";
+import type { AuditSession, AuditStore } from "../audit/index.ts";
+import { rowHash } from "../audit/mirror.ts";
+import { type AuditQuery, openAuditQuery, type RecordingCheck, type SearchHit, SearchTextError, transferOf } from "../audit/query.ts";
+import { toEvent, toSession } from "../audit/store.ts";
+import type { ReplicaEventRow, ReplicaSessionRow } from "../state/audit-replica.ts";
 import type { AuditWorkerReply, AuditWorkerRequest } from "./audit-worker.ts";
-import type { WebAuditRead } from "./server.ts";
+import type { MirrorStatus } from "./mirrors.ts";
+import type { SegmentCheck, WebAuditRead, WebNodeInfo } from "./server.ts";
 
 /** How long a search waits for the index to catch up before answering from what is indexed (ms). */
 export const SEARCH_WAIT_MS = 1500;
@@ -98,39 +103,176 @@ export interface WebAuditReadHandle {
   close(): Promise<void>;
 }
 
+/** A session's events as stored, byte for byte (the chain check recomputes their hashes). */
+type EventRow = ReplicaEventRow;
+
+/** Read connections on one other node's mirror: a query handle (lists, search) and a plain reader (one session's rows). */
+interface MirrorReader {
+  readonly file: string;
+  readonly headId: number;
+  readonly query: AuditQuery;
+  readonly db: Database.Database;
+}
+
+const byNewest = (a: { startedAt: string }, b: { startedAt: string }) =>
+  a.startedAt < b.startedAt ? 1 : a.startedAt > b.startedAt ? -1 : 0;
+
 /**
  * Opens the console's read side on the audit database `auditDb` written by `store`, and starts
- * building the search index in the background.
+ * building the search index in the background. With `o.mirrors` (a PostgreSQL state), lists and
+ * search also read every other node's mirror (per-database queries merged newest first), and every
+ * session says its node (`o.mirrors.self` for this one).
  * @param o.searchWaitMs how long a search waits for the index before answering from what is indexed (default {@link SEARCH_WAIT_MS}).
  * @throws SqliteError when the file cannot be opened.
  */
-export function openWebAuditRead(store: AuditStore, auditDb: string, o: { searchWaitMs?: number } = {}): WebAuditReadHandle {
+export function openWebAuditRead(
+  store: AuditStore,
+  auditDb: string,
+  o: { searchWaitMs?: number; mirrors?: { self: string; states(): readonly MirrorStatus[] } } = {},
+): WebAuditReadHandle {
   const query = openAuditQuery(auditDb);
   const worker = startAuditWorker(auditDb);
   const waitMs = o.searchWaitMs ?? SEARCH_WAIT_MS;
   const warm = worker.index().catch(() => undefined);
-  return {
-    read: {
-      sessions: (q) => query.sessions(q),
-      async search(text, limit) {
-        if ([...text].length < 3) throw new SearchTextError("the search text needs at least 3 characters (FTS5 trigram index)");
-        let timer: NodeJS.Timeout | undefined;
-        const caughtUp = await Promise.race([
-          worker.index().then(
-            () => true,
-            () => false,
-          ),
-          new Promise<boolean>((r) => {
-            timer = setTimeout(() => r(false), waitMs);
-          }),
-        ]).finally(() => clearTimeout(timer));
-        return { ...query.searchIndexed(text, limit), indexing: !caughtUp };
-      },
-      checkRecording: (id, ch, path) => worker.checkRecording(id, ch, path),
-      findSession: (id) => store.findSession(id),
-      sessionEvents: (id) => store.sessionEvents(id),
-      recordings: (id) => store.recordings(id),
+  const self = o.mirrors?.self;
+  const readers = new Map<string, MirrorReader>();
+  const closeReader = (r: MirrorReader) => {
+    r.query.close();
+    r.db.close();
+  };
+  /** The readable mirrors now; a mirror rebuilt by the worker (its head went back) is opened again. */
+  const mirrors = (): Array<{ state: MirrorStatus; reader: MirrorReader }> => {
+    const out: Array<{ state: MirrorStatus; reader: MirrorReader }> = [];
+    for (const state of o.mirrors?.states() ?? []) {
+      let r = readers.get(state.node);
+      if (r && (r.file !== state.file || state.headId < r.headId)) {
+        closeReader(r);
+        readers.delete(state.node);
+        r = undefined;
+      }
+      if (!r) {
+        try {
+          const db = new Database(state.file, { readonly: true, fileMustExist: true });
+          db.pragma("busy_timeout = 5000");
+          r = { file: state.file, headId: state.headId, query: openAuditQuery(state.file), db };
+          readers.set(state.node, r);
+        } catch {
+          continue;
+        }
+      }
+      out.push({ state, reader: r });
+    }
+    return out;
+  };
+  const mirrorOf = (node: string | undefined) => (node === undefined ? undefined : mirrors().find((m) => m.state.node === node));
+  const withNode = (s: AuditSession, node: string | undefined): AuditSession => (node === undefined ? s : { ...s, node });
+
+  const read: WebAuditRead = {
+    sessions(q) {
+      const { node, ...rest } = q;
+      if (self === undefined) return node === undefined ? query.sessions(rest) : { sessions: [], total: 0 };
+      const dbs: Array<{ node: string; q: AuditQuery }> = [
+        { node: self, q: query },
+        ...mirrors().map((m) => ({ node: m.state.node, q: m.reader.query })),
+      ].filter((d) => node === undefined || d.node === node);
+      if (dbs.length === 1 && dbs[0]) {
+        const r = dbs[0].q.sessions(rest);
+        return { sessions: r.sessions.map((s) => withNode(s, dbs[0]?.node)), total: r.total };
+      }
+      // A merged page: each database's newest offset+limit rows, merged newest first.
+      const top = { ...rest, offset: 0, limit: rest.offset + rest.limit };
+      let total = 0;
+      const all: AuditSession[] = [];
+      for (const d of dbs) {
+        const r = d.q.sessions(top);
+        total += r.total;
+        for (const s of r.sessions) all.push(withNode(s, d.node));
+      }
+      all.sort(byNewest);
+      return { sessions: all.slice(rest.offset, rest.offset + rest.limit), total };
     },
+    async search(text, limit) {
+      if ([...text].length < 3) throw new SearchTextError("the search text needs at least 3 characters (FTS5 trigram index)");
+      let timer: NodeJS.Timeout | undefined;
+      const caughtUp = await Promise.race([
+        worker.index().then(
+          () => true,
+          () => false,
+        ),
+        new Promise<boolean>((r) => {
+          timer = setTimeout(() => r(false), waitMs);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      const local = query.searchIndexed(text, limit);
+      if (self === undefined) return { ...local, indexing: !caughtUp };
+      let more = local.more;
+      const hits: Array<SearchHit & { node?: string }> = local.hits.map((h) => ({ ...h, node: self }));
+      for (const m of mirrors()) {
+        try {
+          const r = m.reader.query.searchIndexed(text, limit);
+          more ||= r.more;
+          for (const h of r.hits) hits.push({ ...h, node: m.state.node });
+        } catch {
+          // The mirror's index is being made by the mirror worker: its hits come with a later search.
+        }
+      }
+      hits.sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0));
+      return { hits: hits.slice(0, limit), more: more || hits.length > limit, indexing: !caughtUp };
+    },
+    checkRecording: (id, ch, path) => worker.checkRecording(id, ch, path),
+    findSession(id) {
+      const mine = store.findSession(id);
+      if (mine || self === undefined) return mine && withNode(mine, self);
+      for (const m of mirrors()) {
+        const rows = m.reader.db
+          .prepare("SELECT * FROM sessions WHERE id = ? OR substr(id, 1, length(?)) = ? ORDER BY id = ? DESC LIMIT 2")
+          .all(id, id, id, id) as ReplicaSessionRow[];
+        const hit = rows.find((r) => r.id === id) ?? (rows.length === 1 ? rows[0] : undefined);
+        if (hit) return withNode(toSession(hit), m.state.node);
+      }
+      return undefined;
+    },
+    sessionEvents(id, node) {
+      const m = node === self ? undefined : mirrorOf(node);
+      if (!m) return store.sessionEvents(id);
+      return (m.reader.db.prepare("SELECT * FROM events WHERE session_id = ? ORDER BY id").all(id) as EventRow[]).map(toEvent);
+    },
+    recordings(id, node) {
+      const m = node === self ? undefined : mirrorOf(node);
+      if (!m) return store.recordings(id);
+      return (
+        m.reader.db.prepare("SELECT * FROM recordings WHERE session_id = ? ORDER BY channel").all(id) as Array<{
+          session_id: string;
+          channel: number;
+          path: string;
+          sha256: string | null;
+          bytes: number;
+          status: string;
+        }>
+      ).map((r) => ({ sessionId: r.session_id, channel: r.channel, path: r.path, sha256: r.sha256, bytes: r.bytes, status: r.status }));
+    },
+    ...(self === undefined
+      ? {}
+      : {
+          nodes: (): WebNodeInfo[] => [
+            { node: self, local: true, syncedAt: null, error: null, chainIssue: null },
+            ...mirrors().map((m) => ({
+              node: m.state.node,
+              local: false,
+              syncedAt: m.state.syncedAt,
+              error: m.state.error,
+              chainIssue: m.state.chainIssue,
+            })),
+          ],
+          segmentCheck: (node: string, sessionId: string): SegmentCheck => {
+            const m = mirrorOf(node);
+            if (!m) return { ok: false, events: 0, reason: `no mirror of node ${node}` };
+            return segmentCheckOf(m.reader.db, sessionId, m.state.chainIssue);
+          },
+        }),
+  };
+  return {
+    read,
     transferOf,
     ready: async () => {
       await warm;
@@ -139,6 +281,30 @@ export function openWebAuditRead(store: AuditStore, auditDb: string, o: { search
     async close() {
       await worker.close();
       query.close();
+      for (const r of readers.values()) closeReader(r);
+      readers.clear();
     },
   };
+}
+
+/**
+ * The chain check of one session's segment of a mirrored trail: every event of the session
+ * recomputes to its hash, links to the event before it and is linked to by the event after it
+ * (when those are mirrored). `nodeIssue` is the first break the mirror saw anywhere (it fails the check too).
+ */
+export function segmentCheckOf(db: Database.Database, sessionId: string, nodeIssue: string | null): SegmentCheck {
+  const rows = db.prepare("SELECT * FROM events WHERE session_id = ? ORDER BY id").all(sessionId) as EventRow[];
+  const at = db.prepare<[number], { hash: string; prev_hash: string }>("SELECT hash, prev_hash FROM events WHERE id = ?");
+  for (const r of rows) {
+    if (rowHash(r) !== r.hash)
+      return { ok: false, events: rows.length, reason: `event ${r.id}: its hash does not match its content (edited)` };
+    const before = at.get(r.id - 1);
+    if (before && before.hash !== r.prev_hash)
+      return { ok: false, events: rows.length, reason: `event ${r.id}: does not link to event ${r.id - 1}` };
+    const after = at.get(r.id + 1);
+    if (after && after.prev_hash !== r.hash)
+      return { ok: false, events: rows.length, reason: `event ${r.id + 1}: does not link to event ${r.id}` };
+  }
+  if (nodeIssue) return { ok: false, events: rows.length, reason: `this node's mirrored trail is broken: ${nodeIssue}` };
+  return { ok: true, events: rows.length, reason: `the session's ${rows.length} events check (hashes and links) in the mirrored trail` };
 }

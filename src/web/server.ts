@@ -20,13 +20,17 @@ import type { AuditEvent, AuditEventInput, AuditSession, RecordingRow } from "..
 import type { SearchHit, SessionQuery } from "../audit/query.ts";
 import { isRawRecording } from "../audit/raw.ts";
 import type { Logger } from "../obs/index.ts";
+import { printable } from "../obs/printable.ts";
 import { parseDurationMs } from "../policy/index.ts";
+import type { LiveSessionInfo } from "../ssh/index.ts";
 import { CONSOLE_CSS, CONSOLE_JS } from "./assets.ts";
 import { type WebLoginRuntime, type WebSettings, webEvent, webLogin } from "./auth.ts";
 import { html } from "./escape.ts";
 import { createWebSessions, randomToken, sameToken, type WebSession } from "./sessions.ts";
 import {
   loginPage,
+  nodeAges,
+  nodeSelect,
   page,
   type RecordingView,
   sessionPage,
@@ -37,18 +41,8 @@ import {
   type Viewer,
 } from "./views.ts";
 
-/** A running session as the live page shows it. */
-export interface LiveSessionInfo {
-  readonly id: string;
-  readonly uid: string;
-  readonly account: string;
-  readonly target: string;
-  readonly source: string;
-  /** ms since the epoch. */
-  readonly startedAt: number;
-  readonly upBytes: number;
-  readonly downBytes: number;
-}
+/** A running session as the live page shows it (the gateway's own shape). */
+export type { LiveSessionInfo };
 
 /** What the console needs of the gateway for the live page (admins). */
 export interface LiveControl {
@@ -57,19 +51,47 @@ export interface LiveControl {
   terminate(id: string, byUid: string, reason: string): boolean;
 }
 
-/** The read side of the audit the console uses (src/audit/query.ts and the store). */
+/** A gateway node whose trail the console reads (a PostgreSQL state: this node and each other node's mirror). */
+export interface WebNodeInfo {
+  readonly node: string;
+  /** This gateway (its own audit.db, always current). */
+  readonly local: boolean;
+  /** When the mirror last caught up with PostgreSQL (ISO 8601; null: never, or the local node). */
+  readonly syncedAt: string | null;
+  /** Why the last refresh failed (null: it worked). */
+  readonly error: string | null;
+  /** The first chain break seen in the mirrored trail (null: none). */
+  readonly chainIssue: string | null;
+}
+
+/** The chain check of a session's segment in a mirrored trail. */
+export interface SegmentCheck {
+  readonly ok: boolean;
+  /** The session's events checked. */
+  readonly events: number;
+  readonly reason: string;
+}
+
+/** The read side of the audit the console uses (src/audit/query.ts and the store; with a PostgreSQL state, the other nodes' mirrors too). */
 export interface WebAuditRead {
-  sessions(q: SessionQuery): { sessions: AuditSession[]; total: number };
+  /** A page of sessions, newest first; `node` keeps one node's (a PostgreSQL state; sessions then carry their `node`). */
+  sessions(q: SessionQuery & { node?: string | undefined }): { sessions: AuditSession[]; total: number };
   /**
    * Searches the index; `indexing` is true when the index had not caught up with the trail in time
    * (the hits are those indexed so far). @throws SearchTextError for a text shorter than 3 characters.
    */
-  search(text: string, limit: number): Promise<{ hits: SearchHit[]; more: boolean; indexing?: boolean }>;
+  search(text: string, limit: number): Promise<{ hits: Array<SearchHit & { node?: string }>; more: boolean; indexing?: boolean }>;
   /** Hashes the recording file (off the event loop) and compares with its chained event. */
   checkRecording(sessionId: string, channel: number, path: string): Promise<RecordingView["check"]>;
+  /** The session with this id (or unique prefix), this node's first; its `node` is set with a PostgreSQL state. */
   findSession(idOrPrefix: string): AuditSession | undefined;
-  sessionEvents(id: string): AuditEvent[];
-  recordings(sessionId: string): RecordingRow[];
+  /** The session's events from the trail of `node` (default: this node). */
+  sessionEvents(id: string, node?: string): AuditEvent[];
+  recordings(sessionId: string, node?: string): RecordingRow[];
+  /** Every node read (a PostgreSQL state only; absent: one node). */
+  nodes?(): WebNodeInfo[];
+  /** The chain check of a session's segment in `node`'s mirror. */
+  segmentCheck?(node: string, sessionId: string): SegmentCheck;
 }
 
 export interface WebConsoleDeps {
@@ -245,10 +267,21 @@ export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
     return Number.isNaN(t) ? undefined : t;
   };
 
+  /** The other node that served `s` (undefined: this node, or one node only). */
+  const remoteOf = (s: AuditSession): WebNodeInfo | undefined => deps.read.nodes?.().find((n) => !n.local && n.node === s.node);
+
   app.get("/sessions", (c) => {
     const q = (k: string) => c.req.query(k)?.slice(0, 200) || undefined;
     const offset = Math.max(0, Math.min(1e9, Number.parseInt(q("offset") ?? "0", 10) || 0));
-    const filter = { user: q("user"), target: q("target"), result: q("result"), sinceMs: when(q("since")), untilMs: when(q("until")) };
+    const nodes = deps.read.nodes?.();
+    const filter = {
+      user: q("user"),
+      target: q("target"),
+      result: q("result"),
+      sinceMs: when(q("since")),
+      untilMs: when(q("until")),
+      node: nodes ? q("node") : undefined,
+    };
     const { sessions: rows, total } = deps.read.sessions({ ...filter, limit: PAGE, offset });
     const params = (o: number) =>
       new URLSearchParams(
@@ -258,6 +291,7 @@ export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
           result: q("result"),
           since: q("since"),
           until: q("until"),
+          node: filter.node,
           offset: String(o),
         }).filter((e): e is [string, string] => e[1] !== undefined),
       ).toString();
@@ -268,11 +302,12 @@ export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
         "Sessions",
         viewer(c),
         html`<h1>Sessions</h1>
-<form method="get" action="/sessions" class="filters">${input("user", "User", "uid")}${input("target", "Target or alias", "vm1")}${input("result", "Result", "ok, terminated…")}${input("since", "Since", "24h or 2026-11-27T10:00Z")}${input("until", "Until", "1h or a date")}<button type="submit">Filter</button></form>
+${nodes ? nodeAges(nodes, deps.now()) : ""}
+<form method="get" action="/sessions" class="filters">${input("user", "User", "uid")}${input("target", "Target or alias", "vm1")}${input("result", "Result", "ok, terminated…")}${input("since", "Since", "24h or 2026-11-27T10:00Z")}${input("until", "Until", "1h or a date")}${nodes ? nodeSelect(nodes, filter.node) : ""}<button type="submit">Filter</button></form>
 <p>${total} sessions${total > 0 ? html`, ${offset + 1}–${offset + rows.length}` : ""}.
 ${offset > 0 ? html` <a href="/sessions?${params(Math.max(0, offset - PAGE))}">Newer</a>` : ""}
 ${offset + rows.length < total ? html` <a href="/sessions?${params(offset + PAGE)}" id="older">Older</a>` : ""}</p>
-${sessionTable(rows)}`,
+${sessionTable(rows, { node: nodes !== undefined })}`,
       ),
     );
   });
@@ -283,11 +318,12 @@ ${sessionTable(rows)}`,
     if (text) {
       try {
         const r = await deps.read.search(text, 100);
-        body = html`${r.indexing ? html`<p class="note" id="indexing">The search index is still being built: these are the hits indexed so far.</p>` : ""}<p>${r.hits.length} hits${r.more ? " (more: refine the text)" : ""}.</p>
-<table class="hits"><thead><tr><th>Time</th><th>Session</th><th>User</th><th>Kind</th><th>Match</th></tr></thead><tbody>
+        const nodes = deps.read.nodes?.();
+        body = html`${r.indexing ? html`<p class="note" id="indexing">The search index is still being built: these are the hits indexed so far.</p>` : ""}${nodes ? nodeAges(nodes, deps.now()) : ""}<p>${r.hits.length} hits${r.more ? " (more: refine the text)" : ""}.</p>
+<table class="hits"><thead><tr><th>Time</th>${nodes ? html`<th>Node</th>` : ""}<th>Session</th><th>User</th><th>Kind</th><th>Match</th></tr></thead><tbody>
 ${r.hits.map(
   (h) =>
-    html`<tr><td>${shortTime(h.ts)}</td><td>${h.session_id ? html`<a href="/sessions/${encodeURIComponent(h.session_id)}">${h.session_id.slice(0, 8)}</a>` : "-"}</td><td>${h.uid ?? "-"}</td><td>${h.kind}</td><td class="what">${h.snippet}</td></tr>
+    html`<tr><td>${shortTime(h.ts)}</td>${nodes ? html`<td class="node">${h.node ?? ""}</td>` : ""}<td>${h.session_id ? html`<a href="/sessions/${encodeURIComponent(h.session_id)}">${h.session_id.slice(0, 8)}</a>` : "-"}</td><td>${h.uid ?? "-"}</td><td>${h.kind}</td><td class="what">${h.snippet}</td></tr>
 `,
 )}</tbody></table>`;
       } catch (err) {
@@ -309,11 +345,29 @@ ${r.hits.map(
   };
   const notFound = (c: Context<Env>) => c.html(page("Not found", viewer(c), html`<h1>No such session</h1>`), 404);
 
-  const renderSession = async (c: Context<Env>, s: AuditSession, channel: number | undefined) => {
-    const events = deps.read.sessionEvents(s.id);
-    const recs = deps.read.recordings(s.id);
+  const renderSession = async (c: Context<Env>, s: AuditSession, channelAsked: number | undefined) => {
+    const remote = remoteOf(s);
+    const events = deps.read.sessionEvents(s.id, s.node);
+    const recs = deps.read.recordings(s.id, s.node);
+    // Another node's recording: its file is there, not here; only its chained hash is shown (never a local file of that path).
+    const segment = remote ? deps.read.segmentCheck?.(remote.node, s.id) : undefined;
+    const channel = remote ? undefined : channelAsked;
     const views: RecordingView[] = await Promise.all(
-      recs.map(async (row) => ({ row, check: await deps.read.checkRecording(s.id, row.channel, row.path) })),
+      recs.map(async (row): Promise<RecordingView> => {
+        if (!remote) return { row, check: await deps.read.checkRecording(s.id, row.channel, row.path) };
+        const chained = chainedRecordingHash(events, row.channel);
+        return {
+          row,
+          remote: remote.node,
+          check: {
+            ok: Boolean(segment?.ok) && chained !== null,
+            reason:
+              chained === null ? "no chained recording event (still open, or its event is missing)" : `the file is on node ${remote.node}`,
+            expected: chained,
+            found: null,
+          },
+        };
+      }),
     );
     const num = (k: string, dflt: number, max: number) => {
       const v = Number(c.req.query(k));
@@ -328,7 +382,8 @@ ${r.hits.map(
       return off >= 0 ? { ...t, seek: off } : t;
     });
     const play = chosen ? { channel: chosen.channel, speed: num("speed", 1, 16), idle: num("idle", 2, 3600) } : undefined;
-    return c.html(sessionPage(viewer(c), s, timeline, views, play));
+    const served = s.node === undefined ? undefined : { node: s.node, remote, segment, now: deps.now() };
+    return c.html(sessionPage(viewer(c), s, timeline, views, play, served));
   };
   app.get("/sessions/:id", (c) => {
     const s = sessionOf(c);
@@ -340,7 +395,7 @@ ${r.hits.map(
     const s = sessionOf(c);
     if (!s) return notFound(c);
     const channel = Number.parseInt(c.req.query("channel") ?? "", 10);
-    const recs = deps.read.recordings(s.id);
+    const recs = deps.read.recordings(s.id, s.node);
     const ch = Number.isFinite(channel) ? channel : recs[0]?.channel;
     viewed(c, "playback", s.id, { channel: ch ?? null });
     return renderSession(c, s, ch);
@@ -350,16 +405,18 @@ ${r.hits.map(
     if (!s) return c.text("no such session", 404);
     viewed(c, "json", s.id);
     c.header("Content-Disposition", `attachment; filename="session-${s.id}.json"`);
-    return c.json({ session: s, events: deps.read.sessionEvents(s.id), recordings: deps.read.recordings(s.id) });
+    return c.json({ session: s, events: deps.read.sessionEvents(s.id, s.node), recordings: deps.read.recordings(s.id, s.node) });
   });
   app.get("/sessions/:id/recordings/:file", async (c) => {
     const s = sessionOf(c);
     // `N.cast` for a terminal recording, `N.raw` for a raw output recording: the name must match the file's kind.
     const m = /^(\d{1,6})\.(cast|raw)$/.exec(c.req.param("file"));
     if (!s || !m) return c.text("no such recording", 404);
-    const rec = deps.read.recordings(s.id).find((r) => r.channel === Number(m[1]));
+    const remote = remoteOf(s);
+    const rec = deps.read.recordings(s.id, s.node).find((r) => r.channel === Number(m[1]));
     const raw = rec ? isRawRecording(rec.path) : false;
     if (!rec || (m[2] === "raw") !== raw) return c.text("no such recording", 404);
+    if (remote) return c.text(`the recording file is on node ${printable(remote.node)}: download it there`, 404);
     let size: number;
     try {
       size = statSync(rec.path).size;
@@ -436,6 +493,16 @@ ${live.map(
     return c.redirect(`/lockouts?unlocked=${encodeURIComponent(r.uid)}`, 303);
   });
   return app;
+}
+
+/** The SHA-256 chained in the newest `recording` event of `channel` among a session's events (null: none). */
+export function chainedRecordingHash(events: readonly AuditEvent[], channel: number): string | null {
+  for (let i = events.length - 1; i >= 0; i--) {
+    const e = events[i];
+    if (e?.type !== "recording" || e.data?.channel !== channel) continue;
+    return typeof e.data.sha256 === "string" ? e.data.sha256 : null;
+  }
+  return null;
 }
 
 /** The `timestamp` (s since the epoch) in the header line of an asciicast file, if readable (reads at most 64 KiB). */

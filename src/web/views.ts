@@ -53,12 +53,12 @@ export function shortTime(ts: string | null | undefined): string {
   return ts ? ts.replace("T", " ").replace(/\.\d+Z$/, "Z") : "";
 }
 
-/** Session rows as a table; each id links to its page. */
-export function sessionTable(sessions: readonly AuditSession[]): Html {
-  return html`<table class="sessions"><thead><tr><th>Session</th><th>Started</th><th>Ended</th><th>User</th><th>Account</th><th>Target</th><th>Source</th><th>Result</th><th>Up</th><th>Down</th></tr></thead><tbody>
+/** Session rows as a table; each id links to its page. `o.node`: a NODE column (a PostgreSQL state: several nodes). */
+export function sessionTable(sessions: readonly AuditSession[], o: { node?: boolean } = {}): Html {
+  return html`<table class="sessions"><thead><tr><th>Session</th>${o.node ? html`<th>Node</th>` : ""}<th>Started</th><th>Ended</th><th>User</th><th>Account</th><th>Target</th><th>Source</th><th>Result</th><th>Up</th><th>Down</th></tr></thead><tbody>
 ${sessions.map(
   (s) =>
-    html`<tr><td><a href="/sessions/${encodeURIComponent(s.id)}">${s.id.slice(0, 8)}</a></td><td>${shortTime(s.startedAt)}</td><td>${shortTime(s.endedAt)}</td><td>${s.uid}</td><td>${s.account}</td><td>${s.target ?? "-"}</td><td>${s.source}</td><td>${s.result}</td><td>${s.upBytes}</td><td>${s.downBytes}</td></tr>
+    html`<tr><td><a href="/sessions/${encodeURIComponent(s.id)}">${s.id.slice(0, 8)}</a></td>${o.node ? html`<td class="node">${s.node ?? ""}</td>` : ""}<td>${shortTime(s.startedAt)}</td><td>${shortTime(s.endedAt)}</td><td>${s.uid}</td><td>${s.account}</td><td>${s.target ?? "-"}</td><td>${s.source}</td><td>${s.result}</td><td>${s.upBytes}</td><td>${s.downBytes}</td></tr>
 `,
 )}</tbody></table>`;
 }
@@ -75,6 +75,8 @@ export interface TimelineEntry {
 /** A recording of the session and its hash check. */
 export interface RecordingView {
   readonly row: RecordingRow;
+  /** The node holding the file (another gateway): no player, no download, the chained hash only. */
+  readonly remote?: string | undefined;
   readonly check: { ok: boolean; reason: string; expected: string | null; found: string | null };
 }
 
@@ -89,6 +91,7 @@ export function sessionPage(
   timeline: readonly TimelineEntry[],
   recordings: readonly RecordingView[],
   play: { channel: number; speed: number; idle: number } | undefined,
+  served?: { node: string; remote: NodeAge | undefined; segment: { ok: boolean; reason: string } | undefined; now: number },
 ): string {
   const id = encodeURIComponent(s.id);
   const speeds = [0.5, 1, 2, 4, 8];
@@ -97,21 +100,24 @@ export function sessionPage(
     `Session ${s.id.slice(0, 8)}`,
     viewer,
     html`<h1>Session <code>${s.id}</code></h1>
-${sessionTable([s])}
+${sessionTable([s], { node: served !== undefined })}
+${served ? servedBy(served) : ""}
 <p><a href="/sessions/${id}/json" download>Download JSON</a></p>
 <h2>Recordings</h2>
 ${
   recordings.length === 0
     ? html`<p>No recording.</p>`
     : html`<table class="recordings"><thead><tr><th>Channel</th><th>Status</th><th>Bytes</th><th>Hash check</th><th></th></tr></thead><tbody>
-${recordings.map(
-  (r) =>
-    html`<tr><td>${r.row.channel}</td><td>${r.row.status}</td><td>${r.row.bytes}</td><td class="${r.check.ok ? "ok" : "bad"}" title="expected ${r.check.expected ?? "-"}, found ${r.check.found ?? "-"}">${r.check.ok ? "verified" : "FAILED"}: ${r.check.reason}</td>
+${recordings.map((r) =>
+  r.remote !== undefined
+    ? html`<tr><td>${r.row.channel}</td><td>${r.row.status}</td><td>${r.row.bytes}</td><td class="${r.check.ok ? "ok" : "bad"} remote-recording">${r.check.ok ? "chained" : "FAILED"}: ${r.check.reason}; SHA-256 <code>${r.check.expected ?? "-"}</code></td>
+<td>The file is on node <span class="node">${r.remote}</span>: ${isRawRecording(r.row.path) ? "download" : "play or download"} it there.</td></tr>`
+    : html`<tr><td>${r.row.channel}</td><td>${r.row.status}</td><td>${r.row.bytes}</td><td class="${r.check.ok ? "ok" : "bad"}" title="expected ${r.check.expected ?? "-"}, found ${r.check.found ?? "-"}">${r.check.ok ? "verified" : "FAILED"}: ${r.check.reason}</td>
 <td>${
-      isRawRecording(r.row.path)
-        ? html`<a href="/sessions/${id}/recordings/${r.row.channel}.raw" download>Download output</a>`
-        : html`<a href="/sessions/${id}/play?channel=${r.row.channel}">Play</a> · <a href="/sessions/${id}/recordings/${r.row.channel}.cast" download>Download asciicast</a>`
-    }</td></tr>
+        isRawRecording(r.row.path)
+          ? html`<a href="/sessions/${id}/recordings/${r.row.channel}.raw" download>Download output</a>`
+          : html`<a href="/sessions/${id}/play?channel=${r.row.channel}">Play</a> · <a href="/sessions/${id}/recordings/${r.row.channel}.cast" download>Download asciicast</a>`
+      }</td></tr>
 `,
 )}</tbody></table>`
 }
@@ -134,6 +140,57 @@ ${timeline.map(
 )}</tbody></table>`,
     { player: play !== undefined },
   );
+}
+
+/** A node's data as the pages show its age. */
+export interface NodeAge {
+  readonly node: string;
+  readonly local: boolean;
+  readonly syncedAt: string | null;
+  readonly error: string | null;
+  readonly chainIssue: string | null;
+}
+
+/** "12 s", "5 min", "3 h", "2 d" for a duration in ms. */
+export function ageText(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172_800) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86_400)} d`;
+}
+
+/** One node's freshness: this node is live; another node's mirror says when it last caught up, and why not since. */
+function ageOf(n: NodeAge, now: number): Html {
+  if (n.local) return html`<span class="node">${n.node}</span> (this node, live)`;
+  const when = n.syncedAt
+    ? html`data as of ${shortTime(n.syncedAt)}, <span class="age">${ageText(now - Date.parse(n.syncedAt))}</span> old`
+    : html`not mirrored yet`;
+  return html`<span class="node">${n.node}</span> (${when}${n.error ? html`; <span class="bad">PostgreSQL unreachable, showing the last mirror</span>` : ""}${n.chainIssue ? html`; <span class="bad">chain broken: ${n.chainIssue}</span>` : ""})`;
+}
+
+/** The line naming every node read and the age of its data. */
+export function nodeAges(nodes: readonly NodeAge[], now: number): Html {
+  return html`<p class="nodes" id="nodes">Nodes: ${nodes.map((n, i) => html`${i > 0 ? "; " : ""}<span class="node-age">${ageOf(n, now)}</span>`)}.</p>`;
+}
+
+/** The node filter of the sessions list. */
+export function nodeSelect(nodes: readonly NodeAge[], chosen: string | undefined): Html {
+  return html`<label>Node <select name="node"><option value="">all</option>${nodes.map(
+    (n) => html`<option value="${n.node}"${n.node === chosen ? html` selected` : ""}>${n.node}</option>`,
+  )}</select></label>`;
+}
+
+/** Which node served a session, and for another node's, the age of the mirror and its chain check. */
+function servedBy(o: {
+  node: string;
+  remote: NodeAge | undefined;
+  segment: { ok: boolean; reason: string } | undefined;
+  now: number;
+}): Html {
+  if (!o.remote) return html`<p class="served" id="served">Served by node <span class="node">${o.node}</span> (this node).</p>`;
+  return html`<p class="served" id="served">Served by node <span class="node">${o.node}</span>: ${ageOf(o.remote, o.now)}; mirrored from PostgreSQL.</p>
+<p class="verify ${o.segment?.ok ? "ok" : "bad"}" id="segment">Chain check of the mirrored segment: ${o.segment ? html`${o.segment.ok ? "verified" : "FAILED"}: ${o.segment.reason}` : "not available"}.</p>`;
 }
 
 /** The timeline of a session's events: login, channels, commands, transfers (direction, bytes), refusals, end. */

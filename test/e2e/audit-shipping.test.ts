@@ -140,6 +140,24 @@ describe.skipIf(!havePostgres)("audit shipping to PostgreSQL", () => {
     expect(verifyAuditDb(trail?.file as string, { recordingFiles: false }).issues).toEqual([]);
   }, 60_000);
 
+  it("PostgreSQL stopped in the middle of a batch: the process lives on, and everything arrives once it is back", async () => {
+    const file = join(dir, "big.db");
+    const store = openAuditStore(file);
+    for (let i = 0; i < 60_000; i++) {
+      store.append({ type: "file", sessionId: "s9", uid: "u", data: { protocol: "sftp", op: "close", path: `/data/f${i}` } });
+      if (i % 5000 === 4999) store.flush();
+    }
+    store.close();
+    const shipper = startShipper({ file, node: "gw-big", replica, log, batch: 2000, intervalMs: 50 });
+    await until("shipping under way", async () => ((await replica.head("gw-big").catch(() => undefined))?.id ?? 0) > 0);
+    await pg.stop();
+    await new Promise((r) => setTimeout(r, 500));
+    await pg.start();
+    await until("everything shipped", () => shipper.health().pending === 0 && shipper.health().ok);
+    await shipper.stop(1000);
+    expect((await replica.head("gw-big"))?.id).toBe(60_000);
+  }, 120_000);
+
   it("PostgreSQL down: events wait in audit.db, the spool bound turns health off; back: all arrive in order", async () => {
     const file = join(dir, "b.db");
     appendTo(file, 3, "s3");

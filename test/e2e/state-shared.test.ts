@@ -258,7 +258,9 @@ describe.skipIf(!havePostgres)("two gateways on one PostgreSQL login state", () 
     expect(gone.stderr).toContain("an anchored node has no trail in PostgreSQL");
   }, 120_000);
 
-  it("PostgreSQL stopped mid-session: the session finishes, its events reach PostgreSQL once it is back", async () => {
+  it("PostgreSQL stopped mid-session: the session finishes, its events reach PostgreSQL once it is back", async ({ onTestFailed }) => {
+    const from = bOutput.length;
+    onTestFailed(() => console.log(`gateway B:\n${bOutput.slice(from).slice(-6000)}`));
     const uid = "elena.russo";
     const code = currentCode(TOTP, h.env.secrets.get(uid) as string, Date.now());
     const running = execa(
