@@ -5,9 +5,10 @@
  *
  * Environment: BENCH_MIB (bulk size per transfer, default 512), BENCH_ROUNDS (default 3; bulk and files report the median),
  * BENCH_LOGINS (default 30), BENCH_SESSIONS (default 2000), BENCH_JUMP_SESSIONS (default 500),
- * BENCH_ONLY (comma list of: login,engines,bulk,files,memory,audit,net,cli,web,concurrency; web: see bench/web.ts).
+ * BENCH_ONLY (comma list of: login,engines,bulk,recexec,files,memory,audit,net,cli,web,concurrency; bulk includes
+ * recexec; web: see bench/web.ts).
  */
-import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { cpus, release, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -232,6 +233,76 @@ async function bulk(ctx: Ctx, results: Record<string, unknown>): Promise<string[
     "| cipher, direction | varco gateway | double hop: middle sshd + ssh | gateway / OpenSSH hop |",
     "|---|---|---|---|",
     ...cpuRows,
+    "",
+  ];
+}
+
+/**
+ * Output of a command without a pty (`ssh vm1 'cat FILE' > /dev/null`) on the default recorded route
+ * (`record.exec_output` absent = `full`: raw bytes kept, hashed, checkpointed), next to a route with
+ * `record: false` and direct OpenSSH: a binary file and a base64 text file of SIZE_MIB each
+ * (aes128-gcm), the variants interleaved, median of RECEXEC_ROUNDS (3), with the gateway's CPU seconds.
+ */
+async function recordedExec(ctx: Ctx, results: Record<string, unknown>): Promise<string[]> {
+  const rounds = 3;
+  const bin = join(ctx.dir, "recexec.bin");
+  const txt = join(ctx.dir, "recexec.txt");
+  await execa("bash", [
+    "-c",
+    `head -c ${SIZE_MIB * MiB} /dev/urandom > ${bin}; head -c ${Math.floor((SIZE_MIB * MiB * 3) / 4)} ${bin} | base64 -w 76 > ${txt}`,
+  ]);
+  const c = CIPHERS[1];
+  const masters = {
+    direct: await openMaster(ctx, "direct", c),
+    recorded: await openMaster(ctx, "varco", c, "vm1"),
+    norec: await openMaster(ctx, "varco", c, "norec"),
+  };
+  const kinds = { binary: bin, base64: txt } as const;
+  const variants = ["direct", "norec", "recorded"] as const;
+  const rates: Record<string, Record<string, number[]>> = { binary: {}, base64: {} };
+  const cpu: Record<string, Record<string, number[]>> = { binary: {}, base64: {} };
+  const push = (t: Record<string, Record<string, number[]>>, kind: string, v: string, x: number) => {
+    const row = t[kind] ?? {};
+    row[v] = [...(row[v] ?? []), x];
+    t[kind] = row;
+  };
+  for (let round = 0; round < rounds; round++) {
+    for (const [kind, file] of Object.entries(kinds)) {
+      const mib = statSync(file).size / MiB;
+      for (const v of variants) {
+        const c0 = cpuSeconds(ctx.gatewayPid);
+        const s = await timeDownload(masters[v], `cat ${file}`);
+        const used = cpuSeconds(ctx.gatewayPid) - c0;
+        push(rates, kind, v, mib / s);
+        push(cpu, kind, v, (used / mib) * 1024);
+      }
+    }
+  }
+  for (const v of variants) await execa("ssh", [...masters[v].slice(0, -1), "-O", "exit", "x"], { reject: false });
+  const median = (xs: number[] | undefined) => percentile(xs ?? [], 50);
+  const rows = Object.keys(kinds).map((k) => {
+    const r = rates[k] as Record<string, number[]>;
+    const m = Object.fromEntries(variants.map((v) => [v, median(r[v])])) as Record<(typeof variants)[number], number>;
+    const g = cpu[k] as Record<string, number[]>;
+    return {
+      kind: k,
+      mib_per_s: m,
+      runs: r,
+      gateway_cpu_s_per_gib: { norec: median(g.norec), recorded: median(g.recorded) },
+      norec_ratio: m.norec / m.direct,
+      recorded_ratio: m.recorded / m.direct,
+    };
+  });
+  results.recorded_exec = { size_mib: SIZE_MIB, cipher: c, rounds, rows };
+  return [
+    `### Command output without a pty, default recorded route (\`ssh vm1 'cat FILE' > /dev/null\`, ${SIZE_MIB} MiB, ${c.split("@")[0]}, median of ${rounds}, MiB/s)`,
+    "",
+    "| output | direct | varco, record: false | varco, recorded (exec_output: full) | unrecorded/direct | recorded/direct | gateway CPU s/GiB unrecorded / recorded |",
+    "|---|---|---|---|---|---|---|",
+    ...rows.map(
+      (r) =>
+        `| ${r.kind} | ${fmt(r.mib_per_s.direct)} | ${fmt(r.mib_per_s.norec)} | ${fmt(r.mib_per_s.recorded)} | ${fmt(r.norec_ratio, 2)} | ${fmt(r.recorded_ratio, 2)} | ${fmt(r.gateway_cpu_s_per_gib.norec, 2)} / ${fmt(r.gateway_cpu_s_per_gib.recorded, 2)} |`,
+    ),
     "",
   ];
 }
@@ -536,6 +607,7 @@ async function main(): Promise<void> {
     const cpu0 = cpuSeconds(ctx.gatewayPid);
     if (ONLY.has("login")) out.push(...(await login(ctx, results)));
     if (ONLY.has("bulk")) out.push(...(await bulk(ctx, results)));
+    if (ONLY.has("bulk") || ONLY.has("recexec")) out.push(...(await recordedExec(ctx, results)));
     if (ONLY.has("engines")) out.push(...(await engines(ctx, env.policyFile, results)));
     if (ONLY.has("files")) out.push(...(await files(ctx, results)));
     if (ONLY.has("memory")) out.push(...(await memory(ctx, results)));

@@ -5,6 +5,7 @@
  */
 import type { RecordSettings } from "../policy/index.ts";
 import type { ParsedCommand } from "../routing/command.ts";
+import { createDigestRecorder, createRawRecorder, type DigestRecorder, type RawRecorder, rawRecordingPath } from "./raw.ts";
 import { createRecorder, type Recorder, recordingPath } from "./recording.ts";
 import type { AuditEventInput, AuditSink } from "./store.ts";
 import { type FileEvent, rsyncPaths, scpObserver, sftpObserver, type TransferObserver, type UnparsedTransfer } from "./transfers.ts";
@@ -146,9 +147,52 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
   else if (command?.kind === "scp") observer = scpObserver(command, emit);
 
   let recorder: Recorder | undefined;
+  let raw: RawRecorder | undefined;
+  let digest: DigestRecorder | undefined;
   const transfer = command !== undefined && command.kind !== "exec";
   const wantsRecording = o.record.enabled && o.kind !== "subsystem" && !transfer;
-  if (wantsRecording) {
+  // A channel without a terminal (a non-pty exec, a shell without pty) carries bytes, not a screen:
+  // `record.exec_output` decides what is kept of them (raw bytes, a digest, or nothing).
+  const exec_output = o.pty ? undefined : (o.record.exec_output ?? "full");
+  const meta = {
+    session: o.sessionId,
+    uid: o.uid,
+    account: o.account,
+    target: o.target,
+    kind: o.kind,
+    ...(o.kind === "exec" ? { command: o.arg } : {}),
+  };
+  const onCheckpoint = (c: { bytes: number; sha256: string }) =>
+    append({
+      type: "recording_checkpoint",
+      sessionId: o.sessionId,
+      uid: o.uid,
+      target: o.target,
+      data: { channel: o.channel, bytes: c.bytes, sha256: c.sha256 },
+    });
+  if (wantsRecording && exec_output === "digest") digest = createDigestRecorder();
+  else if (wantsRecording && exec_output === "full") {
+    const startedAtMs = o.now();
+    const file = rawRecordingPath(recordingPath(o.recordingsDir, o.sessionId, o.channel, startedAtMs));
+    try {
+      o.audit.recordingStarted(o.sessionId, o.channel, file);
+      raw = createRawRecorder({
+        file,
+        startedAtMs,
+        meta,
+        input: o.record.input,
+        maxBytes: o.record.max_bytes,
+        onError: (err) => failed(err.code ?? err.message, `recording failed: ${err.code ?? err.message}`),
+        onLimit: () => failed("max_bytes", `recording limit reached (${o.record.max_bytes} bytes)`),
+        onCheckpoint,
+        ...(o.checkpointBytes !== undefined ? { checkpointBytes: o.checkpointBytes } : {}),
+        ...(o.checkpointMs !== undefined ? { checkpointMs: o.checkpointMs } : {}),
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      failed(e.code ?? e.message, `recording failed: ${e.code ?? e.message}`);
+    }
+  } else if (wantsRecording && exec_output === undefined) {
     const startedAtMs = o.now();
     const file = recordingPath(o.recordingsDir, o.sessionId, o.channel, startedAtMs);
     try {
@@ -163,27 +207,13 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
           startedAtMs,
           term: o.pty?.term,
           title: `${o.account} → ${o.target}${o.kind === "exec" ? `: ${o.arg}` : ""}`,
-          meta: {
-            session: o.sessionId,
-            uid: o.uid,
-            account: o.account,
-            target: o.target,
-            kind: o.kind,
-            ...(o.kind === "exec" ? { command: o.arg } : {}),
-          },
+          meta,
         },
         onError: (err) => failed(err.code ?? err.message, `recording failed: ${err.code ?? err.message}`),
         onLimit: () => failed("max_bytes", `recording limit reached (${o.record.max_bytes} bytes)`),
         // A chained running hash of the open file: after a crash, verify checks the file still
         // starts with the newest checkpoint's prefix instead of trusting the hash taken at restart.
-        onCheckpoint: (c) =>
-          append({
-            type: "recording_checkpoint",
-            sessionId: o.sessionId,
-            uid: o.uid,
-            target: o.target,
-            data: { channel: o.channel, bytes: c.bytes, sha256: c.sha256 },
-          }),
+        onCheckpoint,
         ...(o.checkpointBytes !== undefined ? { checkpointBytes: o.checkpointBytes } : {}),
         ...(o.checkpointMs !== undefined ? { checkpointMs: o.checkpointMs } : {}),
       });
@@ -216,42 +246,44 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
   };
   /** Whether a tap lets the relay go on: false while blocked and not yet released. */
   const open = () => !blocked || released;
-  const up: Tap | undefined =
-    observer || recorder
-      ? {
-          write(chunk) {
-            if (blocked) return open();
-            observer?.up(chunk);
-            const ok = recorder ? recorder.input(chunk) : true;
-            return ok && !blocked;
-          },
-          onDrain: drainVia(recorder ? (fn) => recorder?.onDrain(fn) : undefined),
-        }
-      : undefined;
-  const down: Tap | undefined =
-    observer || recorder
-      ? {
-          write(chunk) {
-            if (blocked) return open();
-            observer?.down(chunk);
-            const ok = recorder ? recorder.output(chunk) : true;
-            return ok && !blocked;
-          },
-          onDrain: drainVia(recorder ? (fn) => recorder?.onDrain(fn) : undefined),
-        }
-      : undefined;
+  const sink = recorder ?? raw;
+  const drain = drainVia(sink ? (fn) => sink.onDrain(fn) : undefined);
+  const any = Boolean(observer || sink || digest);
+  const up: Tap | undefined = any
+    ? {
+        write(chunk) {
+          if (blocked) return open();
+          observer?.up(chunk);
+          const ok = sink ? sink.input(chunk) : true;
+          return ok && !blocked;
+        },
+        onDrain: drain,
+      }
+    : undefined;
+  const down: Tap | undefined = any
+    ? {
+        write(chunk) {
+          if (blocked) return open();
+          observer?.down(chunk);
+          digest?.output(chunk);
+          const ok = sink ? sink.output(chunk) : true;
+          return ok && !blocked;
+        },
+        onDrain: drain,
+      }
+    : undefined;
 
-  const stderr: Tap | undefined =
-    observer || recorder
-      ? {
-          write(chunk) {
-            if (blocked) return open();
-            const ok = recorder ? recorder.output(chunk) : true;
-            return ok && !blocked;
-          },
-          onDrain: drainVia(recorder ? (fn) => recorder?.onDrain(fn) : undefined),
-        }
-      : undefined;
+  const stderr: Tap | undefined = any
+    ? {
+        write(chunk) {
+          if (blocked) return open();
+          digest?.error(chunk);
+          const ok = recorder ? recorder.output(chunk) : raw ? raw.error(chunk) : true;
+          return ok && !blocked;
+        },
+        onDrain: drain,
+      }
+    : undefined;
 
   return {
     up,
@@ -277,6 +309,31 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
           sha256: r.sha256,
           bytes: r.bytes,
           status: r.failed ? "failed" : r.truncated ? "truncated" : "complete",
+        });
+      }
+      if (raw) {
+        const r = await raw.close();
+        o.audit.recordingClosed(o.sessionId, o.channel, {
+          sha256: r.sha256,
+          bytes: r.bytes,
+          status: r.failed ? "failed" : r.truncated ? "truncated" : "complete",
+        });
+        append({
+          type: "exec_output",
+          sessionId: o.sessionId,
+          uid: o.uid,
+          target: o.target,
+          data: { channel: o.channel, mode: "full", stdout_bytes: r.stdoutBytes, stderr_bytes: r.stderrBytes, input_bytes: r.inputBytes },
+        });
+      }
+      if (digest) {
+        const d = digest.result();
+        append({
+          type: "exec_output",
+          sessionId: o.sessionId,
+          uid: o.uid,
+          target: o.target,
+          data: { channel: o.channel, mode: "digest", stdout: d.stdout, stderr: d.stderr },
         });
       }
     },

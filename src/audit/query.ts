@@ -10,9 +10,11 @@
  * database's write lock: the gateway's audit writes never wait for it.
  * JSON shapes produced here are snake_case; the store's TypeScript types stay camelCase.
  */
+
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import Database from "better-sqlite3";
+import { isRawRecording } from "./raw.ts";
 import { readCast } from "./replay.ts";
 import { ACCOUNT_ALIAS_SQL, type AuditEventType, type AuditSession, canonicalParts } from "./store.ts";
 
@@ -318,8 +320,10 @@ export function terminalText(output: string): string {
   return noCr.replace(BACKSPACED, "").replace(CONTROL, "");
 }
 
-/** The output text of an asciicast v2 recording ("o" events, decoded), via {@link terminalText}, at most `limit` characters. */
+/** The output text of an asciicast v2 recording ("o" events, decoded), via {@link terminalText}, at most `limit` characters; "" for a raw recording (`.raw`: bytes, not indexed). */
 export function recordingText(file: string, limit = RECORDING_INDEX_LIMIT): string {
+  // A raw recording (output of a command without a terminal) is bytes, often binary: not indexed.
+  if (isRawRecording(file)) return "";
   const { events } = readCast(file);
   const parts: string[] = [];
   let n = 0;

@@ -2,6 +2,7 @@
  * Playing an asciicast v2 recording back in a terminal, with a speed factor and an idle limit.
  */
 import { readFileSync } from "node:fs";
+import { isRawRecording, RAW_STDERR, RAW_STDOUT, readRaw } from "./raw.ts";
 
 export interface ReplayOptions {
   /** Playback speed factor (2 = twice as fast). */
@@ -9,6 +10,8 @@ export interface ReplayOptions {
   /** Longest pause kept between two events, seconds (Infinity = keep every pause). */
   readonly idleLimitS: number;
   readonly write: (text: string) => void;
+  /** For a raw recording (`.raw`): receives its stdout and stderr bytes in order (default: stdout frames to `write` as UTF-8). */
+  readonly writeBytes?: (stream: "stdout" | "stderr", data: Buffer) => void;
   /** Sleeps `ms` (injectable: tests pass a no-op). */
   readonly sleep: (ms: number) => Promise<void>;
 }
@@ -47,8 +50,21 @@ export function readCast(file: string): { header: Record<string, unknown>; event
   return { header, events };
 }
 
-/** Plays the "o" events of a recording with their timing. Resolves when done. */
+/**
+ * Plays the "o" events of a recording with their timing. Resolves when done. A raw recording (the
+ * output of a command without a terminal, src/audit/raw.ts) has no timing: its stdout and stderr
+ * frames go to `writeBytes` byte for byte, at once (input and marker frames are not played).
+ */
 export async function replay(file: string, o: ReplayOptions): Promise<void> {
+  if (isRawRecording(file)) {
+    for (const f of readRaw(file).frames) {
+      const stream = f.code === RAW_STDOUT ? "stdout" : f.code === RAW_STDERR ? "stderr" : undefined;
+      if (!stream) continue;
+      if (o.writeBytes) o.writeBytes(stream, f.data);
+      else if (stream === "stdout") o.write(f.data.toString("utf8"));
+    }
+    return;
+  }
   const { events } = readCast(file);
   let last = 0;
   for (const [t, code, data] of events) {

@@ -30,6 +30,7 @@ export type AuditEventType =
   | "recording"
   | "recording_checkpoint"
   | "recording_failed"
+  | "exec_output"
   | "audit_pruned"
   | "lock"
   | "unlock"

@@ -642,7 +642,7 @@ export function buildCli(): Command {
   audit
     .command("replay <id>")
     .description(
-      "play a session's terminal recording (id or its first 8 characters) after checking its SHA-256 against the chained recording event",
+      "play a session's recording (id or its first 8 characters) after checking its SHA-256 against the chained recording event; a command's raw output (`.raw`) is written back byte for byte, stdout to stdout and stderr to stderr",
     )
     .option("--speed <factor>", "playback speed", "1")
     .option("--idle-limit <seconds>", "longest pause kept between two outputs", "2")
@@ -676,6 +676,7 @@ export function buildCli(): Command {
         speed,
         idleLimitS: idle,
         write: (t) => process.stdout.write(t),
+        writeBytes: (stream, data) => (stream === "stdout" ? process.stdout : process.stderr).write(data),
         sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
       });
     });

@@ -531,6 +531,22 @@ const allow = z
     "What the route permits; every channel request is checked against it. It cannot stop an allowed program from doing what it does (e.g. scp can write `~/.ssh/rc`): make the target enforce file-only routes too.",
   );
 
+/**
+ * What is kept of the output of a channel without a terminal (a non-pty exec such as
+ * `ssh host 'tar c dir' > dir.tar`, a shell without pty); a pty session is always an asciicast.
+ * `full` (the behaviour when absent: an audit that keeps the data is the safe default) keeps stdout,
+ * stderr and (with `input`) stdin byte for byte in `<session>-<channel>.raw`, under `max_bytes` and
+ * `on_recording_failure` like an asciicast; `digest` keeps only each stream's size and SHA-256 (an
+ * `exec_output` event; nothing on disk, so `max_bytes` does not apply); `off` keeps nothing but the
+ * exec event. Optional so that parsed policies stay as they were.
+ */
+const execOutput = z
+  .enum(["full", "digest", "off"])
+  .optional()
+  .describe(
+    "Output of a command without a terminal (`ssh host 'cat file' > file`; a pty session is always an asciicast): `full` (the behaviour when absent) keeps stdout/stderr byte for byte in a `.raw` file under `max_bytes` and `on_recording_failure`, `digest` only each stream's size and SHA-256, `off` nothing but the exec event.",
+  );
+
 const recordObject = z.strictObject({
   enabled: z.boolean().default(true).describe("Record the route's sessions."),
   /** Also record what the user types ("i" events); off by default (passwords typed at prompts). */
@@ -566,6 +582,7 @@ const recordObject = z.strictObject({
     .describe(
       "An sftp channel whose bytes are not SFTP, or that overflows the parser's bounds, cannot be audited: `terminate` it (the behaviour when absent: it would be an unrecorded tunnel) or `continue` (a `transfer_unparsed` event either way).",
     ),
+  exec_output: execOutput,
 });
 
 /** The default of `record` (zod cannot show it in the input JSON Schema: `x-default` carries it). */

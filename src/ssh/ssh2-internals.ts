@@ -9,7 +9,11 @@
  *   - outgoing packets of the in-place ciphers (chacha20-poly1305, AES-GCM) are carved out of
  *     256 KiB arenas that are reused once the socket has written them, instead of one new buffer
  *     per packet (protocol/crypto.js);
- *   - random padding (RFC 4253 §6) comes from an 8 KiB CSPRNG pool, not one randomFillSync() per packet.
+ *   - random padding (RFC 4253 §6) comes from an 8 KiB CSPRNG pool, not one randomFillSync() per packet;
+ *   - on WINDOW_ADJUST (RFC 4254 §5.2) both a channel's stdout and its stderr chunk waiting for window
+ *     space are retried, and forgotten once retried (server.js and client.js): upstream retried only
+ *     stdout and never cleared it, so stderr written while stdout waited was never sent (a hung
+ *     session) and a later waiting stderr chunk resent stale stdout bytes instead.
  */
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -34,6 +38,8 @@ const PATCH_MARKERS: ReadonlyArray<readonly [file: string, marker: string]> = [
   ["lib/protocol/Protocol.js", "this._onWrite = (data, cb) => { onWrite(data, cb); };"],
   ["lib/server.js", "function uncorkSocket("],
   ["lib/client.js", "function uncorkSocket("],
+  ["lib/server.js", "function retryWaitingWrites("],
+  ["lib/client.js", "function retryWaitingWrites("],
 ];
 
 /** The folder of the ssh2 package this module loads. */

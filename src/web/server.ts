@@ -18,6 +18,7 @@ import { bodyLimit } from "hono/body-limit";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { AuditEvent, AuditEventInput, AuditSession, RecordingRow } from "../audit/index.ts";
 import type { SearchHit, SessionQuery } from "../audit/query.ts";
+import { isRawRecording } from "../audit/raw.ts";
 import type { Logger } from "../obs/index.ts";
 import { printable } from "../obs/printable.ts";
 import { parseDurationMs } from "../policy/index.ts";
@@ -372,7 +373,8 @@ ${r.hits.map(
       const v = Number(c.req.query(k));
       return Number.isFinite(v) && v > 0 && v <= max ? v : dflt;
     };
-    const chosen = channel === undefined ? undefined : recs.find((r) => r.channel === channel);
+    // Only a terminal recording plays; a raw output recording is offered for download only.
+    const chosen = channel === undefined ? undefined : recs.find((r) => r.channel === channel && !isRawRecording(r.path));
     const start = chosen ? castStart(chosen.path) : undefined;
     const timeline: TimelineEntry[] = timelineOf(events, deps.transferOf).map((t) => {
       if (start === undefined) return t;
@@ -407,11 +409,13 @@ ${r.hits.map(
   });
   app.get("/sessions/:id/recordings/:file", async (c) => {
     const s = sessionOf(c);
-    const m = /^(\d{1,6})\.cast$/.exec(c.req.param("file"));
+    // `N.cast` for a terminal recording, `N.raw` for a raw output recording: the name must match the file's kind.
+    const m = /^(\d{1,6})\.(cast|raw)$/.exec(c.req.param("file"));
     if (!s || !m) return c.text("no such recording", 404);
     const remote = remoteOf(s);
     const rec = deps.read.recordings(s.id, s.node).find((r) => r.channel === Number(m[1]));
-    if (!rec) return c.text("no such recording", 404);
+    const raw = rec ? isRawRecording(rec.path) : false;
+    if (!rec || (m[2] === "raw") !== raw) return c.text("no such recording", 404);
     if (remote) return c.text(`the recording file is on node ${printable(remote.node)}: download it there`, 404);
     let size: number;
     try {
@@ -421,9 +425,9 @@ ${r.hits.map(
     }
     const check = await deps.read.checkRecording(s.id, rec.channel, rec.path);
     viewed(c, "recording", s.id, { channel: rec.channel, verified: check.ok });
-    c.header("Content-Type", "application/x-asciicast");
+    c.header("Content-Type", raw ? "application/octet-stream" : "application/x-asciicast");
     c.header("Content-Length", String(size));
-    c.header("Content-Disposition", `attachment; filename="session-${s.id}-${rec.channel}.cast"`);
+    c.header("Content-Disposition", `attachment; filename="session-${s.id}-${rec.channel}.${raw ? "raw" : "cast"}"`);
     c.header("X-Varco-Recording-Check", check.ok ? "ok" : "failed");
     return c.body(Readable.toWeb(createReadStream(rec.path)) as ReadableStream);
   });

@@ -4,6 +4,7 @@
  * `/assets/console.js`, looks in `/assets/console.css`.
  */
 import type { AuditEvent, AuditSession, RecordingRow } from "../audit/index.ts";
+import { isRawRecording } from "../audit/raw.ts";
 import { type Html, html } from "./escape.ts";
 import type { WebRole } from "./sessions.ts";
 
@@ -79,7 +80,11 @@ export interface RecordingView {
   readonly check: { ok: boolean; reason: string; expected: string | null; found: string | null };
 }
 
-/** The session page: facts, recordings (verify status, downloads, player), timeline. */
+/**
+ * The session page: facts, recordings (verify status, downloads, player), timeline. A terminal
+ * recording (asciicast) gets "Play" and "Download asciicast"; a raw output recording (`.raw`, a
+ * channel without a terminal) only "Download output": it is bytes, not a screen, so no player.
+ */
 export function sessionPage(
   viewer: Viewer,
   s: AuditSession,
@@ -106,9 +111,13 @@ ${
 ${recordings.map((r) =>
   r.remote !== undefined
     ? html`<tr><td>${r.row.channel}</td><td>${r.row.status}</td><td>${r.row.bytes}</td><td class="${r.check.ok ? "ok" : "bad"} remote-recording">${r.check.ok ? "chained" : "FAILED"}: ${r.check.reason}; SHA-256 <code>${r.check.expected ?? "-"}</code></td>
-<td>The file is on node <span class="node">${r.remote}</span>: play or download it there.</td></tr>`
+<td>The file is on node <span class="node">${r.remote}</span>: ${isRawRecording(r.row.path) ? "download" : "play or download"} it there.</td></tr>`
     : html`<tr><td>${r.row.channel}</td><td>${r.row.status}</td><td>${r.row.bytes}</td><td class="${r.check.ok ? "ok" : "bad"}" title="expected ${r.check.expected ?? "-"}, found ${r.check.found ?? "-"}">${r.check.ok ? "verified" : "FAILED"}: ${r.check.reason}</td>
-<td><a href="/sessions/${id}/play?channel=${r.row.channel}">Play</a> · <a href="/sessions/${id}/recordings/${r.row.channel}.cast" download>Download asciicast</a></td></tr>
+<td>${
+        isRawRecording(r.row.path)
+          ? html`<a href="/sessions/${id}/recordings/${r.row.channel}.raw" download>Download output</a>`
+          : html`<a href="/sessions/${id}/play?channel=${r.row.channel}">Play</a> · <a href="/sessions/${id}/recordings/${r.row.channel}.cast" download>Download asciicast</a>`
+      }</td></tr>
 `,
 )}</tbody></table>`
 }

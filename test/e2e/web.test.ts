@@ -5,20 +5,20 @@
  * and Debian's Chromium through playwright-core for the pages (skipped, with a message, when
  * /usr/bin/chromium is absent). Screenshots go to test-artifacts/web/ (and docs/web-session.png).
  */
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { execa } from "execa";
 import { chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openAuditStore } from "../../src/audit/index.ts";
-import { type Harness, ROOT, startHarness } from "../helpers/harness.ts";
+import { closedSessionOf, type Harness, ROOT, startHarness } from "../helpers/harness.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium) console.warn(`web.test.ts: ${CHROMIUM} is absent: the browser tests are skipped (apt-get install chromium)`);
 const ARTIFACTS = join(ROOT, "test-artifacts/web");
-const USERS = ["web.out", "web.run", "web.live", "web.bad"];
+const USERS = ["web.out", "web.run", "web.live", "web.bad", "web.raw"];
 /** Computed by the shell, so only the output (the recording) holds it, not the command. */
 const MARK_CMD = "echo WEBMARK-$((6*7))";
 const HOSTILE = `"'><img src=x onerror=alert(1)><script>alert(2)</script>\x1b]0;pwned\x07\u202e`;
@@ -175,6 +175,34 @@ describe("web console API", () => {
     expect((await post("/lockouts/unlock", auditor, { csrf, uid: "web.bad" })).status).toBe(403);
   });
 
+  it("a command without a terminal is raw output: a download link, no player; only N.raw serves it, byte for byte", async () => {
+    await h.ssh("web.raw_vm1", ["printf 'RAW\\377out\\n'"]);
+    const shown = await closedSessionOf(h.env.policyFile, "web.raw");
+    const id = shown.session.id;
+    const path = shown.recordings[0]?.path ?? "";
+    expect(path).toMatch(/-1\.raw$/);
+    const pageText = await (await fetch(`${base}/sessions/${id}`, { headers: { cookie: auditor } })).text();
+    expect(pageText).toContain(`href="/sessions/${id}/recordings/1.raw" download>Download output</a>`);
+    expect(pageText).not.toContain("/play?channel=");
+    expect(pageText).not.toContain("1.cast");
+    const raw = await fetch(`${base}/sessions/${id}/recordings/1.raw`, { headers: { cookie: auditor } });
+    expect(raw.status).toBe(200);
+    expect(raw.headers.get("content-type")).toBe("application/octet-stream");
+    expect(raw.headers.get("content-disposition")).toBe(`attachment; filename="session-${id}-1.raw"`);
+    expect(raw.headers.get("x-varco-recording-check")).toBe("ok");
+    const body = Buffer.from(await raw.arrayBuffer());
+    expect(body.equals(readFileSync(path))).toBe(true);
+    expect(body.includes(Buffer.from("RAW\xffout\n", "latin1"))).toBe(true);
+    // The other name of the same channel, another extension, or no login: nothing.
+    for (const file of ["1.cast", "1.raw.cast", "1.txt"])
+      expect((await fetch(`${base}/sessions/${id}/recordings/${file}`, { headers: { cookie: auditor } })).status).toBe(404);
+    expect((await fetch(`${base}/sessions/${id}/recordings/1.raw`)).status).toBe(401);
+    // Asking to play it shows the page without a player.
+    const play = await fetch(`${base}/sessions/${id}/play?channel=1`, { headers: { cookie: auditor } });
+    expect(play.status).toBe(200);
+    expect(await play.text()).not.toContain('id="player"');
+  }, 60_000);
+
   it("refuses a user outside the web groups exactly like a wrong password, and audits the real reason", async () => {
     const outsider = await apiLogin("web.out");
     const wrong = await apiLogin("web.bad", { password: "not-the-password" });
@@ -246,7 +274,8 @@ describe.skipIf(!haveChromium)("web console in Chromium", () => {
   }
 
   it("an auditor finds a session by its command, plays it and sees the command's output", async () => {
-    const r = await h.ssh("web.run_vm1", [MARK_CMD]);
+    // With a terminal: an asciicast, which the player plays (output without one is raw bytes, downloaded).
+    const r = await h.ssh("web.run_vm1", [MARK_CMD], { extra: ["-tt"] });
     expect(r.stdout).toContain("WEBMARK-42");
     await new Promise((res) => setTimeout(res, 500));
     const { page, dialogs } = await newPage();

@@ -1,0 +1,411 @@
+/**
+ * Lossless recordings of channels without a terminal (a non-pty `exec`, a shell without pty): the
+ * bytes the target sent (stdout and stderr) and, with `record.input`, the bytes the user sent, kept
+ * as they were, not as asciicast JSON (which cannot hold binary data and costs a JSON escape per byte).
+ *
+ * File format (`<session>-<channel>.raw`, "varco raw v1"): one JSON header line
+ * `{"varco_raw":1,"timestamp":<s>,"varco":{session,uid,account,target,kind,command}}\n`, then frames:
+ * one byte stream code (`o` 0x6f stdout, `e` 0x65 stderr, `i` 0x69 input, `m` 0x6d a varco marker in
+ * UTF-8), a 4-byte big-endian payload length, the payload. `audit replay` writes the stdout frames to
+ * stdout and the stderr frames to stderr, byte for byte; {@link readRaw} parses a file.
+ * The file's SHA-256 is computed as it is written, with the same running-hash checkpoints, fsync and
+ * `max_bytes` rules as the asciicast recorder (src/audit/recording.ts).
+ */
+import { createHash, type Hash } from "node:crypto";
+import { createReadStream, close as fsClose, fsync, mkdirSync, openSync, readFileSync, writev } from "node:fs";
+import { dirname } from "node:path";
+import { performance } from "node:perf_hooks";
+import { CHECKPOINT_BYTES, CHECKPOINT_MS, type RecordingCheckpoint, type RecordingResult } from "./recording.ts";
+
+/** First bytes of a raw recording's header line. */
+export const RAW_MAGIC = '{"varco_raw":1';
+/** Frame stream codes. */
+export const RAW_STDOUT = 0x6f;
+export const RAW_STDERR = 0x65;
+export const RAW_INPUT = 0x69;
+export const RAW_MARKER = 0x6d;
+const FRAME_HEADER = 5;
+/** Shortest time between two checkpoints of a raw recording, ms: bulk output is checkpointed ~4 times a second, not every 4 MiB. */
+export const RAW_CHECKPOINT_MIN_MS = 250;
+
+export interface RawRecordingOptions {
+  readonly file: string;
+  /** Wall-clock start, ms since epoch (the header's `timestamp`). */
+  readonly startedAtMs: number;
+  /** Header fields (varco writes session id, user, target, kind, command). */
+  readonly meta?: Readonly<Record<string, string>>;
+  /** Record the user's bytes (`i` frames), unmasked: a channel without a terminal has no prompt to watch. */
+  readonly input: boolean;
+  /** Cap on recorded payload bytes (stdout + stderr + input); reaching it writes an `m` frame, calls `onLimit` once and records nothing more. */
+  readonly maxBytes: number;
+  /** Bytes buffered towards the disk before a write returns false (backpressure), default 1 MiB. */
+  readonly highWaterMark?: number;
+  readonly onError: (err: NodeJS.ErrnoException) => void;
+  readonly onLimit?: (direction: "input" | "output") => void;
+  /** Running-hash checkpoints, as {@link import("./recording.ts").RecordingOptions}: every 4 MiB / 10 s by default. */
+  readonly onCheckpoint?: (c: RecordingCheckpoint) => void;
+  readonly checkpointBytes?: number;
+  readonly checkpointMs?: number;
+  /** Shortest time between two checkpoints, ms (default `RAW_CHECKPOINT_MIN_MS`, 250). */
+  readonly checkpointMinMs?: number;
+}
+
+/** What a raw recording kept: the file's result plus the payload bytes per stream. */
+export interface RawRecordingResult extends RecordingResult {
+  readonly stdoutBytes: number;
+  readonly stderrBytes: number;
+}
+
+/** A recorder of raw channel bytes; `output`/`error`/`input` return false when the buffer is full (wait for `onDrain`). */
+export interface RawRecorder {
+  output(data: Buffer): boolean;
+  error(data: Buffer): boolean;
+  input(data: Buffer): boolean;
+  onDrain(fn: () => void): void;
+  /** Flushes, fsyncs (after pending checkpoints) and closes; resolves with the file's SHA-256. */
+  close(): Promise<RawRecordingResult>;
+}
+
+/** Bytes of one block that frames are gathered into before they are written. */
+const BLOCK = 256 * 1024;
+/** Longest time a partly filled block waits before it is written, ms. */
+const COALESCE_MS = 2;
+/**
+ * Written blocks kept for reuse, shared by all raw recordings of the process (at most 16: 4 MiB), so
+ * bulk output allocates no buffer per chunk and an idle recording holds no block at all.
+ */
+const pool: Buffer[] = [];
+const POOL_BLOCKS = 16;
+const takeBlock = (): Buffer => pool.pop() ?? Buffer.allocUnsafeSlow(BLOCK);
+/** Returns a written block to the pool (only whole pool-sized blocks, which `seal` never shares). */
+const giveBlock = (b: Buffer): void => {
+  if (b.byteOffset === 0 && b.buffer.byteLength === BLOCK && pool.length < POOL_BLOCKS) pool.push(Buffer.from(b.buffer, 0, BLOCK));
+};
+
+/**
+ * Opens a raw recording (mode 0600, created exclusively, fsync(2)ed on close) and writes its header.
+ *
+ * Frames are copied (the caller's buffer may be reused once a call returns) into 256 KiB blocks; the
+ * blocks are hashed once each and written with one writev(2) per batch: a full block at once,
+ * everything gathered while the previous write was in flight in the next one, a partly filled block
+ * within 2 ms. Bulk output costs a memcpy and a hash per block, not a write and an allocation per chunk. Bytes not yet written (gathered + in flight) are
+ * bounded by `highWaterMark`: past it, the calls return false until `onDrain`.
+ * Throws what `mkdirSync`/`openSync` throw synchronously (EEXIST, EACCES…); later write errors go to `onError`.
+ */
+export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
+  mkdirSync(dirname(o.file), { recursive: true, mode: 0o750 });
+  const fd = openSync(o.file, "wx", 0o600);
+  const hwm = o.highWaterMark ?? 1024 * 1024;
+  const hash = createHash("sha256");
+  /** File bytes framed so far (written or not): the hash covers exactly these once `seal()` ran. */
+  let bytes = 0;
+  /** File bytes written (acknowledged by the kernel). */
+  let written = 0;
+  let stdoutBytes = 0;
+  let stderrBytes = 0;
+  let inputBytes = 0;
+  let truncated = false;
+  let failed = false;
+  let closing = false;
+  const drains: Array<() => void> = [];
+  const runDrains = () => {
+    for (const fn of drains.splice(0)) fn();
+  };
+  /** The block being filled (undefined until a frame comes), and its bytes used. */
+  let block: Buffer | undefined;
+  let fill = 0;
+  /** Sealed (hashed) buffers waiting for the next write, in file order. */
+  let sealed: Buffer[] = [];
+  let writing = false;
+  let scheduled = false;
+  /** Waiters for `written` to reach a file offset (checkpoints, close). */
+  const waiters: Array<{ at: number; fn: () => void }> = [];
+
+  const fail = (err: NodeJS.ErrnoException) => {
+    if (failed) return;
+    failed = true;
+    sealed = [];
+    fill = 0;
+    o.onError(err);
+    runDrains();
+    for (const w of waiters.splice(0)) w.fn();
+  };
+  /** Moves the current block's frames to `sealed`, hashing them (the hash runs in file order). */
+  const seal = () => {
+    if (!block || fill === 0) return;
+    const part = block.subarray(0, fill);
+    hash.update(part);
+    sealed.push(part);
+    block = undefined;
+    fill = 0;
+  };
+  const pendingBytes = () => bytes - written;
+  const flush = () => {
+    scheduled = false;
+    if (writing || failed) return;
+    seal();
+    if (sealed.length === 0) return;
+    const batch = sealed;
+    sealed = [];
+    writing = true;
+    writeAll(batch, () => {
+      writing = false;
+      for (const b of batch) giveBlock(b);
+      if (failed) return;
+      for (let i = 0; i < waiters.length; ) {
+        const w = waiters[i] as { at: number; fn: () => void };
+        if (w.at <= written) {
+          waiters.splice(i, 1);
+          w.fn();
+        } else i++;
+      }
+      if (pendingBytes() < hwm) runDrains();
+      // What was gathered while this write was in flight goes out now, in one writev.
+      if (sealed.length > 0 || fill > 0) flush();
+    });
+  };
+  /** writev(2) of `bufs`, continuing after a short write; `done` after all of it or a failure. */
+  const writeAll = (bufs: Buffer[], done: () => void) => {
+    writev(fd, bufs, (err, n) => {
+      if (err) {
+        fail(err);
+        return done();
+      }
+      written += n;
+      let left = n;
+      const rest: Buffer[] = [];
+      for (const b of bufs) {
+        if (left >= b.length) left -= b.length;
+        else {
+          rest.push(left > 0 ? b.subarray(left) : b);
+          left = 0;
+        }
+      }
+      if (rest.length === 0) return done();
+      if (n === 0) {
+        fail(Object.assign(new Error("short write"), { code: "EIO" }));
+        return done();
+      }
+      writeAll(rest, done);
+    });
+  };
+  /** Starts a write now if a whole block is ready, else within COALESCE_MS (a quiet channel's bytes still go out at once). */
+  const schedule = () => {
+    if (writing) return;
+    if (sealed.length > 0) return flush();
+    if (scheduled) return;
+    scheduled = true;
+    setTimeout(flush, COALESCE_MS).unref();
+  };
+  /** Copies one frame into the blocks; true while the unwritten bytes stay under `highWaterMark`. */
+  const frame = (code: number, data: Buffer): boolean => {
+    const need = FRAME_HEADER + data.length;
+    if (block && fill + need > block.length) seal();
+    if (!block) block = need > BLOCK ? Buffer.allocUnsafeSlow(need) : takeBlock();
+    block[fill] = code;
+    block.writeUInt32BE(data.length, fill + 1);
+    data.copy(block, fill + FRAME_HEADER);
+    fill += need;
+    bytes += need;
+    if (o.onCheckpoint && bytes - marked >= every) checkpoint();
+    schedule();
+    return pendingBytes() < hwm;
+  };
+
+  // Running-hash checkpoints: the hash of the first `bytes` bytes, reported once they are written
+  // and fsync(2)ed, in order (one fsync at a time).
+  const every = o.checkpointBytes ?? CHECKPOINT_BYTES;
+  let marked = 0;
+  let chain: Promise<void> = Promise.resolve();
+  const reachWritten = (at: number) =>
+    new Promise<void>((resolve) => {
+      if (failed || written >= at) resolve();
+      else waiters.push({ at, fn: resolve });
+    });
+  const syncFile = () =>
+    new Promise<boolean>((resolve) =>
+      fsync(fd, (err) => {
+        if (err) fail(err);
+        resolve(!err);
+      }),
+    );
+  // One fsync at a time, and none sooner than `checkpointMinMs` after the previous one started:
+  // during bulk output a checkpoint covers everything written by then (more than 4 MiB), so the
+  // checkpoints' fsyncs and audit commits do not stall the relay; they stay at most ~max(4 MiB,
+  // what arrives in `checkpointMinMs` + one fsync) apart.
+  let syncing = false;
+  let lastAt = Number.NEGATIVE_INFINITY;
+  const minGap = o.checkpointMinMs ?? RAW_CHECKPOINT_MIN_MS;
+  const checkpoint = () => {
+    const report = o.onCheckpoint;
+    if (!report || failed || closing || bytes === marked || syncing) return;
+    const now = performance.now();
+    if (now - lastAt < minGap) return;
+    lastAt = now;
+    syncing = true;
+    seal();
+    marked = bytes;
+    const mark: RecordingCheckpoint = { bytes, sha256: hash.copy().digest("hex") };
+    const reached = reachWritten(bytes);
+    schedule();
+    chain = (async () => {
+      await reached;
+      if (!failed && (await syncFile()) && !failed) report(mark);
+      syncing = false;
+      if (bytes - marked >= every) checkpoint();
+    })();
+  };
+  const ticker = o.onCheckpoint ? setInterval(checkpoint, o.checkpointMs ?? CHECKPOINT_MS) : undefined;
+  ticker?.unref();
+
+  const reachLimit = (direction: "input" | "output"): boolean => {
+    truncated = true;
+    const ok = frame(RAW_MARKER, Buffer.from(`varco: recording truncated at ${o.maxBytes} bytes`));
+    o.onLimit?.(direction);
+    return ok;
+  };
+  /** Records `data` on stream `code` within `maxBytes` (stdout + stderr + input together). */
+  const take = (code: number, data: Buffer): boolean => {
+    if (failed || truncated || closing) return true;
+    const room = o.maxBytes - stdoutBytes - stderrBytes - inputBytes;
+    const part = data.length > room ? data.subarray(0, Math.max(0, room)) : data;
+    if (code === RAW_STDOUT) stdoutBytes += part.length;
+    else if (code === RAW_STDERR) stderrBytes += part.length;
+    else inputBytes += part.length;
+    const ok = part.length > 0 ? frame(code, part) : pendingBytes() < hwm;
+    return part.length < data.length ? reachLimit(code === RAW_INPUT ? "input" : "output") : ok;
+  };
+
+  const head = Buffer.from(
+    `${JSON.stringify({ varco_raw: 1, timestamp: Math.floor(o.startedAtMs / 1000), ...(o.meta ? { varco: o.meta } : {}) })}\n`,
+  );
+  block = head.length > BLOCK ? Buffer.allocUnsafeSlow(head.length) : takeBlock();
+  head.copy(block, 0);
+  fill = head.length;
+  bytes = head.length;
+  schedule();
+
+  return {
+    output: (data) => take(RAW_STDOUT, data),
+    error: (data) => take(RAW_STDERR, data),
+    input: (data) => (o.input ? take(RAW_INPUT, data) : true),
+    onDrain(fn) {
+      if (failed || pendingBytes() < hwm) fn();
+      else drains.push(fn);
+    },
+    async close() {
+      if (ticker) clearInterval(ticker);
+      closing = true;
+      const base = { file: o.file, outputBytes: stdoutBytes + stderrBytes, inputBytes, stdoutBytes, stderrBytes, truncated };
+      if (!failed) {
+        seal();
+        const all = reachWritten(bytes);
+        flush();
+        await all;
+        await chain;
+        if (!failed) await syncFile();
+      }
+      await new Promise<void>((resolve) => fsClose(fd, () => resolve()));
+      if (!failed) return { ...base, failed: false, sha256: hash.digest("hex"), bytes };
+      // What reached the disk is what the hash must cover.
+      const disk = createHash("sha256");
+      let size = 0;
+      try {
+        for await (const chunk of createReadStream(o.file)) {
+          disk.update(chunk as Buffer);
+          size += (chunk as Buffer).length;
+        }
+      } catch {
+        /* nothing readable */
+      }
+      return { ...base, failed: true, sha256: disk.digest("hex"), bytes: size };
+    },
+  };
+}
+
+/** Size and SHA-256 (hex) of one stream. */
+export interface StreamDigest {
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+/** Hashes stdout and stderr as they pass (`record.exec_output: digest`): nothing is written, nothing can fail or fill up. */
+export interface DigestRecorder {
+  output(data: Buffer): void;
+  error(data: Buffer): void;
+  result(): { stdout: StreamDigest; stderr: StreamDigest };
+}
+
+/** A {@link DigestRecorder}: SHA-256 (FIPS 180-4) of each stream's bytes in order. */
+export function createDigestRecorder(): DigestRecorder {
+  const make = () => ({ hash: createHash("sha256") as Hash, bytes: 0 });
+  const out = make();
+  const err = make();
+  return {
+    output(data) {
+      out.hash.update(data);
+      out.bytes += data.length;
+    },
+    error(data) {
+      err.hash.update(data);
+      err.bytes += data.length;
+    },
+    result: () => ({
+      stdout: { bytes: out.bytes, sha256: out.hash.digest("hex") },
+      stderr: { bytes: err.bytes, sha256: err.hash.digest("hex") },
+    }),
+  };
+}
+
+/** Thrown for a file that is not a varco raw recording, or whose frames are damaged. */
+export class RawFormatError extends Error {
+  constructor(file: string, reason: string) {
+    super(`${file}: not a varco raw recording (${reason})`);
+    this.name = "RawFormatError";
+  }
+}
+
+/** Whether `file` is a raw recording, by its name (`.raw`, as {@link rawRecordingPath} makes it). */
+export function isRawRecording(file: string): boolean {
+  return file.endsWith(".raw");
+}
+
+/** The raw recording's path for an asciicast path from `recordingPath` (`….cast` → `….raw`). */
+export function rawRecordingPath(castPath: string): string {
+  return castPath.replace(/\.cast$/, ".raw");
+}
+
+/** One frame of a raw recording: stream code (`RAW_STDOUT`…) and payload (a view into the file's bytes). */
+export interface RawFrame {
+  readonly code: number;
+  readonly data: Buffer;
+}
+
+/**
+ * Parses a raw recording: its header (JSON object) and frames in order. A torn last frame (a crash
+ * mid-write) is dropped, as a torn last asciicast line is. Reads the whole file into memory.
+ * @throws RawFormatError when the header is missing or not JSON, or a frame has an unknown code.
+ */
+export function readRaw(file: string): { header: Record<string, unknown>; frames: RawFrame[] } {
+  const buf = readFileSync(file);
+  const nl = buf.indexOf(0x0a);
+  if (nl < 0 || !buf.subarray(0, RAW_MAGIC.length).equals(Buffer.from(RAW_MAGIC))) throw new RawFormatError(file, "no header line");
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(buf.subarray(0, nl).toString("utf8")) as Record<string, unknown>;
+  } catch {
+    throw new RawFormatError(file, "the header is not JSON");
+  }
+  const frames: RawFrame[] = [];
+  let at = nl + 1;
+  while (at + FRAME_HEADER <= buf.length) {
+    const code = buf[at] as number;
+    if (code !== RAW_STDOUT && code !== RAW_STDERR && code !== RAW_INPUT && code !== RAW_MARKER)
+      throw new RawFormatError(file, `unknown frame code 0x${code.toString(16)} at byte ${at}`);
+    const len = buf.readUInt32BE(at + 1);
+    if (at + FRAME_HEADER + len > buf.length) break;
+    frames.push({ code, data: buf.subarray(at + FRAME_HEADER, at + FRAME_HEADER + len) });
+    at += FRAME_HEADER + len;
+  }
+  return { header, frames };
+}
