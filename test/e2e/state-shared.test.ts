@@ -8,26 +8,27 @@
  * both nodes' sessions with their node, `audit verify` checks both chains there and catches an
  * event edited in PostgreSQL, and a session that ends while PostgreSQL is down arrives once it is back.
  */
-import { copyFileSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { execa, type ResultPromise } from "execa";
+import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { currentCode, newSecret } from "../../src/auth/index.ts";
-import { stopChild, waitForPort } from "../../src/demo/index.ts";
+import { stopChild } from "../../src/demo/index.ts";
 import { STATE_SCHEMA_VERSION } from "../../src/state/index.ts";
 import { type Harness, ROOT, ssh2LoginAt, startHarness } from "../helpers/harness.ts";
 import { havePostgres, startPostgres, type TestPostgres } from "../helpers/postgres.ts";
+import { type SecondNode, startSecondNode } from "../helpers/second-node.ts";
 
 const TOTP = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
 const BIN = join(ROOT, "bin/varco.mjs");
 let pg: TestPostgres;
 let h: Harness;
-let b: ResultPromise | undefined;
-let bPort = 0;
-let bOutput = "";
-let bKnownHosts = "";
-const policyB = () => join(h.dir, "gateway-b.yaml");
+let nodeB: SecondNode | undefined;
+const b = () => nodeB?.process;
+const bPort = () => nodeB?.port ?? 0;
+const bOutput = () => nodeB?.output() ?? "";
+const policyB = () => nodeB?.policyFile ?? join(h.dir, "gateway-gw-b.yaml");
 
 /** `varco …` with a policy, as a child process. */
 const varco = (policy: string, args: string[]) => execa("node", [BIN, ...args, "--policy", policy], { reject: false, timeout: 60_000 });
@@ -52,7 +53,7 @@ async function sshVia(port: number, knownHosts: string, account: string, passwor
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 const viaA = (account: string, password: string, code: string) => sshVia(h.port, join(h.dir, "known_hosts"), account, password, code);
-const viaB = (account: string, password: string, code: string) => sshVia(bPort, bKnownHosts, account, password, code);
+const viaB = (account: string, password: string, code: string) => sshVia(bPort(), nodeB?.knownHosts ?? "", account, password, code);
 
 /** One refused keyboard-interactive round (wrong password) through `port`, with the ssh2 library: exactly one counted failure. */
 async function wrongPassword(port: number, account: string): Promise<void> {
@@ -81,38 +82,12 @@ beforeAll(async () => {
   const copy = await varco(h.env.policyFile, ["state", "copy", "--to", "postgres", "--force"]);
   expect(copy.exitCode, copy.stderr).toBe(0);
   // Node B: the same policy but its own port, state_dir and node name; the same totp.key.
-  mkdirSync(join(dir, "state-b"), { recursive: true, mode: 0o700 });
-  copyFileSync(join(dir, "state/totp.key"), join(dir, "state-b/totp.key"));
-  const a = readFileSync(h.env.policyFile, "utf8");
-  writeFileSync(
-    policyB(),
-    a
-      .replace(/listen: \["127\.0\.0\.1:\d+"\]/, 'listen: ["127.0.0.1:0"]')
-      .replace("  state_dir: state\n", "  state_dir: state-b\n")
-      .replace("  node: gw-a\n", "  node: gw-b\n"),
-    { mode: 0o600 },
-  );
-  const out = createWriteStream(join(dir, "gateway-b.out"));
-  b = execa("node", [BIN, "serve", "--policy", policyB()], { reject: false, all: true, env: { VARCO_LOG_LEVEL: "debug" } });
-  b.all?.on("data", (d: Buffer) => {
-    bOutput += d.toString();
-    out.write(d);
-  });
-  for (let i = 0; i < 400 && !bPort; i++) {
-    const m = /"msg":"gateway listening"/.test(bOutput) ? /"listen":\["127\.0\.0\.1:(\d+)"/.exec(bOutput) : null;
-    if (m) bPort = Number(m[1]);
-    else if (b.exitCode !== null) throw new Error(`gateway B exited: ${bOutput}`);
-    else await new Promise((r) => setTimeout(r, 50));
-  }
-  if (!bPort) throw new Error(`gateway B did not listen within 20 s: ${bOutput}`);
-  await waitForPort(bPort, "127.0.0.1", 20_000);
-  const hostPub = readFileSync(join(dir, "keys/ssh_host_ed25519_key.pub"), "utf8").trim().split(/\s+/).slice(0, 2).join(" ");
-  bKnownHosts = join(dir, "known_hosts_b");
-  writeFileSync(bKnownHosts, `[127.0.0.1]:${bPort} ${hostPub}\n`);
+  nodeB = await startSecondNode(dir, h.env.policyFile, { firstNode: "gw-a", node: "gw-b", env: { VARCO_LOG_LEVEL: "debug" } });
 }, 180_000);
 
 afterAll(async () => {
-  if (b) await stopChild(b);
+  const child = b();
+  if (child) await stopChild(child);
   await h?.stop();
   await pg?.destroy();
 }, 60_000);
@@ -120,8 +95,8 @@ afterAll(async () => {
 describe.skipIf(!havePostgres)("two gateways on one PostgreSQL login state", () => {
   it("both nodes opened the PostgreSQL state", () => {
     expect(h.gatewayOutput()).toMatch(/"backend":"postgres".*"msg":"login state opened"/);
-    expect(bOutput).toMatch(/"backend":"postgres".*"msg":"login state opened"/);
-    expect(bOutput).not.toContain(new URL(pg.url).password);
+    expect(bOutput()).toMatch(/"backend":"postgres".*"msg":"login state opened"/);
+    expect(bOutput()).not.toContain(new URL(pg.url).password);
   });
 
   it("a code used through A is refused through B (and B takes the next step's code)", async () => {
@@ -140,14 +115,14 @@ describe.skipIf(!havePostgres)("two gateways on one PostgreSQL login state", () 
 
   it("failures spread over A and B lock the uid on both; unlock through A frees it on B", async () => {
     // auth.lockout.max_failures is 5 (default): 2 through A, 3 through B.
-    for (const port of [h.port, h.port, bPort, bPort, bPort]) await wrongPassword(port, "dario.neri_vm1");
+    for (const port of [h.port, h.port, bPort(), bPort(), bPort()]) await wrongPassword(port, "dario.neri_vm1");
     const secret = h.env.secrets.get("dario.neri") as string;
     const now = Date.now();
     const onA = await viaA("dario.neri_vm1", pw("dario.neri"), currentCode(TOTP, secret, now));
     expect(onA.exitCode).not.toBe(0);
     const onB = await viaB("dario.neri_vm1", pw("dario.neri"), currentCode(TOTP, secret, now));
     expect(onB.exitCode).not.toBe(0);
-    expect(bOutput).toMatch(/locked/);
+    expect(bOutput()).toMatch(/locked/);
     const unlock = await varco(h.env.policyFile, ["user", "unlock", "dario.neri"]);
     expect(unlock.exitCode, unlock.stderr).toBe(0);
     expect(unlock.stdout).toContain("5 recorded failures forgotten");
@@ -178,7 +153,7 @@ describe.skipIf(!havePostgres)("two gateways on one PostgreSQL login state", () 
     const other = join(h.dir, "state-c");
     mkdirSync(other, { recursive: true, mode: 0o700 });
     const policyC = join(h.dir, "gateway-c.yaml");
-    writeFileSync(policyC, readFileSync(policyB(), "utf8").replace("  state_dir: state-b\n", "  state_dir: state-c\n"), { mode: 0o600 });
+    writeFileSync(policyC, readFileSync(policyB(), "utf8").replace("  state_dir: state-gw-b\n", "  state_dir: state-c\n"), { mode: 0o600 });
     // No totp.key in state-c: serve would make a fresh one, which the shared state refuses.
     const r = await execa("node", [BIN, "serve", "--policy", policyC], { reject: false, timeout: 30_000 });
     expect(r.exitCode).not.toBe(0);
@@ -193,13 +168,14 @@ describe.skipIf(!havePostgres)("two gateways on one PostgreSQL login state", () 
     const secret = h.env.secrets.get("anna.bianchi") as string;
     await pg.stop();
     try {
-      const from = bOutput.length;
+      const from = bOutput().length;
       const r = await viaB("anna.bianchi_vm2", pw("anna.bianchi"), currentCode(TOTP, secret, Date.now()));
       expect(r.exitCode).not.toBe(0);
       // B's log line travels through a pipe: it may arrive just after the client gave up.
-      for (let i = 0; i < 100 && !bOutput.slice(from).includes("login state unavailable"); i++) await new Promise((r) => setTimeout(r, 50));
-      expect(bOutput.slice(from)).toContain("login state unavailable");
-      expect(b?.exitCode).toBeNull();
+      for (let i = 0; i < 100 && !bOutput().slice(from).includes("login state unavailable"); i++)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(bOutput().slice(from)).toContain("login state unavailable");
+      expect(b()?.exitCode).toBeNull();
     } finally {
       await pg.start();
     }
@@ -259,17 +235,25 @@ describe.skipIf(!havePostgres)("two gateways on one PostgreSQL login state", () 
   }, 120_000);
 
   it("PostgreSQL stopped mid-session: the session finishes, its events reach PostgreSQL once it is back", async ({ onTestFailed }) => {
-    const from = bOutput.length;
-    onTestFailed(() => console.log(`gateway B:\n${bOutput.slice(from).slice(-6000)}`));
+    const from = bOutput().length;
+    onTestFailed(() => console.log(`gateway B:\n${bOutput().slice(from).slice(-6000)}`));
     const uid = "elena.russo";
     const code = currentCode(TOTP, h.env.secrets.get(uid) as string, Date.now());
     const running = execa(
       "ssh",
-      ["-p", String(bPort), "-o", `UserKnownHostsFile=${bKnownHosts}`, ...h.sshOptions(), `${uid}_vm1@127.0.0.1`, "sleep 3; echo finished"],
+      [
+        "-p",
+        String(bPort()),
+        "-o",
+        `UserKnownHostsFile=${nodeB?.knownHosts}`,
+        ...h.sshOptions(),
+        `${uid}_vm1@127.0.0.1`,
+        "sleep 3; echo finished",
+      ],
       { reject: false, env: h.askpassEnv(pw(uid), code), stdin: "ignore", timeout: 60_000 },
     );
     // The session has started (its session_start is committed on B) before PostgreSQL goes away.
-    for (let i = 0; i < 100 && !/"uid":"elena.russo".*"msg":"login ok"/.test(bOutput.slice(-20_000)); i++)
+    for (let i = 0; i < 100 && !/"uid":"elena.russo".*"msg":"login ok"/.test(bOutput().slice(-20_000)); i++)
       await new Promise((r) => setTimeout(r, 50));
     await pg.stop();
     let sid = "";
@@ -281,7 +265,7 @@ describe.skipIf(!havePostgres)("two gateways on one PostgreSQL login state", () 
       const local = await varco(policyB(), ["audit", "list", "--json", "--user", uid, "--limit", "1"]);
       expect(local.exitCode).not.toBe(0);
       expect(local.stderr).toContain("PostgreSQL");
-      expect(b?.exitCode).toBeNull();
+      expect(b()?.exitCode).toBeNull();
     } finally {
       await pg.start();
     }

@@ -7,28 +7,25 @@
  * A node name holding HTML (rows written into PostgreSQL directly) renders inert.
  * Plain fetch (no browser): the pages' markup is what is checked.
  */
-import { copyFileSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { execa, type ResultPromise } from "execa";
+import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rowHash } from "../../src/audit/mirror.ts";
-import { stopChild, waitForPort } from "../../src/demo/index.ts";
+import { stopChild } from "../../src/demo/index.ts";
 import { type Harness, ROOT, startHarness } from "../helpers/harness.ts";
 import { havePostgres, startPostgres, type TestPostgres } from "../helpers/postgres.ts";
+import { type SecondNode, startSecondNode } from "../helpers/second-node.ts";
 
 const BIN = join(ROOT, "bin/varco.mjs");
 const HOSTILE_NODE = `<script>alert(1)</script><img src=x onerror=alert(2)>"'gw-x`;
 let pg: TestPostgres;
 let h: Harness;
-let b: ResultPromise | undefined;
-let bPort = 0;
-let bOutput = "";
-let bKnownHosts = "";
+let nodeB: SecondNode | undefined;
 let base = "";
 let cookie = "";
-const policyB = () => join(h.dir, "gateway-b.yaml");
 const pw = (uid: string) => h.env.users.find((u) => u.uid === uid)?.password ?? `${uid}-pw`;
 
 const varco = (policy: string, args: string[]) => execa("node", [BIN, ...args, "--policy", policy], { reject: false, timeout: 60_000 });
@@ -98,34 +95,7 @@ beforeAll(async () => {
   });
   const copy = await varco(h.env.policyFile, ["state", "copy", "--to", "postgres", "--force"]);
   expect(copy.exitCode, copy.stderr).toBe(0);
-  mkdirSync(join(dir, "state-b"), { recursive: true, mode: 0o700 });
-  copyFileSync(join(dir, "state/totp.key"), join(dir, "state-b/totp.key"));
-  const a = readFileSync(h.env.policyFile, "utf8");
-  writeFileSync(
-    policyB(),
-    a
-      .replace(/listen: \["127\.0\.0\.1:\d+"\]/, 'listen: ["127.0.0.1:0"]')
-      .replace("  state_dir: state\n", "  state_dir: state-b\n")
-      .replace("  node: gw-a\n", "  node: gw-b\n"),
-    { mode: 0o600 },
-  );
-  const out = createWriteStream(join(dir, "gateway-b.out"));
-  b = execa("node", [BIN, "serve", "--policy", policyB()], { reject: false, all: true });
-  b.all?.on("data", (d: Buffer) => {
-    bOutput += d.toString();
-    out.write(d);
-  });
-  for (let i = 0; i < 400 && !bPort; i++) {
-    const m = /"msg":"gateway listening"/.test(bOutput) ? /"listen":\["127\.0\.0\.1:(\d+)"/.exec(bOutput) : null;
-    if (m) bPort = Number(m[1]);
-    else if (b.exitCode !== null) throw new Error(`gateway B exited: ${bOutput}`);
-    else await new Promise((r) => setTimeout(r, 50));
-  }
-  if (!bPort) throw new Error(`gateway B did not listen within 20 s: ${bOutput}`);
-  await waitForPort(bPort, "127.0.0.1", 20_000);
-  const hostPub = readFileSync(join(dir, "keys/ssh_host_ed25519_key.pub"), "utf8").trim().split(/\s+/).slice(0, 2).join(" ");
-  bKnownHosts = join(dir, "known_hosts_b");
-  writeFileSync(bKnownHosts, `[127.0.0.1]:${bPort} ${hostPub}\n`);
+  nodeB = await startSecondNode(dir, h.env.policyFile, { firstNode: "gw-a", node: "gw-b" });
   const line = /"listen":"127\.0\.0\.1:(\d+)","tls":false,"msg":"web console listening"/;
   for (let i = 0; i < 200 && !line.test(h.gatewayOutput()); i++) await new Promise((r) => setTimeout(r, 50));
   const m = line.exec(h.gatewayOutput());
@@ -136,7 +106,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (h) writeFileSync("/tmp/webnodes-a.out", h.gatewayOutput());
-  if (b) await stopChild(b);
+  if (nodeB) await stopChild(nodeB.process);
   await h?.stop();
   await pg?.destroy();
 }, 60_000);
@@ -145,7 +115,7 @@ describe.skipIf(!havePostgres)("the web console of gateway A shows every node's 
   let bSession = "";
 
   it("a session served by B shows in A's list with node gw-b; A's own with gw-a; the node filter keeps one node's", async () => {
-    const viaB = await sshVia(bPort, bKnownHosts, "carla.verdi", "echo from-b");
+    const viaB = await sshVia(nodeB?.port ?? 0, nodeB?.knownHosts ?? "", "carla.verdi", "echo from-b");
     expect(viaB.exitCode, viaB.stderr).toBe(0);
     const viaA = await sshVia(h.port, join(h.dir, "known_hosts"), "dario.neri", "echo from-a");
     expect(viaA.exitCode, viaA.stderr).toBe(0);
@@ -185,7 +155,7 @@ describe.skipIf(!havePostgres)("the web console of gateway A shows every node's 
       );
     expect(rec, page).not.toBeNull();
     const channel = rec?.[1] ?? "";
-    const onB = new Database(join(h.dir, "state-b/audit.db"), { readonly: true });
+    const onB = new Database(join(h.dir, "state-gw-b/audit.db"), { readonly: true });
     try {
       const row = onB.prepare("SELECT sha256 FROM recordings WHERE session_id = ? AND channel = ?").get(bSession, Number(channel)) as
         | { sha256: string }
@@ -198,9 +168,10 @@ describe.skipIf(!havePostgres)("the web console of gateway A shows every node's 
     expect(play.status).toBe(200);
     expect(play.body).not.toContain('id="player"');
     expect(play.body).not.toContain("asciinema-player.min.js");
-    const cast = await get(`/sessions/${bSession}/recordings/${channel}.cast`);
-    expect(cast.status).toBe(404);
-    expect(cast.body).toContain("on node gw-b");
+    // `echo from-b` ran without a terminal: its output is a raw recording (`.raw`), kept on B.
+    const raw = await get(`/sessions/${bSession}/recordings/${channel}.raw`);
+    expect(raw.status).toBe(404);
+    expect(raw.body).toContain("on node gw-b");
     const json = await get(`/sessions/${bSession}/json`);
     expect(json.status).toBe(200);
     expect(JSON.parse(json.body).session.node).toBe("gw-b");
