@@ -3,7 +3,8 @@
  * slapd's groups (astro → auditors, bio → admins, testers → outside), the real OpenSSH client for
  * the sessions, plain fetch for the API-level properties (CSRF, cookies, headers, authorization)
  * and Debian's Chromium through playwright-core for the pages (skipped, with a message, when
- * /usr/bin/chromium is absent). Screenshots go to test-artifacts/web/ (and docs/web-session.png).
+ * /usr/bin/chromium is absent). Screenshots go to test-artifacts/web/ (and, with UPDATE_SCREENSHOT=1,
+ * to docs/web-session.png, the README's picture).
  */
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -294,7 +295,8 @@ describe.skipIf(!haveChromium)("web console in Chromium", () => {
       timeout: 30_000,
     });
     await page.screenshot({ path: join(ARTIFACTS, "session.png"), fullPage: true });
-    await page.screenshot({ path: join(ROOT, "docs/web-session.png"), fullPage: true });
+    // The README's picture is refreshed on request only (a test run never edits the repository).
+    if (process.env.UPDATE_SCREENSHOT === "1") await page.screenshot({ path: join(ROOT, "docs/web-session.png"), fullPage: true });
     expect(dialogs).toEqual([]);
     const views = events(["web_view"]);
     expect(views.some((e) => e.uid === "mario.rossi" && JSON.parse(e.data).what === "recording")).toBe(true);
