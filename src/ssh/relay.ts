@@ -27,7 +27,7 @@ export type ByteCounter = (direction: Direction, bytes: number) => void;
 /**
  * Copies `from` into `to` with backpressure and counts bytes. Resolves once `from` has ended and
  * every chunk written has been handed to `to`'s transport (its write callback ran). Does not end `to`.
- * The SSH packets written within one tick leave in one socket write (ssh2 patch, see ssh2-internals.ts).
+ * The SSH packets written within one turn of the event loop leave in one socket write (ssh2 patch, see ssh2-internals.ts).
  */
 export function pump(from: Readable, to: Writable, count: (n: number) => void, tap?: Tap): Promise<void> {
   return new Promise((resolve) => {

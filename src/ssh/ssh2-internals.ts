@@ -4,8 +4,9 @@
  *
  * ssh2 is pinned to exactly {@link SSH2_VERSION}: the names below are ssh2 1.17.0 internals, and
  * the patch only applies to that version. The patches (each written to be offered upstream):
- *   - outgoing packets written within one tick are coalesced into one writev() (server.js and
- *     client.js cork the socket until the next tick);
+ *   - outgoing packets written within one turn of the event loop are coalesced into one writev()
+ *     (server.js and client.js cork the socket and uncork it with setImmediate, after every read of
+ *     the turn's poll phase);
  *   - outgoing packets of the in-place ciphers (chacha20-poly1305, AES-GCM) are carved out of
  *     256 KiB arenas that are reused once the socket has written them, instead of one new buffer
  *     per packet (protocol/crypto.js);
@@ -36,8 +37,8 @@ const PATCH_MARKERS: ReadonlyArray<readonly [file: string, marker: string]> = [
   ["lib/protocol/crypto.js", "function fillPadding("],
   ["lib/protocol/crypto.js", "function arenaAlloc("],
   ["lib/protocol/Protocol.js", "this._onWrite = (data, cb) => { onWrite(data, cb); };"],
-  ["lib/server.js", "function uncorkSocket("],
-  ["lib/client.js", "function uncorkSocket("],
+  ["lib/server.js", "setImmediate(uncorkSocket, socket);"],
+  ["lib/client.js", "setImmediate(uncorkSocket, sock);"],
   ["lib/server.js", "function retryWaitingWrites("],
   ["lib/client.js", "function retryWaitingWrites("],
 ];
