@@ -58,16 +58,24 @@ const healthz = () =>
 
 /** The sqlite3 CLI takes the write lock (BEGIN IMMEDIATE) and keeps it `seconds`; resolves once it holds it. */
 async function holdLock(seconds: number): Promise<{ heldAt: number; released: Promise<number>; kill: () => void }> {
-  const cli = execa("sqlite3", [db(), "BEGIN IMMEDIATE;", `.shell sleep ${seconds}`, "COMMIT;"], { reject: false });
+  // The CLI says when BEGIN IMMEDIATE returned (it holds the write lock from then on) through a
+  // child `echo` (sqlite3's own output is block-buffered into a pipe): no probing with other
+  // processes, whose start-up time on a loaded machine could outlast the lock.
+  const cli = execa("sqlite3", [db(), ".timeout 20000", "BEGIN IMMEDIATE;", ".shell echo held", `.shell sleep ${seconds}`, "COMMIT;"], {
+    reject: false,
+  });
   const released = cli.then(() => Date.now());
-  for (let i = 0; i < 200; i++) {
-    const probe = await execa("sqlite3", [db(), "BEGIN IMMEDIATE; ROLLBACK;"], { reject: false });
-    if (probe.exitCode !== 0 && /locked|busy/i.test(String(probe.stderr)))
-      return { heldAt: Date.now(), released, kill: () => cli.kill("SIGKILL") };
+  let out = "";
+  cli.stdout?.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  for (let i = 0; i < 1000; i++) {
+    if (out.includes("held")) return { heldAt: Date.now(), released, kill: () => cli.kill("SIGKILL") };
+    if (cli.exitCode !== null) break;
     await sleep(20);
   }
   cli.kill("SIGKILL");
-  throw new Error("the sqlite3 CLI never held the lock");
+  throw new Error(`the sqlite3 CLI never held the lock: ${out}`);
 }
 
 describe("a second writer holding the audit database", () => {
