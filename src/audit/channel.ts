@@ -249,41 +249,30 @@ export function createChannelAudit(o: ChannelAuditOptions): ChannelAudit {
   const sink = recorder ?? raw;
   const drain = drainVia(sink ? (fn) => sink.onDrain(fn) : undefined);
   const any = Boolean(observer || sink || digest);
-  const up: Tap | undefined = any
-    ? {
-        write(chunk) {
-          if (blocked) return open();
-          observer?.up(chunk);
-          const ok = sink ? sink.input(chunk) : true;
-          return ok && !blocked;
-        },
-        onDrain: drain,
-      }
-    : undefined;
-  const down: Tap | undefined = any
-    ? {
-        write(chunk) {
-          if (blocked) return open();
-          observer?.down(chunk);
-          digest?.output(chunk);
-          const ok = sink ? sink.output(chunk) : true;
-          return ok && !blocked;
-        },
-        onDrain: drain,
-      }
-    : undefined;
-
-  const stderr: Tap | undefined = any
-    ? {
-        write(chunk) {
-          if (blocked) return open();
-          digest?.error(chunk);
-          const ok = recorder ? recorder.output(chunk) : raw ? raw.error(chunk) : true;
-          return ok && !blocked;
-        },
-        onDrain: drain,
-      }
-    : undefined;
+  /** A tap that refuses everything once the session is being cut, else records `chunk` with `record`. */
+  const tap = (record: (chunk: Buffer) => boolean): Tap | undefined =>
+    any
+      ? {
+          write(chunk) {
+            if (blocked) return open();
+            return record(chunk) && !blocked;
+          },
+          onDrain: drain,
+        }
+      : undefined;
+  const up = tap((chunk) => {
+    observer?.up(chunk);
+    return sink ? sink.input(chunk) : true;
+  });
+  const down = tap((chunk) => {
+    observer?.down(chunk);
+    digest?.output(chunk);
+    return sink ? sink.output(chunk) : true;
+  });
+  const stderr = tap((chunk) => {
+    digest?.error(chunk);
+    return recorder ? recorder.output(chunk) : raw ? raw.error(chunk) : true;
+  });
 
   return {
     up,
