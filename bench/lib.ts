@@ -88,3 +88,26 @@ export function median(values: readonly number[]): number {
   const m = s.length >> 1;
   return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
 }
+
+/**
+ * Busy CPU time of the whole machine, seconds: every CPU's user, nice, system, irq, softirq and steal
+ * time from the `cpu` line of /proc/stat (proc(5); USER_HZ of 100), i.e. everything but idle and
+ * iowait. The difference of two samples covers every process of a transfer and the kernel's work.
+ */
+export function machineCpuSeconds(): number {
+  const line = readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "";
+  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
+  return (user + nice + system + irq + softirq + steal) / 100;
+}
+
+/**
+ * The node options the gateway's systemd unit starts `varco serve` with (deploy/varco.service,
+ * `ExecStart=/usr/bin/node OPTIONS… /opt/varco/bin/varco.mjs serve`), so the bench measures the
+ * gateway as it is deployed.
+ */
+export function serveNodeOptions(unitFile: string): string[] {
+  const exec = /^ExecStart=(.*)$/m.exec(readFileSync(unitFile, "utf8"))?.[1]?.trim().split(/\s+/) ?? [];
+  const script = exec.findIndex((a) => a.endsWith("varco.mjs"));
+  return script > 1 ? exec.slice(1, script) : [];
+}

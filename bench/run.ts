@@ -19,7 +19,19 @@ import { type DemoEnvironment, freePort, startDemoEnvironment, startSshd, stopCh
 import { havePostgres, startPostgres } from "../test/helpers/postgres.ts";
 import { cliBench } from "./cli.ts";
 import { runConcurrency, startLightTarget } from "./concurrency.ts";
-import { cpuSeconds, fmt, GiB, MiB, median, percentile, rssBytes, sampleRss, treeCpuSeconds } from "./lib.ts";
+import {
+  cpuSeconds,
+  fmt,
+  GiB,
+  MiB,
+  machineCpuSeconds,
+  median,
+  percentile,
+  rssBytes,
+  sampleRss,
+  serveNodeOptions,
+  treeCpuSeconds,
+} from "./lib.ts";
 import { netBench } from "./net.ts";
 import { shippingRate } from "./shipping.ts";
 import { webBench } from "./web.ts";
@@ -172,6 +184,7 @@ async function bulk(ctx: Ctx, results: Record<string, unknown>): Promise<string[
   const variants: Variant[] = ["direct", "proxyjump", "doublehop", "varco"];
   const rows: string[] = [];
   const cpuRows: string[] = [];
+  const machineRows: string[] = [];
   const figures: Record<string, Record<string, number>> = {};
   // CPU time of the relaying hop: the gateway process for varco; for the double hop, the jump host's
   // sshd tree (its per-connection sshd, the shell and the second ssh: the same two crypto passes).
@@ -192,10 +205,19 @@ async function bulk(ctx: Ctx, results: Record<string, unknown>): Promise<string[
         const sampler = v === "varco" ? sampleRss(ctx.gatewayPid) : undefined;
         const baseRss = v === "varco" ? rssBytes(ctx.gatewayPid) : 0;
         const cpu0 = hopCpu(v);
-        const up = bytes / MiB / (await timeUpload(args, bytes, remote(ctx, v, c, "cat > /dev/null")));
+        const m0 = machineCpuSeconds();
+        const upS = await timeUpload(args, bytes, remote(ctx, v, c, "cat > /dev/null"));
         const cpu1 = hopCpu(v);
-        const down = bytes / MiB / (await timeDownload(args, remote(ctx, v, c, `head -c ${bytes} /dev/zero`)));
+        const m1 = machineCpuSeconds();
+        const downS = await timeDownload(args, remote(ctx, v, c, `head -c ${bytes} /dev/zero`));
         const cpu2 = hopCpu(v);
+        const m2 = machineCpuSeconds();
+        const up = bytes / MiB / upS;
+        const down = bytes / MiB / downS;
+        push(`${v}_machine_up`, (m1 - m0) / (bytes / GiB));
+        push(`${v}_machine_down`, (m2 - m1) / (bytes / GiB));
+        push(`${v}_cores_up`, (m1 - m0) / upS);
+        push(`${v}_cores_down`, (m2 - m1) / downS);
         if (sampler) rssGrowth = Math.max(rssGrowth, (sampler.stop() - baseRss) / MiB);
         push(`${v}_up`, up);
         push(`${v}_down`, down);
@@ -218,6 +240,11 @@ async function bulk(ctx: Ctx, results: Record<string, unknown>): Promise<string[
       const gw = med[`varco_cpu_${dir}`] ?? Number.NaN;
       const hop = med[`doublehop_cpu_${dir}`] ?? Number.NaN;
       cpuRows.push(`| ${name} ${dir === "up" ? "upload" : "download"} | ${fmt(gw, 2)} | ${fmt(hop, 2)} | ${fmt(gw / hop, 2)} |`);
+      const mach = (v: Variant) => med[`${v}_machine_${dir}`] ?? Number.NaN;
+      const cores = (v: Variant) => med[`${v}_cores_${dir}`] ?? Number.NaN;
+      machineRows.push(
+        `| ${name} ${dir === "up" ? "upload" : "download"} | ${variants.map((v) => `${fmt(mach(v), 2)} (${fmt(cores(v), 2)})`).join(" | ")} |`,
+      );
     }
   }
   results.bulk = { size_mib: SIZE_MIB, rounds: ROUNDS, statistic: "median", mib_per_s_and_cpu_s_per_gib: figures };
@@ -233,6 +260,14 @@ async function bulk(ctx: Ctx, results: Record<string, unknown>): Promise<string[
     "| cipher, direction | varco gateway | double hop: middle sshd + ssh | gateway / OpenSSH hop |",
     "|---|---|---|---|",
     ...cpuRows,
+    "",
+    `### Whole machine: busy CPU seconds per GiB (median of ${ROUNDS}) and, in brackets, cores busy during the transfer (of ${cpus().length})`,
+    "",
+    "Every process of the transfer (client, hops, target, the kernel's TCP and page cache work) on the same machine.",
+    "",
+    "| cipher, direction | direct | ProxyJump | double hop | varco |",
+    "|---|---|---|---|---|",
+    ...machineRows,
     "",
   ];
 }
@@ -325,15 +360,25 @@ async function memory(ctx: Ctx, results: Record<string, unknown>): Promise<strin
   ];
 }
 
+/**
+ * scp and sftp upload of a 256 MiB random file (aes128-gcm): direct OpenSSH, varco on a route with
+ * `record: false`, and varco on the default recorded route (scp and sftp are not recorded as a
+ * terminal there: their transfers are parsed into `file` events), interleaved, median of ROUNDS.
+ */
 async function files(ctx: Ctx, results: Record<string, unknown>): Promise<string[]> {
   const file = join(ctx.dir, "file-256.bin");
   await execa("dd", ["if=/dev/urandom", `of=${file}`, "bs=1M", "count=256", "status=none"]);
   const remoteDir = join(ctx.dir, "remote");
   mkdirSync(remoteDir, { recursive: true });
-  const masters = { direct: await openMaster(ctx, "direct", CIPHERS[1]), varco: await openMaster(ctx, "varco", CIPHERS[1]) };
+  const masters = {
+    direct: await openMaster(ctx, "direct", CIPHERS[1]),
+    norec: await openMaster(ctx, "varco", CIPHERS[1], "norec"),
+    varco: await openMaster(ctx, "varco", CIPHERS[1]),
+  };
+  const variants = ["direct", "norec", "varco"] as const;
   const runs: Record<string, number[]> = {};
   for (let round = 0; round < ROUNDS; round++) {
-    for (const v of ["direct", "varco"] as const) {
+    for (const v of variants) {
       const args = masters[v];
       const opts = args.slice(0, -1).map((o) => (o === "-p" ? "-P" : o));
       const host = args[args.length - 1] as string;
@@ -349,17 +394,18 @@ async function files(ctx: Ctx, results: Record<string, unknown>): Promise<string
       }
     }
   }
-  for (const v of ["direct", "varco"] as const) await execa("ssh", [...masters[v].slice(0, -1), "-O", "exit", "x"], { reject: false });
+  for (const v of variants) await execa("ssh", [...masters[v].slice(0, -1), "-O", "exit", "x"], { reject: false });
   const out: Record<string, number> = Object.fromEntries(Object.entries(runs).map(([k, xs]) => [k, median(xs)]));
   results.files = { size_mib: 256, statistic: "median", mib_per_s: out };
+  const at = (k: string) => out[k] ?? Number.NaN;
   return [
     `### scp and sftp upload of a 256 MiB file (aes128-gcm, median of ${ROUNDS}, MiB/s)`,
     "",
-    "| tool | direct | varco | ratio |",
-    "|---|---|---|---|",
+    "| tool | direct | varco, record: false | varco, default route (transfers audited) | record: false / direct | default / direct |",
+    "|---|---|---|---|---|---|",
     ...(["scp", "sftp"] as const).map(
       (t) =>
-        `| ${t} | ${fmt(out[`direct_${t}`] ?? Number.NaN)} | ${fmt(out[`varco_${t}`] ?? Number.NaN)} | ${fmt((out[`varco_${t}`] ?? Number.NaN) / (out[`direct_${t}`] ?? Number.NaN), 2)} |`,
+        `| ${t} | ${fmt(at(`direct_${t}`))} | ${fmt(at(`norec_${t}`))} | ${fmt(at(`varco_${t}`))} | ${fmt(at(`norec_${t}`) / at(`direct_${t}`), 2)} | ${fmt(at(`varco_${t}`) / at(`direct_${t}`), 2)} |`,
     ),
     "",
   ];
@@ -566,12 +612,17 @@ async function main(): Promise<void> {
     const jump = await startSshd({ dir: join(dir, "jump"), authorizedKeys: [pub] });
     stops.push(jump.stop);
     const profile = process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${join(ROOT, "bench/results/prof")}`] : [];
-    const gw: ResultPromise = execa("node", [...profile, join(ROOT, "bin/varco.mjs"), "serve", "--policy", env.policyFile], {
-      reject: false,
-      stdout: { file: join(dir, "gateway.log") },
-      stderr: { file: join(dir, "gateway.err") },
-      env: { VARCO_LOG_LEVEL: "info" },
-    });
+    const nodeOptions = serveNodeOptions(join(ROOT, "deploy/varco.service"));
+    const gw: ResultPromise = execa(
+      "node",
+      [...nodeOptions, ...profile, join(ROOT, "bin/varco.mjs"), "serve", "--policy", env.policyFile],
+      {
+        reject: false,
+        stdout: { file: join(dir, "gateway.log") },
+        stderr: { file: join(dir, "gateway.err") },
+        env: { VARCO_LOG_LEVEL: "info" },
+      },
+    );
     stops.push(() => stopChild(gw));
     await waitForPort(gatewayPort, "127.0.0.1", 30_000).catch((err: Error) => {
       throw new Error(`${err.message}\n${readFileSync(join(dir, "gateway.err"), "utf8")}${readFileSync(join(dir, "gateway.log"), "utf8")}`);

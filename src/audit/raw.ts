@@ -12,10 +12,13 @@
  * `max_bytes` rules as the asciicast recorder (src/audit/recording.ts).
  */
 import { createHash, type Hash } from "node:crypto";
-import { createReadStream, close as fsClose, fsync, mkdirSync, openSync, readFileSync, writev } from "node:fs";
+import { createReadStream, close as fsClose, mkdirSync, openSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { performance } from "node:perf_hooks";
+import type { Worker } from "node:worker_threads";
+import type { RawWriterReply, RawWriterRequest } from "./raw-writer.ts";
 import { CHECKPOINT_BYTES, CHECKPOINT_MS, type RecordingCheckpoint, type RecordingResult } from "./recording.ts";
+import { startWorker } from "./thread.ts";
 
 /** First bytes of a raw recording's header line. */
 export const RAW_MAGIC = '{"varco_raw":1';
@@ -38,7 +41,7 @@ export interface RawRecordingOptions {
   readonly input: boolean;
   /** Cap on recorded payload bytes (stdout + stderr + input); reaching it writes an `m` frame, calls `onLimit` once and records nothing more. */
   readonly maxBytes: number;
-  /** Bytes buffered towards the disk before a write returns false (backpressure), default 1 MiB. */
+  /** Bytes buffered towards the disk before a write returns false (backpressure), default 2 MiB. */
   readonly highWaterMark?: number;
   readonly onError: (err: NodeJS.ErrnoException) => void;
   readonly onLimit?: (direction: "input" | "output") => void;
@@ -77,29 +80,63 @@ const COALESCE_MS = 2;
 const pool: Buffer[] = [];
 const POOL_BLOCKS = 16;
 const takeBlock = (): Buffer => pool.pop() ?? Buffer.allocUnsafeSlow(BLOCK);
-/** Returns a written block to the pool (only whole pool-sized blocks, which `seal` never shares). */
-const giveBlock = (b: Buffer): void => {
-  if (b.byteOffset === 0 && b.buffer.byteLength === BLOCK && pool.length < POOL_BLOCKS) pool.push(Buffer.from(b.buffer, 0, BLOCK));
+/** Returns a block the writer gave back to the pool (only whole pool-sized blocks). */
+const giveBlock = (b: ArrayBuffer): void => {
+  if (b.byteLength === BLOCK && pool.length < POOL_BLOCKS) pool.push(Buffer.from(b, 0, BLOCK));
 };
+
+/** The process's recording writer thread (raw-writer.ts), started with the first raw recording. */
+interface Writer {
+  readonly worker: Worker;
+  /** Reply handlers of the open recordings, by id; the worker is ref'ed while there is one. */
+  readonly open: Map<number, (m: RawWriterReply) => void>;
+}
+let writer: Writer | undefined;
+let nextId = 1;
+function recordingWriter(): Writer {
+  if (writer) return writer;
+  const worker = startWorker(import.meta.url, "raw-writer");
+  worker.unref();
+  const w: Writer = { worker, open: new Map() };
+  worker.on("message", (m: RawWriterReply) => w.open.get(m.id)?.(m));
+  // A writer that dies fails every open recording (fail-closed); the next recording starts another.
+  const gone = (message: string) => {
+    if (writer === w) writer = undefined;
+    for (const [id, h] of [...w.open]) h({ op: "error", id, code: "EWORKER", message });
+    w.open.clear();
+  };
+  worker.on("error", (err) => gone(`the recording writer failed: ${err.message}`));
+  worker.on("exit", (code) => gone(`the recording writer stopped (exit code ${code})`));
+  writer = w;
+  return w;
+}
+
+/** The recording writer thread, when one runs (tests stop it to see the open recordings fail). */
+export function recordingWriterThread(): Worker | undefined {
+  return writer?.worker;
+}
 
 /**
  * Opens a raw recording (mode 0600, created exclusively, fsync(2)ed on close) and writes its header.
  *
- * Frames are copied (the caller's buffer may be reused once a call returns) into 256 KiB blocks; the
- * blocks are hashed once each and written with one writev(2) per batch: a full block at once,
- * everything gathered while the previous write was in flight in the next one, a partly filled block
- * within 2 ms. Bulk output costs a memcpy and a hash per block, not a write and an allocation per chunk. Bytes not yet written (gathered + in flight) are
- * bounded by `highWaterMark`: past it, the calls return false until `onDrain`.
+ * Frames are copied (the caller's buffer may be reused once a call returns) into 256 KiB blocks; a
+ * full block, or a partly filled one within 2 ms, is handed (transferred, not copied) to the
+ * process's recording writer thread (raw-writer.ts), which hashes and writes the blocks of every
+ * recording in order and gives them back. Bulk output costs the event loop a memcpy per chunk and a
+ * message per block; the SHA-256 and the write(2) calls run beside it. Bytes not yet written
+ * (gathered + in the writer) are bounded by `highWaterMark`: past it, the calls return false until
+ * `onDrain`. A writer thread that dies fails the recording (`onError` with code `EWORKER`).
  * Throws what `mkdirSync`/`openSync` throw synchronously (EEXIST, EACCES…); later write errors go to `onError`.
  */
 export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
   mkdirSync(dirname(o.file), { recursive: true, mode: 0o750 });
   const fd = openSync(o.file, "wx", 0o600);
-  const hwm = o.highWaterMark ?? 1024 * 1024;
-  const hash = createHash("sha256");
-  /** File bytes framed so far (written or not): the hash covers exactly these once `seal()` ran. */
+  const w = recordingWriter();
+  const id = nextId++;
+  const hwm = o.highWaterMark ?? 2 * 1024 * 1024;
+  /** File bytes framed so far (handed to the writer or not). */
   let bytes = 0;
-  /** File bytes written (acknowledged by the kernel). */
+  /** File bytes written (acknowledged by the writer). */
   let written = 0;
   let stdoutBytes = 0;
   let stderrBytes = 0;
@@ -114,149 +151,96 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
   /** The block being filled (undefined until a frame comes), and its bytes used. */
   let block: Buffer | undefined;
   let fill = 0;
-  /** Sealed (hashed) buffers waiting for the next write, in file order. */
-  let sealed: Buffer[] = [];
-  let writing = false;
   let scheduled = false;
-  /** Waiters for `written` to reach a file offset (checkpoints, close). */
-  const waiters: Array<{ at: number; fn: () => void }> = [];
+  /** The writer's answer to `close`, once asked. */
+  let closed: ((r: { bytes: number; sha256: string } | undefined) => void) | undefined;
 
   const fail = (err: NodeJS.ErrnoException) => {
     if (failed) return;
     failed = true;
-    sealed = [];
     fill = 0;
+    block = undefined;
     o.onError(err);
     runDrains();
-    for (const w of waiters.splice(0)) w.fn();
+    closed?.(undefined);
   };
-  /** Moves the current block's frames to `sealed`, hashing them (the hash runs in file order). */
-  const seal = () => {
-    if (!block || fill === 0) return;
-    const part = block.subarray(0, fill);
-    hash.update(part);
-    sealed.push(part);
+  /** Hands the current block to the writer (in file order). */
+  const send = () => {
+    if (!block || fill === 0 || failed) return;
+    const buf = block.buffer as ArrayBuffer;
+    w.worker.postMessage({ op: "write", id, buf, len: fill } satisfies RawWriterRequest, [buf]);
     block = undefined;
     fill = 0;
   };
   const pendingBytes = () => bytes - written;
-  const flush = () => {
-    scheduled = false;
-    if (writing || failed) return;
-    seal();
-    if (sealed.length === 0) return;
-    const batch = sealed;
-    sealed = [];
-    writing = true;
-    writeAll(batch, () => {
-      writing = false;
-      for (const b of batch) giveBlock(b);
-      if (failed) return;
-      for (let i = 0; i < waiters.length; ) {
-        const w = waiters[i] as { at: number; fn: () => void };
-        if (w.at <= written) {
-          waiters.splice(i, 1);
-          w.fn();
-        } else i++;
-      }
-      if (pendingBytes() < hwm) runDrains();
-      // What was gathered while this write was in flight goes out now, in one writev.
-      if (sealed.length > 0 || fill > 0) flush();
-    });
-  };
-  /** writev(2) of `bufs`, continuing after a short write; `done` after all of it or a failure. */
-  const writeAll = (bufs: Buffer[], done: () => void) => {
-    writev(fd, bufs, (err, n) => {
-      if (err) {
-        fail(err);
-        return done();
-      }
-      written += n;
-      let left = n;
-      const rest: Buffer[] = [];
-      for (const b of bufs) {
-        if (left >= b.length) left -= b.length;
-        else {
-          rest.push(left > 0 ? b.subarray(left) : b);
-          left = 0;
-        }
-      }
-      if (rest.length === 0) return done();
-      if (n === 0) {
-        fail(Object.assign(new Error("short write"), { code: "EIO" }));
-        return done();
-      }
-      writeAll(rest, done);
-    });
-  };
-  /** Starts a write now if a whole block is ready, else within COALESCE_MS (a quiet channel's bytes still go out at once). */
+  /** Sends a whole block at once (`frame` does), a partly filled one within COALESCE_MS (a quiet channel's bytes still go out at once). */
   const schedule = () => {
-    if (writing) return;
-    if (sealed.length > 0) return flush();
     if (scheduled) return;
     scheduled = true;
-    setTimeout(flush, COALESCE_MS).unref();
+    setTimeout(() => {
+      scheduled = false;
+      send();
+    }, COALESCE_MS).unref();
   };
   /** Copies one frame into the blocks; true while the unwritten bytes stay under `highWaterMark`. */
   const frame = (code: number, data: Buffer): boolean => {
     const need = FRAME_HEADER + data.length;
-    if (block && fill + need > block.length) seal();
+    if (block && fill + need > block.length) send();
     if (!block) block = need > BLOCK ? Buffer.allocUnsafeSlow(need) : takeBlock();
     block[fill] = code;
     block.writeUInt32BE(data.length, fill + 1);
     data.copy(block, fill + FRAME_HEADER);
     fill += need;
     bytes += need;
+    if (fill === block.length) send();
     if (o.onCheckpoint && bytes - marked >= every) checkpoint();
     schedule();
     return pendingBytes() < hwm;
   };
 
-  // Running-hash checkpoints: the hash of the first `bytes` bytes, reported once they are written
-  // and fsync(2)ed, in order (one fsync at a time).
   const every = o.checkpointBytes ?? CHECKPOINT_BYTES;
   let marked = 0;
-  let chain: Promise<void> = Promise.resolve();
-  const reachWritten = (at: number) =>
-    new Promise<void>((resolve) => {
-      if (failed || written >= at) resolve();
-      else waiters.push({ at, fn: resolve });
-    });
-  const syncFile = () =>
-    new Promise<boolean>((resolve) =>
-      fsync(fd, (err) => {
-        if (err) fail(err);
-        resolve(!err);
-      }),
-    );
-  // One fsync at a time, and none sooner than `checkpointMinMs` after the previous one started:
-  // during bulk output a checkpoint covers everything written by then (more than 4 MiB), so the
-  // checkpoints' fsyncs and audit commits do not stall the relay; they stay at most ~max(4 MiB,
-  // what arrives in `checkpointMinMs` + one fsync) apart.
   let syncing = false;
   let lastAt = Number.NEGATIVE_INFINITY;
   const minGap = o.checkpointMinMs ?? RAW_CHECKPOINT_MIN_MS;
+  /** Asks the writer for a checkpoint: everything framed so far written, fsync(2)ed, hashed. */
   const checkpoint = () => {
-    const report = o.onCheckpoint;
-    if (!report || failed || closing || bytes === marked || syncing) return;
+    if (!o.onCheckpoint || failed || closing || bytes === marked || syncing) return;
     const now = performance.now();
     if (now - lastAt < minGap) return;
     lastAt = now;
     syncing = true;
-    seal();
+    send();
     marked = bytes;
-    const mark: RecordingCheckpoint = { bytes, sha256: hash.copy().digest("hex") };
-    const reached = reachWritten(bytes);
-    schedule();
-    chain = (async () => {
-      await reached;
-      if (!failed && (await syncFile()) && !failed) report(mark);
-      syncing = false;
-      if (bytes - marked >= every) checkpoint();
-    })();
+    w.worker.postMessage({ op: "sync", id } satisfies RawWriterRequest);
   };
   const ticker = o.onCheckpoint ? setInterval(checkpoint, o.checkpointMs ?? CHECKPOINT_MS) : undefined;
   ticker?.unref();
+
+  w.open.set(id, (m) => {
+    switch (m.op) {
+      case "written":
+        giveBlock(m.buf);
+        if (failed) return;
+        written = m.bytes;
+        if (pendingBytes() < hwm) runDrains();
+        return;
+      case "checkpoint":
+        syncing = false;
+        if (failed) return;
+        o.onCheckpoint?.({ bytes: m.bytes, sha256: m.sha256 });
+        if (bytes - marked >= every) checkpoint();
+        return;
+      case "closed":
+        closed?.({ bytes: m.bytes, sha256: m.sha256 });
+        return;
+      case "error":
+        fail(Object.assign(new Error(m.message), { code: m.code }));
+        return;
+    }
+  });
+  w.worker.ref();
+  w.worker.postMessage({ op: "open", id, fd } satisfies RawWriterRequest);
 
   const reachLimit = (direction: "input" | "output"): boolean => {
     truncated = true;
@@ -297,16 +281,19 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
       if (ticker) clearInterval(ticker);
       closing = true;
       const base = { file: o.file, outputBytes: stdoutBytes + stderrBytes, inputBytes, stdoutBytes, stderrBytes, truncated };
+      let done: { bytes: number; sha256: string } | undefined;
       if (!failed) {
-        seal();
-        const all = reachWritten(bytes);
-        flush();
-        await all;
-        await chain;
-        if (!failed) await syncFile();
+        const answer = new Promise<{ bytes: number; sha256: string } | undefined>((resolve) => {
+          closed = resolve;
+        });
+        send();
+        w.worker.postMessage({ op: "close", id } satisfies RawWriterRequest);
+        done = await answer;
       }
+      w.open.delete(id);
+      if (w.open.size === 0) w.worker.unref();
       await new Promise<void>((resolve) => fsClose(fd, () => resolve()));
-      if (!failed) return { ...base, failed: false, sha256: hash.digest("hex"), bytes };
+      if (done && !failed) return { ...base, failed: false, sha256: done.sha256, bytes: done.bytes };
       // What reached the disk is what the hash must cover.
       const disk = createHash("sha256");
       let size = 0;

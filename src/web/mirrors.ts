@@ -5,8 +5,8 @@
  * on disk are listed, so the console shows the other nodes (with the age of their data) even when
  * PostgreSQL is away.
  */
-import { Worker } from "node:worker_threads";
 import { listMirrors, type MirrorState } from "../audit/mirror.ts";
+import { startWorker } from "../audit/thread.ts";
 import type { MirrorRound, MirrorWorkerData, MirrorWorkerRequest } from "./mirror-worker.ts";
 
 /** How often the mirrors are brought up to date by default (ms). */
@@ -26,9 +26,6 @@ export interface Mirrors {
   close(): Promise<void>;
 }
 
-const fromSources = import.meta.url.endsWith(".ts");
-const workerUrl = () => new URL(fromSources ? "./mirror-worker.ts" : "./mirror-worker.js", import.meta.url);
-
 /**
  * Starts mirroring every node but `self` from the PostgreSQL at `url` into `dir`.
  * @param o.onError called with each failed round's message (for the log); never with a secret (the URL is not in pg's messages).
@@ -45,12 +42,7 @@ export function startMirrors(o: {
     .map((s) => ({ ...s, error: null }));
   let waiters: Array<() => void> = [];
   const data: MirrorWorkerData = { url: o.url, dir: o.dir, self: o.self, intervalMs: o.intervalMs ?? MIRROR_INTERVAL_MS };
-  const worker = fromSources
-    ? new Worker(`import("tsx/esm/api").then((t) => { t.register(); return import(${JSON.stringify(workerUrl().href)}); });`, {
-        eval: true,
-        workerData: data,
-      })
-    : new Worker(workerUrl(), { workerData: data });
+  const worker = startWorker(import.meta.url, "mirror-worker", data);
   worker.unref();
   let lastError: string | null = null;
   worker.on("message", (m: MirrorRound) => {

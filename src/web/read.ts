@@ -4,12 +4,13 @@
  * worker thread (audit-worker.ts) for what may take long — building the search index, hashing a
  * recording — so the gateway's event loop, and with it every SSH relay, never waits for them.
  */
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import type { AuditSession, AuditStore } from "../audit/index.ts";
 import { rowHash } from "../audit/mirror.ts";
 import { type AuditQuery, openAuditQuery, type RecordingCheck, type SearchHit, SearchTextError, transferOf } from "../audit/query.ts";
 import { toEvent, toSession } from "../audit/store.ts";
+import { startWorker } from "../audit/thread.ts";
 import type { ReplicaEventRow, ReplicaSessionRow } from "../state/audit-replica.ts";
 import type { AuditWorkerReply, AuditWorkerRequest } from "./audit-worker.ts";
 import type { MirrorStatus } from "./mirrors.ts";
@@ -27,11 +28,6 @@ export interface AuditWorker {
   close(): Promise<void>;
 }
 
-/** Run from the sources (tsx: benches, tests) rather than built into dist/. */
-const fromSources = import.meta.url.endsWith(".ts");
-/** The worker's module next to this one; from the sources, the worker loads tsx too (a loader is per thread). */
-const workerUrl = () => new URL(fromSources ? "./audit-worker.ts" : "./audit-worker.js", import.meta.url);
-
 /**
  * Starts the audit worker on the audit database `file`. A worker that dies fails the calls in
  * flight (with its error) and is started again by the next call.
@@ -46,12 +42,7 @@ export function startAuditWorker(file: string): AuditWorker {
   };
   const get = (): Worker => {
     if (worker) return worker;
-    const w = fromSources
-      ? new Worker(`import("tsx/esm/api").then((t) => { t.register(); return import(${JSON.stringify(workerUrl().href)}); });`, {
-          eval: true,
-          workerData: { file },
-        })
-      : new Worker(workerUrl(), { workerData: { file } });
+    const w = startWorker(import.meta.url, "audit-worker", { file });
     w.unref();
     w.on("message", (m: AuditWorkerReply) => {
       const p = pending.get(m.id);

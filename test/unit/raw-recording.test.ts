@@ -7,7 +7,16 @@ import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { createDigestRecorder, createRawRecorder, RAW_INPUT, RAW_MARKER, RAW_STDERR, RAW_STDOUT, readRaw } from "../../src/audit/raw.ts";
+import {
+  createDigestRecorder,
+  createRawRecorder,
+  RAW_INPUT,
+  RAW_MARKER,
+  RAW_STDERR,
+  RAW_STDOUT,
+  readRaw,
+  recordingWriterThread,
+} from "../../src/audit/raw.ts";
 import type { RecordingCheckpoint } from "../../src/audit/recording.ts";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -108,6 +117,48 @@ describe("createRawRecorder", () => {
 });
 
 describe("createRawRecorder under bulk output", () => {
+  it("a writer thread that dies fails every open recording (EWORKER), holds no drain, and the next recording gets a new thread", async () => {
+    const d = tmp();
+    const errors: string[][] = [[], []];
+    const open = [0, 1].map((i) =>
+      createRawRecorder({
+        file: join(d, `w-${i}.raw`),
+        startedAtMs: 0,
+        input: false,
+        maxBytes: 1 << 30,
+        highWaterMark: 64 * 1024,
+        onError: (e) => errors[i]?.push(e.code ?? e.message),
+      }),
+    );
+    const first = open[0];
+    const second = open[1];
+    if (!first || !second) throw new Error("unreachable");
+    expect(first.output(randomBytes(1000))).toBe(true);
+    // Past the mark, waiting for the writer: the drain must come (as a failure), never hang.
+    while (second.output(randomBytes(16 * 1024)));
+    const drained = new Promise<void>((resolve) => second.onDrain(resolve));
+    const thread = recordingWriterThread();
+    expect(thread).toBeDefined();
+    await thread?.terminate();
+    await drained;
+    expect(errors).toEqual([["EWORKER"], ["EWORKER"]]);
+    const results = await Promise.all(open.map((r) => r.close()));
+    for (const res of results) {
+      expect(res.failed).toBe(true);
+      // The hash covers what reached the disk, whatever that is.
+      expect(res.sha256).toBe(sha(readFileSync(res.file)));
+    }
+    const file = join(d, "w-2.raw");
+    const next = createRawRecorder({ file, startedAtMs: 0, input: false, maxBytes: 1 << 30, onError: () => undefined });
+    expect(recordingWriterThread()).not.toBe(thread);
+    const data = randomBytes(100_000);
+    next.output(data);
+    const res = await next.close();
+    expect(res.failed).toBe(false);
+    expect(res.sha256).toBe(sha(readFileSync(file)));
+    expect(Buffer.concat(readRaw(file).frames.map((f) => f.data)).equals(data)).toBe(true);
+  });
+
   it("bounds unwritten bytes: returns false past highWaterMark and drains once written", async () => {
     const file = join(tmp(), "s-4.raw");
     const r = createRawRecorder({
