@@ -100,14 +100,3 @@ export function machineCpuSeconds(): number {
   const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
   return (user + nice + system + irq + softirq + steal) / 100;
 }
-
-/**
- * The node options the gateway's systemd unit starts `varco serve` with (deploy/varco.service,
- * `ExecStart=/usr/bin/node OPTIONS… /opt/varco/bin/varco.mjs serve`), so the bench measures the
- * gateway as it is deployed.
- */
-export function serveNodeOptions(unitFile: string): string[] {
-  const exec = /^ExecStart=(.*)$/m.exec(readFileSync(unitFile, "utf8"))?.[1]?.trim().split(/\s+/) ?? [];
-  const script = exec.findIndex((a) => a.endsWith("varco.mjs"));
-  return script > 1 ? exec.slice(1, script) : [];
-}

@@ -17,21 +17,10 @@ import { openAuditStore } from "../src/audit/index.ts";
 import { currentCode } from "../src/auth/index.ts";
 import { type DemoEnvironment, freePort, startDemoEnvironment, startSshd, stopChild, waitForPort } from "../src/demo/index.ts";
 import { havePostgres, startPostgres } from "../test/helpers/postgres.ts";
+import { serveNodeOptions } from "../test/helpers/unit.ts";
 import { cliBench } from "./cli.ts";
 import { runConcurrency, startLightTarget } from "./concurrency.ts";
-import {
-  cpuSeconds,
-  fmt,
-  GiB,
-  MiB,
-  machineCpuSeconds,
-  median,
-  percentile,
-  rssBytes,
-  sampleRss,
-  serveNodeOptions,
-  treeCpuSeconds,
-} from "./lib.ts";
+import { cpuSeconds, fmt, GiB, MiB, machineCpuSeconds, median, percentile, rssBytes, sampleRss, treeCpuSeconds } from "./lib.ts";
 import { netBench } from "./net.ts";
 import { shippingRate } from "./shipping.ts";
 import { webBench } from "./web.ts";
@@ -612,7 +601,7 @@ async function main(): Promise<void> {
     const jump = await startSshd({ dir: join(dir, "jump"), authorizedKeys: [pub] });
     stops.push(jump.stop);
     const profile = process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${join(ROOT, "bench/results/prof")}`] : [];
-    const nodeOptions = serveNodeOptions(join(ROOT, "deploy/varco.service"));
+    const nodeOptions = serveNodeOptions();
     const gw: ResultPromise = execa(
       "node",
       [...nodeOptions, ...profile, join(ROOT, "bin/varco.mjs"), "serve", "--policy", env.policyFile],

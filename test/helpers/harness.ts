@@ -12,6 +12,7 @@ import { execa, type ResultPromise } from "execa";
 import ssh2 from "ssh2";
 import { currentCode, openTotpStore } from "../../src/auth/index.ts";
 import { type DemoEnvironment, type SlapdOptions, startDemoEnvironment, stopChild, waitForPort } from "../../src/demo/index.ts";
+import { serveNodeOptions } from "./unit.ts";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const ASKPASS = join(ROOT, "test/helpers/askpass.sh");
@@ -168,7 +169,7 @@ export async function startHarness(
 
   const startGateway = async () => {
     const out = createWriteStream(logPath, { flags: "a" });
-    child = execa("node", [BIN, "serve", "--policy", env.policyFile], {
+    child = execa("node", [...serveNodeOptions(), BIN, "serve", "--policy", env.policyFile], {
       reject: false,
       all: true,
       env: { ...o.gatewayEnv, VARCO_LOG_LEVEL: "debug" },

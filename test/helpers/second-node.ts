@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { execa, type ResultPromise } from "execa";
 import { waitForPort } from "../../src/demo/index.ts";
 import { ROOT } from "./harness.ts";
+import { serveNodeOptions } from "./unit.ts";
 
 export interface SecondNode {
   readonly process: ResultPromise;
@@ -43,7 +44,7 @@ export async function startSecondNode(
   );
   let output = "";
   const out = createWriteStream(join(dir, `gateway-${o.node}.out`));
-  const child = execa("node", [join(ROOT, "bin/varco.mjs"), "serve", "--policy", policyFile], {
+  const child = execa("node", [...serveNodeOptions(), join(ROOT, "bin/varco.mjs"), "serve", "--policy", policyFile], {
     reject: false,
     all: true,
     env: o.env ?? {},

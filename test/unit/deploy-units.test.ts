@@ -12,6 +12,7 @@ import { execa } from "execa";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseDurationMs } from "../../src/policy/index.ts";
 import { ROOT } from "../helpers/harness.ts";
+import { serveNodeOptions } from "../helpers/unit.ts";
 
 const DEPLOY = join(ROOT, "deploy");
 const UNITS = ["varco.service", "varco-net.service", "varco-net.path", "varco-net-restore.service"];
@@ -110,5 +111,18 @@ describe.runIf(hasAnalyze)("deploy/ systemd units", () => {
     const sh = readFileSync(join(DEPLOY, "install.sh"), "utf8");
     expect(sh).toMatch(/install -m 0644 (?:[^\n]*\\\n)*[^\n]*varco-net-restore\.service[^\n]* \/etc\/systemd\/system\//);
     expect(sh).toMatch(/systemctl enable varco-net-restore\.service/);
+  });
+
+  it("the gateway's node options are ones this node accepts (a mistyped V8 flag would stop the service at start)", async () => {
+    const options = serveNodeOptions();
+    expect(options).toContain("--single-threaded-gc");
+    const r = await execa("node", [...options, "-e", "0"], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    // The parser finds the options: a bad one in a copy of the unit makes node refuse to start.
+    const d = mkdtempSync(join(tmpdir(), "varco-unit-"));
+    dirs.push(d);
+    const bad = join(d, "varco.service");
+    writeFileSync(bad, readFileSync(join(DEPLOY, "varco.service"), "utf8").replaceAll("--single-threaded-gc", "--single-threaded-gcc"));
+    expect((await execa("node", [...serveNodeOptions(bad), "-e", "0"], { reject: false })).exitCode).not.toBe(0);
   });
 });

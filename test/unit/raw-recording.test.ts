@@ -159,6 +159,22 @@ describe("createRawRecorder under bulk output", () => {
     expect(Buffer.concat(readRaw(file).frames.map((f) => f.data)).equals(data)).toBe(true);
   });
 
+  it("a chunk larger than a block (256 KiB) is kept whole", async () => {
+    const file = join(tmp(), "s-9.raw");
+    const r = createRawRecorder({ file, startedAtMs: 0, input: true, maxBytes: 1 << 30, onError: () => undefined });
+    const big = randomBytes(700 * 1024);
+    const small = randomBytes(3);
+    r.output(small);
+    r.error(big);
+    r.input(small);
+    const res = await r.close();
+    expect(res.failed).toBe(false);
+    expect(res.sha256).toBe(sha(readFileSync(file)));
+    const frames = readRaw(file).frames;
+    expect(frames.map((f) => f.code)).toEqual([RAW_STDOUT, RAW_STDERR, RAW_INPUT]);
+    expect(frames[1]?.data.equals(big)).toBe(true);
+  });
+
   it("bounds unwritten bytes: returns false past highWaterMark and drains once written", async () => {
     const file = join(tmp(), "s-4.raw");
     const r = createRawRecorder({
