@@ -6,7 +6,7 @@
  * Environment: BENCH_MIB (bulk size per transfer, default 512), BENCH_ROUNDS (default 3; bulk and files report the median),
  * BENCH_LOGINS (default 30), BENCH_SESSIONS (default 2000), BENCH_JUMP_SESSIONS (default 500),
  * BENCH_ONLY (comma list of: login,engines,bulk,recexec,files,memory,audit,net,cli,web,concurrency; bulk includes
- * recexec; web: see bench/web.ts).
+ * recexec; web: see bench/web.ts), BENCH_NODE_OPTIONS (the gateway's node options; default: those of deploy/varco.service).
  */
 import { appendFileSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { cpus, release, tmpdir, totalmem } from "node:os";
@@ -285,6 +285,7 @@ async function recordedExec(ctx: Ctx, results: Record<string, unknown>): Promise
   const variants = ["direct", "norec", "recorded"] as const;
   const rates: Record<string, Record<string, number[]>> = { binary: {}, base64: {} };
   const cpu: Record<string, Record<string, number[]>> = { binary: {}, base64: {} };
+  const machine: Record<string, Record<string, number[]>> = { binary: {}, base64: {} };
   const push = (t: Record<string, Record<string, number[]>>, kind: string, v: string, x: number) => {
     const row = t[kind] ?? {};
     row[v] = [...(row[v] ?? []), x];
@@ -295,10 +296,12 @@ async function recordedExec(ctx: Ctx, results: Record<string, unknown>): Promise
       const mib = statSync(file).size / MiB;
       for (const v of variants) {
         const c0 = cpuSeconds(ctx.gatewayPid);
+        const m0 = machineCpuSeconds();
         const s = await timeDownload(masters[v], `cat ${file}`);
         const used = cpuSeconds(ctx.gatewayPid) - c0;
         push(rates, kind, v, mib / s);
         push(cpu, kind, v, (used / mib) * 1024);
+        push(machine, kind, v, ((machineCpuSeconds() - m0) / mib) * 1024);
       }
     }
   }
@@ -308,11 +311,13 @@ async function recordedExec(ctx: Ctx, results: Record<string, unknown>): Promise
     const r = rates[k] as Record<string, number[]>;
     const m = Object.fromEntries(variants.map((v) => [v, median(r[v])])) as Record<(typeof variants)[number], number>;
     const g = cpu[k] as Record<string, number[]>;
+    const all = machine[k] as Record<string, number[]>;
     return {
       kind: k,
       mib_per_s: m,
       runs: r,
       gateway_cpu_s_per_gib: { norec: median(g.norec), recorded: median(g.recorded) },
+      machine_cpu_s_per_gib: { direct: median(all.direct), norec: median(all.norec), recorded: median(all.recorded) },
       norec_ratio: m.norec / m.direct,
       recorded_ratio: m.recorded / m.direct,
     };
@@ -321,11 +326,11 @@ async function recordedExec(ctx: Ctx, results: Record<string, unknown>): Promise
   return [
     `### Command output without a pty, default recorded route (\`ssh vm1 'cat FILE' > /dev/null\`, ${SIZE_MIB} MiB, ${c.split("@")[0]}, median of ${rounds}, MiB/s)`,
     "",
-    "| output | direct | varco, record: false | varco, recorded (exec_output: full) | unrecorded/direct | recorded/direct | gateway CPU s/GiB unrecorded / recorded |",
-    "|---|---|---|---|---|---|---|",
+    "| output | direct | varco, record: false | varco, recorded (exec_output: full) | unrecorded/direct | recorded/direct | gateway CPU s/GiB unrecorded / recorded | machine CPU s/GiB direct / unrecorded / recorded |",
+    "|---|---|---|---|---|---|---|---|",
     ...rows.map(
       (r) =>
-        `| ${r.kind} | ${fmt(r.mib_per_s.direct)} | ${fmt(r.mib_per_s.norec)} | ${fmt(r.mib_per_s.recorded)} | ${fmt(r.norec_ratio, 2)} | ${fmt(r.recorded_ratio, 2)} | ${fmt(r.gateway_cpu_s_per_gib.norec, 2)} / ${fmt(r.gateway_cpu_s_per_gib.recorded, 2)} |`,
+        `| ${r.kind} | ${fmt(r.mib_per_s.direct)} | ${fmt(r.mib_per_s.norec)} | ${fmt(r.mib_per_s.recorded)} | ${fmt(r.norec_ratio, 2)} | ${fmt(r.recorded_ratio, 2)} | ${fmt(r.gateway_cpu_s_per_gib.norec, 2)} / ${fmt(r.gateway_cpu_s_per_gib.recorded, 2)} | ${fmt(r.machine_cpu_s_per_gib.direct, 2)} / ${fmt(r.machine_cpu_s_per_gib.norec, 2)} / ${fmt(r.machine_cpu_s_per_gib.recorded, 2)} |`,
     ),
     "",
   ];
@@ -601,7 +606,7 @@ async function main(): Promise<void> {
     const jump = await startSshd({ dir: join(dir, "jump"), authorizedKeys: [pub] });
     stops.push(jump.stop);
     const profile = process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${join(ROOT, "bench/results/prof")}`] : [];
-    const nodeOptions = serveNodeOptions();
+    const nodeOptions = process.env.BENCH_NODE_OPTIONS?.split(/\s+/).filter(Boolean) ?? serveNodeOptions();
     const gw: ResultPromise = execa(
       "node",
       [...nodeOptions, ...profile, join(ROOT, "bin/varco.mjs"), "serve", "--policy", env.policyFile],

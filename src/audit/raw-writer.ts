@@ -13,7 +13,8 @@
  * `checkpoint`, `closed`, `error` (the errno code; the recording takes no more blocks).
  */
 import { createHash, type Hash } from "node:crypto";
-import { fsyncSync, writeSync } from "node:fs";
+import { fsync, write } from "node:fs";
+import { promisify } from "node:util";
 import { parentPort } from "node:worker_threads";
 
 export type RawWriterRequest =
@@ -31,59 +32,74 @@ export type RawWriterReply =
 interface Open {
   readonly fd: number;
   readonly hash: Hash;
+  /** Bytes received (hashed), in file order. */
+  received: number;
+  /** Bytes written (acknowledged by the kernel). */
   written: number;
   failed: boolean;
+  /** This recording's file operations, one after another. */
+  queue: Promise<void>;
 }
+
+/** write(2) of all of `view` at the file's current offset, continuing after a short write. */
+async function writeAll(fd: number, view: Uint8Array): Promise<void> {
+  for (let at = 0; at < view.length; ) {
+    const { bytesWritten } = await writePromise(fd, view, at, view.length - at);
+    if (bytesWritten === 0) throw Object.assign(new Error("short write"), { code: "EIO" });
+    at += bytesWritten;
+  }
+}
+const writePromise = promisify(write);
+const fsyncPromise = promisify(fsync);
 
 const port = parentPort;
 if (port) {
   const open = new Map<number, Open>();
   const post = (m: RawWriterReply, transfer?: ArrayBuffer[]) => port.postMessage(m, transfer);
   const failed = (id: number, r: Open, err: unknown) => {
+    if (r.failed) return;
     r.failed = true;
     const e = err as NodeJS.ErrnoException;
     post({ op: "error", id, code: e.code ?? "EIO", message: e.message });
   };
+  /** Runs `step` after this recording's earlier operations (in the libuv pool: recordings do not wait for each other's disk). */
+  const then = (id: number, r: Open, step: () => Promise<void>) => {
+    r.queue = r.queue.then(step).catch((err: unknown) => failed(id, r, err));
+  };
   port.on("message", (m: RawWriterRequest) => {
     if (m.op === "open") {
-      open.set(m.id, { fd: m.fd, hash: createHash("sha256"), written: 0, failed: false });
+      open.set(m.id, { fd: m.fd, hash: createHash("sha256"), received: 0, written: 0, failed: false, queue: Promise.resolve() });
       return;
     }
     const r = open.get(m.id);
     if (!r) return;
     if (m.op === "write") {
+      // Hashed on arrival, which is file order; written after this recording's earlier blocks.
+      const view = new Uint8Array(m.buf, 0, m.len);
       if (!r.failed) {
-        const view = new Uint8Array(m.buf, 0, m.len);
-        try {
-          r.hash.update(view);
-          for (let at = 0; at < m.len; ) {
-            const n = writeSync(r.fd, view, at, m.len - at);
-            if (n === 0) throw Object.assign(new Error("short write"), { code: "EIO" });
-            at += n;
-          }
-          r.written += m.len;
-        } catch (err) {
-          failed(m.id, r, err);
-        }
+        r.hash.update(view);
+        r.received += m.len;
       }
-      post({ op: "written", id: m.id, bytes: r.written, buf: m.buf }, [m.buf]);
+      r.queue = r.queue
+        .then(async () => {
+          if (r.failed) return;
+          await writeAll(r.fd, view);
+          r.written += m.len;
+        })
+        .catch((err: unknown) => failed(m.id, r, err))
+        .then(() => post({ op: "written", id: m.id, bytes: r.written, buf: m.buf }, [m.buf]));
       return;
     }
-    if (r.failed) {
-      if (m.op === "close") open.delete(m.id);
-      return;
-    }
-    try {
-      fsyncSync(r.fd);
-    } catch (err) {
-      failed(m.id, r, err);
-      if (m.op === "close") open.delete(m.id);
-      return;
-    }
-    if (m.op === "sync") post({ op: "checkpoint", id: m.id, bytes: r.written, sha256: r.hash.copy().digest("hex") });
-    else {
-      open.delete(m.id);
-      post({ op: "closed", id: m.id, bytes: r.written, sha256: r.hash.digest("hex") });
-    }
+    if (m.op === "close") open.delete(m.id);
+    if (r.failed) return;
+    // The hash of everything received so far: once the queue has written it and fsync(2) returned, it is on disk.
+    const bytes = r.received;
+    const sha256 = m.op === "sync" ? r.hash.copy().digest("hex") : r.hash.digest("hex");
+    then(m.id, r, async () => {
+      if (r.failed) return;
+      await fsyncPromise(r.fd);
+      if (r.failed || r.written !== bytes) return;
+      post(m.op === "sync" ? { op: "checkpoint", id: m.id, bytes, sha256 } : { op: "closed", id: m.id, bytes, sha256 });
+    });
   });
 }

@@ -102,7 +102,13 @@ function recordingWriter(): Writer {
   // A writer that dies fails every open recording (fail-closed); the next recording starts another.
   const gone = (message: string) => {
     if (writer === w) writer = undefined;
-    for (const [id, h] of [...w.open]) h({ op: "error", id, code: "EWORKER", message });
+    for (const [id, h] of [...w.open]) {
+      try {
+        h({ op: "error", id, code: "EWORKER", message });
+      } catch {
+        /* one recording's error handler must not keep the others from failing */
+      }
+    }
     w.open.clear();
   };
   worker.on("error", (err) => gone(`the recording writer failed: ${err.message}`));
@@ -144,6 +150,8 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
   let truncated = false;
   let failed = false;
   let closing = false;
+  /** The writer thread died with this recording open (see `finish`). */
+  let lost = false;
   const drains: Array<() => void> = [];
   const runDrains = () => {
     for (const fn of drains.splice(0)) fn();
@@ -235,6 +243,7 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
         closed?.({ bytes: m.bytes, sha256: m.sha256 });
         return;
       case "error":
+        if (m.code === "EWORKER") lost = true;
         fail(Object.assign(new Error(m.message), { code: m.code }));
         return;
     }
@@ -269,6 +278,42 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
   bytes = head.length;
   schedule();
 
+  /** Closes once: flushes, waits for the writer's fsync and hash, closes the descriptor. */
+  const finish = async (): Promise<RawRecordingResult> => {
+    if (ticker) clearInterval(ticker);
+    closing = true;
+    const base = { file: o.file, outputBytes: stdoutBytes + stderrBytes, inputBytes, stdoutBytes, stderrBytes, truncated };
+    let done: { bytes: number; sha256: string } | undefined;
+    if (!failed) {
+      const answer = new Promise<{ bytes: number; sha256: string } | undefined>((resolve) => {
+        closed = resolve;
+      });
+      send();
+      w.worker.postMessage({ op: "close", id } satisfies RawWriterRequest);
+      done = await answer;
+    } else if (!lost) w.worker.postMessage({ op: "close", id } satisfies RawWriterRequest);
+    w.open.delete(id);
+    if (w.open.size === 0) w.worker.unref();
+    // A writer thread that died may have left a write(2) of this recording running in the libuv
+    // pool; closing the descriptor could let it land in whatever file reuses the number (the audit
+    // database…). Its descriptors are left open instead: one per recording open when it died.
+    if (!lost) await new Promise<void>((resolve) => fsClose(fd, () => resolve()));
+    if (done && !failed) return { ...base, failed: false, sha256: done.sha256, bytes: done.bytes };
+    // What reached the disk is what the hash must cover.
+    const disk = createHash("sha256");
+    let size = 0;
+    try {
+      for await (const chunk of createReadStream(o.file)) {
+        disk.update(chunk as Buffer);
+        size += (chunk as Buffer).length;
+      }
+    } catch {
+      /* nothing readable */
+    }
+    return { ...base, failed: true, sha256: disk.digest("hex"), bytes: size };
+  };
+  let result: Promise<RawRecordingResult> | undefined;
+
   return {
     output: (data) => take(RAW_STDOUT, data),
     error: (data) => take(RAW_STDERR, data),
@@ -277,35 +322,9 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
       if (failed || pendingBytes() < hwm) fn();
       else drains.push(fn);
     },
-    async close() {
-      if (ticker) clearInterval(ticker);
-      closing = true;
-      const base = { file: o.file, outputBytes: stdoutBytes + stderrBytes, inputBytes, stdoutBytes, stderrBytes, truncated };
-      let done: { bytes: number; sha256: string } | undefined;
-      if (!failed) {
-        const answer = new Promise<{ bytes: number; sha256: string } | undefined>((resolve) => {
-          closed = resolve;
-        });
-        send();
-        w.worker.postMessage({ op: "close", id } satisfies RawWriterRequest);
-        done = await answer;
-      }
-      w.open.delete(id);
-      if (w.open.size === 0) w.worker.unref();
-      await new Promise<void>((resolve) => fsClose(fd, () => resolve()));
-      if (done && !failed) return { ...base, failed: false, sha256: done.sha256, bytes: done.bytes };
-      // What reached the disk is what the hash must cover.
-      const disk = createHash("sha256");
-      let size = 0;
-      try {
-        for await (const chunk of createReadStream(o.file)) {
-          disk.update(chunk as Buffer);
-          size += (chunk as Buffer).length;
-        }
-      } catch {
-        /* nothing readable */
-      }
-      return { ...base, failed: true, sha256: disk.digest("hex"), bytes: size };
+    close() {
+      result ??= finish();
+      return result;
     },
   };
 }

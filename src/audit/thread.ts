@@ -14,7 +14,9 @@ import { Worker } from "node:worker_threads";
 export function startWorker(callerUrl: string, name: string, workerData?: unknown): Worker {
   if (!callerUrl.endsWith(".ts")) return new Worker(new URL(`./${name}.js`, callerUrl), { workerData });
   const href = new URL(`./${name}.ts`, callerUrl).href;
-  return new Worker(`import("tsx/esm/api").then((t) => { t.register(); return import(${JSON.stringify(href)}); });`, {
+  // Resolved here, from this module, not inside the worker (an eval worker resolves bare names from the working directory).
+  const tsx = import.meta.resolve("tsx/esm/api");
+  return new Worker(`import(${JSON.stringify(tsx)}).then((t) => { t.register(); return import(${JSON.stringify(href)}); });`, {
     eval: true,
     workerData,
   });

@@ -159,6 +159,28 @@ describe("createRawRecorder under bulk output", () => {
     expect(Buffer.concat(readRaw(file).frames.map((f) => f.data)).equals(data)).toBe(true);
   });
 
+  it("a writer started from another working directory still loads; close() twice gives one result to both", async () => {
+    const thread = recordingWriterThread();
+    await thread?.terminate();
+    const cwd = process.cwd();
+    const d = tmp();
+    process.chdir(d);
+    try {
+      const file = join(d, "c-1.raw");
+      const errors: string[] = [];
+      const r = createRawRecorder({ file, startedAtMs: 0, input: false, maxBytes: 1 << 20, onError: (e) => errors.push(e.code ?? "") });
+      r.output(Buffer.from("hello"));
+      const [a, b] = await Promise.all([r.close(), r.close()]);
+      expect(errors).toEqual([]);
+      expect(a.failed).toBe(false);
+      expect(b).toEqual(a);
+      expect(a.sha256).toBe(sha(readFileSync(file)));
+      expect(recordingWriterThread()).not.toBe(thread);
+    } finally {
+      process.chdir(cwd);
+    }
+  });
+
   it("a chunk larger than a block (256 KiB) is kept whole", async () => {
     const file = join(tmp(), "s-9.raw");
     const r = createRawRecorder({ file, startedAtMs: 0, input: true, maxBytes: 1 << 30, onError: () => undefined });
