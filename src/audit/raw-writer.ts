@@ -1,9 +1,10 @@
 /**
  * The recording writer thread (a node:worker_threads entry, started once per process by raw.ts):
- * hashes (SHA-256, FIPS 180-4) and writes the blocks of every open raw recording, in the order the
- * blocks arrive, so neither the hash nor the write(2) calls run on the gateway's event loop, which
- * relays and decrypts every SSH channel. The blocks are transferred, not copied, and handed back
- * once written.
+ * hashes (SHA-256, FIPS 180-4) the blocks of every open raw recording as they arrive (file order)
+ * and writes them, so neither the hash nor the write(2) and fsync(2) calls run on the gateway's
+ * event loop, which relays and decrypts every SSH channel. Each recording's writes and fsyncs run one
+ * after another in libuv's pool, so one recording waiting for the disk does not hold the others. The
+ * blocks are transferred, not copied, and handed back once written.
  *
  * Messages in ({@link RawWriterRequest}), per recording `id`, processed in order:
  * `open` (a file descriptor the main thread opened), `write` (a block: its first `len` bytes),
