@@ -60,12 +60,20 @@ if (port) {
   const failed = (id: number, r: Open, err: unknown) => {
     if (r.failed) return;
     r.failed = true;
-    const e = err as NodeJS.ErrnoException;
-    post({ op: "error", id, code: e.code ?? "EIO", message: e.message });
+    const e = (err ?? {}) as Partial<NodeJS.ErrnoException>;
+    post({ op: "error", id, code: typeof e.code === "string" ? e.code : "EIO", message: String(e.message ?? err) });
+  };
+  /** The end of every queue step: nothing may reject unhandled (that would end the thread and every recording). */
+  const settled = (id: number, r: Open) => (err: unknown) => {
+    try {
+      failed(id, r, err);
+    } catch {
+      /* the main thread is gone */
+    }
   };
   /** Runs `step` after this recording's earlier operations (in the libuv pool: recordings do not wait for each other's disk). */
   const then = (id: number, r: Open, step: () => Promise<void>) => {
-    r.queue = r.queue.then(step).catch((err: unknown) => failed(id, r, err));
+    r.queue = r.queue.then(step).catch(settled(id, r));
   };
   port.on("message", (m: RawWriterRequest) => {
     if (m.op === "open") {
@@ -87,8 +95,9 @@ if (port) {
           await writeAll(r.fd, view);
           r.written += m.len;
         })
-        .catch((err: unknown) => failed(m.id, r, err))
-        .then(() => post({ op: "written", id: m.id, bytes: r.written, buf: m.buf }, [m.buf]));
+        .catch(settled(m.id, r))
+        .then(() => post({ op: "written", id: m.id, bytes: r.written, buf: m.buf }, [m.buf]))
+        .catch(settled(m.id, r));
       return;
     }
     if (m.op === "close") open.delete(m.id);
@@ -99,7 +108,9 @@ if (port) {
     then(m.id, r, async () => {
       if (r.failed) return;
       await fsyncPromise(r.fd);
-      if (r.failed || r.written !== bytes) return;
+      if (r.failed) return;
+      // Cannot happen while every earlier step of this recording has run; answer rather than leave the caller waiting.
+      if (r.written !== bytes) throw Object.assign(new Error(`${r.written} bytes written of ${bytes}`), { code: "EIO" });
       post(m.op === "sync" ? { op: "checkpoint", id: m.id, bytes, sha256 } : { op: "closed", id: m.id, bytes, sha256 });
     });
   });

@@ -168,9 +168,13 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
     failed = true;
     fill = 0;
     block = undefined;
-    o.onError(err);
-    runDrains();
-    closed?.(undefined);
+    try {
+      o.onError(err);
+    } finally {
+      // Whatever the handler does, the relay and close() must not wait for a writer that will not answer.
+      runDrains();
+      closed?.(undefined);
+    }
   };
   /** Hands the current block to the writer (in file order). */
   const send = () => {

@@ -181,6 +181,29 @@ describe("createRawRecorder under bulk output", () => {
     }
   });
 
+  it("an error handler that throws still lets the relay's drain and close() through", async () => {
+    const d = tmp();
+    const r = createRawRecorder({
+      file: join(d, "t-1.raw"),
+      startedAtMs: 0,
+      input: false,
+      maxBytes: 1 << 30,
+      highWaterMark: 64 * 1024,
+      onError: () => {
+        throw new Error("handler bug");
+      },
+    });
+    let calls = 0;
+    const other = createRawRecorder({ file: join(d, "t-2.raw"), startedAtMs: 0, input: false, maxBytes: 1 << 30, onError: () => calls++ });
+    while (r.output(randomBytes(16 * 1024)));
+    const drained = new Promise<void>((resolve) => r.onDrain(resolve));
+    await recordingWriterThread()?.terminate();
+    await drained;
+    expect(calls).toBe(1);
+    expect((await r.close()).failed).toBe(true);
+    expect((await other.close()).failed).toBe(true);
+  });
+
   it("a chunk larger than a block (256 KiB) is kept whole", async () => {
     const file = join(tmp(), "s-9.raw");
     const r = createRawRecorder({ file, startedAtMs: 0, input: true, maxBytes: 1 << 30, onError: () => undefined });
