@@ -377,6 +377,7 @@ async function files(ctx: Ctx, results: Record<string, unknown>): Promise<string
       const opts = args.slice(0, -1).map((o) => (o === "-p" ? "-P" : o));
       const host = args[args.length - 1] as string;
       for (const tool of ["scp", "sftp"] as const) {
+        const m0 = machineCpuSeconds();
         const t0 = process.hrtime.bigint();
         const r =
           tool === "scp"
@@ -385,6 +386,7 @@ async function files(ctx: Ctx, results: Record<string, unknown>): Promise<string
         if (r.exitCode !== 0) throw new Error(`${tool} ${v}: ${r.stderr}`);
         const s = Number(process.hrtime.bigint() - t0) / 1e9;
         runs[`${v}_${tool}`] = [...(runs[`${v}_${tool}`] ?? []), 256 / s];
+        runs[`${v}_${tool}_machine`] = [...(runs[`${v}_${tool}_machine`] ?? []), ((machineCpuSeconds() - m0) / 256) * 1024];
       }
     }
   }
@@ -395,11 +397,11 @@ async function files(ctx: Ctx, results: Record<string, unknown>): Promise<string
   return [
     `### scp and sftp upload of a 256 MiB file (aes128-gcm, median of ${ROUNDS}, MiB/s)`,
     "",
-    "| tool | direct | varco, record: false | varco, default route (transfers audited) | record: false / direct | default / direct |",
-    "|---|---|---|---|---|---|",
+    "| tool | direct | varco, record: false | varco, default route (transfers audited) | record: false / direct | default / direct | machine CPU s/GiB direct / record: false / default |",
+    "|---|---|---|---|---|---|---|",
     ...(["scp", "sftp"] as const).map(
       (t) =>
-        `| ${t} | ${fmt(at(`direct_${t}`))} | ${fmt(at(`norec_${t}`))} | ${fmt(at(`varco_${t}`))} | ${fmt(at(`norec_${t}`) / at(`direct_${t}`), 2)} | ${fmt(at(`varco_${t}`) / at(`direct_${t}`), 2)} |`,
+        `| ${t} | ${fmt(at(`direct_${t}`))} | ${fmt(at(`norec_${t}`))} | ${fmt(at(`varco_${t}`))} | ${fmt(at(`norec_${t}`) / at(`direct_${t}`), 2)} | ${fmt(at(`varco_${t}`) / at(`direct_${t}`), 2)} | ${fmt(at(`direct_${t}_machine`), 2)} / ${fmt(at(`norec_${t}_machine`), 2)} / ${fmt(at(`varco_${t}_machine`), 2)} |`,
     ),
     "",
   ];
