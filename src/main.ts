@@ -396,7 +396,11 @@ export async function runGateway(policyFile: string, logger: Logger, opts: { wat
   const hostKeys = p.gateway.host_keys.map((k) => loadKey(loaded.resolvePath(k), "gateway.host_keys:"));
   const egressKey = loadKey(loaded.resolvePath(p.gateway.egress_key), "gateway.egress_key:");
   const totpKey = loadOrCreateKey(statePaths(loaded).stateDir);
-  const unsafe = checkPrivateFiles({ policyFile: loaded.file, totpKeyFile: join(statePaths(loaded).stateDir, "totp.key") });
+  const unsafe = checkPrivateFiles({
+    policyFile: loaded.file,
+    totpKeyFile: join(statePaths(loaded).stateDir, "totp.key"),
+    webTlsKeyFile: p.web?.tls ? loaded.resolvePath(p.web.tls.key_file) : undefined,
+  });
   if (unsafe.length > 0) throw new StartupError(unsafe.join("\n"));
   // One login state for TOTP and lockout (shared by every node on PostgreSQL). Unreachable at start: refuse to start.
   let state: AuthState;

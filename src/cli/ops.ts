@@ -105,10 +105,10 @@ const mode = (f: string) => statSync(f).mode & 0o777;
 export async function doctor(loaded: LoadedPolicy): Promise<DoctorRow[]> {
   const p = loaded.policy;
   const rows: DoctorRow[] = [{ check: "policy", ok: true, detail: `${loaded.file} is valid` }];
-  const keyFile = (label: string, rel: string) => {
+  const keyFile = (label: string, rel: string, missingFix = "varco keys init") => {
     const f = loaded.resolvePath(rel);
     if (!existsSync(f))
-      return rows.push({ check: label, ok: false, detail: `${f} is missing: the gateway will not start`, fix: "varco keys init" });
+      return rows.push({ check: label, ok: false, detail: `${f} is missing: the gateway will not start`, fix: missingFix });
     const m = mode(f);
     rows.push(
       (m & 0o077) === 0
@@ -118,6 +118,7 @@ export async function doctor(loaded: LoadedPolicy): Promise<DoctorRow[]> {
   };
   for (const k of p.gateway.host_keys) keyFile("host key", k);
   keyFile("egress key", p.gateway.egress_key);
+  if (p.web?.tls) keyFile("web TLS key", p.web.tls.key_file, "install the console's certificate key there (mode 0600)");
   const stateDir = loaded.resolvePath(p.gateway.state_dir);
   try {
     if (existsSync(stateDir)) accessSync(stateDir, constants.W_OK);

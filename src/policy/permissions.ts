@@ -48,6 +48,13 @@ function directoryProblem(file: string, real: string): string | undefined {
   return `${file}: its directory ${dir} has mode ${octal(st.mode)}: group or others can replace the file. Fix: chmod go-w ${dir}`;
 }
 
+/** The private files of one gateway: the policy, the TOTP key, the web console's TLS key. */
+export interface PrivateFiles {
+  readonly policyFile: string;
+  readonly totpKeyFile?: string | undefined;
+  readonly webTlsKeyFile?: string | undefined;
+}
+
 /**
  * Checks the files varco must keep private, following symlinks to the real file. Returns one
  * message per problem (empty: all fine), each naming the file, its mode and the fix:
@@ -58,12 +65,14 @@ function directoryProblem(file: string, real: string): string | undefined {
  * - `totpKeyFile`, when given and present, must be a regular file with no group/other permission
  *   at all (`mode & 0o077`). Fix: `chmod 0600`. Absent is fine (varco creates it 0600);
  *   a symlink to a missing file is not.
- * - either file must be owned by root or the current user, and its directory must not be
+ * - `webTlsKeyFile` (`web.tls.key_file`), when given, must exist and have no group/other permission
+ *   (`mode & 0o077`): whoever reads it can impersonate the web console. Fix: `chmod 0600`.
+ * - each file must be owned by root or the current user, and its directory must not be
  *   group/world-writable unless sticky (else the file can be swapped).
  *
  * Never throws for a file problem; a file that cannot be inspected is reported as a problem.
  */
-export function checkPrivateFiles(files: { policyFile: string; totpKeyFile?: string | undefined }): string[] {
+export function checkPrivateFiles(files: PrivateFiles): string[] {
   const problems: string[] = [];
   const check = (file: string, forbidden: number, what: string, fix: string, mayBeAbsent: boolean) => {
     let real: string;
@@ -90,11 +99,13 @@ export function checkPrivateFiles(files: { policyFile: string; totpKeyFile?: str
   check(files.policyFile, 0o022, "writable by group or others, who could change who may log in", "0640", false);
   if (files.totpKeyFile !== undefined)
     check(files.totpKeyFile, 0o077, "open to group or others; the key decrypts every TOTP secret", "0600", true);
+  if (files.webTlsKeyFile !== undefined)
+    check(files.webTlsKeyFile, 0o077, "open to group or others; whoever reads it can impersonate the web console", "0600", false);
   return problems;
 }
 
 /** {@link checkPrivateFiles}, throwing a {@link PrivateFileError} listing every problem if there is one. */
-export function assertPrivateFiles(files: { policyFile: string; totpKeyFile?: string | undefined }): void {
+export function assertPrivateFiles(files: PrivateFiles): void {
   const problems = checkPrivateFiles(files);
   if (problems.length > 0) throw new PrivateFileError(problems);
 }

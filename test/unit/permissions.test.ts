@@ -48,6 +48,24 @@ describe("checkPrivateFiles", () => {
     }
   });
 
+  it("refuses a web console TLS key with any group or other bit, or missing; accepts 0600/0400", () => {
+    const f = setup(0o640);
+    const key = join(f.dir, "web.key");
+    expect(checkPrivateFiles({ policyFile: f.policyFile, webTlsKeyFile: key })[0]).toContain(`${key}: cannot be inspected (ENOENT)`);
+    writeFileSync(key, "-----BEGIN PRIVATE KEY-----\n");
+    for (const m of [0o600, 0o400]) {
+      chmodSync(key, m);
+      expect(checkPrivateFiles({ policyFile: f.policyFile, webTlsKeyFile: key }), m.toString(8)).toEqual([]);
+    }
+    for (const m of [0o640, 0o644, 0o604, 0o660]) {
+      chmodSync(key, m);
+      const problems = checkPrivateFiles({ policyFile: f.policyFile, webTlsKeyFile: key });
+      expect(problems, m.toString(8)).toHaveLength(1);
+      expect(problems[0]).toContain(`mode 0${m.toString(8)}`);
+      expect(problems[0]).toContain(`chmod 0600 ${key}`);
+    }
+  });
+
   it("refuses a totp.key with any group or other bit", () => {
     for (const m of [0o640, 0o604, 0o610, 0o601, 0o620, 0o602, 0o644, 0o666]) {
       const f = setup(0o600, m);
