@@ -14,12 +14,16 @@ import {
   RAW_MARKER,
   RAW_STDERR,
   RAW_STDOUT,
+  type RawRecordingOptions,
   readRaw,
   recordingWriterThread,
 } from "../../src/audit/raw.ts";
 import type { RecordingCheckpoint } from "../../src/audit/recording.ts";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+/** A raw recorder of `file` with no input, a 1 GiB cap and errors ignored, unless `o` says otherwise. */
+const recorder = (file: string, o: Partial<RawRecordingOptions> = {}) =>
+  createRawRecorder({ file, startedAtMs: 0, input: false, maxBytes: 1 << 30, onError: () => undefined, ...o });
 const dirs: string[] = [];
 const tmp = () => {
   const d = mkdtempSync(join(tmpdir(), "varco-raw-"));
@@ -121,14 +125,7 @@ describe("createRawRecorder under bulk output", () => {
     const d = tmp();
     const errors: string[][] = [[], []];
     const open = [0, 1].map((i) =>
-      createRawRecorder({
-        file: join(d, `w-${i}.raw`),
-        startedAtMs: 0,
-        input: false,
-        maxBytes: 1 << 30,
-        highWaterMark: 64 * 1024,
-        onError: (e) => errors[i]?.push(e.code ?? e.message),
-      }),
+      recorder(join(d, `w-${i}.raw`), { highWaterMark: 64 * 1024, onError: (e) => errors[i]?.push(e.code ?? e.message) }),
     );
     const first = open[0];
     const second = open[1];
@@ -149,7 +146,7 @@ describe("createRawRecorder under bulk output", () => {
       expect(res.sha256).toBe(sha(readFileSync(res.file)));
     }
     const file = join(d, "w-2.raw");
-    const next = createRawRecorder({ file, startedAtMs: 0, input: false, maxBytes: 1 << 30, onError: () => undefined });
+    const next = recorder(file);
     expect(recordingWriterThread()).not.toBe(thread);
     const data = randomBytes(100_000);
     next.output(data);
@@ -168,7 +165,7 @@ describe("createRawRecorder under bulk output", () => {
     try {
       const file = join(d, "c-1.raw");
       const errors: string[] = [];
-      const r = createRawRecorder({ file, startedAtMs: 0, input: false, maxBytes: 1 << 20, onError: (e) => errors.push(e.code ?? "") });
+      const r = recorder(file, { onError: (e) => errors.push(e.code ?? "") });
       r.output(Buffer.from("hello"));
       const [a, b] = await Promise.all([r.close(), r.close()]);
       expect(errors).toEqual([]);
@@ -183,18 +180,14 @@ describe("createRawRecorder under bulk output", () => {
 
   it("an error handler that throws still lets the relay's drain and close() through", async () => {
     const d = tmp();
-    const r = createRawRecorder({
-      file: join(d, "t-1.raw"),
-      startedAtMs: 0,
-      input: false,
-      maxBytes: 1 << 30,
+    const r = recorder(join(d, "t-1.raw"), {
       highWaterMark: 64 * 1024,
       onError: () => {
         throw new Error("handler bug");
       },
     });
     let calls = 0;
-    const other = createRawRecorder({ file: join(d, "t-2.raw"), startedAtMs: 0, input: false, maxBytes: 1 << 30, onError: () => calls++ });
+    const other = recorder(join(d, "t-2.raw"), { onError: () => calls++ });
     while (r.output(randomBytes(16 * 1024)));
     const drained = new Promise<void>((resolve) => r.onDrain(resolve));
     await recordingWriterThread()?.terminate();
@@ -206,7 +199,7 @@ describe("createRawRecorder under bulk output", () => {
 
   it("a chunk larger than a block (256 KiB) is kept whole", async () => {
     const file = join(tmp(), "s-9.raw");
-    const r = createRawRecorder({ file, startedAtMs: 0, input: true, maxBytes: 1 << 30, onError: () => undefined });
+    const r = recorder(file, { input: true });
     const big = randomBytes(700 * 1024);
     const small = randomBytes(3);
     r.output(small);
@@ -222,14 +215,7 @@ describe("createRawRecorder under bulk output", () => {
 
   it("bounds unwritten bytes: returns false past highWaterMark and drains once written", async () => {
     const file = join(tmp(), "s-4.raw");
-    const r = createRawRecorder({
-      file,
-      startedAtMs: 0,
-      input: false,
-      maxBytes: 1 << 30,
-      highWaterMark: 64 * 1024,
-      onError: () => undefined,
-    });
+    const r = recorder(file, { highWaterMark: 64 * 1024 });
     const chunk = randomBytes(16 * 1024);
     let oks = 0;
     while (r.output(chunk)) oks++;
@@ -243,14 +229,7 @@ describe("createRawRecorder under bulk output", () => {
 
   it("drains registered by stdout and stderr while no write is in flight both run (the relay's two pumps)", async () => {
     const file = join(tmp(), "s-5.raw");
-    const r = createRawRecorder({
-      file,
-      startedAtMs: 0,
-      input: false,
-      maxBytes: 1 << 30,
-      highWaterMark: 64 * 1024,
-      onError: () => undefined,
-    });
+    const r = recorder(file, { highWaterMark: 64 * 1024 });
     // Two frames over the mark, gathered in a partly filled block: no full block, so no write starts
     // at once; only the 2 ms coalescing timer sends them. Each stream's pump waits for its drain.
     expect(r.output(randomBytes(40 * 1024))).toBe(true);
@@ -271,8 +250,7 @@ describe("createRawRecorder under bulk output", () => {
 
   it("two recordings interleaved through the shared block pool each keep exactly their own bytes", async () => {
     const d = tmp();
-    const mk = (n: string) =>
-      createRawRecorder({ file: join(d, n), startedAtMs: 0, input: false, maxBytes: 1 << 30, onError: () => undefined });
+    const mk = (n: string) => recorder(join(d, n));
     const a = mk("a.raw");
     const b = mk("b.raw");
     const da = randomBytes(2_000_000);
