@@ -131,7 +131,9 @@ export function recordingWriterThread(): Worker | undefined {
  * recording in order and gives them back. Bulk output costs the event loop a memcpy per chunk and a
  * message per block; the SHA-256 and the write(2) calls run beside it. Bytes not yet written
  * (gathered + in the writer) are bounded by `highWaterMark`: past it, the calls return false until
- * `onDrain`. A writer thread that dies fails the recording (`onError` with code `EWORKER`).
+ * `onDrain`. A writer thread that dies fails the recording (`onError` with code `EWORKER`) and its
+ * descriptor is left open (a write the thread started may still be running). `close()` may be called
+ * more than once; every call gets the same result.
  * Throws what `mkdirSync`/`openSync` throw synchronously (EEXIST, EACCES…); later write errors go to `onError`.
  */
 export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
