@@ -131,8 +131,9 @@ export function recordingWriterThread(): Worker | undefined {
  * recording in order and gives them back. Bulk output costs the event loop a memcpy per chunk and a
  * message per block; the SHA-256 and the write(2) calls run beside it. Bytes not yet written
  * (gathered + in the writer) are bounded by `highWaterMark`: past it, the calls return false until
- * `onDrain`. A writer thread that dies fails the recording (`onError` with code `EWORKER`) and its
- * descriptor is left open (a write the thread started may still be running). `close()` may be called
+ * `onDrain`. A writer thread that dies fails the recording (`onError` with code `EWORKER`); if a
+ * request of the recording was still unanswered, its descriptor is left open (a write the thread
+ * started may still be running). `close()` may be called
  * more than once; every call gets the same result.
  * Throws what `mkdirSync`/`openSync` throw synchronously (EEXIST, EACCES…); later write errors go to `onError`.
  */
@@ -152,8 +153,14 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
   let truncated = false;
   let failed = false;
   let closing = false;
-  /** The writer thread died with this recording open (see `finish`). */
+  /** The writer thread died while a write, fsync or close of this recording may have been running (see `finish`). */
   let lost = false;
+  /** Requests (write, sync, close) the writer has not answered yet: while any is, a file operation may be running. */
+  let asked = 0;
+  const ask = (m: RawWriterRequest, transfer?: ArrayBuffer[]) => {
+    asked++;
+    w.worker.postMessage(m, transfer);
+  };
   const drains: Array<() => void> = [];
   const runDrains = () => {
     for (const fn of drains.splice(0)) fn();
@@ -182,7 +189,7 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
   const send = () => {
     if (!block || fill === 0 || failed) return;
     const buf = block.buffer as ArrayBuffer;
-    w.worker.postMessage({ op: "write", id, buf, len: fill } satisfies RawWriterRequest, [buf]);
+    ask({ op: "write", id, buf, len: fill }, [buf]);
     block = undefined;
     fill = 0;
   };
@@ -226,7 +233,7 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
     syncing = true;
     send();
     marked = bytes;
-    w.worker.postMessage({ op: "sync", id } satisfies RawWriterRequest);
+    ask({ op: "sync", id });
   };
   const ticker = o.onCheckpoint ? setInterval(checkpoint, o.checkpointMs ?? CHECKPOINT_MS) : undefined;
   ticker?.unref();
@@ -234,22 +241,25 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
   w.open.set(id, (m) => {
     switch (m.op) {
       case "written":
+        asked--;
         giveBlock(m.buf);
         if (failed) return;
         written = m.bytes;
         if (pendingBytes() < hwm) runDrains();
         return;
       case "checkpoint":
+        asked--;
         syncing = false;
         if (failed) return;
         o.onCheckpoint?.({ bytes: m.bytes, sha256: m.sha256 });
         if (bytes - marked >= every) checkpoint();
         return;
       case "closed":
+        asked--;
         closed?.({ bytes: m.bytes, sha256: m.sha256 });
         return;
       case "error":
-        if (m.code === "EWORKER") lost = true;
+        if (m.code === "EWORKER" && asked > 0) lost = true;
         fail(Object.assign(new Error(m.message), { code: m.code }));
         return;
     }
@@ -295,14 +305,14 @@ export function createRawRecorder(o: RawRecordingOptions): RawRecorder {
         closed = resolve;
       });
       send();
-      w.worker.postMessage({ op: "close", id } satisfies RawWriterRequest);
+      ask({ op: "close", id });
       done = await answer;
     } else if (!lost) w.worker.postMessage({ op: "close", id } satisfies RawWriterRequest);
     w.open.delete(id);
     if (w.open.size === 0) w.worker.unref();
-    // A writer thread that died may have left a write(2) of this recording running in the libuv
-    // pool; closing the descriptor could let it land in whatever file reuses the number (the audit
-    // database…). Its descriptors are left open instead: one per recording open when it died.
+    // A writer thread that died with a request of this recording unanswered may have left its
+    // write(2) or fsync(2) running in the libuv pool; closing the descriptor could let the write land
+    // in whatever file reuses the number (the audit database…). That descriptor is left open instead.
     if (!lost) await new Promise<void>((resolve) => fsClose(fd, () => resolve()));
     if (done && !failed) return { ...base, failed: false, sha256: done.sha256, bytes: done.bytes };
     // What reached the disk is what the hash must cover.

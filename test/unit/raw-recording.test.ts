@@ -3,7 +3,7 @@
  * prefixes of the file, the `max_bytes` cut across streams, a torn last frame, the digest recorder.
  */
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -176,6 +176,33 @@ describe("createRawRecorder under bulk output", () => {
     } finally {
       process.chdir(cwd);
     }
+  });
+
+  it("a recording with nothing in flight when the writer dies gets its descriptor closed", async () => {
+    const d = tmp();
+    const file = join(d, "i-1.raw");
+    /** This process's descriptors open on `file` (proc(5): /proc/self/fd links). */
+    const fds = () =>
+      readdirSync("/proc/self/fd").filter((n) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${n}`) === file;
+        } catch {
+          return false;
+        }
+      }).length;
+    // A checkpoint after the one frame: once it is reported, the writer has answered every request.
+    let reported: () => void = () => undefined;
+    const checkpointed = new Promise<void>((resolve) => {
+      reported = resolve;
+    });
+    const r = recorder(file, { checkpointBytes: 1, checkpointMinMs: 0, checkpointMs: 60_000, onCheckpoint: () => reported() });
+    expect(fds()).toBe(1);
+    r.output(Buffer.from("idle"));
+    await checkpointed;
+    await recordingWriterThread()?.terminate();
+    const res = await r.close();
+    expect(res.failed).toBe(true);
+    expect(fds()).toBe(0);
   });
 
   it("an error handler that throws still lets the relay's drain and close() through", async () => {
