@@ -1,6 +1,6 @@
 /**
  * The web console over TLS (`web.tls`), end to end: the real gateway serves HTTPS with the
- * configured certificate (checked against it as the CA), sends HSTS and `__Host-` cookies with
+ * configured certificate (signed by a throwaway CA the client trusts, test/helpers/tls.ts), sends HSTS and `__Host-` cookies with
  * `Secure`, and refuses to start when the private key is readable by group or others.
  */
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -10,37 +10,22 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Harness, ROOT, startHarness } from "../helpers/harness.ts";
+import { makePki } from "../helpers/tls.ts";
 import { serveNodeOptions } from "../helpers/unit.ts";
 
 let h: Harness;
 let certDir: string;
+let ca: string;
 let cert: string;
 let key: string;
 let port: number;
 
 beforeAll(async () => {
   certDir = mkdtempSync(join(tmpdir(), "varco-webtls-"));
-  cert = join(certDir, "web.pem");
-  key = join(certDir, "web.key");
-  await execa("openssl", [
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    key,
-    "-out",
-    cert,
-    "-days",
-    "2",
-    "-subj",
-    "/CN=127.0.0.1",
-    "-addext",
-    "subjectAltName=IP:127.0.0.1",
-  ]);
+  const pki = await makePki(certDir, { ip: ["127.0.0.1"] });
+  ca = pki.caFile;
+  cert = pki.certFile;
+  key = pki.keyFile;
   chmodSync(key, 0o600);
   h = await startHarness({
     templateEdit: (t) =>
@@ -58,10 +43,10 @@ afterAll(async () => {
   rmSync(certDir, { recursive: true, force: true });
 });
 
-/** GET `path` over HTTPS, trusting only the console's own certificate. */
+/** GET `path` over HTTPS, trusting only the test CA that signed the console's certificate. */
 function get(path: string): Promise<{ status: number; headers: Record<string, string | string[] | undefined> }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: "127.0.0.1", port, path, ca: readFileSync(cert), servername: "" }, (res) => {
+    const req = request({ host: "127.0.0.1", port, path, ca: readFileSync(ca), servername: "" }, (res) => {
       res.resume();
       res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
     });
