@@ -1,6 +1,11 @@
 /**
  * A throwaway OpenSSH sshd target on loopback, for the demo and tests: its own host key, PID file and
  * authorized_keys in a temp folder, `StrictModes no`, internal-sftp. Runs in the foreground (`-D`).
+ *
+ * Its sessions get `HOME=<dir>/home` (sshd_config(5) `SetEnv`, applied after sshd's own HOME), an
+ * empty folder: sshd can only log in the user running it, and Debian's bash reads `~/.bashrc` even
+ * for a command sent over ssh, so without it every command on the target would run that user's
+ * dotfiles (a tool's stale lock there stalled every command for 60 s).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { userInfo } from "node:os";
@@ -46,6 +51,15 @@ export async function startSshd(o: SshdOptions): Promise<Sshd> {
   }
 }
 
+/**
+ * One sshd_config(5) argument in double quotes (sshd splits arguments like a shell: argv_split in
+ * OpenSSH's misc.c). @throws Error for a double quote, backslash or line break, which it would read differently.
+ */
+function sshdQuoted(arg: string): string {
+  if (/["\\\r\n]/.test(arg)) throw new Error(`sshd target folder ${JSON.stringify(arg)}: a double quote, backslash or line break cannot be written to sshd_config`);
+  return `"${arg}"`;
+}
+
 /** The daemon exited right after start (its port was taken meanwhile). */
 export class PortLostError extends Error {}
 
@@ -55,6 +69,8 @@ async function startSshdOnce(o: SshdOptions): Promise<Sshd> {
   const hostKey = join(o.dir, "ssh_host_ed25519_key");
   if (!existsSync(hostKey)) await execa("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "varco-target", "-f", hostKey]);
   writeFileSync(join(o.dir, "authorized_keys"), `${o.authorizedKeys.join("\n")}\n`, { mode: 0o600 });
+  const home = join(o.dir, "home");
+  mkdirSync(home, { recursive: true, mode: 0o700 });
   const port = o.port ?? (await freePort());
   const logFile = join(o.dir, "sshd.log");
   const conf = join(o.dir, "sshd_config");
@@ -74,6 +90,7 @@ async function startSshdOnce(o: SshdOptions): Promise<Sshd> {
       "PermitRootLogin prohibit-password",
       "AcceptEnv LANG LC_* TERM TZ VARCO_TEST_*",
       "Subsystem sftp internal-sftp",
+      `SetEnv ${sshdQuoted(`HOME=${home}`)}`,
       "LogLevel VERBOSE",
       "",
     ].join("\n"),

@@ -50,6 +50,14 @@ describe("exec", () => {
     expect(r.stderr).toBe("err-line\n");
   });
 
+  it("runs the target's commands with the target's own empty HOME, never the dotfiles of the user running the tests", async () => {
+    // Debian's bash reads ~/.bashrc for a command sent over ssh: with the runner's HOME, a stale lock
+    // of a tool started there (pyenv rehash) stalled every command on the target for 60 s.
+    const r = await execa("ssh", [...cm, "t01_vm1@127.0.0.1", 'echo "$HOME"; ls -A "$HOME" | wc -l'], { reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(String(r.stdout).split("\n")).toEqual([join(h.env.dir, "vm1", "home"), "0"]);
+  });
+
   it("round-trips 10 MiB of stdin through cat with the same sha256", async () => {
     const data = randomBytes(10 * 1024 * 1024);
     const r = await execa("ssh", [...cm, "t01_vm1@127.0.0.1", "sha256sum"], { input: data, reject: false });
