@@ -56,7 +56,8 @@ export async function startSshd(o: SshdOptions): Promise<Sshd> {
  * OpenSSH's misc.c). @throws Error for a double quote, backslash or line break, which it would read differently.
  */
 function sshdQuoted(arg: string): string {
-  if (/["\\\r\n]/.test(arg)) throw new Error(`sshd target folder ${JSON.stringify(arg)}: a double quote, backslash or line break cannot be written to sshd_config`);
+  if (/["\\\r\n]/.test(arg))
+    throw new Error(`sshd target folder ${JSON.stringify(arg)}: a double quote, backslash or line break cannot be written to sshd_config`);
   return `"${arg}"`;
 }
 
