@@ -1,6 +1,6 @@
 export type { GatewayRuntime } from "./connection.ts";
 export { createKeyIfMissing, generateEd25519, KeyFileError, loadKey, loadOrCreateKey, publicKeyLine } from "./keys.ts";
-export { type ByteCounter, type ExitInfo, finishDownstream, pump, relaySession } from "./relay.ts";
+export { type ByteCounter, type ExitInfo, finishDownstream, pump, relaySession, watchExit } from "./relay.ts";
 export { type ScannedKey, scanHostKeys } from "./scan.ts";
 export {
   CODE_PROMPT,

@@ -108,15 +108,13 @@ export function finishDownstream(down: ServerChannel, exit: ExitInfo | undefined
 }
 
 /**
- * Relays data between a downstream session channel and an upstream channel until both are done.
- * Resolves with the upstream's exit information (undefined if the target sent none).
+ * Starts listening for the upstream channel's `exit-status`/`exit-signal` (RFC 4254 §6.10); returns
+ * what arrived so far. Call it in the callback that hands over the channel, before any `await` or
+ * promise continuation: a target may send CHANNEL_SUCCESS, the output, EOF, the exit status and
+ * CLOSE in one TCP segment, and ssh2 emits `exit` in the same synchronous parse that calls back.
+ * The output and EOF wait in the channel's stream buffer; an `exit` nobody listened for is gone.
  */
-export function relaySession(
-  down: ServerChannel,
-  up: ClientChannel,
-  count: ByteCounter,
-  taps: { up?: Tap | undefined; down?: Tap | undefined; stderr?: Tap | undefined } = {},
-): Promise<ExitInfo | undefined> {
+export function watchExit(up: ClientChannel): () => ExitInfo | undefined {
   let exit: ExitInfo | undefined;
   up.on("exit", (code: number | null, signal?: string, dump?: boolean, desc?: string) => {
     exit =
@@ -124,7 +122,21 @@ export function relaySession(
         ? { kind: "status", code }
         : { kind: "signal", signal: signal ?? "KILL", coreDumped: Boolean(dump), message: desc ?? "" };
   });
+  return () => exit;
+}
 
+/**
+ * Relays data between a downstream session channel and an upstream channel until both are done.
+ * Resolves with the upstream's exit information (undefined if the target sent none).
+ * @param exitOf what {@link watchExit} returned for `up`, called when the channel was handed over.
+ */
+export function relaySession(
+  down: ServerChannel,
+  up: ClientChannel,
+  exitOf: () => ExitInfo | undefined,
+  count: ByteCounter,
+  taps: { up?: Tap | undefined; down?: Tap | undefined; stderr?: Tap | undefined } = {},
+): Promise<ExitInfo | undefined> {
   // user → target; EOF passes on once everything before it is written.
   void pump(down, up, (n) => count("up", n), taps.up).then(() => {
     if (up.writable) up.end();
@@ -139,6 +151,7 @@ export function relaySession(
   down.once("close", () => up.close());
 
   return Promise.all([outDone, errDone, upClosed]).then(() => {
+    const exit = exitOf();
     finishDownstream(down, exit);
     return exit;
   });

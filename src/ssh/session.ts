@@ -9,7 +9,7 @@ import { printable } from "../obs/index.ts";
 import { authorizeChannel, type ChannelRequest, parseSshConfigCommand, refusalMessage } from "../routing/index.ts";
 import { approvedOf, type ConnectionContext } from "./context.ts";
 import { endMenu, feedMenu, type MenuEntry, type MenuQuitReason, type MenuStep, resizeMenu, startMenu } from "./menu.ts";
-import { type ByteCounter, type ExitInfo, finishDownstream, relaySession } from "./relay.ts";
+import { type ByteCounter, type ExitInfo, finishDownstream, relaySession, watchExit } from "./relay.ts";
 import { HostKeyMismatchError } from "./upstream.ts";
 
 export const HOST_KEY_CHANGED_MESSAGE = "varco: the target's host key changed, contact an administrator.\r\n";
@@ -268,11 +268,12 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
     ready
       .then(
         (up) =>
-          new Promise<ClientChannel>((resolve, reject) => {
+          new Promise<{ ch: ClientChannel; exitOf: () => ExitInfo | undefined }>((resolve, reject) => {
             const ptyOpts = pty
               ? { rows: pty.rows, cols: pty.cols, height: pty.height, width: pty.width, term: pty.term, modes: pty.modes }
               : undefined;
-            const cb = (err: Error | undefined, ch: ClientChannel) => (err ? reject(err) : resolve(ch));
+            // The exit status is listened for here, in ssh2's callback: it may come in the same packet burst.
+            const cb = (err: Error | undefined, ch: ClientChannel) => (err ? reject(err) : resolve({ ch, exitOf: watchExit(ch) }));
             const agentOpt = sessionAgent ? { agentForward: true } : {};
             if (kind === "shell") up.shell(ptyOpts ?? false, { env, ...agentOpt } as never, cb);
             else if (kind === "exec") up.exec(arg, { env, ...agentOpt, ...(ptyOpts ? { pty: ptyOpts } : {}) } as never, cb);
@@ -280,7 +281,7 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
           }),
       )
       .then(
-        (ch) => {
+        ({ ch, exitOf }) => {
           upCh = ch;
           const mine = { up: 0, down: 0 };
           const count: ByteCounter = (dir, n) => {
@@ -321,7 +322,7 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
             return audit.close(mine);
           }
           resizeRecording = audit.resize;
-          const relayed = relaySession(down, ch, count, { up: audit.up, down: audit.down, stderr: audit.stderr });
+          const relayed = relaySession(down, ch, exitOf, count, { up: audit.up, down: audit.down, stderr: audit.stderr });
           // The relay reads the channel now (the menu's type-ahead first).
           if (paused) down.resume();
           return relayed.then(async (exit: ExitInfo | undefined) => {

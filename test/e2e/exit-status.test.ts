@@ -1,0 +1,97 @@
+/**
+ * The exit status of a command that ends at once. A target may answer an exec request with
+ * CHANNEL_SUCCESS, the output, EOF, `exit-status` and CLOSE (RFC 4254 §6.5, §6.10) in one TCP
+ * segment: ssh2 then hands over the upstream channel and emits its `exit` event in the same parse,
+ * before any promise continuation runs. A relay that started listening for `exit` one microtask
+ * later lost it, and the user's ssh exited 255 instead of the command's status (seen under load
+ * with OpenSSH targets whose commands end in a few milliseconds).
+ *
+ * The target is an ssh2 server (with varco's ssh2 patch every packet of one event-loop turn leaves
+ * in one socket write) that answers each exec synchronously; the user is the real OpenSSH client
+ * through the real gateway, on a recorded route and on one without recording.
+ */
+import type { AddressInfo } from "node:net";
+import { execa } from "execa";
+import ssh2 from "ssh2";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateEd25519 } from "../../src/ssh/index.ts";
+import { type Harness, startHarness, TEST_ROUTES } from "../helpers/harness.ts";
+
+interface InstantTarget {
+  readonly port: number;
+  readonly hostKeyLine: string;
+  close(): void;
+}
+
+/** An ssh2 server accepting any client; every exec `exit N` writes `out N\n` and ends with status N in the same turn. */
+async function startInstantTarget(): Promise<InstantTarget> {
+  const pair = generateEd25519("instant-target");
+  const clients = new Set<ssh2.Connection>();
+  const server = new ssh2.Server({ hostKeys: [pair.private] }, (client) => {
+    clients.add(client);
+    client.on("close", () => clients.delete(client));
+    client.on("error", () => undefined);
+    client.on("authentication", (ctx) => ctx.accept());
+    client.on("session", (accept) => {
+      accept().on("exec", (acc, _rej, info) => {
+        const code = Number(/^exit (\d+)$/.exec(info.command)?.[1] ?? 99);
+        const ch = acc();
+        ch.write(`out ${code}\n`);
+        ch.exit(code);
+        ch.end();
+      });
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    hostKeyLine: pair.public.split(" ").slice(0, 2).join(" "),
+    close: () => {
+      for (const c of clients) c.end();
+      server.close();
+    },
+  };
+}
+
+let h: Harness;
+let target: InstantTarget;
+let cm: string[];
+
+beforeAll(async () => {
+  target = await startInstantTarget();
+  h = await startHarness({
+    extraUsers: ["x01"],
+    extraRoutes: `${TEST_ROUTES}
+  - groups: [testers]
+    alias: instant
+    target: instant
+  - groups: [testers]
+    alias: instantnorec
+    target: instant
+    record: false
+`,
+    templateEdit: (t) =>
+      t.replace(
+        "targets:\n",
+        `targets:\n  instant: { host: 127.0.0.1, port: ${target.port}, user: x, host_key: "${target.hostKeyLine}" }\n`,
+      ),
+  });
+  cm = await h.master("x01_instant");
+}, 120_000);
+
+afterAll(async () => {
+  await h?.stop();
+  target?.close();
+});
+
+describe("a command that ends in the same packet burst as its start", () => {
+  for (const alias of ["instant", "instantnorec"]) {
+    it(`passes its exit status to the user (${alias === "instant" ? "recorded route" : "record: false"})`, async () => {
+      const master = alias === "instant" ? cm : await h.master(`x01_${alias}`);
+      for (const code of [0, 7, 0, 3, 42, 0]) {
+        const r = await execa("ssh", [...master, `x01_${alias}@127.0.0.1`, `exit ${code}`], { reject: false, timeout: 20_000 });
+        expect({ code: r.exitCode, stdout: r.stdout }).toEqual({ code, stdout: `out ${code}` });
+      }
+    });
+  }
+});
