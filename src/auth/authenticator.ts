@@ -13,7 +13,7 @@ import type { LocalUsers } from "./local.ts";
 import type { Lockout } from "./lockout.ts";
 import type { Account, AccountLookup, Enrolment, FactorVerdict, LoginFactors } from "./login.ts";
 import { findKey, keysFilePath, parseAuthorizedKeys, readKeysFile } from "./publickey.ts";
-import { REMEMBER_MAX_MS, rememberedValid } from "./remember.ts";
+import { REMEMBER_MAX_MS, rememberedValid, totpBinding } from "./remember.ts";
 import { matchStep, newRecoveryCodes, newSecret, otpauthUri, type TotpSettings, type TotpStore } from "./totp.ts";
 
 /** An account as the factor checks see it. */
@@ -57,6 +57,8 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
     if (uid === undefined) return undefined;
     return { uid, typed, groups: p.local.groups(uid) ?? [], local: true, active: true, sshKeys: [] };
   };
+  /** The TOTP secret a remembered entry of `a` is bound to (src/auth/remember.ts). */
+  const bindingOf = (a: GatewayAccount) => (p.totpFromDirectory ? totpBinding("ldap", a.totpSecret) : totpBinding("local"));
   const keysFor = (a: GatewayAccount): string[] => {
     const fileLines = readKeysFile(p.publickey.keysFile ? keysFilePath(p.publickey.keysFile, a.uid) : undefined);
     return [...(p.publickey.fromDirectory ? a.sshKeys : []), ...fileLines];
@@ -157,12 +159,22 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
       // Break-glass logins are always checked in full.
       if (!r || r.periodMs <= 0 || a.local) return undefined;
       const entry = await r.state.remembered(a.uid, keyFp, sourceNet, nowMs);
-      return entry && rememberedValid(entry, { uid: a.uid, keyFp, sourceNet }, nowMs, r.periodMs) ? entry : undefined;
+      return entry && rememberedValid(entry, { uid: a.uid, keyFp, sourceNet, totpBinding: bindingOf(a) }, nowMs, r.periodMs)
+        ? entry
+        : undefined;
     },
     async rememberFactor(a, keyFp, sourceNet, nowMs) {
       const r = p.remember;
-      if (!r || r.periodMs <= 0 || a.local) return undefined;
-      const row = { uid: a.uid, keyFp, sourceNet, createdAtMs: nowMs, expiresAtMs: nowMs + Math.min(r.periodMs, REMEMBER_MAX_MS) };
+      const binding = bindingOf(a);
+      if (!r || r.periodMs <= 0 || a.local || binding === undefined) return undefined;
+      const row = {
+        uid: a.uid,
+        keyFp,
+        sourceNet,
+        createdAtMs: nowMs,
+        expiresAtMs: nowMs + Math.min(r.periodMs, REMEMBER_MAX_MS),
+        totpBinding: binding,
+      };
       await r.state.remember(row);
       return row;
     },

@@ -35,7 +35,7 @@ export {
   type Prompt,
 } from "./login.ts";
 export { findKey, keysFilePath, parseAuthorizedKeys } from "./publickey.ts";
-export { chainRemembers, keyFingerprint, REMEMBER_MAX_MS, rememberedValid, rememberNetwork } from "./remember.ts";
+export { chainRemembers, keyFingerprint, REMEMBER_MAX_MS, rememberedValid, rememberNetwork, totpBinding } from "./remember.ts";
 export { displayAddress, sourceKey } from "./source.ts";
 export {
   checkCandidate,

@@ -8,6 +8,10 @@
  * the `totp` factor of a chain that also holds `publickey`). The source network is an IPv4 /24 or
  * an IPv6 /64 (RFC 6177 §2: one site's hosts share a /64; a /24 is one office or home NAT pool).
  *
+ * An entry is also bound to the TOTP secret it stands in for ({@link totpBinding}): a secret
+ * replaced in the directory (`auth.totp.secrets: ldap`, where varco never sees the change happen)
+ * or removed from it voids every entry of the user, as a local re-enrolment deletes them.
+ *
  * The decisions here are pure; storage is the login state ({@link AuthState.remember}).
  */
 import { createHash } from "node:crypto";
@@ -15,6 +19,7 @@ import ipaddr from "ipaddr.js";
 import type { AuthMethod } from "../policy/index.ts";
 import type { RememberedRow } from "../state/index.ts";
 import { sourceKey } from "./source.ts";
+import { normaliseSecret } from "./totp.ts";
 
 /**
  * The longest `auth.totp.remember` accepted: 24 hours. NIST SP 800-63B (rev. 4, AAL2) asks for a
@@ -47,6 +52,26 @@ export function rememberNetwork(address: string): string | undefined {
   return `${parts[0]}.${parts[1]}.${parts[2]}.0/24`;
 }
 
+/**
+ * What a remembered entry is bound to besides (uid, key, network): for a secret held in the login
+ * state, `local` (its re-enrolment or reset deletes the entries in the same transaction); for a
+ * secret read from the directory (`auth.totp.secrets: ldap`), `ldap:` and the hex SHA-256 of the
+ * secret as TOTP checks it ({@link normaliseSecret}: spaces, dashes and `=` padding dropped, upper
+ * case), under a label of its own so the value is not a plain hash of the secret. Another secret
+ * gives another value. `undefined`: a directory entry without a usable secret, which nothing may be
+ * remembered for.
+ */
+export function totpBinding(source: "local" | "ldap", secret?: string | undefined): string | undefined {
+  if (source === "local") return "local";
+  let normal: string;
+  try {
+    normal = normaliseSecret(secret ?? "");
+  } catch {
+    return undefined;
+  }
+  return `ldap:${createHash("sha256").update("varco remembered factor binding\0").update(normal).digest("hex")}`;
+}
+
 /** Whether a chain may have its `totp` factor stood in for by a remembered entry: it holds `publickey` and `totp`. */
 export function chainRemembers(chain: readonly AuthMethod[]): boolean {
   return chain.includes("publickey") && chain.includes("totp");
@@ -56,15 +81,17 @@ export function chainRemembers(chain: readonly AuthMethod[]): boolean {
  * Whether `entry` lets (uid, key, network) skip the code at `nowMs` with the current
  * `auth.totp.remember` of `periodMs` (0 = off): it must be unexpired, and not older than the
  * current period either (shortening the period in a reload shortens every stored entry; turning
- * it off honours none). Every field must match exactly.
+ * it off honours none). Every field must match exactly, the TOTP binding included (an entry bound
+ * to nothing, `""`, never matches).
  */
 export function rememberedValid(
   entry: RememberedRow | undefined,
-  want: { readonly uid: string; readonly keyFp: string; readonly sourceNet: string },
+  want: { readonly uid: string; readonly keyFp: string; readonly sourceNet: string; readonly totpBinding: string | undefined },
   nowMs: number,
   periodMs: number,
 ): boolean {
   if (!entry || periodMs <= 0) return false;
   if (entry.uid !== want.uid || entry.keyFp !== want.keyFp || entry.sourceNet !== want.sourceNet) return false;
+  if (!want.totpBinding || entry.totpBinding !== want.totpBinding) return false;
   return entry.createdAtMs <= nowMs && nowMs < entry.expiresAtMs && nowMs < entry.createdAtMs + Math.min(periodMs, REMEMBER_MAX_MS);
 }

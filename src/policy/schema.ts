@@ -443,7 +443,7 @@ const auth = z
               "at most 24h: a remembered code stands in for the second factor, and NIST SP 800-63B asks for it at least once a day (use e.g. 8h, or 0s for off)",
           })
           .describe(
-            "After a full login through a chain with `publickey` and `totp`, the same uid with the same public key from the same source network (IPv4 /24, IPv6 /64) is not asked for the code again for this long (audited as `mfa_remembered` on every use). `0s` (the default): off. At most `24h`. Never for chains without `publickey`; revoked by `varco user forget`, a lockout of the uid and a TOTP reset or re-enrolment.",
+            "After a full login through a chain with `publickey` and `totp`, the same uid with the same public key from the same source network (IPv4 /24, IPv6 /64) is not asked for the code again for this long (audited as `mfa_remembered` on every use). `0s` (the default): off. At most `24h`. Never for chains without `publickey`; revoked by `varco user forget`, a lockout of the uid and a TOTP reset or re-enrolment; with `secrets: ldap`, by another secret (or none) in the directory.",
           ),
       })
       .prefault({})

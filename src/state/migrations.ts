@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS mfa_remembered (
 CREATE INDEX IF NOT EXISTS mfa_remembered_expiry ON mfa_remembered(expires_at_ms);
 `,
   },
+  {
+    version: 5,
+    name: "mfa_remembered.totp_binding: a remembered factor is bound to the TOTP secret it stood in for (entries from before bind to nothing and are never honoured)",
+    sql: "ALTER TABLE mfa_remembered ADD COLUMN totp_binding TEXT NOT NULL DEFAULT '';",
+  },
 ];
 
 export const POSTGRES_MIGRATIONS: readonly Migration[] = [
@@ -170,6 +175,11 @@ CREATE TABLE IF NOT EXISTS mfa_remembered (
 );
 CREATE INDEX IF NOT EXISTS mfa_remembered_expiry ON mfa_remembered(expires_at_ms);
 `,
+  },
+  {
+    version: 5,
+    name: "mfa_remembered.totp_binding: a remembered factor is bound to the TOTP secret it stood in for (entries from before bind to nothing and are never honoured)",
+    sql: "ALTER TABLE mfa_remembered ADD COLUMN totp_binding TEXT NOT NULL DEFAULT '';",
   },
 ];
 

@@ -232,15 +232,15 @@ function postgresState(pool: pg.Pool, where: string): AuthState {
       tx(pool, async (c) => {
         await c.query("DELETE FROM mfa_remembered WHERE expires_at_ms <= $1", [r.createdAtMs]);
         await c.query(
-          "INSERT INTO mfa_remembered (uid, key_fp, source_net, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5) " +
-            "ON CONFLICT (uid, key_fp, source_net) DO UPDATE SET created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms",
-          [r.uid, r.keyFp, r.sourceNet, r.createdAtMs, r.expiresAtMs],
+          "INSERT INTO mfa_remembered (uid, key_fp, source_net, created_at_ms, expires_at_ms, totp_binding) VALUES ($1, $2, $3, $4, $5, $6) " +
+            "ON CONFLICT (uid, key_fp, source_net) DO UPDATE SET created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms, totp_binding = excluded.totp_binding",
+          [r.uid, r.keyFp, r.sourceNet, r.createdAtMs, r.expiresAtMs, r.totpBinding],
         );
       }),
     async remembered(uid, keyFp, sourceNet, nowMs) {
       const r = (
         await query(
-          "SELECT uid, key_fp, source_net, created_at_ms, expires_at_ms FROM mfa_remembered WHERE uid = $1 AND key_fp = $2 AND source_net = $3 AND expires_at_ms > $4",
+          "SELECT uid, key_fp, source_net, created_at_ms, expires_at_ms, totp_binding FROM mfa_remembered WHERE uid = $1 AND key_fp = $2 AND source_net = $3 AND expires_at_ms > $4",
           [uid, keyFp, sourceNet, nowMs],
         )
       ).rows[0];
@@ -287,7 +287,9 @@ function postgresState(pool: pg.Pool, where: string): AuthState {
             at: Number(r.at),
           })),
           remembered: (
-            await rows("SELECT uid, key_fp, source_net, created_at_ms, expires_at_ms FROM mfa_remembered ORDER BY uid, key_fp, source_net")
+            await rows(
+              "SELECT uid, key_fp, source_net, created_at_ms, expires_at_ms, totp_binding FROM mfa_remembered ORDER BY uid, key_fp, source_net",
+            )
           ).map((r) => rememberedRow(r)),
           meta: (await rows("SELECT name, value FROM state_meta ORDER BY name")).map((r) => ({ name: r.name, value: r.value })),
         };
@@ -318,13 +320,10 @@ function postgresState(pool: pg.Pool, where: string): AuthState {
         for (const r of d.failures)
           await c.query("INSERT INTO auth_failures (uid, source, at) VALUES ($1, $2, $3)", [r.uid, r.source, r.at]);
         for (const r of d.remembered ?? [])
-          await c.query("INSERT INTO mfa_remembered (uid, key_fp, source_net, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5)", [
-            r.uid,
-            r.keyFp,
-            r.sourceNet,
-            r.createdAtMs,
-            r.expiresAtMs,
-          ]);
+          await c.query(
+            "INSERT INTO mfa_remembered (uid, key_fp, source_net, created_at_ms, expires_at_ms, totp_binding) VALUES ($1, $2, $3, $4, $5, $6)",
+            [r.uid, r.keyFp, r.sourceNet, r.createdAtMs, r.expiresAtMs, r.totpBinding ?? ""],
+          );
       }),
     async rowCount() {
       let n = 0;

@@ -112,12 +112,12 @@ function sqliteState(db: Database.Database, file: string): AuthState {
     claimMeta: db.prepare("INSERT INTO state_meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING"),
     meta: db.prepare<[string], { value: string }>("SELECT value FROM state_meta WHERE name = ?"),
     remember: db.prepare(
-      "INSERT INTO mfa_remembered (uid, key_fp, source_net, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?) " +
-        "ON CONFLICT(uid, key_fp, source_net) DO UPDATE SET created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms",
+      "INSERT INTO mfa_remembered (uid, key_fp, source_net, created_at_ms, expires_at_ms, totp_binding) VALUES (?, ?, ?, ?, ?, ?) " +
+        "ON CONFLICT(uid, key_fp, source_net) DO UPDATE SET created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms, totp_binding = excluded.totp_binding",
     ),
     rememberedExpire: db.prepare("DELETE FROM mfa_remembered WHERE expires_at_ms <= ?"),
     remembered: db.prepare<[string, string, string, number], RememberedSqlRow>(
-      "SELECT uid, key_fp, source_net, created_at_ms, expires_at_ms FROM mfa_remembered WHERE uid = ? AND key_fp = ? AND source_net = ? AND expires_at_ms > ?",
+      "SELECT uid, key_fp, source_net, created_at_ms, expires_at_ms, totp_binding FROM mfa_remembered WHERE uid = ? AND key_fp = ? AND source_net = ? AND expires_at_ms > ?",
     ),
     dropRemembered: db.prepare("DELETE FROM mfa_remembered WHERE uid = ?"),
   };
@@ -183,7 +183,7 @@ function sqliteState(db: Database.Database, file: string): AuthState {
     async remember(r) {
       db.transaction(() => {
         q.rememberedExpire.run(r.createdAtMs);
-        q.remember.run(r.uid, r.keyFp, r.sourceNet, r.createdAtMs, r.expiresAtMs);
+        q.remember.run(r.uid, r.keyFp, r.sourceNet, r.createdAtMs, r.expiresAtMs, r.totpBinding);
       })();
     },
     async remembered(uid, keyFp, sourceNet, nowMs) {
@@ -239,7 +239,9 @@ function sqliteState(db: Database.Database, file: string): AuthState {
         }[],
         remembered: (
           db
-            .prepare("SELECT uid, key_fp, source_net, created_at_ms, expires_at_ms FROM mfa_remembered ORDER BY uid, key_fp, source_net")
+            .prepare(
+              "SELECT uid, key_fp, source_net, created_at_ms, expires_at_ms, totp_binding FROM mfa_remembered ORDER BY uid, key_fp, source_net",
+            )
             .all() as RememberedSqlRow[]
         ).map(rememberedRow),
         meta: db.prepare("SELECT name, value FROM state_meta ORDER BY name").all() as { name: string; value: string }[],
@@ -257,7 +259,7 @@ function sqliteState(db: Database.Database, file: string): AuthState {
         const i = db.prepare("INSERT INTO totp_invitations (uid, code_mac, expires_at, created_at) VALUES (?, ?, ?, ?)");
         for (const r of d.invitations) i.run(r.uid, r.codeMac, r.expiresAt, r.createdAt);
         for (const r of d.failures) q.addFailure.run(r.uid, r.source, r.at);
-        for (const r of d.remembered ?? []) q.remember.run(r.uid, r.keyFp, r.sourceNet, r.createdAtMs, r.expiresAtMs);
+        for (const r of d.remembered ?? []) q.remember.run(r.uid, r.keyFp, r.sourceNet, r.createdAtMs, r.expiresAtMs, r.totpBinding ?? "");
         for (const r of d.meta) q.claimMeta.run(r.name, r.value);
       })();
     },
@@ -279,6 +281,7 @@ interface RememberedSqlRow {
   source_net: string;
   created_at_ms: number | string;
   expires_at_ms: number | string;
+  totp_binding: string;
 }
 
 /** A `mfa_remembered` row of either engine (PostgreSQL returns BIGINT as a string). */
@@ -289,6 +292,7 @@ export function rememberedRow(r: RememberedSqlRow): RememberedRow {
     sourceNet: r.source_net,
     createdAtMs: Number(r.created_at_ms),
     expiresAtMs: Number(r.expires_at_ms),
+    totpBinding: r.totp_binding,
   };
 }
 

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openAuditStore } from "../../src/audit/index.ts";
-import { currentCode } from "../../src/auth/index.ts";
+import { currentCode, newSecret } from "../../src/auth/index.ts";
 import { type Harness, ROOT, startHarness } from "../helpers/harness.ts";
 
 let h: Harness;
@@ -58,19 +58,19 @@ const varco = (...args: string[]) => execa("node", [join(ROOT, "bin/varco.mjs"),
 
 let seq = 0;
 /** A key login with the real client: `key` only (IdentitiesOnly), askpass answering `code`; returns what the askpass was asked. */
-async function keyLogin(account: string, key: string, code: string, extra: readonly string[] = []) {
-  const askLog = join(dir, `asked-${seq++}.log`);
+async function keyLogin(account: string, key: string, code: string, extra: readonly string[] = [], on: Harness = h) {
+  const askLog = join(on.dir, `asked-${seq++}.log`);
   writeFileSync(askLog, "");
   const r = await execa(
     "ssh",
     [
       // One keyboard-interactive round: a wrong code counts one failure (three would lock the uid, which revokes its entries).
-      ...h.sshOptions([
+      ...on.sshOptions([
         ...extra,
         "-o",
         "PubkeyAuthentication=yes",
         "-i",
-        join(dir, key),
+        join(on.dir, key),
         "-o",
         "IdentitiesOnly=yes",
         "-o",
@@ -82,7 +82,7 @@ async function keyLogin(account: string, key: string, code: string, extra: reado
     {
       reject: false,
       // The password is wrong on purpose: a fallback to the password chain can never log in.
-      env: { ...h.askpassEnv("not-the-password", code), VARCO_TEST_ASKPASS_LOG: askLog },
+      env: { ...on.askpassEnv("not-the-password", code), VARCO_TEST_ASKPASS_LOG: askLog },
       stdin: "ignore",
       timeout: 60_000,
     },
@@ -222,5 +222,84 @@ describe("remembered second factor", () => {
     const r = await keyLogin("rm01_vm1", "ka", WRONG);
     expect(r.exitCode).toBe(255);
     expect(r.askedCode).toBe(true);
+  });
+});
+
+describe("remembered second factor with TOTP secrets in the directory (auth.totp.secrets: ldap)", () => {
+  // The directory is changed behind varco's back: a remembered entry must follow the secret it stood in for.
+  let hl: Harness;
+  const LDAP_USERS = ["rl01", "rl02", "rl03"];
+  const lastStep = new Map<string, number>();
+  /** A code of `secret` for a step `uid` has not used yet (the replay guard is per uid, whatever the secret). */
+  const codeOf = (uid: string, secret: string) => {
+    const now = Math.floor(Date.now() / TOTP.periodMs);
+    const step = Math.max((lastStep.get(uid) ?? now - 1) + 1, now);
+    if (step > now + 1) throw new Error(`test bug: a third code of ${uid} within one step`);
+    lastStep.set(uid, step);
+    return currentCode(TOTP, secret, step * TOTP.periodMs);
+  };
+  const secretOf = (uid: string) => hl.env.secrets.get(uid) ?? "";
+  const setSecret = (uid: string, ldif: string) =>
+    hl.env.slapd.modify(`dn: uid=${uid},ou=people,${hl.env.slapd.suffix}\nchangetype: modify\n${ldif}`);
+
+  beforeAll(async () => {
+    const d = mkdtempSync(join(tmpdir(), "varco-remember-ldap-"));
+    mkdirSync(join(d, "userkeys"), { recursive: true });
+    await execa("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", join(d, "ka")]);
+    for (const u of LDAP_USERS) writeFileSync(join(d, `userkeys/${u}.pub`), readFileSync(join(d, "ka.pub")));
+    hl = await startHarness({
+      dir: d,
+      extraUsers: LDAP_USERS,
+      totpAttribute: "employeeNumber",
+      templateEdit: (t) =>
+        t.replace(
+          "  chains: [[password, totp]]",
+          '  chains: [[password, totp], [publickey, totp]]\n  totp: { remember: 8h, secrets: ldap, ldap_attribute: employeeNumber }\n  publickey: { keys_file: "userkeys/{uid}.pub" }',
+        ),
+    });
+  }, 120_000);
+  afterAll(async () => {
+    await hl?.stop();
+  });
+
+  it("is honoured while the directory holds the same secret, in any spelling", async () => {
+    expect((await keyLogin("rl01_vm1", "ka", codeOf("rl01", secretOf("rl01")), [], hl)).stdout).toBe("in");
+    expect((await keyLogin("rl01_vm1", "ka", WRONG, [], hl)).asked).toEqual([]);
+    // The same secret written in lower case with spaces gives the same codes: still remembered.
+    const spelled = (
+      secretOf("rl01")
+        .toLowerCase()
+        .match(/.{1,4}/g) ?? []
+    ).join(" ");
+    await setSecret("rl01", `replace: employeeNumber\nemployeeNumber: ${spelled}\n`);
+    const again = await keyLogin("rl01_vm1", "ka", WRONG, [], hl);
+    expect(again.stdout).toBe("in");
+    expect(again.asked).toEqual([]);
+  });
+
+  it("a secret replaced in the directory voids the entry: the code of the new secret is asked, then remembered again", async () => {
+    expect((await keyLogin("rl02_vm1", "ka", codeOf("rl02", secretOf("rl02")), [], hl)).stdout).toBe("in");
+    expect((await keyLogin("rl02_vm1", "ka", WRONG, [], hl)).asked).toEqual([]);
+    const fresh = newSecret();
+    await setSecret("rl02", `replace: employeeNumber\nemployeeNumber: ${fresh}\n`);
+    const refused = await keyLogin("rl02_vm1", "ka", WRONG, [], hl);
+    expect(refused.exitCode).toBe(255);
+    expect(refused.askedCode).toBe(true);
+    // The old secret's codes are no good either; the new one's log in and are remembered.
+    const full = await keyLogin("rl02_vm1", "ka", codeOf("rl02", fresh), [], hl);
+    expect(full.stdout).toBe("in");
+    expect(full.askedCode).toBe(true);
+    const remembered = await keyLogin("rl02_vm1", "ka", WRONG, [], hl);
+    expect(remembered.stdout).toBe("in");
+    expect(remembered.asked).toEqual([]);
+  });
+
+  it("a secret removed from the directory voids the entry", async () => {
+    expect((await keyLogin("rl03_vm1", "ka", codeOf("rl03", secretOf("rl03")), [], hl)).stdout).toBe("in");
+    expect((await keyLogin("rl03_vm1", "ka", WRONG, [], hl)).asked).toEqual([]);
+    await setSecret("rl03", "delete: employeeNumber\n");
+    const r = await keyLogin("rl03_vm1", "ka", WRONG, [], hl);
+    expect(r.exitCode).toBe(255);
+    expect(r.stdout).toBe("");
   });
 });

@@ -9,8 +9,26 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { currentCode, lockoutOn, newOneTimeCode, newRecoveryCodes, newSecret, openTotpStore, totpStoreOn } from "../../src/auth/index.ts";
-import { type AuthState, openPostgresState, openSqliteState, openState, STATE_SCHEMA_VERSION, StateError } from "../../src/state/index.ts";
+import {
+  currentCode,
+  lockoutOn,
+  newOneTimeCode,
+  newRecoveryCodes,
+  newSecret,
+  openTotpStore,
+  rememberedValid,
+  totpBinding,
+  totpStoreOn,
+} from "../../src/auth/index.ts";
+import {
+  type AuthState,
+  openPostgresState,
+  openSqliteState,
+  openState,
+  SQLITE_MIGRATIONS,
+  STATE_SCHEMA_VERSION,
+  StateError,
+} from "../../src/state/index.ts";
 import { havePostgres, startPostgres, type TestPostgres } from "../helpers/postgres.ts";
 
 const SETTINGS = { issuer: "varco", digits: 6 as const, periodMs: 30_000, window: 1 };
@@ -245,7 +263,14 @@ for (const e of engines) {
 
     it("remembered second factors: shared by both handles, exact match, expiry exclusive, upsert, forget per uid", async () => {
       await engine.clear();
-      const row = { uid: "mario", keyFp: "SHA256:aaa", sourceNet: "192.0.2.0/24", createdAtMs: T0, expiresAtMs: T0 + 60_000 };
+      const row = {
+        uid: "mario",
+        keyFp: "SHA256:aaa",
+        sourceNet: "192.0.2.0/24",
+        createdAtMs: T0,
+        expiresAtMs: T0 + 60_000,
+        totpBinding: "ldap:0a",
+      };
       await a.remember(row);
       await a.remember({ ...row, uid: "anna" });
       expect(await b.remembered("mario", "SHA256:aaa", "192.0.2.0/24", T0 + 1)).toEqual(row);
@@ -262,6 +287,9 @@ for (const e of engines) {
       await b.remember({ ...row, keyFp: "SHA256:old", createdAtMs: T0 - 120_000, expiresAtMs: T0 - 60_000 });
       await b.remember({ ...row, createdAtMs: T0 + 10_000, expiresAtMs: T0 + 70_000 });
       expect((await a.remembered("mario", "SHA256:aaa", "192.0.2.0/24", T0 + 65_000))?.createdAtMs).toBe(T0 + 10_000);
+      // A full login after the directory's secret changed rebinds the entry to the new secret.
+      await a.remember({ ...row, createdAtMs: T0 + 11_000, expiresAtMs: T0 + 71_000, totpBinding: "ldap:0b" });
+      expect((await b.remembered("mario", "SHA256:aaa", "192.0.2.0/24", T0 + 65_000))?.totpBinding).toBe("ldap:0b");
       expect((await a.dump()).remembered?.map((r) => r.keyFp)).toEqual(["SHA256:aaa", "SHA256:aaa"]);
       expect(await b.forgetRemembered("mario")).toBe(1);
       expect(await b.forgetRemembered("mario")).toBe(0);
@@ -277,6 +305,7 @@ for (const e of engines) {
         sourceNet: "2001:db8:1:2::/64",
         createdAtMs: T0,
         expiresAtMs: T0 + 3_600_000,
+        totpBinding: "local",
       });
       const has = async (uid: string) => (await b.remembered(uid, "SHA256:k", "2001:db8:1:2::/64", T0 + 1)) !== undefined;
       await sa.setSecret("reset", newSecret());
@@ -304,7 +333,14 @@ for (const e of engines) {
 
     it("dump and load carry the remembered second factors; rowCount counts them", async () => {
       await engine.clear();
-      const row = { uid: "copy", keyFp: "SHA256:c", sourceNet: "10.0.0.0/24", createdAtMs: T0, expiresAtMs: T0 + 1000 };
+      const row = {
+        uid: "copy",
+        keyFp: "SHA256:c",
+        sourceNet: "10.0.0.0/24",
+        createdAtMs: T0,
+        expiresAtMs: T0 + 1000,
+        totpBinding: "local",
+      };
       await a.remember(row);
       const n = await a.rowCount();
       const d = await a.dump();
@@ -312,8 +348,12 @@ for (const e of engines) {
       expect((await b.dump()).remembered).toEqual([row]);
       expect(await b.rowCount()).toBe(n);
       expect(n).toBeGreaterThanOrEqual(1);
+      // A dump made before entries were bound to a TOTP secret loads them bound to nothing (never honoured).
+      const { totpBinding: _, ...unbound } = row;
+      await b.load({ ...d, remembered: [unbound as typeof row] }, true);
+      expect((await b.dump()).remembered).toEqual([{ ...row, totpBinding: "" }]);
       // A dump made before the table existed loads (nothing remembered).
-      const { remembered: _, ...old } = d;
+      const { remembered: _r, ...old } = d;
       await b.load(old, true);
       expect((await b.dump()).remembered).toEqual([]);
     });
@@ -395,6 +435,29 @@ CREATE INDEX IF NOT EXISTS auth_failures_source ON auth_failures(source, at);`);
     const state = await openState({ stateDir: dir, resolvePath: (p) => p });
     expect(await state.schemaVersion()).toBe(STATE_SCHEMA_VERSION);
     expect((await lockoutOn(state, LOCK).locked("locked", "x", T0 + 10)).uid).toBe(true);
+    await state.close();
+  });
+});
+
+describe("SQLite: a state.db of schema version 4 with remembered second factors", () => {
+  it("migrates in place: the entries are kept, bound to no TOTP secret, so none is honoured again", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "varco-v4state-"));
+    dirs.push(dir);
+    const db = new Database(join(dir, "state.db"));
+    db.exec("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)");
+    for (const m of SQLITE_MIGRATIONS.filter((x) => x.version <= 4)) {
+      db.exec(m.sql);
+      db.prepare("INSERT INTO schema_version VALUES (?, 'test')").run(m.version);
+    }
+    db.prepare("INSERT INTO mfa_remembered VALUES (?, ?, ?, ?, ?)").run("mario", "SHA256:k", "192.0.2.0/24", T0, T0 + 3_600_000);
+    db.close();
+    const state = await openSqliteState(dir);
+    expect(await state.schemaVersion()).toBe(STATE_SCHEMA_VERSION);
+    const row = await state.remembered("mario", "SHA256:k", "192.0.2.0/24", T0 + 1);
+    expect(row?.totpBinding).toBe("");
+    const want = { uid: "mario", keyFp: "SHA256:k", sourceNet: "192.0.2.0/24" };
+    expect(rememberedValid(row, { ...want, totpBinding: totpBinding("local") }, T0 + 1, 3_600_000)).toBe(false);
+    expect(rememberedValid(row, { ...want, totpBinding: totpBinding("ldap", newSecret()) }, T0 + 1, 3_600_000)).toBe(false);
     await state.close();
   });
 });

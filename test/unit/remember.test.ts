@@ -5,6 +5,7 @@
  * that a password-only chain never skips, and that only a login that checked the code stores.
  */
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -22,6 +23,7 @@ import {
   REMEMBER_MAX_MS,
   rememberedValid,
   rememberNetwork,
+  totpBinding,
 } from "../../src/auth/index.ts";
 import type { AuthMethod } from "../../src/policy/index.ts";
 import { formatIssue, PolicyError, type PolicyIssue, parsePolicyText } from "../../src/policy/index.ts";
@@ -59,8 +61,16 @@ describe("keyFingerprint", () => {
 });
 
 describe("rememberedValid and chainRemembers", () => {
-  const e: RememberedRow = { uid: "mario", keyFp: "SHA256:a", sourceNet: "192.0.2.0/24", createdAtMs: T0, expiresAtMs: T0 + 8 * H };
-  const want = { uid: "mario", keyFp: "SHA256:a", sourceNet: "192.0.2.0/24" };
+  const bound = totpBinding("ldap", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP");
+  const e: RememberedRow = {
+    uid: "mario",
+    keyFp: "SHA256:a",
+    sourceNet: "192.0.2.0/24",
+    createdAtMs: T0,
+    expiresAtMs: T0 + 8 * H,
+    totpBinding: bound ?? "",
+  };
+  const want = { uid: "mario", keyFp: "SHA256:a", sourceNet: "192.0.2.0/24", totpBinding: bound };
   it("valid until the expiry (exclusive), never when off, never beyond a period shortened since", () => {
     expect(rememberedValid(e, want, T0, 8 * H)).toBe(true);
     expect(rememberedValid(e, want, T0 + 8 * H - 1, 8 * H)).toBe(true);
@@ -76,6 +86,24 @@ describe("rememberedValid and chainRemembers", () => {
     expect(rememberedValid(e, { ...want, uid: "Mario" }, T0, 8 * H)).toBe(false);
     expect(rememberedValid(e, { ...want, keyFp: "SHA256:b" }, T0, 8 * H)).toBe(false);
     expect(rememberedValid(e, { ...want, sourceNet: "192.0.3.0/24" }, T0, 8 * H)).toBe(false);
+  });
+  it("is bound to the TOTP secret: another secret, no secret, an entry bound to nothing or to the local secret never match", () => {
+    expect(rememberedValid(e, { ...want, totpBinding: totpBinding("ldap", "KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU") }, T0, 8 * H)).toBe(false);
+    expect(rememberedValid(e, { ...want, totpBinding: totpBinding("ldap", undefined) }, T0, 8 * H)).toBe(false);
+    expect(rememberedValid(e, { ...want, totpBinding: totpBinding("ldap", " = ") }, T0, 8 * H)).toBe(false);
+    expect(totpBinding("ldap", "not base32 at all!")).toBeUndefined();
+    expect(rememberedValid(e, { ...want, totpBinding: "local" }, T0, 8 * H)).toBe(false);
+    expect(rememberedValid({ ...e, totpBinding: "" }, { ...want, totpBinding: "" }, T0, 8 * H)).toBe(false);
+    expect(rememberedValid({ ...e, totpBinding: "" }, { ...want, totpBinding: undefined }, T0, 8 * H)).toBe(false);
+    // The same secret in another spelling is the same secret (the codes are the same).
+    expect(
+      rememberedValid(e, { ...want, totpBinding: totpBinding("ldap", "jbsw y3dp-ehpk 3pxp jbsw y3dp ehpk 3pxp====") }, T0, 8 * H),
+    ).toBe(true);
+    // The value is not a plain SHA-256 of the secret.
+    const plain = createHash("sha256").update("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").digest("hex");
+    expect(bound).toMatch(/^ldap:[0-9a-f]{64}$/);
+    expect(bound).not.toContain(plain);
+    expect(totpBinding("local")).toBe("local");
   });
   it("only chains holding publickey and totp", () => {
     expect(chainRemembers(["publickey", "totp"])).toBe(true);
@@ -159,11 +187,11 @@ function setup(o: { chains: AuthMethod[][]; source?: string; periodMs?: number; 
       calls.push(`remembered:${fp}:${net}`);
       if (o.rememberedFails) throw new Error("state unreachable");
       const r = entries.get(id(a.uid, fp, net));
-      return r && rememberedValid(r, { uid: a.uid, keyFp: fp, sourceNet: net }, at, periodMs) ? r : undefined;
+      return r && rememberedValid(r, { uid: a.uid, keyFp: fp, sourceNet: net, totpBinding: "local" }, at, periodMs) ? r : undefined;
     },
     async rememberFactor(a, fp, net, at) {
       calls.push(`remember:${fp}:${net}`);
-      const r = { uid: a.uid, keyFp: fp, sourceNet: net, createdAtMs: at, expiresAtMs: at + periodMs };
+      const r = { uid: a.uid, keyFp: fp, sourceNet: net, createdAtMs: at, expiresAtMs: at + periodMs, totpBinding: "local" };
       entries.set(id(a.uid, fp, net), r);
       return r;
     },
