@@ -128,6 +128,12 @@ export function guardAudit(sink: AuditSink, onFailure: (err: AuditWriteError) =>
 const AUDIT_REFUSAL_GRACE_MS = 5000;
 /** After a failed write mid-session: time for session.ts to write the message before the connection ends (ms). */
 const AUDIT_FAILURE_GRACE_MS = 1000;
+/**
+ * Longest wait, after the user's connection closed, for its session channels to finish (recordings
+ * flushed, fsync(2)ed and closed) before `session_end` is written anyway (ms). Below the 5 s a
+ * graceful stop waits for connections (server.ts), so their ends are written before the store closes.
+ */
+export const CHANNELS_END_WAIT_MS = 3000;
 
 /** Serves one ssh2 connection. */
 export function serveConnection(deps: ConnectionDeps, client: Connection, address: string, hooks: ConnectionHooks): void {
@@ -152,6 +158,8 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
 
   let lastExit: number | null = null;
   let sessionStarted = false;
+  /** Session channels still ending (relay, recording close, channel_closed), see ConnectionContext.channelEnding. */
+  const channelsEnding = new Set<Promise<void>>();
   let upstream: Promise<UpstreamClient> | undefined;
   let upstreamClient: UpstreamClient | undefined;
   let channelCounter = 0;
@@ -303,6 +311,14 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
         lastExit = code;
       },
       nextChannel: () => ++channelCounter,
+      channelEnding: (done) => {
+        const settled: Promise<void> = done.then(
+          () => undefined,
+          () => undefined,
+        );
+        channelsEnding.add(settled);
+        void settled.then(() => channelsEnding.delete(settled));
+      },
       agentRequested: false,
     };
     monitor.start();
@@ -411,19 +427,36 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
     closed = true;
     login.abandon();
     monitor.stop();
-    hooks.closed();
     upstream?.then(
       (c) => c.end(),
       () => undefined,
     );
-    if (sessionStarted) {
-      hooks.sessionEnded(connId);
-      let result = "ok";
-      if (!upstreamClient) result = "upstream_failed";
-      if (terminated) result = "terminated";
-      // A failure here is logged by the guard; the store keeps the end queued and writes it when it can.
-      audit.endSession(connId, { result, upBytes: counters.up, downBytes: counters.down, exitStatus: lastExit });
-      log.info({ up: counters.up, down: counters.down, exit_status: lastExit }, "session ended");
-    }
+    if (sessionStarted) hooks.sessionEnded(connId);
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      if (sessionStarted) {
+        let result = "ok";
+        if (!upstreamClient) result = "upstream_failed";
+        if (terminated) result = "terminated";
+        // A failure here is logged by the guard; the store keeps the end queued and writes it when it can.
+        audit.endSession(connId, { result, upBytes: counters.up, downBytes: counters.down, exitStatus: lastExit });
+        log.info({ up: counters.up, down: counters.down, exit_status: lastExit }, "session ended");
+      }
+      // Last: a graceful stop waits (bounded) for every connection to get here.
+      hooks.closed();
+    };
+    if (channelsEnding.size === 0) return end();
+    // The channels' recordings close first (their upstream ends now), so session_end is the session's
+    // last event and carries the last exit status; a recording stuck on the disk does not hold it long.
+    const timer = setTimeout(() => {
+      log.warn({ channels: channelsEnding.size, ms: CHANNELS_END_WAIT_MS }, "session ended before its channels' recordings closed");
+      end();
+    }, CHANNELS_END_WAIT_MS);
+    void Promise.all([...channelsEnding]).then(() => {
+      clearTimeout(timer);
+      end();
+    });
   });
 }

@@ -34,6 +34,12 @@ export interface ConnectionContext {
   setExit(code: number): void;
   /** The next channel number for recordings (1, 2, …). */
   nextChannel(): number;
+  /**
+   * Registers the end of a session channel (its relay done, its recording closed, `channel_closed`
+   * emitted): the session's `session_end` is written once every registered one has settled, so it
+   * is the session's last event (bounded: {@link import("./connection.ts").CHANNELS_END_WAIT_MS}).
+   */
+  channelEnding(done: Promise<unknown>): void;
   readonly log: Logger;
   /** Whether the user asked for agent forwarding on some session channel. */
   agentRequested: boolean;

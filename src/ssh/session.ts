@@ -265,7 +265,7 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
     };
     if (!ctx.audit.healthy().ok) return auditRefused();
     const ready = ctx.upstream ?? Promise.reject(new Error("no upstream"));
-    ready
+    const ended = ready
       .then(
         (up) =>
           new Promise<{ ch: ClientChannel; exitOf: () => ExitInfo | undefined }>((resolve, reject) => {
@@ -347,6 +347,7 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
           refuse(err instanceof HostKeyMismatchError ? HOST_KEY_CHANGED_MESSAGE : TARGET_UNREACHABLE_MESSAGE);
         },
       );
+    ctx.channelEnding(ended);
   };
 
   session.on("shell", (accept) => start({ type: "shell" }, accept()));

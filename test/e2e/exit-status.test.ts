@@ -9,13 +9,17 @@
  * The target is an ssh2 server (with varco's ssh2 patch every packet of one event-loop turn leaves
  * in one socket write) that answers each exec synchronously; the user is the real OpenSSH client
  * through the real gateway, on a recorded route and on one without recording.
+ *
+ * The same burst ends the user's connection at once: the session's `session_end` must still come
+ * after its channels' `recording` events (their recordings are closed by the recording writer
+ * thread, later than the connection's close) and carry the command's exit status.
  */
 import type { AddressInfo } from "node:net";
 import { execa } from "execa";
 import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateEd25519 } from "../../src/ssh/index.ts";
-import { type Harness, startHarness, TEST_ROUTES } from "../helpers/harness.ts";
+import { closedSessionOf, type Harness, startHarness, TEST_ROUTES } from "../helpers/harness.ts";
 
 interface InstantTarget {
   readonly port: number;
@@ -60,7 +64,7 @@ let cm: string[];
 beforeAll(async () => {
   target = await startInstantTarget();
   h = await startHarness({
-    extraUsers: ["x01"],
+    extraUsers: ["x01", "x02", "x03"],
     extraRoutes: `${TEST_ROUTES}
   - groups: [testers]
     alias: instant
@@ -94,4 +98,19 @@ describe("a command that ends in the same packet burst as its start", () => {
       }
     });
   }
+});
+
+describe("the end of a session whose command ends at once", () => {
+  it("session_end is its last event, after the recording's, and carries the exit status", async () => {
+    for (const uid of ["x02", "x03"]) {
+      const r = await h.ssh(`${uid}_instant`, ["exit 3"]);
+      expect(r.exitCode).toBe(3);
+      const shown = await closedSessionOf(h.env.policyFile, uid);
+      const types = shown.events.map((e) => e.type);
+      expect(types.at(-1)).toBe("session_end");
+      expect(types).toContain("recording");
+      expect(shown.events.at(-1)?.data.exit_status).toBe(3);
+      expect(shown.recordings.map((x) => x.status)).toEqual(["complete"]);
+    }
+  });
 });
