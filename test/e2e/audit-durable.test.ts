@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../src/demo/index.ts";
-import { type Harness, ROOT, startHarness } from "../helpers/harness.ts";
+import { closedSessionOf, type Harness, ROOT, startHarness } from "../helpers/harness.ts";
 
 const isRoot = process.getuid?.() === 0;
 const MESSAGE = "varco: the audit log cannot be written; the session is ended.";
@@ -93,6 +93,8 @@ describe("a second writer holding the audit database", () => {
       const ts = Date.parse(String(logins[0]?.ts));
       expect(ts).toBeGreaterThanOrEqual(lock.heldAt - 1000);
       expect(ts).toBeLessThanOrEqual(releasedAt);
+      // The session's end follows its recording's close (bounded wait for it, not a race with it).
+      expect((await closedSessionOf(h.env.policyFile, "d01")).session.result).toBe("ok");
       expect(await sql("SELECT result FROM sessions WHERE uid = 'd01'")).toEqual([{ result: "ok" }]);
     } finally {
       lock.kill();
