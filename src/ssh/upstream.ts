@@ -90,7 +90,11 @@ export function connectUpstream(p: UpstreamParams): Promise<Client> {
       client.setNoDelay(true);
       resolve(client);
     });
-    client.once("error", (err: Error) =>
+    // on, not once: ssh2 may emit several errors for one failure (a target that never sends its
+    // identification: "Timed out while waiting for handshake", then "Connection lost before
+    // handshake"), and an 'error' nobody listens for ends the gateway process. Later ones are the
+    // 'close' handlers' business (the session ends with the upstream).
+    client.on("error", (err: Error) =>
       fail(mismatch ?? new UpstreamError(`target ${p.name} (${p.host}:${p.port}): ${err.message}`, { cause: err })),
     );
     client.once("close", () => fail(mismatch ?? new UpstreamError(`target ${p.name} (${p.host}:${p.port}) closed the connection`)));
