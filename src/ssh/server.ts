@@ -10,8 +10,8 @@ import { sourceKey } from "../auth/index.ts";
 import { type GatewayMetrics, type Logger, NO_METRICS, printable } from "../obs/index.ts";
 import { parseHostPort } from "../policy/index.ts";
 import { resolveRoute } from "../routing/index.ts";
-import { type GatewayRuntime, type LiveSession, serveConnection } from "./connection.ts";
-import { assertSsh2Patched } from "./ssh2-internals.ts";
+import { CHANNELS_END_WAIT_MS, type GatewayRuntime, type LiveSession, serveConnection } from "./connection.ts";
+import { assertSsh2Patched, connectionSocket } from "./ssh2-internals.ts";
 
 export { CODE_PROMPT, PASSWORD_PROMPT } from "../auth/index.ts";
 export { HOST_KEY_CHANGED_MESSAGE, TARGET_UNREACHABLE_MESSAGE } from "./session.ts";
@@ -37,7 +37,8 @@ export interface Gateway {
   listen(addresses: readonly string[]): Promise<AddressInfo[]>;
   /**
    * Stops accepting, lets sessions finish for up to `drainMs` (ms), then ends the rest.
-   * Resolves once every connection's close handler (session_end row) ran, or after 5 s more.
+   * Resolves once every connection's close handler (session_end row) ran: a peer is cut 1 s after the
+   * DISCONNECT, and its session's channels get CHANNELS_END_WAIT_MS + 1 s more (at most 5 s in all).
    */
   close(drainMs?: number): Promise<void>;
   /**
@@ -71,6 +72,8 @@ export interface LiveSessionInfo {
   readonly downBytes: number;
 }
 
+/** After a stop's DISCONNECT, how long a peer gets to close its side before its socket is destroyed (ms). */
+const CLOSE_GRACE_MS = 1000;
 /** How long the user's channels get to show the reason before the connection closes (ms). */
 const TERMINATE_NOTICE_MS = 300;
 
@@ -208,8 +211,12 @@ export function createGateway(deps: GatewayDeps): Gateway {
       // Graceful: let routed sessions finish on their own, bounded by drainMs.
       for (let waited = 0; waited < drainMs && live.size > 0; waited += 100) await new Promise((r) => setTimeout(r, 100));
       for (const c of connections) c.end();
-      // Bounded wait (5 s) for every connection's close handler (which writes the session_end row).
-      for (let i = 0; i < 100 && connections.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      // A peer that has not closed its side 1 s after the DISCONNECT is cut, so every close handler runs in time.
+      for (let i = 0; i < CLOSE_GRACE_MS / 50 && connections.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
+      for (const c of connections) connectionSocket(c)?.destroy();
+      // Then each close handler writes session_end once its channels have ended (bounded by
+      // CHANNELS_END_WAIT_MS); the connection leaves `connections` after that write.
+      for (let i = 0; i < (CHANNELS_END_WAIT_MS + 1000) / 50 && connections.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
       await closed;
     },
     stats: () => ({ connections: connections.size, unauthenticated, sessions: live.size }),
