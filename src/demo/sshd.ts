@@ -5,7 +5,9 @@
  * Its sessions get `HOME=<dir>/home` (sshd_config(5) `SetEnv`, applied after sshd's own HOME), an
  * empty folder: sshd can only log in the user running it, and Debian's bash reads `~/.bashrc` even
  * for a command sent over ssh, so without it every command on the target would run that user's
- * dotfiles (a tool's stale lock there stalled every command for 60 s).
+ * dotfiles (a tool's stale lock there stalled every command for 60 s); `PermitUserRC no` keeps
+ * its `~/.ssh/rc` out too. Commands still start in that user's home directory (sshd changes to the
+ * password database's home, not to HOME).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { userInfo } from "node:os";
@@ -92,6 +94,8 @@ async function startSshdOnce(o: SshdOptions): Promise<Sshd> {
       "AcceptEnv LANG LC_* TERM TZ VARCO_TEST_*",
       "Subsystem sftp internal-sftp",
       `SetEnv ${sshdQuoted(`HOME=${home}`)}`,
+      // Nor the user's ~/.ssh/rc (sshd runs it from the password database's home, whatever HOME says).
+      "PermitUserRC no",
       "LogLevel VERBOSE",
       "",
     ].join("\n"),
