@@ -13,7 +13,7 @@ import type { LocalUsers } from "./local.ts";
 import type { Lockout } from "./lockout.ts";
 import type { Account, AccountLookup, Enrolment, FactorVerdict, LoginFactors } from "./login.ts";
 import { findKey, keysFilePath, parseAuthorizedKeys, readKeysFile } from "./publickey.ts";
-import { REMEMBER_MAX_MS, rememberedValid, totpBinding } from "./remember.ts";
+import { LOCAL_TOTP_BINDING, REMEMBER_MAX_MS, rememberedValid } from "./remember.ts";
 import { matchStep, newRecoveryCodes, newSecret, otpauthUri, type TotpSettings, type TotpStore } from "./totp.ts";
 
 /** An account as the factor checks see it. */
@@ -58,7 +58,7 @@ export function createAuthenticator(p: AuthenticatorParts): Authenticator {
     return { uid, typed, groups: p.local.groups(uid) ?? [], local: true, active: true, sshKeys: [] };
   };
   /** The TOTP secret a remembered entry of `a` is bound to (src/auth/remember.ts). */
-  const bindingOf = (a: GatewayAccount) => (p.totpFromDirectory ? totpBinding("ldap", a.totpSecret) : totpBinding("local"));
+  const bindingOf = (a: GatewayAccount) => (p.totpFromDirectory ? p.totp.directoryBinding(a.uid, a.totpSecret) : LOCAL_TOTP_BINDING);
   const keysFor = (a: GatewayAccount): string[] => {
     const fileLines = readKeysFile(p.publickey.keysFile ? keysFilePath(p.publickey.keysFile, a.uid) : undefined);
     return [...(p.publickey.fromDirectory ? a.sshKeys : []), ...fileLines];

@@ -35,11 +35,12 @@ export {
   type Prompt,
 } from "./login.ts";
 export { findKey, keysFilePath, parseAuthorizedKeys } from "./publickey.ts";
-export { chainRemembers, keyFingerprint, REMEMBER_MAX_MS, rememberedValid, rememberNetwork, totpBinding } from "./remember.ts";
+export { chainRemembers, keyFingerprint, LOCAL_TOTP_BINDING, REMEMBER_MAX_MS, rememberedValid, rememberNetwork } from "./remember.ts";
 export { displayAddress, sourceKey } from "./source.ts";
 export {
   checkCandidate,
   currentCode,
+  directorySecretBinding,
   loadOrCreateKey,
   newOneTimeCode,
   newRecoveryCodes,

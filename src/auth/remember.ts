@@ -8,7 +8,8 @@
  * the `totp` factor of a chain that also holds `publickey`). The source network is an IPv4 /24 or
  * an IPv6 /64 (RFC 6177 §2: one site's hosts share a /64; a /24 is one office or home NAT pool).
  *
- * An entry is also bound to the TOTP secret it stands in for ({@link totpBinding}): a secret
+ * An entry is also bound to the TOTP secret it stands in for ({@link LOCAL_TOTP_BINDING},
+ * {@link import("./totp.ts").directorySecretBinding}): a secret
  * replaced in the directory (`auth.totp.secrets: ldap`, where varco never sees the change happen)
  * or removed from it voids every entry of the user, as a local re-enrolment deletes them.
  *
@@ -19,7 +20,6 @@ import ipaddr from "ipaddr.js";
 import type { AuthMethod } from "../policy/index.ts";
 import type { RememberedRow } from "../state/index.ts";
 import { sourceKey } from "./source.ts";
-import { normaliseSecret } from "./totp.ts";
 
 /**
  * The longest `auth.totp.remember` accepted: 24 hours. NIST SP 800-63B (rev. 4, AAL2) asks for a
@@ -53,24 +53,11 @@ export function rememberNetwork(address: string): string | undefined {
 }
 
 /**
- * What a remembered entry is bound to besides (uid, key, network): for a secret held in the login
- * state, `local` (its re-enrolment or reset deletes the entries in the same transaction); for a
- * secret read from the directory (`auth.totp.secrets: ldap`), `ldap:` and the hex SHA-256 of the
- * secret as TOTP checks it ({@link normaliseSecret}: spaces, dashes and `=` padding dropped, upper
- * case), under a label of its own so the value is not a plain hash of the secret. Another secret
- * gives another value. `undefined`: a directory entry without a usable secret, which nothing may be
- * remembered for.
+ * The binding of remembered entries when the TOTP secret lives in the login state (its re-enrolment
+ * or reset deletes the entries in the same transaction). For a secret read from the directory the
+ * binding is {@link import("./totp.ts").directorySecretBinding}.
  */
-export function totpBinding(source: "local" | "ldap", secret?: string | undefined): string | undefined {
-  if (source === "local") return "local";
-  let normal: string;
-  try {
-    normal = normaliseSecret(secret ?? "");
-  } catch {
-    return undefined;
-  }
-  return `ldap:${createHash("sha256").update("varco remembered factor binding\0").update(normal).digest("hex")}`;
-}
+export const LOCAL_TOTP_BINDING = "local";
 
 /** Whether a chain may have its `totp` factor stood in for by a remembered entry: it holds `publickey` and `totp`. */
 export function chainRemembers(chain: readonly AuthMethod[]): boolean {

@@ -60,6 +60,8 @@ export interface TotpStore {
    * store, so a code is still single use (`consume: false`: check only).
    */
   verifyExternal(uid: string, secret: string, code: string, nowMs: number, consume?: boolean): Promise<boolean>;
+  /** {@link directorySecretBinding} under this store's key. */
+  directoryBinding(uid: string, secret: string | undefined): string | undefined;
   /**
    * Replaces the user's recovery codes (from `newRecoveryCodes`), stored only as
    * HMAC-SHA256(uid, code) under a key derived from totp.key.
@@ -168,10 +170,31 @@ const RECOVERY_MAC_PREFIX = "hmac1:";
 /** Purpose labels for HKDF (RFC 5869 §3.2 "info"): one independent key per use of the key file. */
 const KDF_INVITATION = "varco totp enrolment invitation v1";
 const KDF_RECOVERY = "varco totp recovery code v1";
+const KDF_REMEMBER = "varco remembered factor binding v1";
 
 /** HMAC-SHA256 key for `purpose`, derived from the 32-byte at-rest key with HKDF-SHA256. */
 function deriveKey(key: Buffer, purpose: string): Buffer {
   return Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), purpose, 32));
+}
+
+/**
+ * What a remembered second factor (`auth.totp.remember`, remember.ts) is bound to when the user's
+ * secret is read from the directory (`auth.totp.secrets: ldap`): `ldap:` and the hex
+ * HMAC-SHA256 of `uid NUL secret` (the secret as TOTP checks it, {@link normaliseSecret}) under a
+ * key HKDF-derived from the 32-byte `totp.key`. Keyed, so the login state (which may be a shared
+ * PostgreSQL) holds nothing a guessed secret could be checked against offline, and two users with
+ * one secret get unrelated values; another secret gives another value. Every node sharing a state
+ * has the same key file (checked at start), so they agree.
+ * @returns undefined for a missing or unusable secret: nothing may be remembered for it.
+ */
+export function directorySecretBinding(key: Buffer, uid: string, secret: string | undefined): string | undefined {
+  let normal: string;
+  try {
+    normal = normaliseSecret(secret ?? "");
+  } catch {
+    return undefined;
+  }
+  return `ldap:${createHmac("sha256", deriveKey(key, KDF_REMEMBER)).update(`${uid}\0${normal}`, "utf8").digest("hex")}`;
 }
 
 /** HKDF purpose of the key check value. */
@@ -297,6 +320,7 @@ export function totpStoreOn(state: AuthState, key: Buffer, settings: TotpSetting
       // The lookup is by keyed MAC, so its timing tells nothing about the code.
       return state.takeInvitation(uid, mac(invitationKey, uid, normal), nowMs);
     },
+    directoryBinding: (uid, secret) => directorySecretBinding(key, uid, secret),
     async verifyExternal(uid, secret, code, nowMs, consume = true) {
       let normal: string;
       try {

@@ -62,10 +62,11 @@ export interface RememberedRow {
   readonly createdAtMs: number;
   readonly expiresAtMs: number;
   /**
-   * The TOTP secret the entry stands in for ({@link import("../auth/remember.ts").totpBinding}):
-   * `local` (the login state's secret, whose re-enrolment or reset deletes the entries) or `ldap:`
-   * and a SHA-256 of the directory's secret. Honoured only while the user's current secret gives
-   * the same value; `""` (entries stored before schema version 5, or in an older dump) never is.
+   * The TOTP secret the entry stands in for: `local` (the login state's secret, whose re-enrolment
+   * or reset deletes the entries) or `ldap:` and a keyed HMAC of the directory's secret
+   * ({@link import("../auth/totp.ts").directorySecretBinding}). Honoured only while the user's
+   * current secret gives the same value; `""` (entries stored before schema version 5, or in an
+   * older dump) never is.
    */
   readonly totpBinding: string;
 }

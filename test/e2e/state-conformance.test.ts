@@ -11,13 +11,14 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   currentCode,
+  directorySecretBinding,
+  LOCAL_TOTP_BINDING,
   lockoutOn,
   newOneTimeCode,
   newRecoveryCodes,
   newSecret,
   openTotpStore,
   rememberedValid,
-  totpBinding,
   totpStoreOn,
 } from "../../src/auth/index.ts";
 import {
@@ -456,8 +457,10 @@ describe("SQLite: a state.db of schema version 4 with remembered second factors"
     const row = await state.remembered("mario", "SHA256:k", "192.0.2.0/24", T0 + 1);
     expect(row?.totpBinding).toBe("");
     const want = { uid: "mario", keyFp: "SHA256:k", sourceNet: "192.0.2.0/24" };
-    expect(rememberedValid(row, { ...want, totpBinding: totpBinding("local") }, T0 + 1, 3_600_000)).toBe(false);
-    expect(rememberedValid(row, { ...want, totpBinding: totpBinding("ldap", newSecret()) }, T0 + 1, 3_600_000)).toBe(false);
+    expect(rememberedValid(row, { ...want, totpBinding: LOCAL_TOTP_BINDING }, T0 + 1, 3_600_000)).toBe(false);
+    expect(
+      rememberedValid(row, { ...want, totpBinding: directorySecretBinding(randomBytes(32), "mario", newSecret()) }, T0 + 1, 3_600_000),
+    ).toBe(false);
     await state.close();
   });
 });

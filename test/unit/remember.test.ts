@@ -5,7 +5,7 @@
  * that a password-only chain never skips, and that only a login that checked the code stores.
  */
 import { execFileSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,14 +16,15 @@ import {
   chainRemembers,
   createLogin,
   DEFAULT_UID_PATTERN,
+  directorySecretBinding,
   keyFingerprint,
+  LOCAL_TOTP_BINDING,
   type LoginEvent,
   type LoginFactors,
   type LoginStep,
   REMEMBER_MAX_MS,
   rememberedValid,
   rememberNetwork,
-  totpBinding,
 } from "../../src/auth/index.ts";
 import type { AuthMethod } from "../../src/policy/index.ts";
 import { formatIssue, PolicyError, type PolicyIssue, parsePolicyText } from "../../src/policy/index.ts";
@@ -61,7 +62,9 @@ describe("keyFingerprint", () => {
 });
 
 describe("rememberedValid and chainRemembers", () => {
-  const bound = totpBinding("ldap", "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP");
+  const KEY = randomBytes(32);
+  const bind = (secret: string | undefined, uid = "mario", key = KEY) => directorySecretBinding(key, uid, secret);
+  const bound = bind("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP");
   const e: RememberedRow = {
     uid: "mario",
     keyFp: "SHA256:a",
@@ -88,22 +91,24 @@ describe("rememberedValid and chainRemembers", () => {
     expect(rememberedValid(e, { ...want, sourceNet: "192.0.3.0/24" }, T0, 8 * H)).toBe(false);
   });
   it("is bound to the TOTP secret: another secret, no secret, an entry bound to nothing or to the local secret never match", () => {
-    expect(rememberedValid(e, { ...want, totpBinding: totpBinding("ldap", "KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU") }, T0, 8 * H)).toBe(false);
-    expect(rememberedValid(e, { ...want, totpBinding: totpBinding("ldap", undefined) }, T0, 8 * H)).toBe(false);
-    expect(rememberedValid(e, { ...want, totpBinding: totpBinding("ldap", " = ") }, T0, 8 * H)).toBe(false);
-    expect(totpBinding("ldap", "not base32 at all!")).toBeUndefined();
+    expect(rememberedValid(e, { ...want, totpBinding: bind("KRSXG5CTMVRXEZLUKRSXG5CTMVRXEZLU") }, T0, 8 * H)).toBe(false);
+    expect(rememberedValid(e, { ...want, totpBinding: bind(undefined) }, T0, 8 * H)).toBe(false);
+    expect(rememberedValid(e, { ...want, totpBinding: bind(" = ") }, T0, 8 * H)).toBe(false);
+    expect(bind("not base32 at all!")).toBeUndefined();
+    expect(bind("JBSWY3DPEHPK3PXP")).toBeUndefined(); // 80 bits: shorter than TOTP accepts
     expect(rememberedValid(e, { ...want, totpBinding: "local" }, T0, 8 * H)).toBe(false);
     expect(rememberedValid({ ...e, totpBinding: "" }, { ...want, totpBinding: "" }, T0, 8 * H)).toBe(false);
     expect(rememberedValid({ ...e, totpBinding: "" }, { ...want, totpBinding: undefined }, T0, 8 * H)).toBe(false);
     // The same secret in another spelling is the same secret (the codes are the same).
-    expect(
-      rememberedValid(e, { ...want, totpBinding: totpBinding("ldap", "jbsw y3dp-ehpk 3pxp jbsw y3dp ehpk 3pxp====") }, T0, 8 * H),
-    ).toBe(true);
-    // The value is not a plain SHA-256 of the secret.
+    expect(rememberedValid(e, { ...want, totpBinding: bind("jbsw y3dp-ehpk 3pxp jbsw y3dp ehpk 3pxp====") }, T0, 8 * H)).toBe(true);
+    // Keyed (totp.key): not a plain SHA-256 of the secret, another key or another uid with the same
+    // secret gives an unrelated value (the state shows neither the secret nor who shares one).
     const plain = createHash("sha256").update("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").digest("hex");
     expect(bound).toMatch(/^ldap:[0-9a-f]{64}$/);
     expect(bound).not.toContain(plain);
-    expect(totpBinding("local")).toBe("local");
+    expect(bind("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "anna")).not.toBe(bound);
+    expect(bind("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "mario", randomBytes(32))).not.toBe(bound);
+    expect(LOCAL_TOTP_BINDING).toBe("local");
   });
   it("only chains holding publickey and totp", () => {
     expect(chainRemembers(["publickey", "totp"])).toBe(true);
@@ -187,11 +192,13 @@ function setup(o: { chains: AuthMethod[][]; source?: string; periodMs?: number; 
       calls.push(`remembered:${fp}:${net}`);
       if (o.rememberedFails) throw new Error("state unreachable");
       const r = entries.get(id(a.uid, fp, net));
-      return r && rememberedValid(r, { uid: a.uid, keyFp: fp, sourceNet: net, totpBinding: "local" }, at, periodMs) ? r : undefined;
+      return r && rememberedValid(r, { uid: a.uid, keyFp: fp, sourceNet: net, totpBinding: LOCAL_TOTP_BINDING }, at, periodMs)
+        ? r
+        : undefined;
     },
     async rememberFactor(a, fp, net, at) {
       calls.push(`remember:${fp}:${net}`);
-      const r = { uid: a.uid, keyFp: fp, sourceNet: net, createdAtMs: at, expiresAtMs: at + periodMs, totpBinding: "local" };
+      const r = { uid: a.uid, keyFp: fp, sourceNet: net, createdAtMs: at, expiresAtMs: at + periodMs, totpBinding: LOCAL_TOTP_BINDING };
       entries.set(id(a.uid, fp, net), r);
       return r;
     },
