@@ -15,6 +15,7 @@ import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateEd25519, PASSWORD_PROMPT } from "../../src/ssh/index.ts";
 import { type Harness, ssh2LoginAt, startHarness, TEST_ROUTES } from "../helpers/harness.ts";
+import { processAlive } from "../helpers/process.ts";
 
 const MiB = 1024 * 1024;
 /**
@@ -119,11 +120,7 @@ beforeAll(async () => {
     // V8 collects the flood's garbage early and VmRSS measures what the gateway retains; a gateway
     // that retained every request would die of "heap out of memory" mid-flood.
     gatewayEnv: { NODE_OPTIONS: "--max-semi-space-size=1 --max-old-space-size=64" },
-    templateEdit: (t) =>
-      t.replace(
-        "targets:\n",
-        `targets:\n  silent: { host: 127.0.0.1, port: ${silent.port}, user: x, host_key: "${silent.hostKeyLine}" }\n`,
-      ),
+    extraTargets: { silent },
   });
 }, 120_000);
 
@@ -172,19 +169,10 @@ async function flood(ch: ssh2.ClientChannel, from: number, n: number): Promise<n
   return bytes;
 }
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 /** Waits (bounded, 60 s) until the silent target has received `bytes` bytes in total, the gateway `pid` alive. */
 async function targetReceived(bytes: number, pid: number): Promise<void> {
-  for (let i = 0; i < 600 && silent.received() < bytes && alive(pid); i++) await sleep(100);
-  expect(alive(pid), `the gateway died:\n${h.gatewayOutput().slice(-2000)}`).toBe(true);
+  for (let i = 0; i < 600 && silent.received() < bytes && processAlive(pid); i++) await sleep(100);
+  expect(processAlive(pid), `the gateway died:\n${h.gatewayOutput().slice(-2000)}`).toBe(true);
   expect(silent.received()).toBe(bytes);
 }
 

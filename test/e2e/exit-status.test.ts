@@ -74,11 +74,7 @@ beforeAll(async () => {
     target: instant
     record: false
 `,
-    templateEdit: (t) =>
-      t.replace(
-        "targets:\n",
-        `targets:\n  instant: { host: 127.0.0.1, port: ${target.port}, user: x, host_key: "${target.hostKeyLine}" }\n`,
-      ),
+    extraTargets: { instant: target },
   });
   cm = await h.master("x01_instant");
 }, 120_000);

@@ -13,6 +13,7 @@ import { connect, type Socket } from "node:net";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Harness, startHarness } from "../helpers/harness.ts";
+import { processAlive } from "../helpers/process.ts";
 
 let h: Harness;
 
@@ -28,19 +29,10 @@ afterAll(async () => {
   await h?.stop();
 });
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 describe("file descriptors exhausted by a connection flood", () => {
   it("the gateway survives EMFILE on accept and serves logins once the flood is gone", async () => {
     const pid = h.gatewayPid() ?? 0;
-    expect(alive(pid)).toBe(true);
+    expect(processAlive(pid)).toBe(true);
     // The soft limit only: it can be raised back without privileges (the hard one could not).
     const before = String((await execa("prlimit", ["--pid", String(pid), "--nofile", "--noheadings", "--output", "SOFT"])).stdout).trim();
     await execa("prlimit", ["--pid", String(pid), "--nofile=96:"]);
@@ -57,12 +49,12 @@ describe("file descriptors exhausted by a connection flood", () => {
       // The limit is reached: every further accept(2) fails with EMFILE.
       expect(fds()).toBeGreaterThanOrEqual(90);
       await new Promise((r) => setTimeout(r, 500));
-      expect(alive(pid)).toBe(true);
+      expect(processAlive(pid)).toBe(true);
     } finally {
       for (const s of sockets) s.destroy();
     }
     await new Promise((r) => setTimeout(r, 500));
-    expect(alive(pid), h.gatewayOutput().slice(-3000)).toBe(true);
+    expect(processAlive(pid), h.gatewayOutput().slice(-3000)).toBe(true);
     await execa("prlimit", ["--pid", String(pid), `--nofile=${before}:`]);
     const r = await h.ssh("e01_vm1", ["echo still-serving"]);
     expect(r.exitCode, r.stderr).toBe(0);

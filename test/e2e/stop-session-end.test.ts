@@ -68,10 +68,8 @@ beforeAll(async () => {
     alias: silent
     target: silent
 `,
-    templateEdit: (t) =>
-      t
-        .replace("targets:\n", `targets:\n  silent: { host: 127.0.0.1, port: ${port}, user: x, host_key: "${key}" }\n`)
-        .replace("  limits: {", "  stop_timeout: 1s\n  upstream_timeout: 60s\n  limits: {"),
+    extraTargets: { silent: { port, hostKeyLine: key } },
+    templateEdit: (t) => t.replace("  limits: {", "  stop_timeout: 1s\n  upstream_timeout: 60s\n  limits: {"),
   });
 }, 120_000);
 

@@ -130,6 +130,8 @@ export async function startHarness(
   o: {
     extraUsers?: readonly string[];
     extraRoutes?: string;
+    /** Extra targets on 127.0.0.1 (login `x`), by name: e.g. ssh2 servers a test runs as targets. */
+    extraTargets?: Readonly<Record<string, { readonly port: number; readonly hostKeyLine: string }>>;
     templateEdit?: (t: string) => string;
     slapd?: Pick<SlapdOptions, "tls" | "memberOf">;
     /** Use this folder (created by the caller, e.g. with certificates in it) instead of a new temp one. */
@@ -147,7 +149,13 @@ export async function startHarness(
   // the port it got is read from its "gateway listening" log line and then written into the policy,
   // so restarts and reloads keep it.
   let port = 0;
-  const base = readFileSync(join(ROOT, "policies/demo.yaml"), "utf8") + (o.extraRoutes ?? TEST_ROUTES);
+  const targets = Object.entries(o.extraTargets ?? {})
+    .map(([name, t]) => `  ${name}: { host: 127.0.0.1, port: ${t.port}, user: x, host_key: "${t.hostKeyLine}" }\n`)
+    .join("");
+  const base = (readFileSync(join(ROOT, "policies/demo.yaml"), "utf8") + (o.extraRoutes ?? TEST_ROUTES)).replace(
+    "targets:\n",
+    `targets:\n${targets}`,
+  );
   const template = o.templateEdit ? o.templateEdit(base) : base;
   const env = await startDemoEnvironment({
     dir,
