@@ -17,6 +17,7 @@ import type { ConnectionContext } from "./context.ts";
 import { type ConnectionEvent, connectionEvents } from "./events.ts";
 import { serveForwarding, serveRemoteForwards } from "./forwarding.ts";
 import { createMonitor } from "./monitor.ts";
+import { writeStderr } from "./relay.ts";
 import { AUDIT_UNAVAILABLE_MESSAGE, type NoAliasOptions, serveAuditRefusal, serveSession } from "./session.ts";
 import { acceptedChannel, connectionSocket } from "./ssh2-internals.ts";
 import { connectUpstream, HostKeyMismatchError, parseHostKeyLine } from "./upstream.ts";
@@ -271,7 +272,10 @@ export function serveConnection(deps: ConnectionDeps, client: Connection, addres
       bytes: () => ({ ...counters }),
       tell: (message) => {
         // ssh2 keeps the channel a session request accepted in `_channel` (set by the exec/shell/subsystem handlers).
-        for (const session of sessionChannels) acceptedChannel(session)?.stderr?.write(message);
+        for (const session of sessionChannels) {
+          const ch = acceptedChannel(session);
+          if (ch) writeStderr(ch, message);
+        }
       },
     });
     const ctx: ConnectionContext = {

@@ -50,6 +50,10 @@ export function pump(from: Readable, to: Writable, count: (n: number) => void, t
     };
     to.on("drain", onDrain);
     const onData = (chunk: Buffer) => {
+      // The destination ended meanwhile (ssh2 ends a channel's stderr on the user's CHANNEL_CLOSE, which
+      // can come in the same packet burst as the window adjust that resumed this source): a write
+      // after end would be an 'error' event nobody hears, which ends the process. Discard.
+      if (to.writableEnded || to.destroyed) return;
       count(chunk.length);
       if (!to.write(chunk)) {
         toFull = true;
@@ -93,6 +97,19 @@ export function relayStream(down: Duplex & { close(): void }, up: Duplex & { clo
   void pump(up, down, (n) => count("down", n)).then(() => down.end());
   down.once("close", () => up.close());
   up.once("close", () => down.close());
+}
+
+/**
+ * Writes `text` to a downstream channel's stderr, then calls `done` (once written; at once when the
+ * user already closed the channel: ssh2 ends its stderr on CHANNEL_CLOSE, and a write after that is
+ * an 'error' event nobody hears, which would end the process).
+ */
+export function writeStderr(ch: ServerChannel, text: string, done?: () => void): void {
+  if (ch.stderr.writableEnded || ch.stderr.destroyed) {
+    done?.();
+    return;
+  }
+  ch.stderr.write(text, () => done?.());
 }
 
 /** Sends EOF, then the exit information, then CLOSE on a downstream channel. */

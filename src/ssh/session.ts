@@ -9,7 +9,7 @@ import { printable } from "../obs/index.ts";
 import { authorizeChannel, type ChannelRequest, parseSshConfigCommand, refusalMessage } from "../routing/index.ts";
 import { approvedOf, type ConnectionContext } from "./context.ts";
 import { endMenu, feedMenu, type MenuEntry, type MenuQuitReason, type MenuStep, resizeMenu, startMenu } from "./menu.ts";
-import { type ByteCounter, type ExitInfo, finishDownstream, relaySession, watchExit } from "./relay.ts";
+import { type ByteCounter, type ExitInfo, finishDownstream, relaySession, watchExit, writeStderr } from "./relay.ts";
 import { HostKeyMismatchError } from "./upstream.ts";
 
 export const HOST_KEY_CHANGED_MESSAGE = "varco: the target's host key changed, contact an administrator.\r\n";
@@ -22,7 +22,7 @@ function envAllowed(patterns: readonly string[], key: string): boolean {
 
 /** Writes `text` to the channel's stderr, then EOF, exit-status `code`, CLOSE. */
 export function refuseOnChannel(ch: ServerChannel, text: string, code = 1): void {
-  ch.stderr.write(text, () => finishDownstream(ch, { kind: "status", code }));
+  writeStderr(ch, text, () => finishDownstream(ch, { kind: "status", code }));
 }
 
 /**
@@ -306,7 +306,7 @@ export function serveSession(ctx: ConnectionContext, session: Session, release: 
             terminate: (reason) => {
               // Tell the user why, but never wait on a client that stopped reading: end within 1 s anyway.
               const end = setTimeout(() => ctx.terminate(reason), 1000);
-              down.stderr.write(`\r\nvarco: ${reason}; the session is terminated.\r\n`, () => {
+              writeStderr(down, `\r\nvarco: ${reason}; the session is terminated.\r\n`, () => {
                 clearTimeout(end);
                 ctx.terminate(reason);
               });

@@ -14,7 +14,10 @@
  *   - on WINDOW_ADJUST (RFC 4254 §5.2) both a channel's stdout and its stderr chunk waiting for window
  *     space are retried, and forgotten once retried (server.js and client.js): upstream retried only
  *     stdout and never cleared it, so stderr written while stdout waited was never sent (a hung
- *     session) and a later waiting stderr chunk resent stale stdout bytes instead.
+ *     session) and a later waiting stderr chunk resent stale stdout bytes instead;
+ *   - extended data (stderr) a peer sends after its EOF is dropped (client.js; RFC 4254 §5.3): ssh2
+ *     pushed it after the end of the channel's stderr stream, an 'error' event nobody listens for,
+ *     which ended the process (a hostile target could end every session of the gateway).
  */
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -41,6 +44,7 @@ const PATCH_MARKERS: ReadonlyArray<readonly [file: string, marker: string]> = [
   ["lib/client.js", "setImmediate(uncorkSocket, sock);"],
   ["lib/server.js", "function retryWaitingWrites("],
   ["lib/client.js", "function retryWaitingWrites("],
+  ["lib/client.js", "No data may follow the peer's EOF"],
 ];
 
 /** The folder of the ssh2 package this module loads. */
