@@ -6,7 +6,9 @@
  */
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { isIP } from "node:net";
+import { dirname, join } from "node:path";
 import { Client, Filter, FilterParser, InvalidCredentialsError, NoSuchObjectError } from "ldapts";
 
 export interface LdapConfig {
@@ -285,7 +287,29 @@ export interface LdapDirectory extends Directory {
 }
 
 /** Creates an LDAP directory client. Each call opens its own connections (no shared state between logins). @throws Error on an invalid accountFilter */
+/** The ldapts version patches/ldapts+8.2.0.patch is written for (pinned exactly in package.json). */
+export const LDAPTS_VERSION = "8.2.0";
+
+/**
+ * Checks that the installed ldapts carries varco's patch (applied at install by patch-package): its
+ * message parser reads the messages of one received chunk in a loop. Upstream recursed once per
+ * message, so a directory answering with thousands of small messages at once overflowed the stack
+ * inside the socket's 'data' handler, an uncaught exception that ended the gateway.
+ * @throws Error naming the file and the fix (reinstall with `npm ci`).
+ */
+export function assertLdaptsPatched(): void {
+  // ldapts' "exports" do not list package.json: from its entry point (dist/index.*) up one folder.
+  const dir = dirname(dirname(createRequire(import.meta.url).resolve("ldapts")));
+  const version = (JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { version?: string }).version;
+  const file = join(dir, "dist/index.mjs");
+  if (version !== LDAPTS_VERSION || !readFileSync(file, "utf8").includes("A loop, not one recursive call per message"))
+    throw new Error(
+      `ldapts ${version} at ${dir} lacks varco's patch for ${LDAPTS_VERSION} (patches/ldapts+8.2.0.patch): reinstall with npm ci`,
+    );
+}
+
 export function createLdapDirectory(cfg: LdapConfig): LdapDirectory {
+  assertLdaptsPatched();
   const uidAttribute = cfg.uidAttribute ?? "uid";
   const now = cfg.now ?? Date.now;
   if (cfg.accountFilter !== undefined) checkAccountFilter(cfg.accountFilter);
