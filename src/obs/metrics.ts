@@ -141,7 +141,9 @@ export async function serveHealth(
       }
       res.writeHead(404).end();
     })().catch(() => {
-      res.writeHead(500).end();
+      // After the headers went out (a scrape that failed mid-way) only the body can still end.
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
     });
   });
   await new Promise<void>((resolve, reject) => {

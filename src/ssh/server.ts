@@ -182,6 +182,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
           server.once("error", reject);
           server.listen(port, host, () => {
             server.off("error", reject);
+            // An accept error (other than EMFILE, which libuv absorbs) must not end the process: logged.
+            server.on("error", (err) => deps.logger.error({ err: err.message, listen: a }, "SSH listener error"));
             resolve();
           });
         });

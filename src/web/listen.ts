@@ -34,6 +34,8 @@ export async function startWebConsole(
       },
       (info) => {
         server.off("error", reject);
+        // An error of the listening socket must not end the process: logged.
+        server.on("error", (err) => deps.logger?.error({ err: err.message }, "web console listener error"));
         resolve({
           address: info,
           close: () =>
