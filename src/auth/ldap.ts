@@ -298,6 +298,7 @@ export const LDAPTS_VERSION = "8.2.0";
  * @throws Error naming the file and the fix (reinstall with `npm ci`).
  */
 export function assertLdaptsPatched(): void {
+  if (ldaptsChecked) return;
   // ldapts' "exports" do not list package.json: from its entry point (dist/index.*) up one folder.
   const dir = dirname(dirname(createRequire(import.meta.url).resolve("ldapts")));
   const version = (JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { version?: string }).version;
@@ -306,7 +307,10 @@ export function assertLdaptsPatched(): void {
     throw new Error(
       `ldapts ${version} at ${dir} lacks varco's patch for ${LDAPTS_VERSION} (patches/ldapts+8.2.0.patch): reinstall with npm ci`,
     );
+  ldaptsChecked = true;
 }
+/** The installed ldapts does not change under a running process: checked once, not at every reload. */
+let ldaptsChecked = false;
 
 export function createLdapDirectory(cfg: LdapConfig): LdapDirectory {
   assertLdaptsPatched();

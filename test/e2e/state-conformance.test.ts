@@ -26,6 +26,7 @@ import {
   openPostgresState,
   openSqliteState,
   openState,
+  POSTGRES_MIGRATIONS,
   SQLITE_MIGRATIONS,
   STATE_SCHEMA_VERSION,
   StateError,
@@ -454,15 +455,68 @@ describe("SQLite: a state.db of schema version 4 with remembered second factors"
     db.close();
     const state = await openSqliteState(dir);
     expect(await state.schemaVersion()).toBe(STATE_SCHEMA_VERSION);
-    const row = await state.remembered("mario", "SHA256:k", "192.0.2.0/24", T0 + 1);
-    expect(row?.totpBinding).toBe("");
-    const want = { uid: "mario", keyFp: "SHA256:k", sourceNet: "192.0.2.0/24" };
-    expect(rememberedValid(row, { ...want, totpBinding: LOCAL_TOTP_BINDING }, T0 + 1, 3_600_000)).toBe(false);
-    expect(
-      rememberedValid(row, { ...want, totpBinding: directorySecretBinding(randomBytes(32), "mario", newSecret()) }, T0 + 1, 3_600_000),
-    ).toBe(false);
+    await expectUnbound(state, "mario");
     await state.close();
   });
+});
+
+/** The version-4 entry of `uid` (key SHA256:k, 192.0.2.0/24) is kept, bound to no TOTP secret, and honoured for none. */
+async function expectUnbound(state: AuthState, uid: string): Promise<void> {
+  const row = await state.remembered(uid, "SHA256:k", "192.0.2.0/24", T0 + 1);
+  expect(row?.totpBinding).toBe("");
+  const want = { uid, keyFp: "SHA256:k", sourceNet: "192.0.2.0/24" };
+  expect(rememberedValid(row, { ...want, totpBinding: LOCAL_TOTP_BINDING }, T0 + 1, 3_600_000)).toBe(false);
+  expect(rememberedValid(row, { ...want, totpBinding: directorySecretBinding(randomBytes(32), uid, newSecret()) }, T0 + 1, 3_600_000)).toBe(
+    false,
+  );
+}
+
+describe.skipIf(!havePostgres)("PostgreSQL: a state of schema version 4 with remembered second factors", () => {
+  // Its own server: the shared one above already holds the current schema.
+  let old: TestPostgres | undefined;
+  beforeAll(async () => {
+    old = await startPostgres();
+  }, 120_000);
+  afterAll(async () => {
+    await old?.destroy();
+  });
+
+  it("two gateways migrate it at once: one migration, the entries kept and bound to nothing; a version-4 binary's inserts still work", async () => {
+    const p = old as TestPostgres;
+    await p.psql("CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TEXT NOT NULL)");
+    for (const m of POSTGRES_MIGRATIONS.filter((x) => x.version <= 4)) {
+      await p.psql(m.sql);
+      await p.psql(`INSERT INTO schema_version VALUES (${m.version}, 'test')`);
+    }
+    for (const t of [
+      "schema_version",
+      "totp",
+      "totp_steps",
+      "recovery_codes",
+      "totp_invitations",
+      "auth_failures",
+      "mfa_remembered",
+      "state_meta",
+    ])
+      await p.psql(`ALTER TABLE IF EXISTS ${t} OWNER TO varco`);
+    const insertV4 = (uid: string) =>
+      p.psql(
+        `INSERT INTO mfa_remembered (uid, key_fp, source_net, created_at_ms, expires_at_ms) VALUES ('${uid}', 'SHA256:k', '192.0.2.0/24', ${T0}, ${T0 + 3_600_000})`,
+      );
+    await insertV4("mario");
+    const [a, b] = await Promise.all([openPostgresState(p.url), openPostgresState(p.url)]);
+    try {
+      expect(await a.schemaVersion()).toBe(STATE_SCHEMA_VERSION);
+      expect((await p.psql("SELECT count(*) FROM schema_version WHERE version = 5")).trim()).toMatch(/\b1\b/);
+      await expectUnbound(b, "mario");
+      // During a rolling upgrade a version-4 node inserts without totp_binding: bound to nothing.
+      await insertV4("anna");
+      await expectUnbound(a, "anna");
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  }, 120_000);
 });
 
 describe.skipIf(!havePostgres)("PostgreSQL unreachable", () => {
