@@ -1,3 +1,4 @@
+export { canonicalHostName } from "./hostname.ts";
 export { formatIssue, type LoadedPolicy, loadPolicyFile, PolicyError, type PolicyIssue, parsePolicyText } from "./load.ts";
 export { assertPrivateFiles, checkPrivateFiles, PrivateFileError } from "./permissions.ts";
 export { type JsonSchemaNode, type PolicyKeyRow, policyKeyRows, renderPolicyReference } from "./reference.ts";

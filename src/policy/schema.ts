@@ -10,6 +10,7 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { DEFAULT_UID_PATTERN } from "../auth/account.ts";
+import { canonicalHostName } from "./hostname.ts";
 import { parseDurationMs, parseHostPort, parseSizeBytes } from "./units.ts";
 
 /** How a duration is written; `title` names the kind in the JSON Schema and the reference. */
@@ -1143,6 +1144,21 @@ const web = z
       .default([])
       .describe("Directory groups whose members may do what auditors do, and also end live sessions and lift lockouts."),
     idle_timeout: durationDefault("15m").describe("A web login unused this long is forgotten (the next request goes to the login page)."),
+    hostnames: z
+      .array(
+        z.string().transform((s, ctx) => {
+          const name = canonicalHostName(s);
+          if (name === undefined) {
+            ctx.addIssue({ code: "custom", message: `not a host name or IP address: ${JSON.stringify(s)}` });
+            return z.NEVER;
+          }
+          return name;
+        }),
+      )
+      .default([])
+      .describe(
+        "The names (or addresses) browsers reach the console by, e.g. `[bastion.example.org]`; compared with each request's `Host` header case-insensitively, without its port. A request for any other name gets 421 and nothing else: this stops DNS rebinding (a page of another site whose name is pointed at the console's address, driving the browser of someone on the console's network). Behind a reverse proxy: the names the proxy passes on. Empty: any name is served. Applies at reload.",
+      ),
   })
   .refine((w) => w.auditor_groups.length + w.admin_groups.length > 0, {
     message: "web needs auditor_groups or admin_groups (nobody could log in)",

@@ -15,6 +15,8 @@ export interface WebSettings {
   readonly auditor_groups: readonly string[];
   readonly admin_groups: readonly string[];
   readonly idle_timeout: number;
+  /** Canonical names the console answers to (`web.hostnames`); empty: any. */
+  readonly hostnames: readonly string[];
 }
 
 /** What a web login needs of the running gateway (read per login, so a reload applies). */

@@ -26,6 +26,7 @@ import type { LiveSessionInfo } from "../ssh/index.ts";
 import { CONSOLE_CSS, CONSOLE_JS } from "./assets.ts";
 import { type WebLoginRuntime, type WebSettings, webEvent, webLogin } from "./auth.ts";
 import { html } from "./escape.ts";
+import { hostAllowed } from "./hosts.ts";
 import { createWebSessions, randomToken, sameToken, type WebSession } from "./sessions.ts";
 import {
   loginPage,
@@ -123,6 +124,8 @@ const MAX_BODY = 16 * 1024;
 /** Logins being checked at once; more get 503 (bounded work before authentication). */
 const MAX_LOGINS_IN_FLIGHT = 16;
 const PAGE = 50;
+/** At most one log line per this many ms for requests refused by `web.hostnames`. */
+const MISDIRECTED_LOG_MS = 60_000;
 const SESSION_ID = /^[A-Za-z0-9-]{1,64}$/;
 
 type Env = { Variables: { web: WebSession; sid: string } };
@@ -154,6 +157,24 @@ export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
     h.set("Permissions-Policy", "camera=(), microphone=(), geolocation=()");
     if (deps.tls) h.set("Strict-Transport-Security", "max-age=31536000");
     if (!c.req.path.startsWith("/assets/")) h.set("Cache-Control", "no-store");
+  });
+  // Before anything else: a request for a name this console does not answer to (DNS rebinding) gets 421 only.
+  let misdirected = 0;
+  let misdirectedLogged = 0;
+  app.use("*", async (c, next) => {
+    const host = c.req.header("host");
+    if (hostAllowed(host, deps.settings().hostnames)) return next();
+    // One log line a minute at most, with the count since the last: refusals cost an attacker nothing.
+    misdirected += 1;
+    if (deps.now() - misdirectedLogged >= MISDIRECTED_LOG_MS) {
+      deps.logger?.warn(
+        { host: printable(host ?? "", 200), source: peer(c), refused: misdirected },
+        "web console: refused requests for a host name not in web.hostnames (DNS rebinding?)",
+      );
+      misdirected = 0;
+      misdirectedLogged = deps.now();
+    }
+    return c.text("misdirected request: this console does not answer to that host name\n", 421);
   });
   app.use("*", bodyLimit({ maxSize: MAX_BODY, onError: (c) => c.text("request body too large", 413) }));
   app.onError((err, c) => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { formatIssue, PolicyError, parsePolicyText } from "../../src/policy/index.ts";
+import { hostAllowed, hostNameOf } from "../../src/web/hosts.ts";
 import { createWebSessions, html, roleOf, text } from "../../src/web/index.ts";
 import { sameToken } from "../../src/web/sessions.ts";
 
@@ -28,7 +29,7 @@ describe("web policy block", () => {
   it("is off when absent and filled with defaults when present", () => {
     expect(parsePolicyText(BASE, "/p/g.yaml").policy.web).toBeUndefined();
     const w = parsePolicyText(`${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [audit] }\n`, "/p/g.yaml").policy.web;
-    expect(w).toEqual({ listen: "127.0.0.1:8443", auditor_groups: ["audit"], admin_groups: [], idle_timeout: 15 * 60_000 });
+    expect(w).toEqual({ listen: "127.0.0.1:8443", auditor_groups: ["audit"], admin_groups: [], idle_timeout: 15 * 60_000, hostnames: [] });
   });
   it("refuses a web.listen on an SSH or metrics port (same address or a wildcard), and no groups at all", () => {
     expect(issues(`${BASE}web: { listen: "127.0.0.1:2222", auditor_groups: [a] }\n`).join("\n")).toMatch(
@@ -79,5 +80,63 @@ describe("web sessions", () => {
     expect(roleOf(["ops", "audit"], w)).toBe("admin");
     expect(roleOf(["audit"], w)).toBe("auditor");
     expect(roleOf(["Audit", "astro"], w)).toBeUndefined();
+  });
+});
+
+describe("web.hostnames (the Host check against DNS rebinding)", () => {
+  const allowed = ["bastion.example.org", "192.0.2.10", "2001:db8::10"];
+  it("lets through the listed names whatever their case, port or absolute form", () => {
+    for (const h of [
+      "bastion.example.org",
+      "BASTION.Example.ORG:8443",
+      "bastion.example.org.",
+      "192.0.2.10:443",
+      "[2001:DB8::10]:8443",
+      "[2001:db8:0::0010]",
+    ])
+      expect(hostAllowed(h, allowed), h).toBe(true);
+  });
+  it("refuses other names, look-alikes and malformed or missing headers", () => {
+    for (const h of [
+      "evil.example",
+      "bastion.example.org.evil.example",
+      "evil.example.bastion.example.org",
+      "bastion.example.org..",
+      "bastion.example.org@evil.example",
+      "evil.example@bastion.example.org",
+      "bastion.example.org:8443:1",
+      "bastion.example.org:port",
+      "bastion.example.org, evil.example",
+      "bastion.example.org evil.example",
+      "2001:db8::10",
+      "[2001:db8::10",
+      "[2001:db8::10]x",
+      "[192.0.2.10]",
+      "192.0.2.10.evil.example",
+      "%62astion.example.org",
+      "bastion.example.org\u0000",
+      "",
+      undefined,
+    ])
+      expect(hostAllowed(h, allowed), String(h)).toBe(false);
+  });
+  it("is off with no names", () => {
+    expect(hostAllowed("evil.example", [])).toBe(true);
+    expect(hostAllowed(undefined, [])).toBe(true);
+  });
+  it("reads the name of a Host header without its port", () => {
+    expect(hostNameOf("Console.Example:80")).toBe("console.example");
+    expect(hostNameOf("[::1]:8443")).toBe("::1");
+  });
+  it("is canonical in the policy, and the policy refuses what is not a host name", () => {
+    const w = parsePolicyText(
+      `${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [a], hostnames: [Bastion.Example.ORG., "[2001:DB8:0::10]", 192.0.2.10] }\n`,
+      "/p/g.yaml",
+    ).policy.web;
+    expect(w?.hostnames).toEqual(["bastion.example.org", "2001:db8::10", "192.0.2.10"]);
+    for (const bad of ['"https://bastion.example.org"', '"bastion.example.org:8443"', '"*.example.org"', '"a..b"', '""'])
+      expect(issues(`${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [a], hostnames: [${bad}] }\n`).join("\n"), bad).toMatch(
+        /not a host name or IP address/,
+      );
   });
 });
