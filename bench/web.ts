@@ -244,7 +244,7 @@ export async function webBench(results: Record<string, unknown>): Promise<string
     listener = await startWebConsole(
       { host: "127.0.0.1", port: 0 },
       {
-        settings: () => ({ auditor_groups: ["audit"], admin_groups: [], idle_timeout: 3_600_000, hostnames: [] }),
+        settings: () => ({ auditor_groups: ["audit"], admin_groups: [], idle_timeout: 3_600_000, hostnames: [], trusted_proxies: [] }),
         runtime: () => ({ authenticator: benchFactors(), uidPattern: /^[a-z][a-z0-9._-]{0,63}$/ }),
         audit: (e) => store.append(e),
         read: read.read,

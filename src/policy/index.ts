@@ -1,5 +1,6 @@
 export { canonicalHostName } from "./hostname.ts";
 export { formatIssue, type LoadedPolicy, loadPolicyFile, PolicyError, type PolicyIssue, parsePolicyText } from "./load.ts";
+export { insideAny } from "./network.ts";
 export { assertPrivateFiles, checkPrivateFiles, PrivateFileError } from "./permissions.ts";
 export { type JsonSchemaNode, type PolicyKeyRow, policyKeyRows, renderPolicyReference } from "./reference.ts";
 export {

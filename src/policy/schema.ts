@@ -1159,6 +1159,12 @@ const web = z
       .describe(
         "The names (or addresses) browsers reach the console by, e.g. `[bastion.example.org]`; compared with each request's `Host` header case-insensitively, without its port. A request for any other name gets 421 and nothing else: this stops DNS rebinding (a page of another site whose name is pointed at the console's address, driving the browser of someone on the console's network). Behind a reverse proxy: the names the proxy passes on. Empty: any name is served. Applies at reload.",
       ),
+    trusted_proxies: z
+      .array(cidr)
+      .default([])
+      .describe(
+        "Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` is believed: for a request from one of them, the client is the rightmost address of that header that is not itself a trusted proxy. It is what the audit records as the source and what lockout per source counts. Empty: the TCP peer is the client. Applies at reload.",
+      ),
   })
   .refine((w) => w.auditor_groups.length + w.admin_groups.length > 0, {
     message: "web needs auditor_groups or admin_groups (nobody could log in)",

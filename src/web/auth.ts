@@ -17,6 +17,8 @@ export interface WebSettings {
   readonly idle_timeout: number;
   /** Canonical names the console answers to (`web.hostnames`); empty: any. */
   readonly hostnames: readonly string[];
+  /** Addresses or CIDRs of reverse proxies whose `X-Forwarded-For` is believed (`web.trusted_proxies`). */
+  readonly trusted_proxies: readonly string[];
 }
 
 /** What a web login needs of the running gateway (read per login, so a reload applies). */

@@ -54,8 +54,15 @@ export async function startWebForGateway(o: WebGatewayOptions): Promise<WebListe
   const settings = (): WebSettings => {
     const w = o.policy().web;
     // A reload that removed the block keeps the last one until the restart it needs.
-    if (w) last = { auditor_groups: w.auditor_groups, admin_groups: w.admin_groups, idle_timeout: w.idle_timeout, hostnames: w.hostnames };
-    return last ?? { auditor_groups: [], admin_groups: [], idle_timeout: 0, hostnames: [] };
+    if (w)
+      last = {
+        auditor_groups: w.auditor_groups,
+        admin_groups: w.admin_groups,
+        idle_timeout: w.idle_timeout,
+        hostnames: w.hostnames,
+        trusted_proxies: w.trusted_proxies,
+      };
+    return last ?? { auditor_groups: [], admin_groups: [], idle_timeout: 0, hostnames: [], trusted_proxies: [] };
   };
   try {
     const listener = await startWebConsole(

@@ -27,6 +27,7 @@ import { CONSOLE_CSS, CONSOLE_JS } from "./assets.ts";
 import { type WebLoginRuntime, type WebSettings, webEvent, webLogin } from "./auth.ts";
 import { html } from "./escape.ts";
 import { hostAllowed } from "./hosts.ts";
+import { clientAddress } from "./proxy.ts";
 import { createWebSessions, randomToken, sameToken, type WebSession } from "./sessions.ts";
 import {
   loginPage,
@@ -144,6 +145,8 @@ export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
   const loginCookie = deps.tls ? "__Host-varco_login" : "varco_login";
   const cookieOpts = { httpOnly: true, sameSite: "Strict" as const, secure: deps.tls, path: "/" };
   let loginsInFlight = 0;
+  /** The client's address: the TCP peer, or what trusted reverse proxies say it is (proxy.ts). */
+  const source = (c: Context): string => clientAddress(peer(c), c.req.header("x-forwarded-for"), deps.settings().trusted_proxies);
 
   app.use("*", async (c, next) => {
     await next();
@@ -168,7 +171,7 @@ export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
     misdirected += 1;
     if (deps.now() - misdirectedLogged >= MISDIRECTED_LOG_MS) {
       deps.logger?.warn(
-        { host: printable(host ?? "", 200), source: peer(c), refused: misdirected },
+        { host: printable(host ?? "", 200), source: source(c), refused: misdirected },
         "web console: refused requests for a host name not in web.hostnames (DNS rebinding?)",
       );
       misdirected = 0;
@@ -224,7 +227,7 @@ export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
         deps.runtime(),
         deps.settings(),
         { uid: field("uid").slice(0, 256), password: field("password").slice(0, 1024), code: field("code").slice(0, 64) },
-        peer(c),
+        source(c),
         deps.audit,
         deps.now,
       );
@@ -232,13 +235,13 @@ export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
       loginsInFlight -= 1;
     }
     if (!r.ok) {
-      deps.logger?.info({ reason: r.reason, source: peer(c) }, "web login refused");
+      deps.logger?.info({ reason: r.reason, source: source(c) }, "web login refused");
       return showLogin(c, true, 401);
     }
-    const { id } = sessions.create(r.uid, r.role, peer(c));
+    const { id } = sessions.create(r.uid, r.role, source(c));
     deleteCookie(c, loginCookie, cookieOpts);
     setCookie(c, cookieName, id, cookieOpts);
-    deps.logger?.info({ uid: r.uid, role: r.role, source: peer(c) }, "web login");
+    deps.logger?.info({ uid: r.uid, role: r.role, source: source(c) }, "web login");
     return c.redirect("/sessions", 303);
   });
 
@@ -254,7 +257,7 @@ export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
       const form = await c.req.parseBody();
       const token = typeof form.csrf === "string" ? form.csrf : undefined;
       if (!sameOrigin(c) || !sameToken(token, s.csrf)) {
-        deps.audit(webEvent({ type: "web_csrf_refused", uid: s.uid, source: peer(c), result: "refused", data: { path: c.req.path } }));
+        deps.audit(webEvent({ type: "web_csrf_refused", uid: s.uid, source: source(c), result: "refused", data: { path: c.req.path } }));
         return c.text("forbidden: bad origin or CSRF token", 403);
       }
     }
@@ -268,13 +271,13 @@ export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
   };
   const adminOnly = (c: Context<Env>) => (c.get("web").role === "admin" ? undefined : c.text("forbidden: admins only", 403));
   const viewed = (c: Context<Env>, what: string, sessionId: string, data: Record<string, unknown> = {}) =>
-    deps.audit(webEvent({ type: "web_view", uid: c.get("web").uid, sessionId, source: peer(c), result: "ok", data: { what, ...data } }));
+    deps.audit(webEvent({ type: "web_view", uid: c.get("web").uid, sessionId, source: source(c), result: "ok", data: { what, ...data } }));
 
   app.post("/logout", (c) => {
     const s = c.get("web");
     sessions.delete(c.get("sid"));
     deleteCookie(c, cookieName, cookieOpts);
-    deps.audit(webEvent({ type: "web_logout", uid: s.uid, source: peer(c), result: "ok" }));
+    deps.audit(webEvent({ type: "web_logout", uid: s.uid, source: source(c), result: "ok" }));
     return c.redirect("/login", 303);
   });
   app.get("/", (c) => c.redirect("/sessions", 303));
@@ -507,7 +510,7 @@ ${live.map(
     deps.audit({
       type: "unlock",
       uid: r.uid,
-      source: peer(c),
+      source: source(c),
       result: "ok",
       data: { failures_forgotten: r.forgotten, by: c.get("web").uid, via: "web" },
     });

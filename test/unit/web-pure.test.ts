@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { formatIssue, PolicyError, parsePolicyText } from "../../src/policy/index.ts";
 import { hostAllowed, hostNameOf } from "../../src/web/hosts.ts";
 import { createWebSessions, html, roleOf, text } from "../../src/web/index.ts";
+import { clientAddress } from "../../src/web/proxy.ts";
 import { sameToken } from "../../src/web/sessions.ts";
 
 const BASE = `version: 1
@@ -29,7 +30,14 @@ describe("web policy block", () => {
   it("is off when absent and filled with defaults when present", () => {
     expect(parsePolicyText(BASE, "/p/g.yaml").policy.web).toBeUndefined();
     const w = parsePolicyText(`${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [audit] }\n`, "/p/g.yaml").policy.web;
-    expect(w).toEqual({ listen: "127.0.0.1:8443", auditor_groups: ["audit"], admin_groups: [], idle_timeout: 15 * 60_000, hostnames: [] });
+    expect(w).toEqual({
+      listen: "127.0.0.1:8443",
+      auditor_groups: ["audit"],
+      admin_groups: [],
+      idle_timeout: 15 * 60_000,
+      hostnames: [],
+      trusted_proxies: [],
+    });
   });
   it("refuses a web.listen on an SSH or metrics port (same address or a wildcard), and no groups at all", () => {
     expect(issues(`${BASE}web: { listen: "127.0.0.1:2222", auditor_groups: [a] }\n`).join("\n")).toMatch(
@@ -138,5 +146,47 @@ describe("web.hostnames (the Host check against DNS rebinding)", () => {
       expect(issues(`${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [a], hostnames: [${bad}] }\n`).join("\n"), bad).toMatch(
         /not a host name or IP address/,
       );
+  });
+});
+
+describe("web.trusted_proxies (the client address behind reverse proxies)", () => {
+  const trusted = ["127.0.0.2", "10.0.0.0/8", "2001:db8::/64"];
+  it("believes X-Forwarded-For only from a trusted proxy, read from the right", () => {
+    expect(clientAddress("127.0.0.2", "198.51.100.7", trusted)).toBe("198.51.100.7");
+    expect(clientAddress("::ffff:127.0.0.2", "198.51.100.7", trusted)).toBe("198.51.100.7");
+    // Proxies chained: skip every trusted hop.
+    expect(clientAddress("127.0.0.2", "198.51.100.7, 10.1.2.3", trusted)).toBe("198.51.100.7");
+    expect(clientAddress("2001:db8::5", "2001:DB8:1::7", trusted)).toBe("2001:db8:1::7");
+  });
+  it("never believes what the client wrote itself, nor a header from an untrusted peer", () => {
+    // The client sent its own X-Forwarded-For: the proxy appended the real address after it.
+    expect(clientAddress("127.0.0.2", "203.0.113.66, 198.51.100.7", trusted)).toBe("198.51.100.7");
+    expect(clientAddress("127.0.0.2", "10.9.9.9, 198.51.100.7", trusted)).toBe("198.51.100.7");
+    expect(clientAddress("127.0.0.1", "198.51.100.7", trusted)).toBe("127.0.0.1");
+    expect(clientAddress("198.51.100.9", "10.0.0.1", trusted)).toBe("198.51.100.9");
+    expect(clientAddress("127.0.0.2", "198.51.100.7", [])).toBe("127.0.0.2");
+  });
+  it("stops at the last trusted hop on a missing or malformed entry", () => {
+    for (const xff of [
+      undefined,
+      "",
+      "unknown",
+      "198.51.100.7, garbage",
+      "198.51.100.7,",
+      "127.1",
+      "0x7f.0.0.1",
+      "198.51.100.7:4444",
+      "[2001:db8:1::7]",
+    ])
+      expect(clientAddress("127.0.0.2", xff, trusted), String(xff)).toBe("127.0.0.2");
+    expect(clientAddress("127.0.0.2", "garbage, 10.1.2.3", trusted)).toBe("10.1.2.3");
+    // Every hop trusted: the leftmost one.
+    expect(clientAddress("127.0.0.2", "10.0.0.1, 10.0.0.2", trusted)).toBe("10.0.0.1");
+  });
+  it("is refused in the policy unless every entry is an address or CIDR", () => {
+    expect(issues(`${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [a], trusted_proxies: [10.0.0.0/8, "::1"] }\n`)).toEqual([]);
+    expect(issues(`${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [a], trusted_proxies: [proxy.example] }\n`).join("\n")).toMatch(
+      /not an address or CIDR/,
+    );
   });
 });

@@ -1,17 +1,21 @@
 /**
- * `web.hostnames` end to end, as a DNS-rebinding attacker would try it: the real gateway's console
- * answers only to its listed names. Requests carry other `Host` headers (node:http), and Chromium
- * resolves an attacker's name to the console's address (`--host-resolver-rules`, the effect of a
- * rebinding DNS answer) — skipped without /usr/bin/chromium.
+ * The console's front door end to end, on the real gateway. `web.hostnames` as a DNS-rebinding
+ * attacker would try it: requests carry other `Host` headers (node:http), and Chromium resolves an
+ * attacker's name to the console's address (`--host-resolver-rules`, the effect of a rebinding DNS
+ * answer; skipped without /usr/bin/chromium). `web.trusted_proxies`: a "proxy" on 127.0.0.2 (a
+ * loopback source address) and a client on 127.0.0.1 both send `X-Forwarded-For`; the audit
+ * records the source only the trusted one may name.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
+import { join } from "node:path";
+import { execa } from "execa";
 import { chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Harness, startHarness } from "../helpers/harness.ts";
+import { type Harness, ROOT, startHarness } from "../helpers/harness.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
-const WEB = `\nweb:\n  listen: "127.0.0.1:0"\n  auditor_groups: [astro]\n  hostnames: [Bastion.Example, 127.0.0.1]\n`;
+const WEB = `\nweb:\n  listen: "127.0.0.1:0"\n  auditor_groups: [astro]\n  hostnames: [Bastion.Example, 127.0.0.1]\n  trusted_proxies: [127.0.0.2]\n`;
 
 let h: Harness;
 let port: number;
@@ -35,12 +39,22 @@ interface Answer {
   cookies: string[];
 }
 
-/** One request to the console on 127.0.0.1 with this `Host` header (none when undefined). */
-function ask(host: string | undefined, method = "GET", path = "/login", body?: string): Promise<Answer> {
+/**
+ * One request to the console on 127.0.0.1 with this `Host` header (none when undefined); a body is
+ * posted as a same-origin form. `from`: the local address to connect from.
+ */
+function ask(
+  host: string | undefined,
+  method = "GET",
+  path = "/login",
+  body?: string,
+  o: { from?: string; headers?: Record<string, string> } = {},
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = host === undefined ? {} : { host };
     if (body !== undefined) Object.assign(headers, { "content-type": "application/x-www-form-urlencoded", origin: `http://${host}` });
-    const req = request({ host: "127.0.0.1", port, path, method, headers, setHost: false }, (res) => {
+    Object.assign(headers, o.headers);
+    const req = request({ host: "127.0.0.1", port, path, method, headers, setHost: false, localAddress: o.from }, (res) => {
       let text = "";
       res.setEncoding("utf8");
       res.on("data", (d: string) => {
@@ -124,5 +138,42 @@ describe("web.hostnames", () => {
       expect(await h.reloadGateway()).toBe("reloaded");
     }
     expect((await ask("evil.example")).status).toBe(421);
+  });
+});
+
+describe("web.trusted_proxies", () => {
+  /** Posts a wrong password through the login form from `from`, with this X-Forwarded-For. */
+  async function refusedLogin(from: string, forwardedFor: string): Promise<void> {
+    const page = await ask("bastion.example", "GET", "/login", undefined, { from });
+    const token = /name="login_token" value="([^"]+)"/.exec(page.body)?.[1] ?? "";
+    const cookie = (page.cookies[0] ?? "").split(";")[0] ?? "";
+    const form = new URLSearchParams({ uid: "mario.rossi", password: "wrong", code: "000000", login_token: token }).toString();
+    const r = await ask("bastion.example", "POST", "/login", form, { from, headers: { cookie, "x-forwarded-for": forwardedFor } });
+    expect(r.status).toBe(401);
+  }
+  /** The sources of the web login refusals audited so far. */
+  async function refusedSources(): Promise<string[]> {
+    const r = await execa(
+      "node",
+      [join(ROOT, "bin/varco.mjs"), "--policy", h.env.policyFile, "audit", "export", "--type", "web_login_refused"],
+      {
+        reject: false,
+      },
+    );
+    expect(r.exitCode, r.stderr).toBe(0);
+    return String(r.stdout)
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as { source: string }).source);
+  }
+
+  it("audits the client a trusted proxy names, never what the client wrote before it", async () => {
+    await refusedLogin("127.0.0.2", "203.0.113.66, 198.51.100.7");
+    expect((await refusedSources()).at(-1)).toBe("198.51.100.7");
+  });
+
+  it("ignores X-Forwarded-For from a peer that is not a trusted proxy", async () => {
+    await refusedLogin("127.0.0.1", "198.51.100.8");
+    expect((await refusedSources()).at(-1)).toBe("127.0.0.1");
   });
 });
