@@ -104,11 +104,23 @@ routes: [ { users: [root1], alias: vm1, target: vm1 } ]
 });
 
 describe("user hash", () => {
-  /** Runs `varco user hash` on a pseudo-terminal (script(1)) and types `lines`, one every 400 ms. */
+  /**
+   * Runs `varco user hash` on a pseudo-terminal (script(1)) and types each of `lines` once its prompt
+   * (`password:`, then `again:`) is on the screen, as a person would: a line typed before the program
+   * turned echo off is echoed by the terminal itself (on a loaded machine that once failed this test).
+   */
   const onTerminal = async (lines: readonly string[]) => {
     const child = execa("script", ["-qec", `node ${join(ROOT, "bin/varco.mjs")} user hash`, "/dev/null"], { reject: false });
-    for (const l of lines) {
-      await new Promise((r) => setTimeout(r, 800));
+    let screen = "";
+    child.stdout?.on("data", (d: Buffer) => {
+      screen += d.toString();
+    });
+    const prompts = ["password:", "again:"];
+    for (const [i, l] of lines.entries()) {
+      const prompt = prompts[i] ?? "";
+      for (let t = 0; t < 300 && !screen.includes(prompt); t++) await new Promise((r) => setTimeout(r, 100));
+      // The prompt comes after readline put the terminal in raw mode (echo off); a little slack anyway.
+      await new Promise((r) => setTimeout(r, 200));
       child.stdin?.write(`${l}\n`);
     }
     setTimeout(() => child.stdin?.end(), 3000);
