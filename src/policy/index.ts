@@ -1,4 +1,4 @@
-export { canonicalHostName } from "./hostname.ts";
+export { canonicalHostName, policyHostName } from "./hostname.ts";
 export { formatIssue, type LoadedPolicy, loadPolicyFile, PolicyError, type PolicyIssue, parsePolicyText } from "./load.ts";
 export { insideAny } from "./network.ts";
 export { assertPrivateFiles, checkPrivateFiles, PrivateFileError } from "./permissions.ts";

@@ -8,9 +8,10 @@
  * (src/policy/reference.ts), so the meaning of a key is written here and nowhere else.
  */
 import { isIP } from "node:net";
+import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { DEFAULT_UID_PATTERN } from "../auth/account.ts";
-import { canonicalHostName } from "./hostname.ts";
+import { policyHostName } from "./hostname.ts";
 import { parseDurationMs, parseHostPort, parseSizeBytes } from "./units.ts";
 
 /** How a duration is written; `title` names the kind in the JSON Schema and the reference. */
@@ -69,6 +70,28 @@ export const cidr = z.string().refine(
   },
   { message: "not an address or CIDR prefix (e.g. 10.10.0.0/16)" },
 );
+
+/**
+ * An address or CIDR of a reverse proxy, as compared with a peer's address (ipaddr.js): no IPv6 zone
+ * id (never part of a peer address), and IPv4-mapped IPv6 only in its IPv4 form (peers are compared as IPv4).
+ */
+const proxyCidr = cidr.superRefine((s, ctx) => {
+  const [addr = "", len] = s.split("/");
+  if (addr.includes("%")) {
+    ctx.addIssue({ code: "custom", message: `write the address without its zone id (%…): ${JSON.stringify(s)}` });
+    return;
+  }
+  if (!ipaddr.isValid(addr)) {
+    ctx.addIssue({ code: "custom", message: `not an address ipaddr.js reads: ${JSON.stringify(s)}` });
+    return;
+  }
+  const a = ipaddr.parse(addr);
+  if (a.kind() === "ipv6" && (a as ipaddr.IPv6).isIPv4MappedAddress()) {
+    const v4 = (a as ipaddr.IPv6).toIPv4Address().toString();
+    const prefix = len === undefined ? "" : `/${Math.max(Number(len) - 96, 0)}`;
+    ctx.addIssue({ code: "custom", message: `write an IPv4-mapped address in its IPv4 form: ${v4}${prefix}` });
+  }
+});
 
 /** `host:port`, `[v6]:port`. */
 export const listenAddress = z.string().refine(
@@ -1147,7 +1170,7 @@ const web = z
     hostnames: z
       .array(
         z.string().transform((s, ctx) => {
-          const name = canonicalHostName(s);
+          const name = policyHostName(s);
           if (name === undefined) {
             ctx.addIssue({ code: "custom", message: `not a host name or IP address: ${JSON.stringify(s)}` });
             return z.NEVER;
@@ -1160,7 +1183,7 @@ const web = z
         "The names (or addresses) browsers reach the console by, e.g. `[bastion.example.org]`; compared with each request's `Host` header case-insensitively, without its port. A request for any other name gets 421 and nothing else: this stops DNS rebinding (a page of another site whose name is pointed at the console's address, driving the browser of someone on the console's network). Behind a reverse proxy: the names the proxy passes on. Empty: any name is served. Applies at reload.",
       ),
     trusted_proxies: z
-      .array(cidr)
+      .array(proxyCidr)
       .default([])
       .describe(
         "Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` is believed: for a request from one of them, the client is the rightmost address of that header that is not itself a trusted proxy. It is what the audit records as the source and what lockout per source counts. Empty: the TCP peer is the client. Applies at reload.",

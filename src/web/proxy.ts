@@ -8,9 +8,14 @@
 import ipaddr from "ipaddr.js";
 import { insideAny } from "../policy/index.ts";
 
-/** An address in canonical form (IPv4-mapped IPv6 as IPv4), or undefined when it is not one. */
+/**
+ * An address in canonical form (IPv4-mapped IPv6 as IPv4), or undefined when it is not one. A port
+ * some proxies append (`192.0.2.1:5678`, `[2001:db8::1]:443`) is dropped.
+ */
 function canonical(text: string): string | undefined {
-  const t = text.trim();
+  let t = text.trim();
+  const withPort = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(t) ?? /^\[([0-9a-fA-F:.]+)\](?::\d{1,5})?$/.exec(t);
+  if (withPort?.[1]) t = withPort[1];
   // Four-part decimal only: ipaddr.isValid also takes `127.1` and hex forms, which no proxy writes.
   return ipaddr.IPv4.isValidFourPartDecimal(t) || ipaddr.IPv6.isValid(t) ? ipaddr.process(t).toString() : undefined;
 }
@@ -25,7 +30,14 @@ function canonical(text: string): string | undefined {
  */
 export function clientAddress(peer: string, forwardedFor: string | undefined, trusted: readonly string[]): string {
   let client = canonical(peer) ?? peer;
-  const isTrusted = (a: string) => insideAny(a, trusted);
+  // The policy only admits entries ipaddr.js reads; should one still throw, trust nobody rather than fail the request.
+  const isTrusted = (a: string) => {
+    try {
+      return insideAny(a, trusted);
+    } catch {
+      return false;
+    }
+  };
   if (trusted.length === 0 || canonical(peer) === undefined || !isTrusted(client)) return client;
   const hops = (forwardedFor ?? "").split(",");
   for (let i = hops.length - 1; i >= 0; i--) {

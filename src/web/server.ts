@@ -137,6 +137,18 @@ function peer(c: Context): string {
   return env?.incoming?.socket?.remoteAddress ?? "unknown";
 }
 
+/** The host of an absolute-form request target (`GET http://host/path`), "" when unreadable; undefined for the usual origin form. */
+function absoluteTargetHost(c: Context): string | undefined {
+  const env = c.env as { incoming?: { url?: string } } | undefined;
+  const target = env?.incoming?.url ?? "";
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(target)) return undefined;
+  try {
+    return new URL(target).host;
+  } catch {
+    return "";
+  }
+}
+
 /** Creates the app. Mount it with @hono/node-server (listen.ts). */
 export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
   const app = new Hono<Env>();
@@ -166,7 +178,10 @@ export function createWebApp(deps: WebConsoleDeps): Hono<Env> {
   let misdirectedLogged = 0;
   app.use("*", async (c, next) => {
     const host = c.req.header("host");
-    if (hostAllowed(host, deps.settings().hostnames)) return next();
+    const names = deps.settings().hostnames;
+    // An absolute-form request target names the host itself, and a server must use it over Host
+    // (RFC 9112 §3.2.2): both must be this console's.
+    if (hostAllowed(host, names) && hostAllowed(absoluteTargetHost(c) ?? host, names)) return next();
     // One log line a minute at most, with the count since the last: refusals cost an attacker nothing.
     misdirected += 1;
     if (deps.now() - misdirectedLogged >= MISDIRECTED_LOG_MS) {

@@ -8,6 +8,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { execa } from "execa";
 import { chromium } from "playwright-core";
@@ -70,6 +71,20 @@ function ask(
   });
 }
 
+/** The status code of a raw HTTP/1.1 request written as is (request targets node:http would not send). */
+function rawStatus(text: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let got = "";
+    const sock = connect({ host: "127.0.0.1", port }, () => sock.end(text));
+    sock.setTimeout(10_000, () => sock.destroy(new Error("timeout")));
+    sock.on("data", (d) => {
+      got += d.toString("latin1");
+    });
+    sock.on("error", reject);
+    sock.on("close", () => resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(got)?.[1] ?? 0)));
+  });
+}
+
 describe("web.hostnames", () => {
   it("serves the listed names, in any case, with any port, in absolute form", async () => {
     for (const host of ["bastion.example", `BASTION.example:${port}`, "bastion.example.:443", `127.0.0.1:${port}`]) {
@@ -101,6 +116,13 @@ describe("web.hostnames", () => {
       expect(r.body).not.toContain("login_token");
       expect(r.cookies, String(host)).toEqual([]);
     }
+    // An absolute-form request target names the host the server must use (RFC 9112 §3.2.2).
+    for (const [target, host] of [
+      ["http://evil.example/login", "bastion.example"],
+      ["http://bastion.example/login", "evil.example"],
+    ] as const)
+      expect(await rawStatus(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`), target).toBe(421);
+    expect(await rawStatus("GET http://bastion.example/login HTTP/1.1\r\nHost: bastion.example\r\nConnection: close\r\n\r\n")).toBe(200);
     // The login form posted through a rebound name is refused before any password is checked.
     const post = await ask("evil.example", "POST", "/login", "uid=mario.rossi&password=x&code=000000&login_token=x");
     expect(post.status).toBe(421);

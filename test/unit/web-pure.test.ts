@@ -142,7 +142,23 @@ describe("web.hostnames (the Host check against DNS rebinding)", () => {
       "/p/g.yaml",
     ).policy.web;
     expect(w?.hostnames).toEqual(["bastion.example.org", "2001:db8::10", "192.0.2.10"]);
-    for (const bad of ['"https://bastion.example.org"', '"bastion.example.org:8443"', '"*.example.org"', '"a..b"', '""'])
+    expect(
+      parsePolicyText(`${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [a], hostnames: ["bücher.example"] }\n`, "/p/g.yaml").policy
+        .web?.hostnames,
+    ).toEqual(["xn--bcher-kva.example"]);
+    // Forms a browser never sends in Host (it sends 127.0.0.1 for the first four), and zone ids.
+    for (const bad of [
+      '"127.1"',
+      '"2130706433"',
+      '"0x7f.0.0.1"',
+      '"999.999.999.999"',
+      '"fe80::1%eth0"',
+      '"https://bastion.example.org"',
+      '"bastion.example.org:8443"',
+      '"*.example.org"',
+      '"a..b"',
+      '""',
+    ])
       expect(issues(`${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [a], hostnames: [${bad}] }\n`).join("\n"), bad).toMatch(
         /not a host name or IP address/,
       );
@@ -175,11 +191,15 @@ describe("web.trusted_proxies (the client address behind reverse proxies)", () =
       "198.51.100.7,",
       "127.1",
       "0x7f.0.0.1",
-      "198.51.100.7:4444",
-      "[2001:db8:1::7]",
+      "198.51.100.7:123456",
+      "[2001:db8:1::7",
     ])
       expect(clientAddress("127.0.0.2", xff, trusted), String(xff)).toBe("127.0.0.2");
     expect(clientAddress("127.0.0.2", "garbage, 10.1.2.3", trusted)).toBe("10.1.2.3");
+    // A port some proxies append is dropped.
+    expect(clientAddress("127.0.0.2", "198.51.100.7:4444", trusted)).toBe("198.51.100.7");
+    expect(clientAddress("127.0.0.2", "[2001:db8:1::7]:443", trusted)).toBe("2001:db8:1::7");
+    expect(clientAddress("127.0.0.2", "[2001:db8:1::7]", trusted)).toBe("2001:db8:1::7");
     // Every hop trusted: the leftmost one.
     expect(clientAddress("127.0.0.2", "10.0.0.1, 10.0.0.2", trusted)).toBe("10.0.0.1");
   });
@@ -188,5 +208,15 @@ describe("web.trusted_proxies (the client address behind reverse proxies)", () =
     expect(issues(`${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [a], trusted_proxies: [proxy.example] }\n`).join("\n")).toMatch(
       /not an address or CIDR/,
     );
+    // Node's isIP takes these zone ids, ipaddr.js (which compares the peers) does not: each login would fail.
+    for (const zone of ['"fe80::1%eth0.5"', '"fe80::1%br-lan"', '"fe80::1%eth0"'])
+      expect(
+        issues(`${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [a], trusted_proxies: [${zone}] }\n`).join("\n"),
+        zone,
+      ).toMatch(/zone id/);
+    // An IPv4-mapped entry would never match a peer (compared as IPv4): say which form to write.
+    expect(
+      issues(`${BASE}web: { listen: "127.0.0.1:8443", auditor_groups: [a], trusted_proxies: ["::ffff:10.0.0.0/104"] }\n`).join("\n"),
+    ).toMatch(/IPv4 form: 10\.0\.0\.0\/8/);
   });
 });
