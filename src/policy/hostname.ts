@@ -34,6 +34,6 @@ export function canonicalHostName(name: string): string | undefined {
  * browsers map it, by `url.domainToASCII`), then {@link canonicalHostName}.
  */
 export function policyHostName(name: string): string | undefined {
-  const ascii = /^[\x00-\x7f]*$/.test(name) ? name : domainToASCII(name.trim());
+  const ascii = /[^\x20-\x7e]/.test(name) ? domainToASCII(name.trim()) : name;
   return ascii === "" ? undefined : canonicalHostName(ascii);
 }
