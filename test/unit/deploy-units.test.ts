@@ -113,6 +113,13 @@ describe.runIf(hasAnalyze)("deploy/ systemd units", () => {
     expect(sh).toMatch(/systemctl enable varco-net-restore\.service/);
   });
 
+  it("keep restarting the gateway whatever the count (a start refused while PostgreSQL is down succeeds once it is back)", () => {
+    const u = unit("varco.service");
+    expect(list(u, "Unit", "StartLimitIntervalSec")).toEqual(["0"]);
+    expect(list(u, "Service", "Restart")).toEqual(["on-failure"]);
+    expect(list(u, "Service", "RestartSec")).toEqual(["5s"]);
+  });
+
   it("the gateway's node options are ones this node accepts (a mistyped V8 flag would stop the service at start)", async () => {
     const options = serveNodeOptions();
     expect(options).toContain("--single-threaded-gc");
