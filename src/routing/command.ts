@@ -39,10 +39,13 @@ const GIT_SERVICES: readonly GitService[] = ["git-upload-pack", "git-receive-pac
  * Characters that are never accepted in a transfer command, quoted or not: control characters
  * (incl. TAB, CR, LF, NUL, C1), shell operators and redirections `; & | < > ( )`, expansions
  * `$ \``, globs `* ? [ ]`, brace expansion `{ }`, comments `#`, history `!` (bash, csh),
- * Bourne's pipe `^`, double quotes, and Unicode line separators / bidi overrides (misleading in audit views).
+ * Bourne's pipe `^`, double quotes, Unicode line separators / bidi overrides (misleading in audit views),
+ * and Unicode spaces and zero-width characters (shell-quote splits words on JavaScript's `\s`, shells on
+ * ASCII space and tab only: the audited words would not be the program's).
  */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
-const FORBIDDEN = /[\u0000-\u001f\u007f-\u009f;&|<>()$`*?[\]{}#!^"\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+const FORBIDDEN =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
+  /[\u0000-\u001f\u007f-\u00a0;&|<>()$`*?[\]{}#!^"\u1680\u2000-\u200f\u2028-\u202f\u205f\u2066-\u2069\u3000\ufeff]/;
 
 /**
  * True when `command` uses only literal characters, spaces as separators, balanced single quotes

@@ -72,6 +72,12 @@ const ATTACKS = [
   "scp -t 'a\\' b '",
   'scp -t "x"',
   "scp -t x\u202e",
+  // Whitespace only JavaScript splits on (shells split on ASCII space and tab): the audited path would differ from scp's.
+  "scp -t x\ufeff",
+  "scp -f\u3000x",
+  "scp -r\u00a0-t x",
+  "scp -t\u2003x",
+  "scp -t x\u200b",
   "rsync --server . x; id",
   "rsync ; exec bash -l",
   "rsync",
