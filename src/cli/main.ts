@@ -142,9 +142,11 @@ export function buildCli(): Command {
         // The file's own permissions, as serve checks them (host checks: keys, secrets, state: varco doctor).
         const unsafe = policyModule().checkPrivateFiles({ policyFile: loaded.file });
         if (unsafe.length > 0) throw new PolicyError(unsafe.map((message) => ({ file: loaded.file, line: 1, col: 1, message })));
-        if (opts.json) console.log(JSON.stringify({ ok: true, file: loaded.file, issues: [] }));
-        else
+        if (opts.json) console.log(JSON.stringify({ ok: true, file: loaded.file, issues: [], notes: loaded.notes }));
+        else {
           console.log(`${loaded.file}: ok (${Object.keys(loaded.policy.targets).length} targets, ${loaded.policy.routes.length} routes)`);
+          for (const n of loaded.notes) console.log(formatIssue({ ...n, message: `note: ${n.message}` }));
+        }
       } catch (err) {
         if (!(err instanceof PolicyError)) throw err;
         if (opts.json) {

@@ -43,6 +43,8 @@ export interface LoadedPolicy {
   readonly resolvePath: (p: string) => string;
   /** SHA-256 (hex) of the text that was read (loadPolicyFile only): which version of the file this is. */
   readonly sha256?: string | undefined;
+  /** Valid settings that probably do not mean what they say ({@link policyNotes}), each with its position. */
+  readonly notes: readonly PolicyIssue[];
 }
 
 type Path = readonly PropertyKey[];
@@ -119,7 +121,28 @@ export function parsePolicyText(text: string, file: string): LoadedPolicy {
     policy,
     file,
     resolvePath: (p: string) => (isAbsolute(p) ? p : resolve(base, p)),
+    notes: policyNotes(policy).map(([path, message]) => at(offsetOf(doc.contents, path), message)),
   };
+}
+
+/**
+ * Valid settings that probably do not do what their author meant; `varco policy check` prints them
+ * and still exits 0. Pure.
+ * @returns (path, message) pairs
+ */
+export function policyNotes(policy: Policy): Array<[Path, string]> {
+  const notes: Array<[Path, string]> = [];
+  policy.routes.forEach((route, i) => {
+    const narrowed = (["scp", "sftp", "shell"] as const).filter((k) => !route.allow[k]);
+    if (route.allow.exec && narrowed.length > 0) {
+      notes.push([
+        ["routes", i, "allow"],
+        `allow.exec is true, so ${narrowed.map((k) => `allow.${k}: false`).join(", ")} does not keep those programs out: ` +
+          "`/usr/bin/scp -t x`, `/usr/lib/openssh/sftp-server` or `bash -il` still run as recorded commands; set exec: false for a file-transfer-only route",
+      ]);
+    }
+  });
+  return notes;
 }
 
 function sortIssues(issues: PolicyIssue[]): PolicyIssue[] {

@@ -263,4 +263,26 @@ describe("policy check", () => {
       rmSync(d, { recursive: true, force: true });
     }
   });
+
+  it("prints notes on a valid policy and still exits 0 (text and --json)", async () => {
+    const d = mkdtempSync(join(tmpdir(), "varco-check-"));
+    try {
+      const file = join(d, "gateway.yaml");
+      writeFileSync(
+        file,
+        readFileSync(policy, "utf8").replace("allow: { port_forwarding: true }", "allow: { port_forwarding: true, scp: false }"),
+        {
+          mode: 0o600,
+        },
+      );
+      const r = await varco("policy", "check", file);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`${file}:\\d+:\\d+: note: allow\\.exec is true, so allow\\.scp: false`));
+      const j = await varco("policy", "check", "--json", file);
+      expect(j.exitCode).toBe(0);
+      expect((JSON.parse(String(j.stdout)) as { notes: Array<{ message: string }> }).notes[0]?.message).toMatch(/allow\.scp: false/);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
 });

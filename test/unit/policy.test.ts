@@ -125,3 +125,19 @@ describe("units", () => {
     expect(parseSizeBytes("lots")).toBeUndefined();
   });
 });
+
+describe("policy notes (valid, but probably not what was meant)", () => {
+  const notes = (allow: string) =>
+    parsePolicyText(`${MINIMAL}    allow: ${allow}\n`, "/p/gateway.yaml").notes.map((n) => `${n.line}:${n.col}: ${n.message}`);
+  it("says that scp, sftp or shell set to false do not keep those programs out while exec is allowed", () => {
+    const [n, ...more] = notes("{ scp: false, shell: false }");
+    expect(more).toEqual([]);
+    expect(n).toMatch(/^18:\d+: allow\.exec is true, so allow\.scp: false, allow\.shell: false does not keep those programs out/);
+    expect(n).toContain("set exec: false");
+  });
+  it("says nothing for the defaults or a route without exec", () => {
+    expect(parsePolicyText(MINIMAL, "/p/gateway.yaml").notes).toEqual([]);
+    expect(notes("{ exec: false, scp: false, shell: false }")).toEqual([]);
+    expect(notes("{ port_forwarding: true }")).toEqual([]);
+  });
+});
