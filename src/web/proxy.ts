@@ -29,7 +29,7 @@ function canonical(text: string): string | undefined {
  *   walk at the last trusted hop (that proxy's address), so a broken header never names someone else.
  */
 export function clientAddress(peer: string, forwardedFor: string | undefined, trusted: readonly string[]): string {
-  let client = canonical(peer) ?? peer;
+  const own = canonical(peer);
   // The policy only admits entries ipaddr.js reads; should one still throw, trust nobody rather than fail the request.
   const isTrusted = (a: string) => {
     try {
@@ -38,7 +38,8 @@ export function clientAddress(peer: string, forwardedFor: string | undefined, tr
       return false;
     }
   };
-  if (trusted.length === 0 || canonical(peer) === undefined || !isTrusted(client)) return client;
+  if (own === undefined || trusted.length === 0 || !isTrusted(own)) return own ?? peer;
+  let client = own;
   const hops = (forwardedFor ?? "").split(",");
   for (let i = hops.length - 1; i >= 0; i--) {
     const a = canonical(hops[i] ?? "");
